@@ -89,4 +89,3 @@ func (n *nativeReframer) Finish() error {
 	}
 	return nil
 }
-

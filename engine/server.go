@@ -524,11 +524,14 @@ type limitReader struct {
 func (l *limitReader) Read(p []byte) (int, error) {
 	if l.left <= 0 {
 		var one [1]byte
-		n, _ := l.r.Read(one[:]) //nolint:errcheck // only probing for more data
+		n, err := l.r.Read(one[:])
 		if n > 0 {
 			return 0, errTooLarge{l.limit}
 		}
-		return 0, io.EOF
+		if err == nil || errors.Is(err, io.EOF) {
+			return 0, io.EOF
+		}
+		return 0, err
 	}
 	if int64(len(p)) > l.left {
 		p = p[:l.left]
@@ -676,14 +679,26 @@ func quoteIdent(s string) string {
 
 // run executes the request and writes the response. An exception returned
 // before anything was written becomes an error response.
-func (s *Server) run(w http.ResponseWriter, r *http.Request, req *request) *Exception {
+func (s *Server) run(w http.ResponseWriter, r *http.Request, req *request) (ex *Exception) {
 	ctx := r.Context()
 	kind := statementKind(req.sql)
-	c, release, ex := s.lease(ctx, req)
-	if ex != nil {
-		return ex
+	c, release, lex := s.lease(ctx, req)
+	if lex != nil {
+		return lex
 	}
 	defer release()
+	broken := false // failed after the response started
+	defer func() {
+		if ex != nil || broken || ctx.Err() != nil {
+			// chDB keeps a failed or cancelled statement's entry in
+			// system.processes until the connection runs its next
+			// statement (measured with 26.7.3): run a trivial one so
+			// nothing is left behind.
+			if _, err := c.Query([]byte("SELECT 1 FORMAT Null"), "TSV", nil); err != nil {
+				c.dirty = true
+			}
+		}
+	}()
 	inSession := req.sessionID != ""
 	if err := prepare(c, req, inSession); err != nil {
 		return engineException(err)
@@ -704,6 +719,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *request) *Exce
 	go func() {
 		select {
 		case <-ctx.Done():
+			s.log.Debug().Str("query_id", req.queryID).Msg("client gone, killing query")
 			if err := s.eng.Kill(req.tag); err != nil {
 				s.log.Warn().Err(err).Str("query_id", req.queryID).Msg("kill cancelled query")
 			}
@@ -719,13 +735,21 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *request) *Exce
 	if _, _, name, ok := formatClause(req.sql, kind == "INSERT"); ok {
 		format = name
 	}
-	out := newResponse(w, req, format)
+	out := s.newResponse(w, req, format)
 	if streamable(kind) {
 		st, err := c.StreamQuery(tagged, req.defaultFormat, req.params)
 		if err != nil {
 			return engineException(err)
 		}
-		defer st.Close()
+		complete := false
+		defer func() {
+			if !complete {
+				// An error or a gone client: stop the pipeline's threads too,
+				// not only the fetch.
+				st.Cancel()
+			}
+			st.Close()
+		}()
 		for {
 			chunk, err := st.Next()
 			if err != nil {
@@ -733,22 +757,25 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *request) *Exce
 					return engineException(err)
 				}
 				out.trailer(engineException(err))
+				broken = true
 				return nil
 			}
 			if chunk == nil {
+				complete = true
 				break
 			}
 			if err := out.write(chunk, st.RowsRead, st.BytesRead); err != nil {
-				st.Cancel()
 				if !out.started {
 					return &Exception{Code: 1001, Name: "STD_EXCEPTION", Message: err.Error()}
 				}
+				broken = true
 				return nil
 			}
 		}
 		if err := out.finish(); err != nil {
 			if out.started {
 				out.trailer(&Exception{Code: 1001, Name: "STD_EXCEPTION", Message: err.Error()})
+				broken = true
 				return nil
 			}
 			return &Exception{Code: 1001, Name: "STD_EXCEPTION", Message: err.Error()}
@@ -764,6 +791,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *request) *Exce
 		if !out.started {
 			return &Exception{Code: 1001, Name: "STD_EXCEPTION", Message: err.Error()}
 		}
+		broken = true
 		return nil
 	}
 	if err := out.finish(); err != nil && !out.started {
@@ -802,19 +830,18 @@ func (s *Server) runInsert(w http.ResponseWriter, c *Conn, req *request, tagged 
 	defer ins.Close()
 	buf := make([]byte, 1<<20)
 	for {
-		n, rerr := io.ReadFull(req.body, buf)
+		n, rerr := fill(req.body, buf)
 		if n > 0 {
 			if err := ins.Append(buf[:n]); err != nil {
 				ins.Cancel()
 				return engineException(err)
 			}
 		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
 		if rerr != nil {
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-				break
-			}
 			ins.Cancel()
-			c.dirty = true
 			return bodyException(rerr)
 		}
 	}
@@ -823,6 +850,20 @@ func (s *Server) runInsert(w http.ResponseWriter, c *Conn, req *request, tagged 
 		return engineException(err)
 	}
 	return s.insertDone(w, req, res)
+}
+
+// fill reads until buf is full or the reader ends; only a clean end is
+// io.EOF (a truncated compressed frame is io.ErrUnexpectedEOF, an error).
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (s *Server) insertDone(w http.ResponseWriter, req *request, res *chdb.Result) *Exception {
@@ -865,8 +906,8 @@ type response struct {
 	blockEnc *compress.Writer
 }
 
-func newResponse(w http.ResponseWriter, req *request, format string) *response {
-	out := &response{w: w, req: req, format: format, tag: randomHex(8)}
+func (s *Server) newResponse(w http.ResponseWriter, req *request, format string) *response {
+	out := &response{w: w, s: s, req: req, format: format, tag: randomHex(8)}
 	if strings.EqualFold(format, "Native") {
 		out.reframe = newNativeReframer(req.revision, req.revision)
 	}
@@ -895,6 +936,7 @@ func contentType(format string) string {
 func (o *response) start(rows, bytes uint64) {
 	o.started = true
 	h := o.w.Header()
+	o.s.commonHeaders(h, o.req)
 	h.Set("Content-Type", contentType(o.format))
 	h.Set("X-ClickHouse-Format", o.format)
 	h.Set("X-ClickHouse-Exception-Tag", o.tag)
@@ -902,7 +944,6 @@ func (o *response) start(rows, bytes uint64) {
 		o.summary = summary{ReadRows: rows, ReadBytes: bytes}
 	}
 	h.Set("X-ClickHouse-Summary", o.summary.json())
-	h.Set("X-ClickHouse-Query-Id", o.req.queryID)
 	o.body = o.w
 	switch o.req.httpCompress {
 	case "gzip":
