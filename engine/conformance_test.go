@@ -344,18 +344,30 @@ func requireNothingRunning(t *testing.T, db *enginetest.DB) {
 func TestMidStreamErrorIsTaggedException(t *testing.T) {
 	db := enginetest.New(t)
 	conn := db.Conn(t)
-	rows, err := conn.Query(context.Background(),
-		"SELECT throwIf(number = 3000000, 'boom mid-stream') FROM system.numbers LIMIT 5000000 SETTINGS max_block_size = 65536")
-	if err == nil {
-		for rows.Next() {
-		}
-		err = rows.Err()
-		_ = rows.Close()
+	// Rows 0..49 are sent before row 50 fails, so the error can only travel
+	// as the tagged exception block after the data.
+	const sql = "SELECT number, throwIf(number = 50, 'boom mid-stream') + sleepEachRow(0.01) FROM numbers(100) SETTINGS max_block_size = 10"
+	rows, err := conn.Query(context.Background(), sql)
+	require.NoError(t, err, "the response must have started before the error")
+	seen := 0
+	for rows.Next() {
+		seen++
 	}
+	err = rows.Err()
+	_ = rows.Close()
 	var ex *clickhouse.Exception
 	require.True(t, errors.As(err, &ex), "got %T %v", err, err)
 	require.Equal(t, int32(395), ex.Code)
 	require.Contains(t, ex.Message, "boom mid-stream")
+	require.Greater(t, seen, 0)
+
+	r := do(t, "POST", q(db), strings.NewReader(sql), nil)
+	require.Equal(t, 200, r.status)
+	tag := r.header.Get("X-ClickHouse-Exception-Tag")
+	require.Len(t, tag, 16)
+	require.True(t, strings.HasPrefix(r.body, "0\t0\n"), r.body)
+	require.Contains(t, r.body, "\r\n__exception__\r\n"+tag+"\r\nCode: 395. DB::Exception: ")
+	require.True(t, strings.HasSuffix(r.body, " "+tag+"\r\n__exception__\r\n"), r.body)
 }
 
 // helperProcess opens the engine on TENANTSCOPE_HELPER_DIR in a child

@@ -19,6 +19,7 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
+		"bench":   {"run a benchmark and print its table (engine)", runBench},
 		"engine":  {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
 		"version": {"print the version", runVersion},
 	}

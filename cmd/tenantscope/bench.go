@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/tenantscope/tenantscope/bench"
+	"github.com/tenantscope/tenantscope/engine/chdb"
+)
+
+func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "engine" {
+		return fmt.Errorf("%w: tenantscope bench engine [flags]", errUsage)
+	}
+	fs := flag.NewFlagSet("bench engine", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
+	rows := fs.Int("rows", 100_000, "rows per batch")
+	rounds := fs.Int("rounds", 5, "batches per insert path")
+	clients := fs.Int("clients", 8, "concurrent clients for small queries")
+	queryFor := fs.Duration("query-for", 5*time.Second, "how long to run small queries")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	res, err := bench.RunEngine(ctx, bench.EngineConfig{LibPath: *lib, Rows: *rows, Rounds: *rounds, Clients: *clients, QueryFor: *queryFor}, stderr)
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	return nil
+}
