@@ -1,0 +1,446 @@
+// Package config is tenantscope's one typed configuration.
+//
+// Precedence: flags > environment (TENANTSCOPE_…) > YAML file > defaults.
+// Validate names every wrong field by its YAML path. Secrets (user passwords,
+// API keys, tenants' NATS service passwords) are stored hashed; the String
+// and MarshalYAML forms never include them.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Roles, as DESIGN.md defines them.
+const (
+	RoleCompliance   = "compliance"
+	RoleFinance      = "finance"
+	RoleSRE          = "sre"
+	RoleTenantAdmin  = "tenant-admin"
+	RoleTenantViewer = "tenant-viewer"
+)
+
+// Roles lists every role.
+var Roles = []string{RoleCompliance, RoleFinance, RoleSRE, RoleTenantAdmin, RoleTenantViewer}
+
+// TenantScoped reports whether a role is bound to one tenant.
+func TenantScoped(role string) bool { return role == RoleTenantAdmin || role == RoleTenantViewer }
+
+// Config is the whole configuration.
+type Config struct {
+	// Data is the data directory: engine store, JetStream store, bootstrap secrets.
+	Data       string     `yaml:"data"`
+	HTTP       HTTP       `yaml:"http"`
+	NATS       NATS       `yaml:"nats"`
+	ClickHouse ClickHouse `yaml:"clickhouse"`
+	Regions    []Region   `yaml:"regions"`
+	Tenants    []Tenant   `yaml:"tenants"`
+	Users      []User     `yaml:"users"`
+	APIKeys    []APIKey   `yaml:"api_keys"`
+	Log        Log        `yaml:"log"`
+	Shutdown   Duration   `yaml:"shutdown_timeout"`
+}
+
+// HTTP is the UI, API, /metrics and health endpoint.
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// NATS is the bus: an embedded server (Listen) or an existing cluster (URL).
+type NATS struct {
+	Listen string `yaml:"listen"`
+	URL    string `yaml:"url"`
+	// Credentials the suite's own processes use against an external cluster.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	Stream   Stream `yaml:"stream"`
+}
+
+// Stream holds the explicit limits of the ingest stream.
+type Stream struct {
+	MaxAge   Duration `yaml:"max_age"`
+	MaxBytes int64    `yaml:"max_bytes"`
+	// MaxMsgSize is the largest message the server accepts.
+	MaxMsgSize int32    `yaml:"max_msg_size"`
+	Duplicates Duration `yaml:"duplicate_window"`
+	Replicas   int      `yaml:"replicas"`
+}
+
+// ClickHouse is the store: the embedded engine (DSN empty) or a server.
+type ClickHouse struct {
+	DSN          string `yaml:"dsn"`
+	EngineListen string `yaml:"engine_listen"`
+	ChdbLib      string `yaml:"chdb_lib"`
+	PoolSize     int    `yaml:"pool_size"`
+	// Cluster, when set, adds ON CLUSTER and Replicated engines to migrations.
+	Cluster string `yaml:"cluster"`
+}
+
+// Region is a separate store; each tenant is pinned to one.
+type Region struct {
+	Name string `yaml:"name"`
+	// Database is the region's database (in the embedded engine, or on DSN's server).
+	Database string `yaml:"database"`
+	// DSN points the region at its own ClickHouse; empty uses clickhouse.dsn or the embedded engine.
+	DSN string `yaml:"dsn"`
+}
+
+// Tenant is a customer of the platform.
+type Tenant struct {
+	ID     string      `yaml:"id"`
+	Name   string      `yaml:"name"`
+	Region string      `yaml:"region"`
+	NATS   Credentials `yaml:"nats"`
+}
+
+// Credentials is a user name with a bcrypt password hash. An empty hash
+// means "generate one at first start and print it once".
+type Credentials struct {
+	User         string `yaml:"user"`
+	PasswordHash string `yaml:"password_hash"`
+}
+
+// User is a person signing in to the UI.
+type User struct {
+	Name         string `yaml:"name"`
+	Role         string `yaml:"role"`
+	Tenant       string `yaml:"tenant"`
+	PasswordHash string `yaml:"password_hash"`
+}
+
+// APIKey is a machine credential; KeyHash is the hex SHA-256 of the key.
+type APIKey struct {
+	Name    string `yaml:"name"`
+	Role    string `yaml:"role"`
+	Tenant  string `yaml:"tenant"`
+	KeyHash string `yaml:"key_hash"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level string `yaml:"level"`
+}
+
+// Duration is a time.Duration written as "72h".
+type Duration time.Duration
+
+// UnmarshalYAML parses "90s", "72h".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 90s or 72h", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as text.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Default is the configuration of an embedded single-machine run.
+func Default() Config {
+	return Config{
+		Data: "./data",
+		HTTP: HTTP{Listen: "127.0.0.1:8080"},
+		NATS: NATS{Listen: "127.0.0.1:4222", Stream: Stream{
+			MaxAge: Duration(72 * time.Hour), MaxBytes: 1 << 30, MaxMsgSize: 1 << 20,
+			Duplicates: Duration(2 * time.Minute), Replicas: 1,
+		}},
+		ClickHouse: ClickHouse{EngineListen: "127.0.0.1:8123"},
+		Regions:    []Region{{Name: "default", Database: "tenantscope"}},
+		Log:        Log{Level: "info"},
+		Shutdown:   Duration(20 * time.Second),
+	}
+}
+
+// Load reads a YAML file over the defaults; unknown fields are errors.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path == "" {
+		return cfg, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes YAML over the defaults.
+func Parse(b []byte) (Config, error) {
+	cfg := Default()
+	// A file that lists regions replaces the default region.
+	cfg.Regions = nil
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if cfg.Regions == nil {
+		cfg.Regions = Default().Regions
+	}
+	return cfg, nil
+}
+
+// Env lists the environment variables and the fields they set.
+var Env = []struct {
+	Name  string
+	Field string
+	set   func(*Config, string)
+}{
+	{"TENANTSCOPE_DATA", "data", func(c *Config, v string) { c.Data = v }},
+	{"TENANTSCOPE_HTTP", "http.listen", func(c *Config, v string) { c.HTTP.Listen = v }},
+	{"TENANTSCOPE_NATS_LISTEN", "nats.listen", func(c *Config, v string) { c.NATS.Listen = v }},
+	{"TENANTSCOPE_NATS_URL", "nats.url", func(c *Config, v string) { c.NATS.URL = v }},
+	{"TENANTSCOPE_NATS_USER", "nats.user", func(c *Config, v string) { c.NATS.User = v }},
+	{"TENANTSCOPE_NATS_PASSWORD", "nats.password", func(c *Config, v string) { c.NATS.Password = v }},
+	{"TENANTSCOPE_CLICKHOUSE_DSN", "clickhouse.dsn", func(c *Config, v string) { c.ClickHouse.DSN = v }},
+	{"TENANTSCOPE_ENGINE_LISTEN", "clickhouse.engine_listen", func(c *Config, v string) { c.ClickHouse.EngineListen = v }},
+	{"TENANTSCOPE_CHDB_LIB", "clickhouse.chdb_lib", func(c *Config, v string) { c.ClickHouse.ChdbLib = v }},
+	{"TENANTSCOPE_LOG_LEVEL", "log.level", func(c *Config, v string) { c.Log.Level = v }},
+}
+
+// ApplyEnv overrides fields from the environment.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	for _, e := range Env {
+		if v := getenv(e.Name); v != "" {
+			e.set(c, v)
+		}
+	}
+}
+
+var (
+	idRe     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	dbRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+	sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// Embedded reports whether the suite runs the embedded ClickHouse engine.
+func (c Config) Embedded() bool { return c.ClickHouse.DSN == "" }
+
+// EmbeddedNATS reports whether the suite runs its own NATS server.
+func (c Config) EmbeddedNATS() bool { return c.NATS.URL == "" }
+
+// Validate checks the whole configuration and names each wrong field.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if c.Data == "" {
+		bad("data", "is required")
+	}
+	checkAddr := func(field, v string, required bool) {
+		if v == "" {
+			if required {
+				bad(field, "is required")
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad(field, "%q is not host:port", v)
+		}
+	}
+	checkAddr("http.listen", c.HTTP.Listen, true)
+	if c.EmbeddedNATS() {
+		checkAddr("nats.listen", c.NATS.Listen, true)
+	} else if !strings.HasPrefix(c.NATS.URL, "nats://") && !strings.HasPrefix(c.NATS.URL, "tls://") {
+		bad("nats.url", "%q must start with nats:// or tls://", c.NATS.URL)
+	}
+	if c.NATS.Stream.MaxAge <= 0 {
+		bad("nats.stream.max_age", "must be positive")
+	}
+	if c.NATS.Stream.MaxBytes <= 0 {
+		bad("nats.stream.max_bytes", "must be positive")
+	}
+	if c.NATS.Stream.MaxMsgSize <= 0 {
+		bad("nats.stream.max_msg_size", "must be positive")
+	}
+	if c.NATS.Stream.Replicas < 1 || c.NATS.Stream.Replicas > 5 {
+		bad("nats.stream.replicas", "must be 1 to 5, got %d", c.NATS.Stream.Replicas)
+	}
+	if c.Embedded() {
+		checkAddr("clickhouse.engine_listen", c.ClickHouse.EngineListen, true)
+	} else if !strings.HasPrefix(c.ClickHouse.DSN, "clickhouse://") && !strings.HasPrefix(c.ClickHouse.DSN, "http://") && !strings.HasPrefix(c.ClickHouse.DSN, "https://") {
+		bad("clickhouse.dsn", "%q must start with clickhouse://, http:// or https://", c.ClickHouse.DSN)
+	}
+	if c.ClickHouse.PoolSize < 0 {
+		bad("clickhouse.pool_size", "must be >= 0")
+	}
+	if len(c.Regions) == 0 {
+		bad("regions", "at least one region is required")
+	}
+	regions := map[string]bool{}
+	dbs := map[string]string{}
+	for i, r := range c.Regions {
+		f := fmt.Sprintf("regions[%d]", i)
+		if !idRe.MatchString(r.Name) {
+			bad(f+".name", "%q must be lower-case letters, digits, - or _", r.Name)
+		}
+		if regions[r.Name] {
+			bad(f+".name", "duplicate region %q", r.Name)
+		}
+		regions[r.Name] = true
+		if !dbRe.MatchString(r.Database) {
+			bad(f+".database", "%q is not a valid database name", r.Database)
+		}
+		key := r.DSN + "/" + r.Database
+		if other, ok := dbs[key]; ok {
+			bad(f+".database", "region %q uses the same store as region %q; each region needs its own", r.Name, other)
+		}
+		dbs[key] = r.Name
+		if r.DSN != "" && c.Embedded() {
+			bad(f+".dsn", "set only with clickhouse.dsn (distributed mode); the embedded engine holds every region as a database")
+		}
+	}
+	tenants := map[string]bool{}
+	natsUsers := map[string]bool{}
+	for i, t := range c.Tenants {
+		f := fmt.Sprintf("tenants[%d]", i)
+		if !idRe.MatchString(t.ID) {
+			bad(f+".id", "%q must be lower-case letters, digits, - or _ (it is a NATS subject token)", t.ID)
+		}
+		if tenants[t.ID] {
+			bad(f+".id", "duplicate tenant %q", t.ID)
+		}
+		tenants[t.ID] = true
+		if !regions[t.Region] {
+			bad(f+".region", "unknown region %q", t.Region)
+		}
+		if t.NATS.User == "" {
+			bad(f+".nats.user", "is required (the tenant's service credentials)")
+		} else if natsUsers[t.NATS.User] {
+			bad(f+".nats.user", "duplicate NATS user %q", t.NATS.User)
+		}
+		natsUsers[t.NATS.User] = true
+		if t.NATS.PasswordHash != "" && !isBcrypt(t.NATS.PasswordHash) {
+			bad(f+".nats.password_hash", "must be a bcrypt hash ($2a$/$2b$…); generate one with 'tenantscope config hash'")
+		}
+	}
+	checkRole := func(f, role, tenant string) {
+		if !contains(Roles, role) {
+			bad(f+".role", "%q is not one of %s", role, strings.Join(Roles, ", "))
+			return
+		}
+		if TenantScoped(role) && !tenants[tenant] {
+			bad(f+".tenant", "role %s needs a configured tenant, got %q", role, tenant)
+		}
+		if !TenantScoped(role) && tenant != "" {
+			bad(f+".tenant", "role %s spans all tenants; leave tenant empty", role)
+		}
+	}
+	users := map[string]bool{}
+	for i, u := range c.Users {
+		f := fmt.Sprintf("users[%d]", i)
+		if u.Name == "" {
+			bad(f+".name", "is required")
+		}
+		if users[u.Name] {
+			bad(f+".name", "duplicate user %q", u.Name)
+		}
+		users[u.Name] = true
+		checkRole(f, u.Role, u.Tenant)
+		if u.PasswordHash != "" && !isBcrypt(u.PasswordHash) {
+			bad(f+".password_hash", "must be a bcrypt hash; generate one with 'tenantscope config hash'")
+		}
+	}
+	keys := map[string]bool{}
+	for i, k := range c.APIKeys {
+		f := fmt.Sprintf("api_keys[%d]", i)
+		if k.Name == "" {
+			bad(f+".name", "is required")
+		}
+		if keys[k.Name] {
+			bad(f+".name", "duplicate API key %q", k.Name)
+		}
+		keys[k.Name] = true
+		checkRole(f, k.Role, k.Tenant)
+		if k.KeyHash != "" && !sha256Re.MatchString(k.KeyHash) {
+			bad(f+".key_hash", "must be the hex SHA-256 of the key (64 lower-case hex digits)")
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	if c.Shutdown <= 0 {
+		bad("shutdown_timeout", "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+func isBcrypt(s string) bool {
+	return len(s) == 60 && (strings.HasPrefix(s, "$2a$") || strings.HasPrefix(s, "$2b$") || strings.HasPrefix(s, "$2y$"))
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// RegionOf returns a tenant's region.
+func (c Config) RegionOf(tenant string) (Region, bool) {
+	for _, t := range c.Tenants {
+		if t.ID == tenant {
+			for _, r := range c.Regions {
+				if r.Name == t.Region {
+					return r, true
+				}
+			}
+		}
+	}
+	return Region{}, false
+}
+
+// Redacted is the configuration with every secret removed, for printing.
+func (c Config) Redacted() Config {
+	r := c
+	r.NATS.Password = redact(c.NATS.Password)
+	r.ClickHouse.DSN = redactDSN(c.ClickHouse.DSN)
+	r.Tenants = append([]Tenant(nil), c.Tenants...)
+	for i := range r.Tenants {
+		r.Tenants[i].NATS.PasswordHash = redact(r.Tenants[i].NATS.PasswordHash)
+	}
+	r.Users = append([]User(nil), c.Users...)
+	for i := range r.Users {
+		r.Users[i].PasswordHash = redact(r.Users[i].PasswordHash)
+	}
+	r.APIKeys = append([]APIKey(nil), c.APIKeys...)
+	for i := range r.APIKeys {
+		r.APIKeys[i].KeyHash = redact(r.APIKeys[i].KeyHash)
+	}
+	r.Regions = append([]Region(nil), c.Regions...)
+	for i := range r.Regions {
+		r.Regions[i].DSN = redactDSN(r.Regions[i].DSN)
+	}
+	return r
+}
+
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "REDACTED"
+}
+
+var dsnPassRe = regexp.MustCompile(`://([^:/@]*):[^@]*@`)
+
+func redactDSN(s string) string { return dsnPassRe.ReplaceAllString(s, "://$1:REDACTED@") }
