@@ -1,0 +1,137 @@
+package config
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Bootstrap holds secrets generated at first start for entries of the
+// configuration that have no hash. It lives in <data>/bootstrap.json, mode
+// 0600. User passwords and API keys are kept only hashed; tenants' NATS
+// service passwords are kept in clear too, so the demo can publish as them.
+type Bootstrap struct {
+	UserHashes map[string]string `json:"user_password_hashes"`
+	KeyHashes  map[string]string `json:"api_key_hashes"`
+	NATS       map[string]string `json:"nats_service_passwords"`
+}
+
+// Secret is one generated secret, shown once.
+type Secret struct {
+	Kind, Name, Role, Tenant, Value string
+}
+
+// BootstrapPath is where the bootstrap file lives.
+func BootstrapPath(data string) string { return filepath.Join(data, "bootstrap.json") }
+
+// LoadBootstrap reads the bootstrap file; a missing file is empty.
+func LoadBootstrap(data string) (*Bootstrap, error) {
+	b := &Bootstrap{UserHashes: map[string]string{}, KeyHashes: map[string]string{}, NATS: map[string]string{}}
+	raw, err := os.ReadFile(BootstrapPath(data))
+	if errors.Is(err, fs.ErrNotExist) {
+		return b, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap secrets: %w", err)
+	}
+	if err := json.Unmarshal(raw, b); err != nil {
+		return nil, fmt.Errorf("bootstrap secrets %s: %w", BootstrapPath(data), err)
+	}
+	return b, nil
+}
+
+// EnsureSecrets fills every missing hash in cfg, generating secrets the first
+// time and reusing them afterwards. It returns the secrets generated now.
+func EnsureSecrets(cfg *Config) ([]Secret, error) {
+	b, err := LoadBootstrap(cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	var fresh []Secret
+	for i := range cfg.Users {
+		u := &cfg.Users[i]
+		if u.PasswordHash != "" {
+			continue
+		}
+		if h, ok := b.UserHashes[u.Name]; ok {
+			u.PasswordHash = h
+			continue
+		}
+		pw := randomSecret(15)
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+		if err != nil {
+			return nil, err
+		}
+		u.PasswordHash, b.UserHashes[u.Name] = string(h), string(h)
+		fresh = append(fresh, Secret{"user", u.Name, u.Role, u.Tenant, pw})
+	}
+	for i := range cfg.APIKeys {
+		k := &cfg.APIKeys[i]
+		if k.KeyHash != "" {
+			continue
+		}
+		if h, ok := b.KeyHashes[k.Name]; ok {
+			k.KeyHash = h
+			continue
+		}
+		key := "tsk_" + randomSecret(24)
+		k.KeyHash = HashAPIKey(key)
+		b.KeyHashes[k.Name] = k.KeyHash
+		fresh = append(fresh, Secret{"api-key", k.Name, k.Role, k.Tenant, key})
+	}
+	for i := range cfg.Tenants {
+		t := &cfg.Tenants[i]
+		if t.NATS.PasswordHash != "" {
+			continue
+		}
+		pw, ok := b.NATS[t.NATS.User]
+		if !ok {
+			pw = randomSecret(15)
+			b.NATS[t.NATS.User] = pw
+			fresh = append(fresh, Secret{"nats", t.NATS.User, "service", t.ID, pw})
+		}
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			return nil, err
+		}
+		t.NATS.PasswordHash = string(h)
+	}
+	if len(fresh) == 0 {
+		return nil, nil
+	}
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return nil, err
+	}
+	raw, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(BootstrapPath(cfg.Data), raw, 0o600); err != nil {
+		return nil, fmt.Errorf("bootstrap secrets: %w", err)
+	}
+	sort.Slice(fresh, func(i, j int) bool { return fresh[i].Kind+fresh[i].Name < fresh[j].Kind+fresh[j].Name })
+	return fresh, nil
+}
+
+// HashAPIKey is how API keys are stored: hex SHA-256 (keys are random, so a
+// fast hash is enough and lookups stay cheap).
+func HashAPIKey(key string) string {
+	s := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(s[:])
+}
+
+func randomSecret(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) //nolint:errcheck // crypto/rand.Read never fails on Linux
+	return base64.RawURLEncoding.EncodeToString(b)
+}

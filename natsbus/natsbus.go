@@ -1,0 +1,195 @@
+// Package natsbus runs the embedded NATS server (JetStream on disk, loopback
+// listener, one user per tenant that may publish only to tenant.{id}.>) or
+// connects to an existing cluster, and declares the suite's streams and
+// consumers idempotently with explicit limits.
+package natsbus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/tenantscope/tenantscope/config"
+)
+
+// Stream and consumer names.
+const (
+	IngestStream     = "TENANTSCOPE_INGEST"
+	DeadLetterStream = "TENANTSCOPE_DEADLETTER"
+	CollectorDurable = "collector"
+	// IngestSubjects captures every tenant-scoped subject services publish.
+	IngestSubjects = "tenant.>"
+	// DeadLetterPrefix prefixes dead-letter subjects: deadletter.{tenant}.{reason}.
+	DeadLetterPrefix = "deadletter"
+	// Account is the NATS account of the suite and the tenants' services.
+	Account = "TENANTSCOPE"
+)
+
+// Server is the embedded NATS server.
+type Server struct {
+	ns *server.Server
+	// internal credentials of the suite's own processes (random per start)
+	user, password string
+}
+
+// Embedded starts a NATS server with JetStream under cfg.Data/nats,
+// listening on cfg.NATS.Listen ("127.0.0.1:0" picks a port).
+func Embedded(cfg config.Config, log zerolog.Logger) (*Server, error) {
+	host, portStr, err := net.SplitHostPort(cfg.NATS.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats: listen %q: %w", cfg.NATS.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("nats: listen port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = -1 // nats-server's "random port"
+	}
+	s := &Server{user: "tenantscope", password: randomToken()}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(s.serverConfig(cfg)); err != nil {
+		return nil, fmt.Errorf("nats: server configuration: %w", err)
+	}
+	opts.Host, opts.Port = host, port
+	opts.JetStream = true
+	opts.StoreDir = filepath.Join(cfg.Data, "nats")
+	opts.MaxPayload = cfg.NATS.Stream.MaxMsgSize
+	opts.ServerName = "tenantscope"
+	opts.NoSigs = true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	ns.SetLoggerV2(&logAdapter{log: log.With().Str("component", "nats").Logger()}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("nats: embedded server not ready after 30s")
+	}
+	s.ns = ns
+	return s, nil
+}
+
+// serverConfig writes the accounts: the suite's user may do anything in the
+// account; each tenant's service user may publish only under its own tenant
+// token and receive only replies.
+func (s *Server) serverConfig(cfg config.Config) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "accounts {\n  %s {\n    jetstream: enabled\n    users: [\n", Account)
+	fmt.Fprintf(&b, "      {user: %q, password: %q}\n", s.user, s.password)
+	for _, t := range cfg.Tenants {
+		fmt.Fprintf(&b, "      {user: %q, password: %q, permissions: {publish: {allow: [%q]}, subscribe: {allow: [\"_INBOX.>\"]}}}\n",
+			t.NATS.User, t.NATS.PasswordHash, "tenant."+t.ID+".>")
+	}
+	b.WriteString("    ]\n  }\n}\nno_auth_user: \"\"\n")
+	return b.String()
+}
+
+// ClientURL is the address services connect to.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Connect opens a connection with the suite's own credentials.
+func (s *Server) Connect(name string) (*nats.Conn, error) {
+	return nats.Connect(s.ClientURL(), nats.UserInfo(s.user, s.password), nats.Name(name), nats.MaxReconnects(-1))
+}
+
+// Shutdown stops the server and waits for it.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// Ready reports whether the server accepts connections.
+func (s *Server) Ready() bool { return s.ns.Running() && s.ns.ReadyForConnections(0) }
+
+// ConnectExternal connects to a cluster given by cfg.NATS.URL.
+func ConnectExternal(cfg config.Config, name string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	if cfg.NATS.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.NATS.User, cfg.NATS.Password))
+	}
+	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats: connect %s: %w", cfg.NATS.URL, err)
+	}
+	return nc, nil
+}
+
+// EnsureStreams creates or updates the ingest and dead-letter streams and the
+// collectors' durable pull consumer, with explicit limits. It is idempotent.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Config) error {
+	st := cfg.NATS.Stream
+	ingest := jetstream.StreamConfig{
+		Name:        IngestStream,
+		Description: "tenant-scoped domain events, logs, spans and audit records awaiting the collector",
+		Subjects:    []string{IngestSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      time.Duration(st.MaxAge),
+		MaxBytes:    st.MaxBytes,
+		MaxMsgSize:  st.MaxMsgSize,
+		// Beyond the limits publishers get an error instead of losing old data.
+		Discard:    jetstream.DiscardNew,
+		Duplicates: time.Duration(st.Duplicates),
+		Replicas:   st.Replicas,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, ingest); err != nil {
+		return fmt.Errorf("nats: stream %s: %w", IngestStream, err)
+	}
+	dead := jetstream.StreamConfig{
+		Name:        DeadLetterStream,
+		Description: "messages the collector could not store, with the reason in headers",
+		Subjects:    []string{DeadLetterPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      30 * 24 * time.Hour,
+		MaxBytes:    st.MaxBytes,
+		MaxMsgSize:  st.MaxMsgSize + 64<<10,
+		Discard:     jetstream.DiscardOld,
+		Replicas:    st.Replicas,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, dead); err != nil {
+		return fmt.Errorf("nats: stream %s: %w", DeadLetterStream, err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, IngestStream, jetstream.ConsumerConfig{
+		Durable:       CollectorDurable,
+		Description:   "shared by every collector process",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 20000,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}); err != nil {
+		return fmt.Errorf("nats: consumer %s: %w", CollectorDurable, err)
+	}
+	return nil
+}
+
+func randomToken() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b) //nolint:errcheck // crypto/rand.Read never fails on Linux
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// logAdapter sends nats-server's log to zerolog.
+type logAdapter struct{ log zerolog.Logger }
+
+func (l *logAdapter) Noticef(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
+func (l *logAdapter) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+func (l *logAdapter) Fatalf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l *logAdapter) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l *logAdapter) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
+func (l *logAdapter) Tracef(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }
