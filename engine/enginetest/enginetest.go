@@ -152,3 +152,11 @@ func (d *DB) Conn(tb testing.TB, mutate ...func(*clickhouse.Options)) clickhouse
 
 // DSN is a clickhouse-go DSN for this database.
 func (d *DB) DSN() string { return fmt.Sprintf("http://%s/%s", d.Addr, d.Name) }
+
+// Main runs a package's tests and then stops the shared engine; use it as
+// TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
