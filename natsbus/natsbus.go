@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tenantscope/tenantscope/config"
 )
@@ -41,7 +42,7 @@ const (
 type Server struct {
 	ns *server.Server
 	// internal credentials of the suite's own processes (random per start)
-	user, password string
+	user, password, passwordHash string
 }
 
 // Embedded starts a NATS server with JetStream under cfg.Data/nats,
@@ -59,6 +60,11 @@ func Embedded(cfg config.Config, log zerolog.Logger) (*Server, error) {
 		port = -1 // nats-server's "random port"
 	}
 	s := &Server{user: "tenantscope", password: randomToken()}
+	hash, err := bcrypt.GenerateFromPassword([]byte(s.password), bcrypt.MinCost)
+	if err != nil {
+		return nil, err
+	}
+	s.passwordHash = string(hash)
 	opts := &server.Options{}
 	if err := opts.ProcessConfigString(s.serverConfig(cfg)); err != nil {
 		return nil, fmt.Errorf("nats: server configuration: %w", err)
@@ -89,7 +95,7 @@ func Embedded(cfg config.Config, log zerolog.Logger) (*Server, error) {
 func (s *Server) serverConfig(cfg config.Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "accounts {\n  %s {\n    jetstream: enabled\n    users: [\n", Account)
-	fmt.Fprintf(&b, "      {user: %q, password: %q}\n", s.user, s.password)
+	fmt.Fprintf(&b, "      {user: %q, password: %q}\n", s.user, s.passwordHash)
 	for _, t := range cfg.Tenants {
 		fmt.Fprintf(&b, "      {user: %q, password: %q, permissions: {publish: {allow: [%q]}, subscribe: {allow: [\"_INBOX.>\"]}}}\n",
 			t.NATS.User, t.NATS.PasswordHash, "tenant."+t.ID+".>")

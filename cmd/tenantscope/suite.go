@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/demo"
+	"github.com/tenantscope/tenantscope/migrations"
+	"github.com/tenantscope/tenantscope/suite"
+)
+
+// configFlags are the flags every suite command shares; set flags win over
+// the environment, which wins over the file.
+type configFlags struct {
+	fs   *flag.FlagSet
+	path *string
+	set  map[string]*string
+}
+
+var flagFields = []struct{ flag, usage string }{
+	{"data", "data directory"},
+	{"http", "listen address of the UI, API and /metrics"},
+	{"nats-listen", "listen address of the embedded NATS server"},
+	{"nats-url", "use this NATS cluster instead of the embedded server"},
+	{"engine-listen", "listen address of the embedded ClickHouse engine's HTTP interface"},
+	{"clickhouse-dsn", "use this ClickHouse (clickhouse://host:9000/db) instead of the embedded engine"},
+	{"chdb-lib", "path of libchdb (fetched by 'make chdb')"},
+	{"log-level", "debug, info, warn or error"},
+}
+
+func newConfigFlags(name string, stderr io.Writer) *configFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &configFlags{fs: fs, path: fs.String("config", "", "YAML configuration file (see examples/tenantscope.yaml)"), set: map[string]*string{}}
+	for _, f := range flagFields {
+		c.set[f.flag] = fs.String(f.flag, "", f.usage)
+	}
+	return c
+}
+
+func (c *configFlags) load(getenv func(string) string) (config.Config, error) {
+	path := *c.path
+	if path == "" {
+		path = getenv("TENANTSCOPE_CONFIG")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.ApplyEnv(getenv)
+	var ferr error
+	c.fs.Visit(func(f *flag.Flag) {
+		v := f.Value.String()
+		switch f.Name {
+		case "data":
+			cfg.Data = v
+		case "http":
+			cfg.HTTP.Listen = v
+		case "nats-listen":
+			cfg.NATS.Listen = v
+		case "nats-url":
+			cfg.NATS.URL = v
+		case "engine-listen":
+			cfg.ClickHouse.EngineListen = v
+		case "clickhouse-dsn":
+			cfg.ClickHouse.DSN = v
+		case "chdb-lib":
+			cfg.ClickHouse.ChdbLib = v
+		case "log-level":
+			cfg.Log.Level = v
+		}
+	})
+	return cfg, ferr
+}
+
+func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(cfg.Log.Level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+func runSuite(components suite.Components, name string) func(context.Context, []string, func(string) string, io.Writer, io.Writer) error {
+	return func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+		cf := newConfigFlags(name, stderr)
+		demoFlag := cf.fs.Bool("demo", false, "publish demo traffic as the configured tenants")
+		if err := cf.fs.Parse(args); err != nil {
+			return err
+		}
+		cfg, err := cf.load(getenv)
+		if err != nil {
+			return err
+		}
+		c := components
+		c.Demo = *demoFlag
+		return suite.Run(ctx, suite.Options{Config: cfg, Components: c, Log: newLogger(cfg, stderr), Out: stdout})
+	}
+}
+
+func runConfig(_ context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: tenantscope config validate|show|hash", errUsage)
+	}
+	switch args[0] {
+	case "hash":
+		// Reads a secret from stdin, prints the bcrypt hash for password_hash
+		// fields and the SHA-256 for key_hash fields.
+		b, err := io.ReadAll(io.LimitReader(os.Stdin, 4096))
+		if err != nil {
+			return err
+		}
+		secret := trimNewline(string(b))
+		if secret == "" {
+			return errors.New("config hash: pipe the secret on stdin")
+		}
+		h, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.DefaultCost)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "password_hash: %s\nkey_hash: %s\n", h, config.HashAPIKey(secret))
+		return err
+	case "validate", "show":
+		cf := newConfigFlags("config "+args[0], stderr)
+		if err := cf.fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		cfg, err := cf.load(getenv)
+		if err != nil {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("configuration is invalid:\n%w", err)
+		}
+		if args[0] == "show" {
+			return yaml.NewEncoder(stdout).Encode(cfg.Redacted())
+		}
+		_, err = fmt.Fprintf(stdout, "configuration is valid: %d regions, %d tenants, %d users, %d API keys\n", len(cfg.Regions), len(cfg.Tenants), len(cfg.Users), len(cfg.APIKeys))
+		return err
+	}
+	return fmt.Errorf("%w: tenantscope config validate|show|hash", errUsage)
+}
+
+func trimNewline(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// runMigrate applies or lists migrations on every region's store. With the
+// embedded engine it reaches the engine over its HTTP interface (the engine
+// belongs to the running serve process).
+func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "up" && args[0] != "status") {
+		return fmt.Errorf("%w: tenantscope migrate up|status", errUsage)
+	}
+	cf := newConfigFlags("migrate "+args[0], stderr)
+	if err := cf.fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	cfg, err := cf.load(getenv)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	dsn := cfg.ClickHouse.DSN
+	if cfg.Embedded() {
+		dsn = "http://" + cfg.ClickHouse.EngineListen
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	if args[0] == "status" {
+		fmt.Fprintln(tw, "REGION\tVERSION\tNAME\tSTATE\tAPPLIED AT")
+	}
+	for _, r := range cfg.Regions {
+		rdsn := dsn
+		if r.DSN != "" {
+			rdsn = r.DSN
+		}
+		st, err := chstore.Open(ctx, chstore.Options{DSN: rdsn, Database: r.Database, Name: r.Name})
+		if err != nil {
+			return fmt.Errorf("region %s (is 'tenantscope serve' or the ClickHouse server running?): %w", r.Name, err)
+		}
+		p := migrations.Params{Database: r.Database, Cluster: cfg.ClickHouse.Cluster}
+		if args[0] == "up" {
+			n, err := migrations.Up(ctx, st, p, func(line string) { fmt.Fprintln(stdout, line) })
+			_ = st.Close() //nolint:errcheck // short-lived
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "region %s: %d migrations applied\n", r.Name, n)
+			continue
+		}
+		status, err := migrations.StatusOf(ctx, st, r.Database)
+		_ = st.Close() //nolint:errcheck // short-lived
+		if err != nil {
+			return err
+		}
+		for _, m := range status {
+			state, at := "pending", ""
+			if m.Applied {
+				state, at = "applied", m.AppliedAt.Format("2006-01-02 15:04:05")
+			}
+			if m.Edited {
+				state = "EDITED after applying"
+			}
+			fmt.Fprintf(tw, "%s\t%04d\t%s\t%s\t%s\n", r.Name, m.Version, m.Name, state, at)
+		}
+	}
+	return nil
+}
+
+// runDemo publishes demo traffic to a running suite.
+func runDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cf := newConfigFlags("demo", stderr)
+	rate := cf.fs.Float64("rate", 20, "requests per second per tenant")
+	count := cf.fs.Int("count", 0, "stop after this many requests per tenant (0: until interrupted)")
+	if err := cf.fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := cf.load(getenv)
+	if err != nil {
+		return err
+	}
+	tenants, err := suite.DemoTenants(cfg)
+	if err != nil {
+		return err
+	}
+	url := cfg.NATS.URL
+	if url == "" {
+		url = "nats://" + cfg.NATS.Listen
+	}
+	fmt.Fprintf(stdout, "publishing demo traffic for %d tenants to %s\n", len(tenants), url)
+	err = demo.Run(ctx, demo.Options{URL: url, Tenants: tenants, Rate: *rate, Count: *count, Log: newLogger(cfg, stderr)})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

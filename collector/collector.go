@@ -1,0 +1,380 @@
+// Package collector is the NATS tap: it pulls tenant-scoped messages from
+// JetStream in batches, checks the tenant, decodes events, logs and spans,
+// writes them to the tenant's region store with clickhouse-go batches, and
+// acks only after the rows are stored. What it cannot store goes to the
+// dead-letter stream with the reason; nothing is dropped silently.
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/natsbus"
+)
+
+// Config tunes batching.
+type Config struct {
+	BatchSize int           // messages per batch (default 5000)
+	BatchAge  time.Duration // longest wait for a batch to fill (default 250ms)
+	// Retention per signal in days, written on every row (the retention
+	// engine's policies replace these defaults).
+	Retention map[Signal]uint16
+	// NakDelay is the first redelivery delay after a failed insert (doubles up to 30s).
+	NakDelay time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.BatchSize == 0 {
+		c.BatchSize = 5000
+	}
+	if c.BatchAge == 0 {
+		c.BatchAge = 250 * time.Millisecond
+	}
+	if c.Retention == nil {
+		c.Retention = map[Signal]uint16{SignalEvent: 90, SignalLog: 30, SignalSpan: 14}
+	}
+	if c.NakDelay == 0 {
+		c.NakDelay = time.Second
+	}
+}
+
+// Service is one collector process's worker.
+type Service struct {
+	cfg     Config
+	js      jetstream.JetStream
+	tenants map[string]config.Tenant
+	stores  map[string]*chstore.Store // by region
+	log     zerolog.Logger
+	m       *metrics
+}
+
+// New wires a collector. stores must hold every region a tenant uses.
+func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[string]*chstore.Store, log zerolog.Logger, reg prometheus.Registerer) (*Service, error) {
+	cfg.defaults()
+	var errs []error
+	if js == nil {
+		errs = append(errs, errors.New("collector: JetStream is required"))
+	}
+	tenants := map[string]config.Tenant{}
+	for _, t := range suite.Tenants {
+		tenants[t.ID] = t
+		if stores[t.Region] == nil {
+			errs = append(errs, fmt.Errorf("collector: no store for region %q of tenant %q", t.Region, t.ID))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg, suite.Tenants)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, js: js, tenants: tenants, stores: stores, log: log.With().Str("component", "collector").Logger(), m: m}, nil
+}
+
+// Run consumes until ctx ends. The batch in hand when ctx ends is finished
+// (stored and acked) before Run returns; anything not acked is redelivered.
+func (s *Service) Run(ctx context.Context) error {
+	cons, err := s.js.Consumer(ctx, natsbus.IngestStream, natsbus.CollectorDurable)
+	if err != nil {
+		return fmt.Errorf("collector: consumer: %w", err)
+	}
+	failures := 0
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(s.cfg.BatchSize, jetstream.FetchMaxWait(s.cfg.BatchAge))
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			s.log.Warn().Err(err).Msg("fetch failed")
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) == 0 {
+			s.updateLag(cons)
+			continue
+		}
+		// Finish the batch even when ctx is cancelled meanwhile.
+		if err := s.process(context.WithoutCancel(ctx), msgs); err != nil {
+			failures++
+			delay := min(s.cfg.NakDelay<<min(failures-1, 5), 30*time.Second)
+			s.log.Error().Err(err).Int("messages", len(msgs)).Dur("retry_in", delay).Msg("batch not stored; redelivering")
+			for _, m := range msgs {
+				_ = m.NakWithDelay(delay) //nolint:errcheck // unacked messages come back after AckWait anyway
+			}
+			continue
+		}
+		failures = 0
+		s.updateLag(cons)
+	}
+	return nil
+}
+
+func (s *Service) updateLag(cons jetstream.Consumer) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if info, err := cons.Info(ctx); err == nil {
+		s.m.lag.Set(float64(info.NumPending))
+		s.m.ackPending.Set(float64(info.NumAckPending))
+	}
+}
+
+type rows struct {
+	events []Event
+	logs   []Log
+	spans  []Span
+}
+
+// process decodes a batch, dead-letters what is bad, stores the rest by
+// region and acks everything that was stored or dead-lettered.
+func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) error {
+	byRegion := map[string]*rows{}
+	var good []jetstream.Msg
+	for _, msg := range msgs {
+		r, region, err := s.decode(msg)
+		if err != nil {
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				return err
+			}
+			if err := s.deadLetter(ctx, msg, de); err != nil {
+				return err
+			}
+			continue
+		}
+		acc := byRegion[region]
+		if acc == nil {
+			acc = &rows{}
+			byRegion[region] = acc
+		}
+		acc.events = append(acc.events, r.events...)
+		acc.logs = append(acc.logs, r.logs...)
+		acc.spans = append(acc.spans, r.spans...)
+		good = append(good, msg)
+	}
+	start := time.Now()
+	for region, r := range byRegion {
+		if err := s.store(ctx, s.stores[region], r); err != nil {
+			return fmt.Errorf("region %s: %w", region, err)
+		}
+	}
+	if len(good) > 0 {
+		s.m.insertSeconds.Observe(time.Since(start).Seconds())
+		s.m.batchSize.Observe(float64(len(good)))
+	}
+	for _, msg := range good {
+		if err := msg.DoubleAck(ctx); err != nil {
+			// Stored but not acked: it will be redelivered and deduplicated.
+			s.log.Warn().Err(err).Msg("ack failed after store")
+		}
+	}
+	for _, r := range byRegion {
+		for _, e := range r.events {
+			s.m.rows.WithLabelValues(e.TenantID, string(SignalEvent)).Inc()
+		}
+		for _, l := range r.logs {
+			s.m.rows.WithLabelValues(l.TenantID, string(SignalLog)).Inc()
+		}
+		for _, sp := range r.spans {
+			s.m.rows.WithLabelValues(sp.TenantID, string(SignalSpan)).Inc()
+		}
+	}
+	return nil
+}
+
+const maxHeaders = 64
+
+func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
+	sub, err := ParseSubject(msg.Subject())
+	if err != nil {
+		return rows{}, "", err
+	}
+	t, ok := s.tenants[sub.Tenant]
+	if !ok {
+		return rows{}, "", bad(ReasonUnknownTenant, "tenant %q is not configured", sub.Tenant)
+	}
+	h := msg.Headers()
+	if len(h) > maxHeaders {
+		return rows{}, "", bad(ReasonTooManyHeaders, "%d headers (at most %d)", len(h), maxHeaders)
+	}
+	hdrTenant := h.Get("Tenant-Id")
+	if hdrTenant == "" {
+		return rows{}, "", bad(ReasonMissingTenant, "the Tenant-Id header is required")
+	}
+	if hdrTenant != sub.Tenant {
+		return rows{}, "", bad(ReasonTenantMismatch, "Tenant-Id header %q does not match subject tenant %q", hdrTenant, sub.Tenant)
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return rows{}, "", fmt.Errorf("message metadata: %w", err)
+	}
+	meta := Meta{
+		Subject: sub, MsgID: h.Get(nats.MsgIdHdr), CorrelationID: h.Get("Correlation-Id"),
+		TraceParent: h.Get("traceparent"), StreamSeq: md.Sequence.Stream, Published: md.Timestamp.UTC(),
+		SchemaVersion: h.Get("Schema-Version"),
+	}
+	sig, err := SignalOf(sub.Action)
+	if err != nil {
+		return rows{}, "", err
+	}
+	var r rows
+	switch sig {
+	case SignalEvent:
+		e, err := DecodeEvent(meta, msg.Data(), s.cfg.Retention[SignalEvent])
+		if err != nil {
+			return rows{}, "", err
+		}
+		r.events = append(r.events, e)
+	case SignalLog:
+		l, err := DecodeLog(meta, msg.Data(), s.cfg.Retention[SignalLog])
+		if err != nil {
+			return rows{}, "", err
+		}
+		r.logs = append(r.logs, l)
+	case SignalSpan:
+		sp, err := DecodeSpan(meta, msg.Data(), s.cfg.Retention[SignalSpan])
+		if err != nil {
+			return rows{}, "", err
+		}
+		r.spans = append(r.spans, sp)
+	}
+	return r, t.Region, nil
+}
+
+// deadLetter publishes the message to deadletter.{tenant}.{reason} with its
+// original subject, headers and the reason, then acks the original.
+func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeError) error {
+	tenant := "_unknown"
+	if sub, err := ParseSubject(msg.Subject()); err == nil {
+		if _, ok := s.tenants[sub.Tenant]; ok {
+			tenant = sub.Tenant
+		}
+	}
+	out := nats.NewMsg(natsbus.DeadLetterPrefix + "." + tenant + "." + string(de.Reason))
+	for k, vs := range msg.Headers() {
+		if k == nats.MsgIdHdr {
+			continue
+		}
+		for _, v := range vs {
+			out.Header.Add(k, v)
+		}
+	}
+	out.Header.Set("Deadletter-Reason", string(de.Reason))
+	out.Header.Set("Deadletter-Detail", de.Detail)
+	out.Header.Set("Deadletter-Subject", msg.Subject())
+	out.Header.Set("Deadletter-Time", time.Now().UTC().Format(time.RFC3339Nano))
+	if md, err := msg.Metadata(); err == nil {
+		out.Header.Set("Deadletter-Stream-Seq", strconv.FormatUint(md.Sequence.Stream, 10))
+		// One dead letter per original message, even when redelivered.
+		out.Header.Set(nats.MsgIdHdr, "dl-"+strconv.FormatUint(md.Sequence.Stream, 10))
+	}
+	out.Data = msg.Data()
+	if _, err := s.js.PublishMsg(ctx, out); err != nil {
+		return fmt.Errorf("dead-letter %s: %w", msg.Subject(), err)
+	}
+	s.m.deadLetters.WithLabelValues(string(de.Reason)).Inc()
+	s.log.Warn().Str("tenant_id", tenant).Str("correlation_id", msg.Headers().Get("Correlation-Id")).
+		Str("reason", string(de.Reason)).Str("detail", de.Detail).Msg("dead-lettered")
+	return msg.DoubleAck(ctx)
+}
+
+func (s *Service) store(ctx context.Context, st *chstore.Store, r *rows) error {
+	if len(r.events) > 0 {
+		b, err := st.PrepareBatch(ctx, "INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, correlation_id, trace_id, span_id, retention_days)")
+		if err != nil {
+			return err
+		}
+		for _, e := range r.events {
+			if err := b.Append(e.TenantID, e.Service, e.Action, e.Time, e.EventID, e.Actor, e.Entity, e.SchemaVersion, e.Payload, e.CorrelationID, e.TraceID, e.SpanID, e.RetentionDays); err != nil {
+				return fmt.Errorf("append event: %w", err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+	}
+	if len(r.logs) > 0 {
+		b, err := st.PrepareBatch(ctx, "INSERT INTO logs (tenant_id, service, time, log_id, severity_text, severity_number, body, attributes, resource, trace_id, span_id, correlation_id, retention_days)")
+		if err != nil {
+			return err
+		}
+		for _, l := range r.logs {
+			if err := b.Append(l.TenantID, l.Service, l.Time, l.LogID, l.SeverityText, l.SeverityNumber, l.Body, l.Attributes, l.Resource, l.TraceID, l.SpanID, l.Correlation, l.RetentionDays); err != nil {
+				return fmt.Errorf("append log: %w", err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			return fmt.Errorf("insert logs: %w", err)
+		}
+	}
+	if len(r.spans) > 0 {
+		b, err := st.PrepareBatch(ctx, "INSERT INTO spans (tenant_id, service, name, start_time, trace_id, span_id, parent_span_id, kind, duration_ns, status_code, status_message, attributes, resource, events, correlation_id, retention_days)")
+		if err != nil {
+			return err
+		}
+		for _, sp := range r.spans {
+			events := make([][]any, len(sp.Events))
+			for i, e := range sp.Events {
+				events[i] = []any{e.Time, e.Name, e.Attributes}
+			}
+			if err := b.Append(sp.TenantID, sp.Service, sp.Name, sp.StartTime, sp.TraceID, sp.SpanID, sp.ParentSpanID, sp.Kind, sp.DurationNs, sp.StatusCode, sp.StatusMessage, sp.Attributes, sp.Resource, events, sp.CorrelationID, sp.RetentionDays); err != nil {
+				return fmt.Errorf("append span: %w", err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			return fmt.Errorf("insert spans: %w", err)
+		}
+	}
+	return nil
+}
+
+type metrics struct {
+	rows          *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	batchSize     prometheus.Histogram
+	insertSeconds prometheus.Histogram
+	lag           prometheus.Gauge
+	ackPending    prometheus.Gauge
+}
+
+// newMetrics registers the collector's metrics. The tenant label takes only
+// configured tenants (rows of unknown tenants are dead-lettered before they
+// are counted), so its cardinality is bounded by the configuration.
+func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, error) {
+	m := &metrics{
+		rows:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_rows_total", Help: "Rows stored, by tenant and signal."}, []string{"tenant", "signal"}),
+		deadLetters:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_dead_letters_total", Help: "Messages dead-lettered, by reason."}, []string{"reason"}),
+		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_messages", Help: "Messages per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_insert_seconds", Help: "Time to store a batch in ClickHouse.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		lag:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "tenantscope_collector_consumer_pending", Help: "Messages in the ingest stream not yet delivered to a collector."}),
+		ackPending:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "tenantscope_collector_consumer_ack_pending", Help: "Messages delivered but not yet acked."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.lag, m.ackPending} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("collector metrics: %w", err)
+		}
+	}
+	for _, t := range tenants {
+		for _, sig := range []Signal{SignalEvent, SignalLog, SignalSpan} {
+			m.rows.WithLabelValues(t.ID, string(sig))
+		}
+	}
+	return m, nil
+}

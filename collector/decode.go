@@ -1,0 +1,397 @@
+package collector
+
+import (
+	"crypto/sha1"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Reason is why a message was dead-lettered; it is a NATS subject token.
+type Reason string
+
+// Dead-letter reasons.
+const (
+	ReasonBadSubject     Reason = "bad_subject"
+	ReasonUnknownTenant  Reason = "unknown_tenant"
+	ReasonMissingTenant  Reason = "missing_tenant_header"
+	ReasonTenantMismatch Reason = "tenant_mismatch"
+	ReasonInvalidUTF8    Reason = "invalid_utf8"
+	ReasonInvalidJSON    Reason = "invalid_json"
+	ReasonInvalidField   Reason = "invalid_field"
+	ReasonUnknownAction  Reason = "unknown_reserved_action"
+	ReasonTooManyHeaders Reason = "too_many_headers"
+)
+
+// DecodeError is a permanent error: the message goes to the dead-letter stream.
+type DecodeError struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *DecodeError) Error() string { return string(e.Reason) + ": " + e.Detail }
+
+func bad(r Reason, format string, a ...any) error {
+	return &DecodeError{Reason: r, Detail: fmt.Sprintf(format, a...)}
+}
+
+// Subject is a parsed tenant.{tenant}.{service}.{action}.
+type Subject struct {
+	Tenant, Service, Action string
+}
+
+// ParseSubject splits and checks a subject.
+func ParseSubject(subject string) (Subject, error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != "tenant" {
+		return Subject{}, bad(ReasonBadSubject, "subject %q is not tenant.{tenant}.{service}.{action}", subject)
+	}
+	for i, p := range parts[1:] {
+		if p == "" || !utf8.ValidString(p) {
+			return Subject{}, bad(ReasonBadSubject, "subject %q has an empty or invalid token %d", subject, i+1)
+		}
+	}
+	return Subject{Tenant: parts[1], Service: parts[2], Action: parts[3]}, nil
+}
+
+// Signal is what a message carries.
+type Signal string
+
+// Signals.
+const (
+	SignalEvent Signal = "events"
+	SignalLog   Signal = "logs"
+	SignalSpan  Signal = "spans"
+)
+
+// SignalOf maps an action to its signal; reserved actions start with "_".
+func SignalOf(action string) (Signal, error) {
+	switch action {
+	case "_log":
+		return SignalLog, nil
+	case "_span":
+		return SignalSpan, nil
+	}
+	if strings.HasPrefix(action, "_") {
+		return "", bad(ReasonUnknownAction, "reserved action %q is not handled by this collector", action)
+	}
+	return SignalEvent, nil
+}
+
+// Meta is what the bus says about a message.
+type Meta struct {
+	Subject
+	MsgID         string
+	CorrelationID string
+	TraceParent   string
+	StreamSeq     uint64
+	Published     time.Time
+	SchemaVersion string
+}
+
+// Event is a row of the events table.
+type Event struct {
+	TenantID, Service, Action      string
+	Time                           time.Time
+	EventID                        uuid.UUID
+	Actor, Entity                  string
+	SchemaVersion                  uint16
+	Payload                        string
+	CorrelationID, TraceID, SpanID string
+	RetentionDays                  uint16
+}
+
+// stableID is the event id: the Nats-Msg-Id when it is a UUID, else a UUID
+// derived from the stream sequence, which is the same on every redelivery.
+func stableID(m Meta) uuid.UUID {
+	if id, err := uuid.Parse(m.MsgID); err == nil {
+		return id
+	}
+	key := m.MsgID
+	if key == "" {
+		key = "seq:" + strconv.FormatUint(m.StreamSeq, 10)
+	}
+	return uuid.NewHash(sha1.New(), uuid.NameSpaceURL, []byte("tenantscope:"+m.Tenant+":"+key), 5)
+}
+
+func checkBody(body []byte) (map[string]any, error) {
+	if !utf8.Valid(body) {
+		return nil, bad(ReasonInvalidUTF8, "body is not valid UTF-8")
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(body, &obj); err != nil {
+		return nil, bad(ReasonInvalidJSON, "body is not a JSON object: %v", err)
+	}
+	if obj == nil {
+		return nil, bad(ReasonInvalidJSON, "body is null, not a JSON object")
+	}
+	return obj, nil
+}
+
+// traceIDs reads a W3C traceparent: 00-{trace}-{span}-{flags}.
+func traceIDs(tp string) (string, string) {
+	parts := strings.Split(tp, "-")
+	if len(parts) == 4 && len(parts[1]) == 32 && len(parts[2]) == 16 {
+		return parts[1], parts[2]
+	}
+	return "", ""
+}
+
+func str(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case map[string]any:
+		for _, k := range []string{"id", "name", "type"} {
+			if s, ok := x[k].(string); ok {
+				return s
+			}
+		}
+	}
+	b, _ := json.Marshal(v) //nolint:errcheck // any value from json.Unmarshal marshals
+	return string(b)
+}
+
+func timeField(obj map[string]any, keys ...string) (time.Time, bool, error) {
+	for _, k := range keys {
+		v, ok := obj[k]
+		if !ok {
+			continue
+		}
+		switch x := v.(type) {
+		case string:
+			t, err := time.Parse(time.RFC3339Nano, x)
+			if err != nil {
+				return time.Time{}, false, bad(ReasonInvalidField, "field %q: %q is not an RFC 3339 time", k, x)
+			}
+			return t.UTC(), true, nil
+		case float64:
+			// Unix seconds, milliseconds or nanoseconds by magnitude.
+			switch {
+			case x > 1e17:
+				return time.Unix(0, int64(x)).UTC(), true, nil
+			case x > 1e11:
+				return time.UnixMilli(int64(x)).UTC(), true, nil
+			default:
+				return time.Unix(0, int64(x*1e9)).UTC(), true, nil
+			}
+		default:
+			return time.Time{}, false, bad(ReasonInvalidField, "field %q is not a time", k)
+		}
+	}
+	return time.Time{}, false, nil
+}
+
+// DecodeEvent turns a domain event into a row. The whole body is the payload;
+// well-known top-level fields (time, actor, entity, schema_version) fill columns.
+func DecodeEvent(m Meta, body []byte, retentionDays uint16) (Event, error) {
+	obj, err := checkBody(body)
+	if err != nil {
+		return Event{}, err
+	}
+	t, ok, err := timeField(obj, "time", "timestamp", "occurred_at")
+	if err != nil {
+		return Event{}, err
+	}
+	if !ok {
+		t = m.Published
+	}
+	sv := uint16(1)
+	if v := m.SchemaVersion; v != "" {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return Event{}, bad(ReasonInvalidField, "Schema-Version header %q is not a number", v)
+		}
+		sv = uint16(n)
+	} else if v, ok := obj["schema_version"].(float64); ok && v >= 0 && v < 65536 {
+		sv = uint16(v)
+	}
+	entity := str(obj["entity"])
+	if entity == "" {
+		entity = str(obj["entity_id"])
+	}
+	traceID, spanID := traceIDs(m.TraceParent)
+	return Event{
+		TenantID: m.Tenant, Service: m.Service, Action: m.Action, Time: t, EventID: stableID(m),
+		Actor: str(obj["actor"]), Entity: entity, SchemaVersion: sv, Payload: string(body),
+		CorrelationID: m.CorrelationID, TraceID: traceID, SpanID: spanID, RetentionDays: retentionDays,
+	}, nil
+}
+
+// Log is a row of the logs table.
+type Log struct {
+	TenantID, Service            string
+	Time                         time.Time
+	LogID                        uuid.UUID
+	SeverityText                 string
+	SeverityNumber               uint8
+	Body                         string
+	Attributes, Resource         map[string]string
+	TraceID, SpanID, Correlation string
+	RetentionDays                uint16
+}
+
+var severities = map[string]uint8{"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "fatal": 21, "panic": 21}
+
+// DecodeLog reads a zerolog-style JSON line: level, time, message, and every
+// other field as an attribute.
+func DecodeLog(m Meta, body []byte, retentionDays uint16) (Log, error) {
+	obj, err := checkBody(body)
+	if err != nil {
+		return Log{}, err
+	}
+	t, ok, err := timeField(obj, "time", "timestamp", "ts")
+	if err != nil {
+		return Log{}, err
+	}
+	if !ok {
+		t = m.Published
+	}
+	level := strings.ToLower(str(obj["level"]))
+	l := Log{
+		TenantID: m.Tenant, Service: m.Service, Time: t, LogID: stableID(m),
+		SeverityText: level, SeverityNumber: severities[level], Body: str(obj["message"]),
+		Attributes: map[string]string{}, Resource: map[string]string{"service.name": m.Service},
+		Correlation: m.CorrelationID, RetentionDays: retentionDays,
+	}
+	if l.Body == "" {
+		l.Body = str(obj["msg"])
+	}
+	l.TraceID, l.SpanID = traceIDs(m.TraceParent)
+	for k, v := range obj {
+		switch k {
+		case "level", "time", "timestamp", "ts", "message", "msg":
+		case "trace_id":
+			l.TraceID = str(v)
+		case "span_id":
+			l.SpanID = str(v)
+		case "correlation_id":
+			if l.Correlation == "" {
+				l.Correlation = str(v)
+			}
+		default:
+			l.Attributes[k] = str(v)
+		}
+	}
+	return l, nil
+}
+
+// Span is a row of the spans table.
+type Span struct {
+	TenantID, Service, Name       string
+	StartTime                     time.Time
+	TraceID, SpanID, ParentSpanID string
+	Kind                          string
+	DurationNs                    uint64
+	StatusCode, StatusMessage     string
+	Attributes, Resource          map[string]string
+	Events                        []SpanEvent
+	CorrelationID                 string
+	RetentionDays                 uint16
+}
+
+// SpanEvent is an event inside a span.
+type SpanEvent struct {
+	Time       time.Time
+	Name       string
+	Attributes map[string]string
+}
+
+type spanJSON struct {
+	TraceID       string          `json:"trace_id"`
+	SpanID        string          `json:"span_id"`
+	ParentSpanID  string          `json:"parent_span_id"`
+	Name          string          `json:"name"`
+	Kind          string          `json:"kind"`
+	StartTime     time.Time       `json:"start_time"`
+	EndTime       time.Time       `json:"end_time"`
+	DurationNs    uint64          `json:"duration_ns"`
+	StatusCode    string          `json:"status_code"`
+	StatusMessage string          `json:"status_message"`
+	Attributes    map[string]any  `json:"attributes"`
+	Resource      map[string]any  `json:"resource"`
+	Events        []spanEventJSON `json:"events"`
+}
+
+type spanEventJSON struct {
+	Time       time.Time      `json:"time"`
+	Name       string         `json:"name"`
+	Attributes map[string]any `json:"attributes"`
+}
+
+func flat(m map[string]any) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = str(v)
+	}
+	return out
+}
+
+var errHex = errors.New("not hex")
+
+func checkHex(s string, n int) error {
+	if len(s) != n {
+		return errHex
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return errHex
+		}
+	}
+	return nil
+}
+
+// DecodeSpan reads a span in tenantscope's JSON form (what the SDK's span
+// exporter and the OTLP receiver publish).
+func DecodeSpan(m Meta, body []byte, retentionDays uint16) (Span, error) {
+	if _, err := checkBody(body); err != nil {
+		return Span{}, err
+	}
+	var j spanJSON
+	if err := json.Unmarshal(body, &j); err != nil {
+		return Span{}, bad(ReasonInvalidField, "span: %v", err)
+	}
+	if checkHex(j.TraceID, 32) != nil || checkHex(j.SpanID, 16) != nil {
+		return Span{}, bad(ReasonInvalidField, "span needs a 32-hex-digit trace_id and a 16-hex-digit span_id")
+	}
+	if j.ParentSpanID != "" && checkHex(j.ParentSpanID, 16) != nil {
+		return Span{}, bad(ReasonInvalidField, "parent_span_id must be 16 hex digits")
+	}
+	if j.Name == "" || j.StartTime.IsZero() {
+		return Span{}, bad(ReasonInvalidField, "span needs a name and a start_time")
+	}
+	d := j.DurationNs
+	if d == 0 && !j.EndTime.IsZero() {
+		if j.EndTime.Before(j.StartTime) {
+			return Span{}, bad(ReasonInvalidField, "end_time is before start_time")
+		}
+		d = uint64(j.EndTime.Sub(j.StartTime))
+	}
+	s := Span{
+		TenantID: m.Tenant, Service: m.Service, Name: j.Name, StartTime: j.StartTime.UTC(),
+		TraceID: j.TraceID, SpanID: j.SpanID, ParentSpanID: j.ParentSpanID, Kind: j.Kind, DurationNs: d,
+		StatusCode: j.StatusCode, StatusMessage: j.StatusMessage, Attributes: flat(j.Attributes), Resource: flat(j.Resource),
+		CorrelationID: m.CorrelationID, RetentionDays: retentionDays,
+	}
+	if s.Kind == "" {
+		s.Kind = "internal"
+	}
+	if s.StatusCode == "" {
+		s.StatusCode = "unset"
+	}
+	if _, ok := s.Resource["service.name"]; !ok {
+		s.Resource["service.name"] = m.Service
+	}
+	for _, e := range j.Events {
+		s.Events = append(s.Events, SpanEvent{Time: e.Time.UTC(), Name: e.Name, Attributes: flat(e.Attributes)})
+	}
+	return s, nil
+}

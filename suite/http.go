@@ -1,0 +1,80 @@
+package suite
+
+import (
+	"context"
+	"encoding/json"
+	"html/template"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// httpLn is the HTTP listener, opened before the banner is printed.
+func (s *Suite) startHTTP() error {
+	ln, err := listen(s.cfg.HTTP.Listen)
+	if err != nil {
+		return err
+	}
+	s.httpLn = ln
+	s.httpAddr = ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n")) //nolint:errcheck // client gone
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/json")
+		body := map[string]any{"ready": true}
+		if err := s.ready(ctx); err != nil {
+			body = map[string]any{"ready": false, "error": err.Error()}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(body) //nolint:errcheck // client gone
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	mux.HandleFunc("GET /{$}", s.index)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
+	return nil
+}
+
+var indexTmpl = template.Must(template.New("index").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tenantscope</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:3rem auto;padding:0 1rem;color:#1f2933}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #d9e2ec;padding:.4rem;text-align:left}
+code{background:#f0f4f8;padding:.1rem .3rem;border-radius:3px}</style></head>
+<body><h1>tenantscope</h1>
+<p>Observability and compliance for multi-tenant SaaS. The audit trail, cost and SLA pages arrive with their issues;
+this page shows what the suite is running.</p>
+<table data-testid="tenants"><tr><th>tenant</th><th>name</th><th>region</th><th>events stored</th></tr>
+{{range .Tenants}}<tr><td><code>{{.ID}}</code></td><td>{{.Name}}</td><td>{{.Region}}</td><td>{{.Events}}</td></tr>{{end}}
+</table>
+<p><a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a> · ClickHouse: <code>{{.Engine}}</code></p>
+</body></html>`))
+
+func (s *Suite) index(w http.ResponseWriter, r *http.Request) {
+	type row struct {
+		ID, Name, Region string
+		Events           uint64
+	}
+	data := struct {
+		Tenants []row
+		Engine  string
+	}{Engine: s.engAddr}
+	for _, t := range s.cfg.Tenants {
+		var n uint64
+		if st := s.stores[t.Region]; st != nil {
+			if err := st.QueryRow(r.Context(), []any{&n}, "SELECT count() FROM events WHERE tenant_id = ?", t.ID); err != nil {
+				s.log.Warn().Err(err).Str("tenant_id", t.ID).Msg("count events")
+			}
+		}
+		data.Tenants = append(data.Tenants, row{t.ID, t.Name, t.Region, n})
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := indexTmpl.Execute(w, data); err != nil {
+		s.log.Warn().Err(err).Msg("render index")
+	}
+}

@@ -1,0 +1,312 @@
+// Package suite wires tenantscope's components by hand and runs them in an
+// errgroup with a bounded graceful shutdown: `serve` runs all of them in one
+// process, `collector` and `ui` run a subset against a NATS cluster and a
+// ClickHouse server (the distributed shape).
+package suite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/collector"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/engine"
+	"github.com/tenantscope/tenantscope/migrations"
+	"github.com/tenantscope/tenantscope/natsbus"
+)
+
+// Components selects what a process runs.
+type Components struct {
+	Collector bool
+	UI        bool // the HTTP server: UI, API, /metrics, health
+	Demo      bool // publish demo traffic as the configured tenants
+}
+
+// All is what `serve` runs.
+var All = Components{Collector: true, UI: true}
+
+// Options configure Run.
+type Options struct {
+	Config     config.Config
+	Components Components
+	Log        zerolog.Logger
+	// Out receives what a person should read once: URLs and bootstrap credentials.
+	Out io.Writer
+	// Ready, when set, receives the suite once everything is up (tests).
+	Ready func(*Suite)
+}
+
+// Suite is the running set of components.
+type Suite struct {
+	cfg      config.Config
+	log      zerolog.Logger
+	reg      *prometheus.Registry
+	eng      *engine.Engine
+	engSrv   *engine.Server
+	engHTTP  *http.Server
+	engAddr  string
+	natsSrv  *natsbus.Server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	stores   map[string]*chstore.Store
+	http     *http.Server
+	httpLn   net.Listener
+	httpAddr string
+	migrated atomic.Bool
+}
+
+// HTTPAddr is where the UI, API and /metrics listen.
+func (s *Suite) HTTPAddr() string { return s.httpAddr }
+
+// EngineAddr is the embedded engine's HTTP interface ("" with a server).
+func (s *Suite) EngineAddr() string { return s.engAddr }
+
+// NATSURL is the bus address services publish to.
+func (s *Suite) NATSURL() string { return s.nc.ConnectedUrl() }
+
+// Store returns a region's store.
+func (s *Suite) Store(region string) *chstore.Store { return s.stores[region] }
+
+// Run starts the selected components and blocks until ctx ends, then shuts
+// everything down within cfg.Shutdown.
+func Run(ctx context.Context, o Options) (err error) {
+	cfg := o.Config
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	fresh, err := config.EnsureSecrets(&cfg)
+	if err != nil {
+		return err
+	}
+	s := &Suite{cfg: cfg, log: o.Log, reg: prometheus.NewRegistry(), stores: map[string]*chstore.Store{}}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer func() {
+		err = errors.Join(err, s.close())
+	}()
+	if err := s.startClickHouse(ctx); err != nil {
+		return err
+	}
+	if err := s.startNATS(ctx); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	if o.Components.Collector {
+		col, err := collector.New(collector.Config{}, s.js, cfg, s.stores, s.log, s.reg)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return col.Run(gctx) })
+	}
+	if o.Components.UI {
+		if err := s.startHTTP(); err != nil {
+			return err
+		}
+		g.Go(func() error {
+			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.Shutdown))
+			defer cancel()
+			return s.http.Shutdown(sctx)
+		})
+	}
+	if o.Components.Demo {
+		g.Go(func() error { return runDemo(gctx, s, o.Log) })
+	}
+	s.printBanner(o.Out, fresh, o.Components)
+	if o.Ready != nil {
+		o.Ready(s)
+	}
+	return g.Wait()
+}
+
+func (s *Suite) startClickHouse(ctx context.Context) error {
+	dsn := s.cfg.ClickHouse.DSN
+	if s.cfg.Embedded() {
+		eng, err := engine.Open(engine.Config{
+			Dir: filepath.Join(s.cfg.Data, "engine"), LibPath: s.cfg.ClickHouse.ChdbLib,
+			PoolSize: s.cfg.ClickHouse.PoolSize, Logger: s.log.With().Str("component", "engine").Logger(),
+		})
+		if err != nil {
+			return err
+		}
+		s.eng = eng
+		s.engSrv = engine.NewServer(eng, engine.ServerConfig{Logger: s.log.With().Str("component", "engine-http").Logger()})
+		ln, err := s.engSrv.Listen(s.cfg.ClickHouse.EngineListen)
+		if err != nil {
+			return err
+		}
+		s.engAddr = ln.Addr().String()
+		s.engHTTP = &http.Server{Handler: s.engSrv, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := s.engHTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error().Err(err).Msg("engine http")
+			}
+		}()
+		dsn = "http://" + s.engAddr
+	}
+	for _, r := range s.cfg.Regions {
+		rdsn := dsn
+		if r.DSN != "" {
+			rdsn = r.DSN
+		}
+		st, err := chstore.Open(ctx, chstore.Options{DSN: rdsn, Database: r.Database, Name: r.Name, Registerer: s.reg})
+		if err != nil {
+			return err
+		}
+		s.stores[r.Name] = st
+		p := migrations.Params{Database: r.Database, Cluster: s.cfg.ClickHouse.Cluster}
+		if s.cfg.Embedded() {
+			if _, err := migrations.Up(ctx, st, p, func(line string) { s.log.Info().Str("region", r.Name).Msg(line) }); err != nil {
+				return err
+			}
+		} else {
+			status, err := migrations.StatusOf(ctx, st, r.Database)
+			if err != nil {
+				return err
+			}
+			for _, m := range status {
+				if !m.Applied || m.Edited {
+					return fmt.Errorf("region %s: migration %04d_%s is not applied (or was edited): run 'tenantscope migrate up'", r.Name, m.Version, m.Name)
+				}
+			}
+		}
+	}
+	s.migrated.Store(true)
+	return s.registerTenants(ctx)
+}
+
+// registerTenants records each tenant in its region's store.
+func (s *Suite) registerTenants(ctx context.Context) error {
+	for _, t := range s.cfg.Tenants {
+		st := s.stores[t.Region]
+		if err := st.Exec(ctx, "INSERT INTO tenants (tenant_id, name, region) VALUES (?, ?, ?)", t.ID, t.Name, t.Region); err != nil {
+			return fmt.Errorf("register tenant %s: %w", t.ID, err)
+		}
+	}
+	return nil
+}
+
+func (s *Suite) startNATS(ctx context.Context) error {
+	var err error
+	if s.cfg.EmbeddedNATS() {
+		s.natsSrv, err = natsbus.Embedded(s.cfg, s.log)
+		if err != nil {
+			return err
+		}
+		s.nc, err = s.natsSrv.Connect("tenantscope")
+	} else {
+		s.nc, err = natsbus.ConnectExternal(s.cfg, "tenantscope")
+	}
+	if err != nil {
+		return err
+	}
+	s.js, err = jetstream.New(s.nc)
+	if err != nil {
+		return err
+	}
+	return natsbus.EnsureStreams(ctx, s.js, s.cfg)
+}
+
+func (s *Suite) close() error {
+	var errs []error
+	if s.nc != nil {
+		if err := s.nc.Drain(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.natsSrv != nil {
+		s.natsSrv.Shutdown()
+	}
+	for _, st := range s.stores {
+		if err := st.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.Shutdown))
+	defer cancel()
+	if s.engHTTP != nil {
+		if err := s.engHTTP.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		s.engSrv.Close()
+	}
+	if s.eng != nil {
+		if err := s.eng.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ready checks every dependency.
+func (s *Suite) ready(ctx context.Context) error {
+	var errs []error
+	if s.nc == nil || !s.nc.IsConnected() {
+		errs = append(errs, errors.New("nats: not connected"))
+	}
+	if !s.migrated.Load() {
+		errs = append(errs, errors.New("migrations: not applied"))
+	}
+	for name, st := range s.stores {
+		if err := st.Ping(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("clickhouse %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Suite) printBanner(w io.Writer, fresh []config.Secret, c Components) {
+	if w == nil {
+		return
+	}
+	if s.httpAddr != "" {
+		fmt.Fprintf(w, "tenantscope is up\n  UI and API   http://%s/\n  metrics      http://%s/metrics\n  ready        http://%s/readyz\n", s.httpAddr, s.httpAddr, s.httpAddr)
+	}
+	if s.engAddr != "" {
+		fmt.Fprintf(w, "  ClickHouse   http://%s/ (embedded engine; curl 'http://%s/?query=SELECT+version()')\n", s.engAddr, s.engAddr)
+	}
+	if s.nc != nil {
+		fmt.Fprintf(w, "  NATS         %s\n", s.nc.ConnectedUrl())
+	}
+	if c.Demo {
+		fmt.Fprintf(w, "  demo traffic is being published for %d tenants\n", len(s.cfg.Tenants))
+	}
+	if len(fresh) > 0 {
+		fmt.Fprintf(w, "\nBootstrap credentials, shown once (hashes are kept in %s):\n", config.BootstrapPath(s.cfg.Data))
+		for _, sec := range fresh {
+			scope := sec.Role
+			if sec.Tenant != "" {
+				scope += " of " + sec.Tenant
+			}
+			fmt.Fprintf(w, "  %-8s %-18s %-26s %s\n", sec.Kind, sec.Name, scope, sec.Value)
+		}
+	}
+}
+
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
