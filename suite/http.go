@@ -12,7 +12,7 @@ import (
 )
 
 // httpLn is the HTTP listener, opened before the banner is printed.
-func (s *Suite) startHTTP() error {
+func (s *Suite) startHTTP(ui bool) error {
 	ln, err := listen(s.cfg.HTTP.Listen)
 	if err != nil {
 		return err
@@ -36,7 +36,9 @@ func (s *Suite) startHTTP() error {
 		_ = json.NewEncoder(w).Encode(body) //nolint:errcheck // client gone
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	mux.HandleFunc("GET /{$}", s.index)
+	if ui {
+		mux.HandleFunc("GET /{$}", s.index)
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
 	return nil
 }

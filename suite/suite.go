@@ -33,7 +33,7 @@ import (
 // Components selects what a process runs.
 type Components struct {
 	Collector bool
-	UI        bool // the HTTP server: UI, API, /metrics, health
+	UI        bool // the UI pages and API (every process serves /metrics and health)
 	Demo      bool // publish demo traffic as the configured tenants
 }
 
@@ -112,8 +112,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		g.Go(func() error { return col.Run(gctx) })
 	}
-	if o.Components.UI {
-		if err := s.startHTTP(); err != nil {
+	// Every process serves /metrics and the health endpoints; UI adds the pages.
+	{
+		if err := s.startHTTP(o.Components.UI); err != nil {
 			return err
 		}
 		g.Go(func() error {

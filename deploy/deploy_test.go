@@ -1,0 +1,147 @@
+// Package deploy holds the files docker-compose.yml mounts; its test checks
+// the compose file without a Docker engine (none runs on CI machines).
+package deploy
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tenantscope/tenantscope/config"
+)
+
+type compose struct {
+	Services map[string]struct {
+		Image       string         `yaml:"image"`
+		Build       any            `yaml:"build"`
+		Command     []string       `yaml:"command"`
+		Environment map[string]any `yaml:"environment"`
+		Volumes     []string       `yaml:"volumes"`
+		DependsOn   any            `yaml:"depends_on"`
+		Deploy      struct {
+			Replicas int `yaml:"replicas"`
+		} `yaml:"deploy"`
+	} `yaml:"services"`
+	Volumes map[string]any `yaml:"volumes"`
+}
+
+func TestComposeFile(t *testing.T) {
+	raw, err := os.ReadFile("../docker-compose.yml")
+	require.NoError(t, err)
+	var c compose
+	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+	require.NoError(t, dec.Decode(&c))
+
+	for _, name := range []string{"nats", "clickhouse", "grafana", "prometheus", "migrate", "collector", "ui"} {
+		require.Contains(t, c.Services, name)
+	}
+	require.True(t, strings.HasPrefix(c.Services["clickhouse"].Image, "clickhouse/clickhouse-server:"))
+	require.True(t, strings.HasPrefix(c.Services["nats"].Image, "nats:"))
+	require.Equal(t, []string{"migrate", "up"}, c.Services["migrate"].Command)
+	require.Equal(t, []string{"collector"}, c.Services["collector"].Command)
+	require.GreaterOrEqual(t, c.Services["collector"].Deploy.Replicas, 2, "collectors scale out on one durable consumer")
+	// Every file a service mounts exists in the repository.
+	for name, s := range c.Services {
+		for _, v := range s.Volumes {
+			src := strings.SplitN(v, ":", 2)[0]
+			if strings.HasPrefix(src, "./") {
+				_, err := os.Stat(filepath.Join("..", src))
+				require.NoError(t, err, "service %s mounts %s", name, src)
+			} else {
+				require.Contains(t, c.Volumes, src, "service %s uses an undeclared volume", name)
+			}
+		}
+	}
+	// Grafana is provisioned from dashboards/.
+	require.Contains(t, c.Services["grafana"].Volumes, "./dashboards/provisioning:/etc/grafana/provisioning:ro")
+	// Secrets are required from the environment, never written in the file.
+	require.NotRegexp(t, regexp.MustCompile(`(?i)password:\s*["']?[a-z0-9]{4,}`), string(raw))
+}
+
+func TestTenantscopeConfigForCompose(t *testing.T) {
+	cfg, err := config.Load("tenantscope.yaml")
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	require.False(t, cfg.Embedded())
+	require.False(t, cfg.EmbeddedNATS())
+}
+
+func TestNATSConfig(t *testing.T) {
+	for _, v := range []string{"TENANTSCOPE_NATS_PASSWORD", "ACME_SVC_PASSWORD", "GLOBEX_SVC_PASSWORD"} {
+		t.Setenv(v, "test-"+v)
+	}
+	opts, err := server.ProcessConfigFile("nats.conf")
+	require.NoError(t, err)
+	require.True(t, opts.JetStream)
+	cfg, err := config.Load("tenantscope.yaml")
+	require.NoError(t, err)
+	users := map[string]*server.User{}
+	for _, u := range opts.Users {
+		users[u.Username] = u
+	}
+	for _, tn := range cfg.Tenants {
+		u, ok := users[tn.NATS.User]
+		require.True(t, ok, "nats.conf has no user for tenant %s", tn.ID)
+		require.Equal(t, []string{"tenant." + tn.ID + ".>"}, u.Permissions.Publish.Allow)
+	}
+}
+
+func TestDashboardsUseRealMetrics(t *testing.T) {
+	files, err := filepath.Glob("../dashboards/json/*.json")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	src := goSources(t)
+	metricRe := regexp.MustCompile(`tenantscope_[a-z_]+`)
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		require.NoError(t, err)
+		var d struct {
+			UID    string `json:"uid"`
+			Panels []struct {
+				Title   string `json:"title"`
+				Targets []struct {
+					Expr string `json:"expr"`
+				} `json:"targets"`
+			} `json:"panels"`
+		}
+		require.NoError(t, json.Unmarshal(raw, &d), f)
+		require.NotEmpty(t, d.UID)
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				for _, m := range metricRe.FindAllString(tg.Expr, -1) {
+					base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_count"), "_sum")
+					require.Contains(t, src, `"`+base+`"`, "panel %q of %s uses %s, which no code exports", p.Title, f, base)
+				}
+			}
+		}
+	}
+}
+
+func goSources(t *testing.T) string {
+	var b strings.Builder
+	err := filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "data") {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") {
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			b.Write(raw)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	return b.String()
+}
