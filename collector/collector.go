@@ -293,51 +293,47 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeE
 }
 
 func (s *Service) store(ctx context.Context, st *chstore.Store, r *rows) error {
-	if len(r.events) > 0 {
-		b, err := st.PrepareBatch(ctx, "INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, correlation_id, trace_id, span_id, retention_days)")
-		if err != nil {
-			return err
-		}
-		for _, e := range r.events {
-			if err := b.Append(e.TenantID, e.Service, e.Action, e.Time, e.EventID, e.Actor, e.Entity, e.SchemaVersion, e.Payload, e.CorrelationID, e.TraceID, e.SpanID, e.RetentionDays); err != nil {
-				return fmt.Errorf("append event: %w", err)
-			}
-		}
-		if err := b.Send(); err != nil {
-			return fmt.Errorf("insert events: %w", err)
-		}
+	if err := insert(ctx, st, "events", "tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, correlation_id, trace_id, span_id, retention_days",
+		len(r.events), func(i int) []any {
+			e := r.events[i]
+			return []any{e.TenantID, e.Service, e.Action, e.Time, e.EventID, e.Actor, e.Entity, e.SchemaVersion, e.Payload, e.CorrelationID, e.TraceID, e.SpanID, e.RetentionDays}
+		}); err != nil {
+		return err
 	}
-	if len(r.logs) > 0 {
-		b, err := st.PrepareBatch(ctx, "INSERT INTO logs (tenant_id, service, time, log_id, severity_text, severity_number, body, attributes, resource, trace_id, span_id, correlation_id, retention_days)")
-		if err != nil {
-			return err
-		}
-		for _, l := range r.logs {
-			if err := b.Append(l.TenantID, l.Service, l.Time, l.LogID, l.SeverityText, l.SeverityNumber, l.Body, l.Attributes, l.Resource, l.TraceID, l.SpanID, l.Correlation, l.RetentionDays); err != nil {
-				return fmt.Errorf("append log: %w", err)
-			}
-		}
-		if err := b.Send(); err != nil {
-			return fmt.Errorf("insert logs: %w", err)
-		}
+	if err := insert(ctx, st, "logs", "tenant_id, service, time, log_id, severity_text, severity_number, body, attributes, resource, trace_id, span_id, correlation_id, retention_days",
+		len(r.logs), func(i int) []any {
+			l := r.logs[i]
+			return []any{l.TenantID, l.Service, l.Time, l.LogID, l.SeverityText, l.SeverityNumber, l.Body, l.Attributes, l.Resource, l.TraceID, l.SpanID, l.Correlation, l.RetentionDays}
+		}); err != nil {
+		return err
 	}
-	if len(r.spans) > 0 {
-		b, err := st.PrepareBatch(ctx, "INSERT INTO spans (tenant_id, service, name, start_time, trace_id, span_id, parent_span_id, kind, duration_ns, status_code, status_message, attributes, resource, events, correlation_id, retention_days)")
-		if err != nil {
-			return err
-		}
-		for _, sp := range r.spans {
+	return insert(ctx, st, "spans", "tenant_id, service, name, start_time, trace_id, span_id, parent_span_id, kind, duration_ns, status_code, status_message, attributes, resource, events, correlation_id, retention_days",
+		len(r.spans), func(i int) []any {
+			sp := r.spans[i]
 			events := make([][]any, len(sp.Events))
-			for i, e := range sp.Events {
-				events[i] = []any{e.Time, e.Name, e.Attributes}
+			for j, e := range sp.Events {
+				events[j] = []any{e.Time, e.Name, e.Attributes}
 			}
-			if err := b.Append(sp.TenantID, sp.Service, sp.Name, sp.StartTime, sp.TraceID, sp.SpanID, sp.ParentSpanID, sp.Kind, sp.DurationNs, sp.StatusCode, sp.StatusMessage, sp.Attributes, sp.Resource, events, sp.CorrelationID, sp.RetentionDays); err != nil {
-				return fmt.Errorf("append span: %w", err)
-			}
+			return []any{sp.TenantID, sp.Service, sp.Name, sp.StartTime, sp.TraceID, sp.SpanID, sp.ParentSpanID, sp.Kind, sp.DurationNs, sp.StatusCode, sp.StatusMessage, sp.Attributes, sp.Resource, events, sp.CorrelationID, sp.RetentionDays}
+		})
+}
+
+// insert sends n rows to table in one clickhouse-go batch.
+func insert(ctx context.Context, st *chstore.Store, table, columns string, n int, row func(i int) []any) error {
+	if n == 0 {
+		return nil
+	}
+	b, err := st.PrepareBatch(ctx, "INSERT INTO "+table+" ("+columns+")")
+	if err != nil {
+		return fmt.Errorf("prepare %s batch: %w", table, err)
+	}
+	for i := range n {
+		if err := b.Append(row(i)...); err != nil {
+			return fmt.Errorf("append to %s: %w", table, err)
 		}
-		if err := b.Send(); err != nil {
-			return fmt.Errorf("insert spans: %w", err)
-		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert %s: %w", table, err)
 	}
 	return nil
 }

@@ -84,6 +84,21 @@ func (c *configFlags) load(getenv func(string) string) (config.Config, error) {
 	return cfg, ferr
 }
 
+// parseAndLoad parses a command's flags and returns its valid configuration.
+func (c *configFlags) parseAndLoad(args []string, getenv func(string) string) (config.Config, error) {
+	if err := c.fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	cfg, err := c.load(getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("configuration is invalid:\n%w", err)
+	}
+	return cfg, nil
+}
+
 func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(cfg.Log.Level)
 	if err != nil {
@@ -132,16 +147,9 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		_, err = fmt.Fprintf(stdout, "password_hash: %s\nkey_hash: %s\n", h, config.HashAPIKey(secret))
 		return err
 	case "validate", "show":
-		cf := newConfigFlags("config "+args[0], stderr)
-		if err := cf.fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		cfg, err := cf.load(getenv)
+		cfg, err := newConfigFlags("config "+args[0], stderr).parseAndLoad(args[1:], getenv)
 		if err != nil {
 			return err
-		}
-		if err := cfg.Validate(); err != nil {
-			return fmt.Errorf("configuration is invalid:\n%w", err)
 		}
 		if args[0] == "show" {
 			return yaml.NewEncoder(stdout).Encode(cfg.Redacted())
@@ -166,15 +174,8 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if len(args) == 0 || (args[0] != "up" && args[0] != "status") {
 		return fmt.Errorf("%w: tenantscope migrate up|status", errUsage)
 	}
-	cf := newConfigFlags("migrate "+args[0], stderr)
-	if err := cf.fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	cfg, err := cf.load(getenv)
+	cfg, err := newConfigFlags("migrate "+args[0], stderr).parseAndLoad(args[1:], getenv)
 	if err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	dsn := cfg.ClickHouse.DSN

@@ -60,8 +60,8 @@ type Lib struct {
 	connect                  func(argc int32, argv unsafe.Pointer) unsafe.Pointer
 	closeConn                func(conn unsafe.Pointer)
 	queryN                   func(conn unsafe.Pointer, q unsafe.Pointer, qlen uintptr, f unsafe.Pointer, flen uintptr) unsafe.Pointer
-	queryParamsN             func(conn unsafe.Pointer, q unsafe.Pointer, qlen uintptr, f unsafe.Pointer, flen uintptr, names, nameLens, values, valueLens unsafe.Pointer, n uintptr) unsafe.Pointer
-	streamQueryParamsN       func(conn unsafe.Pointer, q unsafe.Pointer, qlen uintptr, f unsafe.Pointer, flen uintptr, names, nameLens, values, valueLens unsafe.Pointer, n uintptr) unsafe.Pointer
+	queryParamsN             paramsCall
+	streamQueryParamsN       paramsCall
 	streamFetch              func(conn unsafe.Pointer, res unsafe.Pointer) unsafe.Pointer
 	streamCancel             func(conn unsafe.Pointer, res unsafe.Pointer)
 	destroyResult            func(res unsafe.Pointer)
@@ -73,7 +73,7 @@ type Lib struct {
 	resultRowsWritten        func(res unsafe.Pointer) uint64
 	resultBytesWritten       func(res unsafe.Pointer) uint64
 	resultError              func(res unsafe.Pointer) unsafe.Pointer
-	insertParamsN            func(conn unsafe.Pointer, q unsafe.Pointer, qlen uintptr, f unsafe.Pointer, flen uintptr, names, nameLens, values, valueLens unsafe.Pointer, n uintptr) unsafe.Pointer
+	insertParamsN            paramsCall
 	insertAppend             func(stream unsafe.Pointer, data unsafe.Pointer, n uintptr) int32
 	insertDone               func(stream unsafe.Pointer) unsafe.Pointer
 	insertCancel             func(stream unsafe.Pointer)
@@ -245,7 +245,7 @@ var zero = []byte{0}
 
 // readResult copies a result out of the engine and frees it. A nil result
 // pointer is an engine failure.
-func (l *Lib) readResult(r unsafe.Pointer, keepEmpty bool) (*Result, error) {
+func (l *Lib) readResult(r unsafe.Pointer) (*Result, error) {
 	if r == nil {
 		return nil, &Error{Message: "Code: 1001. DB::Exception: chdb returned no result. (STD_EXCEPTION)"}
 	}
@@ -289,20 +289,34 @@ func cString(p unsafe.Pointer) string {
 // Query runs one statement and returns its whole output in format (the
 // default output format; a FORMAT clause in the SQL wins).
 func (c *Conn) Query(sql []byte, format string, params []Param) (*Result, error) {
+	var r unsafe.Pointer
+	if len(params) == 0 {
+		q, ql := bytesPtr(sql)
+		fb := []byte(format)
+		f, fl := bytesPtr(fb)
+		r = c.lib.queryN(c.conn(), q, ql, f, fl)
+		runtime.KeepAlive(sql)
+		runtime.KeepAlive(fb)
+	} else {
+		r = c.callWithParams(c.lib.queryParamsN, sql, format, params)
+	}
+	return c.lib.readResult(r)
+}
+
+type paramsCall func(conn, q unsafe.Pointer, qlen uintptr, f unsafe.Pointer, flen uintptr, names, nameLens, values, valueLens unsafe.Pointer, n uintptr) unsafe.Pointer
+
+// callWithParams passes sql, format and params to one of the engine's
+// binary-safe *_with_params_n calls, keeping the buffers alive across it.
+func (c *Conn) callWithParams(fn paramsCall, sql []byte, format string, params []Param) unsafe.Pointer {
 	q, ql := bytesPtr(sql)
 	fb := []byte(format)
 	f, fl := bytesPtr(fb)
-	var r unsafe.Pointer
-	if len(params) == 0 {
-		r = c.lib.queryN(c.conn(), q, ql, f, fl)
-	} else {
-		p := makeParams(params)
-		r = c.lib.queryParamsN(c.conn(), q, ql, f, fl, p.names, p.nameLens, p.values, p.valueLens, p.n)
-		runtime.KeepAlive(p.keep)
-	}
+	p := makeParams(params)
+	r := fn(c.conn(), q, ql, f, fl, p.names, p.nameLens, p.values, p.valueLens, p.n)
+	runtime.KeepAlive(p.keep)
 	runtime.KeepAlive(sql)
 	runtime.KeepAlive(fb)
-	return c.lib.readResult(r, false)
+	return r
 }
 
 // Stream is a streaming SELECT. Next returns chunks until io.EOF-like
@@ -317,14 +331,7 @@ type Stream struct {
 // StreamQuery starts a streaming query (SELECT or WITH only: the engine
 // refuses others, DESCRIBE among them).
 func (c *Conn) StreamQuery(sql []byte, format string, params []Param) (*Stream, error) {
-	q, ql := bytesPtr(sql)
-	fb := []byte(format)
-	f, fl := bytesPtr(fb)
-	p := makeParams(params)
-	r := c.lib.streamQueryParamsN(c.conn(), q, ql, f, fl, p.names, p.nameLens, p.values, p.valueLens, p.n)
-	runtime.KeepAlive(p.keep)
-	runtime.KeepAlive(sql)
-	runtime.KeepAlive(fb)
+	r := c.callWithParams(c.lib.streamQueryParamsN, sql, format, params)
 	if r == nil {
 		return nil, &Error{Message: "Code: 1001. DB::Exception: chdb returned no stream. (STD_EXCEPTION)"}
 	}
@@ -340,7 +347,7 @@ func (c *Conn) StreamQuery(sql []byte, format string, params []Param) (*Stream, 
 // Next returns the next chunk, or (nil, nil) at the end.
 func (s *Stream) Next() ([]byte, error) {
 	r := s.c.lib.streamFetch(s.c.conn(), s.res)
-	res, err := s.c.lib.readResult(r, true)
+	res, err := s.c.lib.readResult(r)
 	if err != nil {
 		return nil, err
 	}
@@ -369,14 +376,7 @@ type Insert struct {
 
 // InsertStream starts a streaming INSERT. sql has no FORMAT clause.
 func (c *Conn) InsertStream(sql []byte, format string, params []Param) (*Insert, error) {
-	q, ql := bytesPtr(sql)
-	fb := []byte(format)
-	f, fl := bytesPtr(fb)
-	p := makeParams(params)
-	h := c.lib.insertParamsN(c.conn(), q, ql, f, fl, p.names, p.nameLens, p.values, p.valueLens, p.n)
-	runtime.KeepAlive(p.keep)
-	runtime.KeepAlive(sql)
-	runtime.KeepAlive(fb)
+	h := c.callWithParams(c.lib.insertParamsN, sql, format, params)
 	if h == nil {
 		return nil, &Error{Message: "Code: 1001. DB::Exception: chdb returned no insert stream. (STD_EXCEPTION)"}
 	}
@@ -411,7 +411,7 @@ func (in *Insert) err(fallback string) error {
 // be closed.
 func (in *Insert) Done() (*Result, error) {
 	r := in.c.lib.insertDone(in.stream)
-	return in.c.lib.readResult(r, false)
+	return in.c.lib.readResult(r)
 }
 
 // Cancel aborts the insert without committing what was not yet written.
