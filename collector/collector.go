@@ -16,10 +16,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/telemetry"
 )
 
 // Config tunes batching.
@@ -56,10 +61,14 @@ type Service struct {
 	stores  map[string]*chstore.Store // by region
 	log     zerolog.Logger
 	m       *metrics
+	tracer  trace.Tracer
 }
 
+// maxLinks bounds the span links a batch span carries to its messages' traces.
+const maxLinks = 128
+
 // New wires a collector. stores must hold every region a tenant uses.
-func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[string]*chstore.Store, log zerolog.Logger, reg prometheus.Registerer) (*Service, error) {
+func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[string]*chstore.Store, log zerolog.Logger, reg prometheus.Registerer, tracer trace.Tracer) (*Service, error) {
 	cfg.defaults()
 	var errs []error
 	if js == nil {
@@ -79,7 +88,10 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, js: js, tenants: tenants, stores: stores, log: log.With().Str("component", "collector").Logger(), m: m}, nil
+	if tracer == nil {
+		tracer = noop.NewTracerProvider().Tracer("")
+	}
+	return &Service{cfg: cfg, js: js, tenants: tenants, stores: stores, log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer}, nil
 }
 
 // Run consumes until ctx ends. The batch in hand when ctx ends is finished
@@ -141,7 +153,23 @@ type rows struct {
 
 // process decodes a batch, dead-letters what is bad, stores the rest by
 // region and acks everything that was stored or dead-lettered.
-func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) error {
+func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error) {
+	// One span per batch, linked to the traces its messages carry in their
+	// traceparent headers (the publishers' spans).
+	var links []trace.Link
+	for _, msg := range msgs[:min(len(msgs), maxLinks)] {
+		if sc := telemetry.Extract(msg.Headers()); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	ctx, span := s.tracer.Start(ctx, "collector batch", trace.WithLinks(links...), trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(msgs))))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	byRegion := map[string]*rows{}
 	var good []jetstream.Msg
 	for _, msg := range msgs {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantscope/tenantscope/chstore"
@@ -28,6 +29,7 @@ import (
 	"github.com/tenantscope/tenantscope/engine"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/telemetry"
 )
 
 // Components selects what a process runs.
@@ -49,6 +51,9 @@ type Options struct {
 	Out io.Writer
 	// Ready, when set, receives the suite once everything is up (tests).
 	Ready func(*Suite)
+	// Version and Getenv feed the telemetry resource and OTLP exporter settings.
+	Version string
+	Getenv  func(string) string
 }
 
 // Suite is the running set of components.
@@ -68,6 +73,7 @@ type Suite struct {
 	httpLn   net.Listener
 	httpAddr string
 	migrated atomic.Bool
+	tracer   trace.Tracer
 }
 
 // HTTPAddr is where the UI, API and /metrics listen.
@@ -86,6 +92,9 @@ func (s *Suite) Store(region string) *chstore.Store { return s.stores[region] }
 // everything down within cfg.Shutdown.
 func Run(ctx context.Context, o Options) (err error) {
 	cfg := o.Config
+	if o.Getenv == nil {
+		o.Getenv = func(string) string { return "" }
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -93,7 +102,16 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	s := &Suite{cfg: cfg, log: o.Log, reg: prometheus.NewRegistry(), stores: map[string]*chstore.Store{}}
+	tp, err := telemetry.New(ctx, "tenantscope", o.Version, o.Getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = errors.Join(err, tp.Shutdown(sctx))
+	}()
+	s := &Suite{cfg: cfg, log: o.Log, reg: prometheus.NewRegistry(), stores: map[string]*chstore.Store{}, tracer: tp.Tracer("tenantscope")}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	defer func() {
 		err = errors.Join(err, s.close())
@@ -106,7 +124,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if o.Components.Collector {
-		col, err := collector.New(collector.Config{}, s.js, cfg, s.stores, s.log, s.reg)
+		col, err := collector.New(collector.Config{}, s.js, cfg, s.stores, s.log, s.reg, s.tracer)
 		if err != nil {
 			return err
 		}
@@ -170,7 +188,7 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 		if r.DSN != "" {
 			rdsn = r.DSN
 		}
-		st, err := chstore.Open(ctx, chstore.Options{DSN: rdsn, Database: r.Database, Name: r.Name, Registerer: s.reg})
+		st, err := chstore.Open(ctx, chstore.Options{DSN: rdsn, Database: r.Database, Name: r.Name, Registerer: s.reg, Tracer: s.tracer})
 		if err != nil {
 			return err
 		}

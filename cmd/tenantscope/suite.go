@@ -120,7 +120,7 @@ func runSuite(components suite.Components, name string) func(context.Context, []
 		}
 		c := components
 		c.Demo = *demoFlag
-		return suite.Run(ctx, suite.Options{Config: cfg, Components: c, Log: newLogger(cfg, stderr), Out: stdout})
+		return suite.Run(ctx, suite.Options{Config: cfg, Components: c, Log: newLogger(cfg, stderr), Out: stdout, Version: version, Getenv: getenv})
 	}
 }
 
