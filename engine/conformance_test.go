@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -403,6 +404,40 @@ func helperProcess() int {
 			}
 		}
 		out = "written"
+	case "closekill":
+		// A query that would run for minutes; Close with a 1s deadline must
+		// kill it, close every connection and return.
+		before := runtime.NumGoroutine()
+		errc := make(chan error, 1)
+		go func() {
+			var n uint64
+			errc <- conn.QueryRow(ctx, "SELECT sum(cityHash64(number)) FROM numbers(1000000000000)").Scan(&n)
+		}()
+		time.Sleep(500 * time.Millisecond)
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		start := time.Now()
+		err = e.Engine.Close(cctx)
+		cancel()
+		took := time.Since(start)
+		qerr := <-errc
+		_ = conn.Close()
+		if stopErr := e.Stop(); err == nil {
+			err = stopErr
+		}
+		if err == nil && qerr == nil {
+			err = errors.New("the long query finished instead of being killed")
+		}
+		time.Sleep(200 * time.Millisecond)
+		out = fmt.Sprintf("closed in %v, goroutines %d -> %d", took.Round(100*time.Millisecond), before, runtime.NumGoroutine())
+		if took > 15*time.Second {
+			err = fmt.Errorf("close took %v", took)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println(out)
+		return 0
 	case "read":
 		var n, sum uint64
 		err = conn.QueryRow(ctx, "SELECT count(), sum(i) FROM persist").Scan(&n, &sum)

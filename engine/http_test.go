@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -334,6 +335,24 @@ func TestDataSurvivesCloseAndReopen(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, step.want, strings.TrimSpace(string(out)))
 	}
+}
+
+func TestCloseKillsRunningQueries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "TENANTSCOPE_HELPER=closekill", "TENANTSCOPE_HELPER_DIR="+t.TempDir())
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		t.Fatalf("%v\n%s", err, ee.Stderr)
+	}
+	require.NoError(t, err)
+	t.Log(strings.TrimSpace(string(out)))
+	var before, after int
+	_, err = fmt.Sscanf(strings.TrimSpace(string(out))[strings.Index(string(out), "goroutines"):], "goroutines %d -> %d", &before, &after)
+	require.NoError(t, err)
+	require.LessOrEqual(t, after, before, "goroutines leaked by Close")
 }
 
 func TestSecondEngineInProcessIsRefused(t *testing.T) {
