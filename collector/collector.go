@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
 
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
@@ -29,8 +31,9 @@ import (
 
 // Config tunes batching.
 type Config struct {
-	BatchSize int           // messages per batch (default 5000)
-	BatchAge  time.Duration // longest wait for a batch to fill (default 250ms)
+	BatchSize  int           // messages per batch (default 5000)
+	BatchAge   time.Duration // longest wait for a batch to fill (default 250ms)
+	BatchBytes int           // payload bytes per batch (default 8 MiB)
 	// Retention per signal in days, written on every row (the retention
 	// engine's policies replace these defaults).
 	Retention map[Signal]uint16
@@ -45,6 +48,9 @@ func (c *Config) defaults() {
 	if c.BatchAge == 0 {
 		c.BatchAge = 250 * time.Millisecond
 	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 8 << 20
+	}
 	if c.Retention == nil {
 		c.Retention = map[Signal]uint16{SignalEvent: 90, SignalLog: 30, SignalSpan: 14}
 	}
@@ -58,6 +64,7 @@ type Service struct {
 	cfg     Config
 	js      jetstream.JetStream
 	tenants map[string]config.Tenant
+	quotas  map[string]config.Quota
 	stores  map[string]*chstore.Store // by region
 	log     zerolog.Logger
 	m       *metrics
@@ -75,8 +82,10 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 		errs = append(errs, errors.New("collector: JetStream is required"))
 	}
 	tenants := map[string]config.Tenant{}
+	quotas := map[string]config.Quota{}
 	for _, t := range suite.Tenants {
 		tenants[t.ID] = t
+		quotas[t.ID] = suite.QuotaOf(t)
 		if stores[t.Region] == nil {
 			errs = append(errs, fmt.Errorf("collector: no store for region %q of tenant %q", t.Region, t.ID))
 		}
@@ -91,57 +100,165 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Service{cfg: cfg, js: js, tenants: tenants, stores: stores, log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer}, nil
+	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, stores: stores, log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer}, nil
 }
 
-// Run consumes until ctx ends. The batch in hand when ctx ends is finished
-// (stored and acked) before Run returns; anything not acked is redelivered.
+// Run consumes until ctx ends. Each tenant's stream is pulled by its own
+// goroutine at no more than the tenant's quota (a flooding tenant is slowed,
+// its backlog waits in its own stream); the pulled messages meet in one
+// bounded channel and are stored in batches that close on count, bytes or
+// age. The batch in hand when ctx ends is finished (stored and acked);
+// messages pulled but not yet batched are nak'd, so they come back at once.
 func (s *Service) Run(ctx context.Context) error {
-	cons, err := s.js.Consumer(ctx, natsbus.IngestStream, natsbus.CollectorDurable)
-	if err != nil {
-		return fmt.Errorf("collector: consumer: %w", err)
-	}
-	failures := 0
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(s.cfg.BatchSize, jetstream.FetchMaxWait(s.cfg.BatchAge))
+	in := make(chan jetstream.Msg, s.cfg.BatchSize)
+	pullCtx, stopPull := context.WithCancel(ctx)
+	defer stopPull()
+	var wg sync.WaitGroup
+	for _, t := range s.tenants {
+		cons, err := s.js.Consumer(ctx, natsbus.IngestStream(t.ID), natsbus.CollectorDurable)
 		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			s.log.Warn().Err(err).Msg("fetch failed")
-			time.Sleep(200 * time.Millisecond)
-			continue
+			return fmt.Errorf("collector: consumer of tenant %s: %w", t.ID, err)
 		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.pull(pullCtx, t.ID, s.quotas[t.ID], cons, in)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.watchBacklog(pullCtx)
+	}()
+
+	var (
+		batch    []jetstream.Msg
+		size     int
+		failures int
+		timer    = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	flush := func() {
+		if len(batch) == 0 {
+			return
 		}
-		if len(msgs) == 0 {
-			s.updateLag(cons)
-			continue
-		}
+		timer.Stop()
 		// Finish the batch even when ctx is cancelled meanwhile.
-		if err := s.process(context.WithoutCancel(ctx), msgs); err != nil {
+		if err := s.process(context.WithoutCancel(ctx), batch); err != nil {
 			failures++
 			delay := min(s.cfg.NakDelay<<min(failures-1, 5), 30*time.Second)
-			s.log.Error().Err(err).Int("messages", len(msgs)).Dur("retry_in", delay).Msg("batch not stored; redelivering")
-			for _, m := range msgs {
+			s.log.Error().Err(err).Int("messages", len(batch)).Dur("retry_in", delay).Msg("batch not stored; redelivering")
+			for _, m := range batch {
 				_ = m.NakWithDelay(delay) //nolint:errcheck // unacked messages come back after AckWait anyway
+			}
+		} else {
+			failures = 0
+		}
+		batch, size = batch[:0], 0
+	}
+	for {
+		select {
+		case m := <-in:
+			if len(batch) == 0 {
+				timer.Reset(s.cfg.BatchAge)
+			}
+			batch = append(batch, m)
+			size += len(m.Data())
+			if len(batch) >= s.cfg.BatchSize || size >= s.cfg.BatchBytes {
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		case <-ctx.Done():
+			flush()
+			stopPull()
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			for {
+				select {
+				case m := <-in:
+					_ = m.Nak() //nolint:errcheck // redelivered after AckWait if the nak is lost
+				case <-done:
+					for len(in) > 0 {
+						_ = (<-in).Nak() //nolint:errcheck // as above
+					}
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// pull feeds one tenant's messages into in, no faster than its quota.
+func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons jetstream.Consumer, in chan<- jetstream.Msg) {
+	events := rate.NewLimiter(rate.Limit(q.EventsPerSecond), max(1, int(q.EventsPerSecond/10)))
+	burst := max(int(q.BytesPerSecond/10), 2<<20)
+	bytes := rate.NewLimiter(rate.Limit(q.BytesPerSecond), burst)
+	// Prefetch about a second of quota: enough to keep up, little enough to
+	// be stored well within the ack wait.
+	prefetch := min(max(int(q.EventsPerSecond), 16), s.cfg.BatchSize)
+	it, err := cons.Messages(jetstream.PullMaxMessages(prefetch))
+	if err != nil {
+		s.log.Error().Err(err).Str("tenant_id", tenant).Msg("pull consumer")
+		return
+	}
+	// On shutdown Drain hands back what the iterator already buffered, so
+	// it can be nak'd (redelivered at once) instead of waiting out AckWait.
+	go func() { <-ctx.Done(); it.Drain() }()
+	throttled := s.m.throttles.WithLabelValues(tenant)
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if ctx.Err() == nil {
+				s.log.Warn().Err(err).Str("tenant_id", tenant).Msg("pull")
 			}
 			continue
 		}
-		failures = 0
-		s.updateLag(cons)
+		if ctx.Err() != nil {
+			_ = msg.Nak() //nolint:errcheck // shutting down; redelivered after AckWait if lost
+			continue
+		}
+		n := min(len(msg.Data()), burst)
+		if !events.Allow() || !bytes.AllowN(time.Now(), n) {
+			throttled.Inc()
+			if events.Wait(ctx) != nil || bytes.WaitN(ctx, n) != nil {
+				_ = msg.Nak() //nolint:errcheck // shutting down; redelivered anyway
+				continue
+			}
+		}
+		select {
+		case in <- msg:
+		case <-ctx.Done():
+			_ = msg.Nak() //nolint:errcheck // shutting down; redelivered anyway
+		}
 	}
-	return nil
 }
 
-func (s *Service) updateLag(cons jetstream.Consumer) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if info, err := cons.Info(ctx); err == nil {
-		s.m.lag.Set(float64(info.NumPending))
-		s.m.ackPending.Set(float64(info.NumAckPending))
+// watchBacklog exports each tenant's backlog and stream fill every few seconds.
+func (s *Service) watchBacklog(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		for id := range s.tenants {
+			ictx, cancel := context.WithTimeout(ctx, time.Second)
+			if st, err := s.js.Stream(ictx, natsbus.IngestStream(id)); err == nil {
+				if info, err := st.Info(ictx); err == nil {
+					s.m.backlog.WithLabelValues(id).Set(float64(info.State.Msgs))
+					if info.Config.MaxBytes > 0 {
+						s.m.fill.WithLabelValues(id).Set(float64(info.State.Bytes) / float64(info.Config.MaxBytes))
+					}
+				}
+			}
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -371,8 +488,9 @@ type metrics struct {
 	deadLetters   *prometheus.CounterVec
 	batchSize     prometheus.Histogram
 	insertSeconds prometheus.Histogram
-	lag           prometheus.Gauge
-	ackPending    prometheus.Gauge
+	throttles     *prometheus.CounterVec
+	backlog       *prometheus.GaugeVec
+	fill          *prometheus.GaugeVec
 }
 
 // newMetrics registers the collector's metrics. The tenant label takes only
@@ -384,13 +502,14 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, e
 		deadLetters:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_dead_letters_total", Help: "Messages dead-lettered, by reason."}, []string{"reason"}),
 		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_messages", Help: "Messages per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_insert_seconds", Help: "Time to store a batch in ClickHouse.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
-		lag:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "tenantscope_collector_consumer_pending", Help: "Messages in the ingest stream not yet delivered to a collector."}),
-		ackPending:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "tenantscope_collector_consumer_ack_pending", Help: "Messages delivered but not yet acked."}),
+		throttles:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_throttled_total", Help: "Times a tenant's pull waited for its quota."}, []string{"tenant"}),
+		backlog:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_messages", Help: "Messages waiting in a tenant's ingest stream (consumer lag)."}, []string{"tenant"}),
+		fill:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_fill_ratio", Help: "A tenant's stream bytes over its backlog limit; at 1 its publishers are refused."}, []string{"tenant"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.lag, m.ackPending} {
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.throttles, m.backlog, m.fill} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}

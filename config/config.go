@@ -48,6 +48,8 @@ type Config struct {
 	APIKeys    []APIKey   `yaml:"api_keys"`
 	Log        Log        `yaml:"log"`
 	Shutdown   Duration   `yaml:"shutdown_timeout"`
+	// Quotas are the default per-tenant ingest quotas; a tenant may override them.
+	Quotas Quota `yaml:"quotas"`
 }
 
 // HTTP is the UI, API, /metrics and health endpoint.
@@ -100,6 +102,36 @@ type Tenant struct {
 	Name   string      `yaml:"name"`
 	Region string      `yaml:"region"`
 	NATS   Credentials `yaml:"nats"`
+	// Quota overrides the default quotas field by field (zero keeps the default).
+	Quota Quota `yaml:"quota"`
+}
+
+// Quota limits one tenant's ingest. The collector takes at most
+// EventsPerSecond messages and BytesPerSecond bytes per second from the
+// tenant's stream (a flood is slowed, not dropped); the stream keeps at most
+// BacklogBytes waiting, beyond which the tenant's publishers get an error.
+type Quota struct {
+	EventsPerSecond float64 `yaml:"events_per_second"`
+	BytesPerSecond  float64 `yaml:"bytes_per_second"`
+	BacklogBytes    int64   `yaml:"backlog_bytes"`
+}
+
+// QuotaOf is a tenant's effective quota.
+func (c Config) QuotaOf(t Tenant) Quota {
+	q := c.Quotas
+	if t.Quota.EventsPerSecond > 0 {
+		q.EventsPerSecond = t.Quota.EventsPerSecond
+	}
+	if t.Quota.BytesPerSecond > 0 {
+		q.BytesPerSecond = t.Quota.BytesPerSecond
+	}
+	if t.Quota.BacklogBytes > 0 {
+		q.BacklogBytes = t.Quota.BacklogBytes
+	}
+	if q.BacklogBytes == 0 {
+		q.BacklogBytes = c.NATS.Stream.MaxBytes
+	}
+	return q
 }
 
 // Credentials is a user name with a bcrypt password hash. An empty hash
@@ -163,6 +195,7 @@ func Default() Config {
 		Regions:    []Region{{Name: "default", Database: "tenantscope"}},
 		Log:        Log{Level: "info"},
 		Shutdown:   Duration(20 * time.Second),
+		Quotas:     Quota{EventsPerSecond: 20000, BytesPerSecond: 32 << 20},
 	}
 }
 
@@ -371,6 +404,27 @@ func (c Config) Validate() error {
 		if k.KeyHash != "" && !sha256Re.MatchString(k.KeyHash) {
 			bad(f+".key_hash", "must be the hex SHA-256 of the key (64 lower-case hex digits)")
 		}
+	}
+	checkQuota := func(f string, q Quota) {
+		if q.EventsPerSecond < 0 {
+			bad(f+".events_per_second", "must not be negative")
+		}
+		if q.BytesPerSecond < 0 {
+			bad(f+".bytes_per_second", "must not be negative")
+		}
+		if q.BacklogBytes < 0 {
+			bad(f+".backlog_bytes", "must not be negative")
+		}
+	}
+	checkQuota("quotas", c.Quotas)
+	if c.Quotas.EventsPerSecond == 0 {
+		bad("quotas.events_per_second", "must be positive")
+	}
+	if c.Quotas.BytesPerSecond == 0 {
+		bad("quotas.bytes_per_second", "must be positive")
+	}
+	for i, t := range c.Tenants {
+		checkQuota(fmt.Sprintf("tenants[%d].quota", i), t.Quota)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

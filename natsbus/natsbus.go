@@ -27,11 +27,8 @@ import (
 
 // Stream and consumer names.
 const (
-	IngestStream     = "TENANTSCOPE_INGEST"
 	DeadLetterStream = "TENANTSCOPE_DEADLETTER"
 	CollectorDurable = "collector"
-	// IngestSubjects captures every tenant-scoped subject services publish.
-	IngestSubjects = "tenant.>"
 	// DeadLetterPrefix prefixes dead-letter subjects: deadletter.{tenant}.{reason}.
 	DeadLetterPrefix = "deadletter"
 	// Account is the NATS account of the suite and the tenants' services.
@@ -134,26 +131,47 @@ func ConnectExternal(cfg config.Config, name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// EnsureStreams creates or updates the ingest and dead-letter streams and the
-// collectors' durable pull consumer, with explicit limits. It is idempotent.
+// IngestStream is the stream of one tenant's subjects. Each tenant has its
+// own stream, so one tenant's backlog limit (its quota) never rejects
+// another tenant's messages, and the collector can pull from each fairly.
+func IngestStream(tenant string) string { return "INGEST_" + tenant }
+
+// EnsureStreams creates or updates every tenant's ingest stream, the
+// dead-letter stream and the collectors' durable pull consumers, with
+// explicit limits. It is idempotent.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Config) error {
 	st := cfg.NATS.Stream
-	ingest := jetstream.StreamConfig{
-		Name:        IngestStream,
-		Description: "tenant-scoped domain events, logs, spans and audit records awaiting the collector",
-		Subjects:    []string{IngestSubjects},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		MaxAge:      time.Duration(st.MaxAge),
-		MaxBytes:    st.MaxBytes,
-		MaxMsgSize:  st.MaxMsgSize,
-		// Beyond the limits publishers get an error instead of losing old data.
-		Discard:    jetstream.DiscardNew,
-		Duplicates: time.Duration(st.Duplicates),
-		Replicas:   st.Replicas,
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, ingest); err != nil {
-		return fmt.Errorf("nats: stream %s: %w", IngestStream, err)
+	for _, t := range cfg.Tenants {
+		q := cfg.QuotaOf(t)
+		name := IngestStream(t.ID)
+		ingest := jetstream.StreamConfig{
+			Name:        name,
+			Description: "tenant " + t.ID + ": domain events, logs, spans and audit records awaiting the collector",
+			Subjects:    []string{"tenant." + t.ID + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      time.Duration(st.MaxAge),
+			MaxBytes:    q.BacklogBytes,
+			MaxMsgSize:  st.MaxMsgSize,
+			// Beyond the limits publishers get an error instead of losing old data.
+			Discard:    jetstream.DiscardNew,
+			Duplicates: time.Duration(st.Duplicates),
+			Replicas:   st.Replicas,
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, ingest); err != nil {
+			return fmt.Errorf("nats: stream %s: %w", name, err)
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
+			Durable:       CollectorDurable,
+			Description:   "shared by every collector process",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       30 * time.Second,
+			MaxAckPending: 20000,
+			MaxDeliver:    -1,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		}); err != nil {
+			return fmt.Errorf("nats: consumer %s on %s: %w", CollectorDurable, name, err)
+		}
 	}
 	dead := jetstream.StreamConfig{
 		Name:        DeadLetterStream,
@@ -169,17 +187,6 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, dead); err != nil {
 		return fmt.Errorf("nats: stream %s: %w", DeadLetterStream, err)
-	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, IngestStream, jetstream.ConsumerConfig{
-		Durable:       CollectorDurable,
-		Description:   "shared by every collector process",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 20000,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	}); err != nil {
-		return fmt.Errorf("nats: consumer %s: %w", CollectorDurable, err)
 	}
 	return nil
 }

@@ -53,7 +53,7 @@ func TestTenantCredentialsStayInTheirSubjects(t *testing.T) {
 
 	ack, err := ajs.Publish(ctx, "tenant.acme.billing.invoice_created", []byte(`{"id":1}`))
 	require.NoError(t, err, "own subjects are allowed")
-	require.Equal(t, IngestStream, ack.Stream)
+	require.Equal(t, IngestStream("acme"), ack.Stream)
 
 	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -74,17 +74,22 @@ func TestTenantCredentialsStayInTheirSubjects(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("subscribe to tenant.> was not refused")
 	}
-	_, err = ajs.Stream(tctx, IngestStream)
+	_, err = ajs.Stream(tctx, IngestStream("acme"))
 	require.Error(t, err)
 
-	// Exactly one message is in the stream: the allowed one.
-	st, err := js.Stream(ctx, IngestStream)
+	// Exactly one message is in the streams: the allowed one.
+	gst, err := js.Stream(ctx, IngestStream("globex"))
+	require.NoError(t, err)
+	ginfo, err := gst.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, ginfo.State.Msgs)
+	st, err := js.Stream(ctx, IngestStream("acme"))
 	require.NoError(t, err)
 	info, err := st.Info(ctx)
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), info.State.Msgs)
 	require.Equal(t, jetstream.DiscardNew, info.Config.Discard)
-	require.Equal(t, cfg.NATS.Stream.MaxBytes, info.Config.MaxBytes)
+	require.Equal(t, cfg.NATS.Stream.MaxBytes, info.Config.MaxBytes, "backlog limit defaults to nats.stream.max_bytes")
 
 	// Wrong password is refused.
 	_, err = nats.Connect(srv.ClientURL(), nats.UserInfo("acme-svc", "wrong"))
@@ -104,7 +109,7 @@ func TestStreamSurvivesRestart(t *testing.T) {
 		require.NoError(t, EnsureStreams(ctx, js, cfg))
 		_, err = js.Publish(ctx, "tenant.acme.svc.act", []byte("x"), jetstream.WithMsgID("same-id"))
 		require.NoError(t, err)
-		st, err := js.Stream(ctx, IngestStream)
+		st, err := js.Stream(ctx, IngestStream("acme"))
 		require.NoError(t, err)
 		info, err := st.Info(ctx)
 		require.NoError(t, err)
