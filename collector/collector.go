@@ -39,6 +39,9 @@ type Config struct {
 	Retention map[Signal]uint16
 	// NakDelay is the first redelivery delay after a failed insert (doubles up to 30s).
 	NakDelay time.Duration
+	// AfterStore, when set, runs after a batch is stored and before it is
+	// acked: a fault-injection point for crash tests.
+	AfterStore func()
 }
 
 func (c *Config) defaults() {
@@ -317,6 +320,9 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 			return fmt.Errorf("region %s: %w", region, err)
 		}
 	}
+	if s.cfg.AfterStore != nil {
+		s.cfg.AfterStore()
+	}
 	if len(good) > 0 {
 		s.m.insertSeconds.Observe(time.Since(start).Seconds())
 		s.m.batchSize.Observe(float64(len(good)))
@@ -366,6 +372,9 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 	md, err := msg.Metadata()
 	if err != nil {
 		return rows{}, "", fmt.Errorf("message metadata: %w", err)
+	}
+	if md.NumDelivered > 1 {
+		s.m.redelivered.WithLabelValues(sub.Tenant).Inc()
 	}
 	meta := Meta{
 		Subject: sub, MsgID: h.Get(nats.MsgIdHdr), CorrelationID: h.Get("Correlation-Id"),
@@ -489,6 +498,7 @@ type metrics struct {
 	batchSize     prometheus.Histogram
 	insertSeconds prometheus.Histogram
 	throttles     *prometheus.CounterVec
+	redelivered   *prometheus.CounterVec
 	backlog       *prometheus.GaugeVec
 	fill          *prometheus.GaugeVec
 }
@@ -503,18 +513,21 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, e
 		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_messages", Help: "Messages per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_insert_seconds", Help: "Time to store a batch in ClickHouse.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		throttles:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_throttled_total", Help: "Times a tenant's pull waited for its quota."}, []string{"tenant"}),
+		redelivered:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_redelivered_total", Help: "Messages delivered more than once (after a crash or a failed insert); reads hide the duplicates."}, []string{"tenant"}),
 		backlog:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_messages", Help: "Messages waiting in a tenant's ingest stream (consumer lag)."}, []string{"tenant"}),
 		fill:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_fill_ratio", Help: "A tenant's stream bytes over its backlog limit; at 1 its publishers are refused."}, []string{"tenant"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.throttles, m.backlog, m.fill} {
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.throttles, m.redelivered, m.backlog, m.fill} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}
 	}
 	for _, t := range tenants {
+		m.throttles.WithLabelValues(t.ID)
+		m.redelivered.WithLabelValues(t.ID)
 		for _, sig := range []Signal{SignalEvent, SignalLog, SignalSpan} {
 			m.rows.WithLabelValues(t.ID, string(sig))
 		}

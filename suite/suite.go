@@ -51,6 +51,8 @@ type Options struct {
 	Out io.Writer
 	// Ready, when set, receives the suite once everything is up (tests).
 	Ready func(*Suite)
+	// Collector tunes the collector (batching, fault injection in tests).
+	Collector collector.Config
 	// Version and Getenv feed the telemetry resource and OTLP exporter settings.
 	Version string
 	Getenv  func(string) string
@@ -124,7 +126,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if o.Components.Collector {
-		col, err := collector.New(collector.Config{}, s.js, cfg, s.stores, s.log, s.reg, s.tracer)
+		col, err := collector.New(o.Collector, s.js, cfg, s.stores, s.log, s.reg, s.tracer)
 		if err != nil {
 			return err
 		}

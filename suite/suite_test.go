@@ -45,7 +45,17 @@ func child() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
-	err = suite.Run(ctx, suite.Options{Config: cfg, Components: suite.All, Log: log, Out: os.Stdout})
+	opts := suite.Options{Config: cfg, Components: suite.All, Log: log, Out: os.Stdout}
+	if trigger := os.Getenv("TENANTSCOPE_CRASH_AFTER_STORE"); trigger != "" {
+		// Once the trigger file exists, die like a power cut at the next
+		// batch: rows stored, messages not acked.
+		opts.Collector.AfterStore = func() {
+			if _, err := os.Stat(trigger); err == nil {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
+	err = suite.Run(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "suite:", err)
 		return 1
@@ -86,9 +96,9 @@ shutdown_timeout: 20s
 	return e
 }
 
-func (e env) start(t *testing.T) *exec.Cmd {
+func (e env) start(t *testing.T, extraEnv ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "TENANTSCOPE_SUITE_CHILD=1", "TENANTSCOPE_SUITE_CONFIG="+e.cfgYAML)
+	cmd.Env = append(append(os.Environ(), "TENANTSCOPE_SUITE_CHILD=1", "TENANTSCOPE_SUITE_CONFIG="+e.cfgYAML), extraEnv...)
 	cmd.Stdout = io.Discard
 	logf, err := os.OpenFile(e.data+"/child.log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	require.NoError(t, err)
@@ -134,6 +144,25 @@ func (e env) count(t *testing.T, db, query string) uint64 {
 	var n uint64
 	require.NoError(t, conn.QueryRow(context.Background(), query).Scan(&n))
 	return n
+}
+
+// metric reads one sample from the suite's /metrics.
+func (e env) metric(t *testing.T, series string) float64 {
+	res, err := http.Get("http://" + e.httpAddr + "/metrics")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			_, err := fmt.Sscan(v, &f)
+			require.NoError(t, err)
+			return f
+		}
+	}
+	t.Fatalf("no series %s on /metrics", series)
+	return 0
 }
 
 func publish(ctx context.Context, js jetstream.JetStream, tenant string, i int) error {
@@ -252,4 +281,55 @@ func TestBadMessagesAreDeadLettered(t *testing.T) {
 		}
 		return true
 	}, 30*time.Second, 100*time.Millisecond, "every bad message dead-lettered with its reason")
+}
+
+// TestSIGKILLMidBatchExactlyOnce publishes 20,000 messages to a collector
+// that SIGKILLs itself right after its first batch is stored and before it is
+// acked (the worst moment), restarts it, and checks that reads see every
+// message exactly once although the first batch was inserted twice.
+func TestSIGKILLMidBatchExactlyOnce(t *testing.T) {
+	e := newEnv(t)
+	// A quota of 2,000 events/s keeps the collector busy for ~10 s, so the
+	// kill lands while it is working through the backlog.
+	e.cfgYAML = strings.Replace(e.cfgYAML, "nats: {user: acme-svc}", "nats: {user: acme-svc}, quota: {events_per_second: 2000}", 1)
+	trigger := e.data + "/crash-now"
+	cmd := e.start(t, "TENANTSCOPE_CRASH_AFTER_STORE="+trigger)
+	js := e.tenantConn(t, "acme")
+	const n = 20000
+	futures := make([]jetstream.PubAckFuture, 0, n)
+	for i := range n {
+		m := nats.NewMsg("tenant.acme.orders.order_created")
+		m.Header.Set("Tenant-Id", "acme")
+		m.Header.Set(nats.MsgIdHdr, uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("kill", i))).String())
+		m.Data = []byte(fmt.Sprintf(`{"i":%d,"actor":"u"}`, i))
+		f, err := js.PublishMsgAsync(m)
+		require.NoError(t, err)
+		futures = append(futures, f)
+	}
+	acked := 0
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			acked++
+		case err := <-f.Err():
+			t.Fatalf("publish: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("publish ack timeout")
+		}
+	}
+	require.Equal(t, n, acked)
+	require.NoError(t, os.WriteFile(trigger, nil, 0o600))
+	state, err := cmd.Process.Wait()
+	require.NoError(t, err)
+	require.Contains(t, state.String(), "killed", "the collector died by SIGKILL after storing a batch")
+
+	e.start(t)
+	require.Eventually(t, func() bool {
+		return e.count(t, "ts_eu", "SELECT count() FROM events FINAL") == n
+	}, 90*time.Second, 200*time.Millisecond, "every message stored after the restart")
+	redelivered := e.metric(t, `tenantscope_collector_redelivered_total{tenant="acme"}`)
+	t.Logf("%d messages; %.0f redelivered after the kill, among them the batch stored but never acked; %d visible to reads", n, redelivered, n)
+	require.Positive(t, redelivered, "the batch stored before the kill was delivered and inserted again")
+	require.Equal(t, uint64(n), e.count(t, "ts_eu", "SELECT uniqExact(event_id) FROM events"))
+	require.Equal(t, uint64(n), e.count(t, "ts_eu", "SELECT count() FROM events FINAL"), "0 lost, 0 duplicated")
 }
