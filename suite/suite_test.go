@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -332,4 +333,100 @@ func TestSIGKILLMidBatchExactlyOnce(t *testing.T) {
 	require.Positive(t, redelivered, "the batch stored before the kill was delivered and inserted again")
 	require.Equal(t, uint64(n), e.count(t, "ts_eu", "SELECT uniqExact(event_id) FROM events"))
 	require.Equal(t, uint64(n), e.count(t, "ts_eu", "SELECT count() FROM events FINAL"), "0 lost, 0 duplicated")
+}
+
+// TestFloodingTenantDoesNotStarveAnother floods acme at 10x its quota while
+// globex publishes one event every 50 ms: globex's publish-to-queryable
+// latency stays within 2x its idle value, acme is slowed (throttled, its
+// backlog grows) and, once its backlog limit is full, its publishers get a
+// clear JetStream error, while globex's publishes keep succeeding.
+func TestFloodingTenantDoesNotStarveAnother(t *testing.T) {
+	e := newEnv(t)
+	e.cfgYAML = strings.Replace(e.cfgYAML, "nats: {user: acme-svc}", "nats: {user: acme-svc}, quota: {events_per_second: 200, backlog_bytes: 262144}", 1)
+	e.start(t)
+	ctx := context.Background()
+	acme := e.tenantConn(t, "acme")
+	globex := e.tenantConn(t, "globex")
+	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{e.engineAddr}, Auth: clickhouse.Auth{Database: "ts_us"}})
+	require.NoError(t, err)
+	defer conn.Close()
+
+	probe := func(i int) time.Duration {
+		id := uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("probe", i)))
+		m := nats.NewMsg("tenant.globex.orders.order_created")
+		m.Header.Set("Tenant-Id", "globex")
+		m.Header.Set(nats.MsgIdHdr, id.String())
+		m.Data = []byte(`{"probe":true}`)
+		start := time.Now()
+		_, err := globex.PublishMsg(ctx, m)
+		require.NoError(t, err, "the quiet tenant's publishes keep succeeding")
+		for time.Since(start) < 30*time.Second {
+			var n uint64
+			require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM events WHERE tenant_id = 'globex' AND event_id = ?", id).Scan(&n))
+			if n == 1 {
+				return time.Since(start)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatal("probe event never became queryable")
+		return 0
+	}
+	median := func(d []time.Duration) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
+	var idle []time.Duration
+	for i := range 15 {
+		idle = append(idle, probe(i))
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Flood: 2,000 events/s = 10x acme's quota of 200/s.
+	var sent, rejected atomic.Int64
+	var rejection atomic.Value
+	stop := make(chan struct{})
+	flooding := make(chan struct{})
+	go func() {
+		defer close(flooding)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			for j := range 2 {
+				m := nats.NewMsg("tenant.acme.orders.order_created")
+				m.Header.Set("Tenant-Id", "acme")
+				m.Header.Set(nats.MsgIdHdr, uuid.NewString())
+				m.Data = []byte(fmt.Sprintf(`{"flood":%d,"pad":"%0100d"}`, i*2+j, 0))
+				if _, err := acme.PublishMsg(ctx, m); err != nil {
+					rejected.Add(1)
+					rejection.Store(err.Error())
+				} else {
+					sent.Add(1)
+				}
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+	var busy []time.Duration
+	for i := range 15 {
+		busy = append(busy, probe(100+i))
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	<-flooding
+	mi, mb := median(idle), median(busy)
+	t.Logf("globex publish->queryable median: idle %v, while acme floods %v (%.2fx); acme sent %d, refused %d (%v); acme throttled %.0f times",
+		mi, mb, float64(mb)/float64(mi), sent.Load(), rejected.Load(), rejection.Load(), e.metric(t, `tenantscope_collector_throttled_total{tenant="acme"}`))
+	require.LessOrEqual(t, mb, 2*mi+20*time.Millisecond, "latency while another tenant floods stays within 2x idle")
+	require.Positive(t, rejected.Load(), "beyond its backlog limit the flooding tenant's publishers are refused")
+	require.Contains(t, fmt.Sprint(rejection.Load()), "maximum bytes")
+	require.Positive(t, e.metric(t, `tenantscope_collector_throttled_total{tenant="acme"}`))
+	// Slowed, not dropped: everything acme got acknowledged is stored, at its quota.
+	require.Eventually(t, func() bool {
+		return e.count(t, "ts_eu", "SELECT count() FROM events FINAL WHERE tenant_id = 'acme'") == uint64(sent.Load())
+	}, 120*time.Second, 250*time.Millisecond)
 }
