@@ -200,7 +200,9 @@ func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons 
 	// Prefetch about a second of quota: enough to keep up, little enough to
 	// be stored well within the ack wait.
 	prefetch := min(max(int(q.EventsPerSecond), 16), s.cfg.BatchSize)
-	it, err := cons.Messages(jetstream.PullMaxMessages(prefetch))
+	// Short pull expiry: a pull request left behind by a stopped collector
+	// swallows new messages (until AckWait) only for a few seconds.
+	it, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(3*time.Second))
 	if err != nil {
 		s.log.Error().Err(err).Str("tenant_id", tenant).Msg("pull consumer")
 		return
@@ -349,6 +351,19 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 
 const maxHeaders = 64
 
+// OriginalMsgIDHeader carries a replayed message's first Nats-Msg-Id, so its
+// row gets the same id as if it had been stored the first time.
+const OriginalMsgIDHeader = "Original-Msg-Id"
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
 func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 	sub, err := ParseSubject(msg.Subject())
 	if err != nil {
@@ -377,7 +392,7 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 		s.m.redelivered.WithLabelValues(sub.Tenant).Inc()
 	}
 	meta := Meta{
-		Subject: sub, MsgID: h.Get(nats.MsgIdHdr), CorrelationID: h.Get("Correlation-Id"),
+		Subject: sub, MsgID: firstNonEmpty(h.Get(OriginalMsgIDHeader), h.Get(nats.MsgIdHdr)), CorrelationID: h.Get("Correlation-Id"),
 		TraceParent: h.Get("traceparent"), StreamSeq: md.Sequence.Stream, Published: md.Timestamp.UTC(),
 		SchemaVersion: h.Get("Schema-Version"),
 	}
@@ -427,14 +442,18 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeE
 			out.Header.Add(k, v)
 		}
 	}
+	if id := msg.Headers().Get(nats.MsgIdHdr); id != "" {
+		out.Header.Set("Deadletter-Msg-Id", id)
+	}
 	out.Header.Set("Deadletter-Reason", string(de.Reason))
 	out.Header.Set("Deadletter-Detail", de.Detail)
 	out.Header.Set("Deadletter-Subject", msg.Subject())
 	out.Header.Set("Deadletter-Time", time.Now().UTC().Format(time.RFC3339Nano))
 	if md, err := msg.Metadata(); err == nil {
+		out.Header.Set("Deadletter-Stream", md.Stream)
 		out.Header.Set("Deadletter-Stream-Seq", strconv.FormatUint(md.Sequence.Stream, 10))
 		// One dead letter per original message, even when redelivered.
-		out.Header.Set(nats.MsgIdHdr, "dl-"+strconv.FormatUint(md.Sequence.Stream, 10))
+		out.Header.Set(nats.MsgIdHdr, "dl-"+md.Stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
 	}
 	out.Data = msg.Data()
 	if _, err := s.js.PublishMsg(ctx, out); err != nil {

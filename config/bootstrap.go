@@ -106,6 +106,20 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 		}
 		t.NATS.PasswordHash = string(h)
 	}
+	// The suite's own NATS user on the embedded server: persistent, so that
+	// admin commands (deadletter, demo) can reach a running serve.
+	if c := &cfg.NATS; cfg.EmbeddedNATS() && c.Password == "" {
+		if c.User == "" {
+			c.User = "tenantscope"
+		}
+		pw, ok := b.NATS[c.User]
+		if !ok {
+			pw = randomSecret(18)
+			b.NATS[c.User] = pw
+			fresh = append(fresh, Secret{"nats", c.User, "suite (admin)", "", pw})
+		}
+		c.Password = pw
+	}
 	if len(fresh) == 0 {
 		return nil, nil
 	}

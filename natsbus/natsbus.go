@@ -56,7 +56,10 @@ func Embedded(cfg config.Config, log zerolog.Logger) (*Server, error) {
 	if port == 0 {
 		port = -1 // nats-server's "random port"
 	}
-	s := &Server{user: "tenantscope", password: randomToken()}
+	s := &Server{user: cfg.NATS.User, password: cfg.NATS.Password}
+	if s.user == "" || s.password == "" {
+		s.user, s.password = "tenantscope", randomToken()
+	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(s.password), bcrypt.MinCost)
 	if err != nil {
 		return nil, err
@@ -162,10 +165,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Confi
 			return fmt.Errorf("nats: stream %s: %w", name, err)
 		}
 		if _, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
-			Durable:       CollectorDurable,
-			Description:   "shared by every collector process",
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       30 * time.Second,
+			Durable:     CollectorDurable,
+			Description: "shared by every collector process",
+			AckPolicy:   jetstream.AckExplicitPolicy,
+			// Long enough to store a batch; short enough that messages a
+			// stopped collector was handed come back quickly.
+			AckWait:       10 * time.Second,
 			MaxAckPending: 20000,
 			MaxDeliver:    -1,
 			DeliverPolicy: jetstream.DeliverAllPolicy,

@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/suite"
 )
@@ -282,6 +283,40 @@ func TestBadMessagesAreDeadLettered(t *testing.T) {
 		}
 		return true
 	}, 30*time.Second, 100*time.Millisecond, "every bad message dead-lettered with its reason")
+
+	// The dead letters keep the original subject, headers, body and reason.
+	b, err := config.LoadBootstrap(e.data)
+	require.NoError(t, err)
+	admin, err := nats.Connect("nats://"+e.natsAddr, nats.UserInfo("tenantscope", b.NATS["tenantscope"]))
+	require.NoError(t, err)
+	defer admin.Close()
+	ajs, err := jetstream.New(admin)
+	require.NoError(t, err)
+	dls, err := collector.ListDeadLetters(ctx, ajs, collector.DeadLetterFilter{Tenant: "globex"})
+	require.NoError(t, err)
+	require.Len(t, dls, len(want))
+	got := map[string]collector.DeadLetter{}
+	for _, d := range dls {
+		got[d.Reason] = d
+	}
+	for reason := range want {
+		require.Contains(t, got, reason)
+	}
+	mismatch := got["tenant_mismatch"]
+	require.Equal(t, "tenant.globex.orders.created", mismatch.Subject)
+	require.Equal(t, "acme", mismatch.Header.Get("Tenant-Id"))
+	require.Contains(t, mismatch.Detail, `"acme" does not match subject tenant "globex"`)
+	require.Equal(t, "{not json", string(got["invalid_json"].Data))
+	only, err := collector.ListDeadLetters(ctx, ajs, collector.DeadLetterFilter{Reason: "invalid_utf8"})
+	require.NoError(t, err)
+	require.Len(t, only, 1)
+
+	// Replay re-validates: still bad, so it is dead-lettered again (once).
+	require.NoError(t, collector.Replay(ctx, ajs, got["invalid_json"]))
+	require.Eventually(t, func() bool {
+		again, err := collector.ListDeadLetters(ctx, ajs, collector.DeadLetterFilter{Reason: "invalid_json"})
+		return err == nil && len(again) == 1 && again[0].Seq != got["invalid_json"].Seq
+	}, 30*time.Second, 100*time.Millisecond)
 }
 
 // TestSIGKILLMidBatchExactlyOnce publishes 20,000 messages to a collector

@@ -21,15 +21,16 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"bench":     {"run a benchmark and print its table (engine)", runBench},
-		"serve":     {"run the whole suite in one process (embedded NATS and ClickHouse by default)", runSuite(suite.All, "serve")},
-		"collector": {"run only the collector (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{Collector: true}, "collector")},
-		"ui":        {"run only the UI, API and /metrics (the UI pages arrive with their issues)", runSuite(suite.Components{UI: true}, "ui")},
-		"migrate":   {"apply (up) or list (status) schema migrations on every region", runMigrate},
-		"config":    {"validate or show (secrets redacted) a configuration; hash a secret", runConfig},
-		"demo":      {"publish demo traffic as the configured tenants to a running suite", runDemo},
-		"engine":    {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
-		"version":   {"print the version", runVersion},
+		"bench":      {"run a benchmark and print its table (engine)", runBench},
+		"serve":      {"run the whole suite in one process (embedded NATS and ClickHouse by default)", runSuite(suite.All, "serve")},
+		"collector":  {"run only the collector (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{Collector: true}, "collector")},
+		"ui":         {"run only the UI, API and /metrics (the UI pages arrive with their issues)", runSuite(suite.Components{UI: true}, "ui")},
+		"migrate":    {"apply (up) or list (status) schema migrations on every region", runMigrate},
+		"config":     {"validate or show (secrets redacted) a configuration; hash a secret", runConfig},
+		"deadletter": {"list, show or replay dead letters (--tenant, --reason)", runDeadletter},
+		"demo":       {"publish demo traffic as the configured tenants to a running suite", runDemo},
+		"engine":     {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
+		"version":    {"print the version", runVersion},
 	}
 }
 
