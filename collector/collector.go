@@ -393,7 +393,7 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 	}
 	meta := Meta{
 		Subject: sub, MsgID: firstNonEmpty(h.Get(OriginalMsgIDHeader), h.Get(nats.MsgIdHdr)), CorrelationID: h.Get("Correlation-Id"),
-		TraceParent: h.Get("traceparent"), StreamSeq: md.Sequence.Stream, Published: md.Timestamp.UTC(),
+		TraceParent: firstNonEmpty(h.Get("traceparent"), h.Get("Traceparent")), StreamSeq: md.Sequence.Stream, Published: md.Timestamp.UTC(),
 		SchemaVersion: h.Get("Schema-Version"),
 	}
 	sig, err := SignalOf(sub.Action)

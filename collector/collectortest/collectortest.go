@@ -1,0 +1,128 @@
+// Package collectortest runs the real ingest pipeline in-process for tests:
+// an embedded NATS server, the shared embedded ClickHouse engine with a fresh
+// database per test as the one region, migrations, and a collector.
+package collectortest
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/collector"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/migrations"
+	"github.com/tenantscope/tenantscope/natsbus"
+)
+
+// Pipeline is a running pipeline.
+type Pipeline struct {
+	Config   config.Config
+	Store    *chstore.Store
+	NATS     *natsbus.Server
+	URL      string
+	Registry *prometheus.Registry
+	// Passwords are the tenants' NATS service passwords by tenant id.
+	Passwords map[string]string
+	JS        jetstream.JetStream // the suite's own (admin) connection
+}
+
+// Start runs a pipeline for the given tenant ids, stopped at the test's end.
+func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeline {
+	t.Helper()
+	db := enginetest.New(t)
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg.Regions = []config.Region{{Name: "default", Database: db.Name}}
+	for _, id := range tenants {
+		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: id, Name: id, Region: "default", NATS: config.Credentials{User: id + "-svc"}})
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if _, err := config.EnsureSecrets(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	b, err := config.LoadBootstrap(cfg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: db.Name, Name: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	if _, err := migrations.Up(ctx, st, migrations.Params{Database: db.Name}, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsbus.Embedded(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Connect("collectortest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsbus.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	log := zerolog.Nop()
+	if os.Getenv("TENANTSCOPE_TEST_LOG") != "" {
+		log = zerolog.New(os.Stderr).With().Timestamp().Logger()
+	}
+	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond}, js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- col.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("collector: %v", err)
+		}
+		nc.Close()
+		srv.Shutdown()
+	})
+	pw := map[string]string{}
+	for _, tn := range cfg.Tenants {
+		pw[tn.ID] = b.NATS[tn.NATS.User]
+	}
+	return &Pipeline{Config: cfg, Store: st, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js}
+}
+
+// Count runs a count query against the pipeline's database.
+func (p *Pipeline) Count(t testing.TB, query string, args ...any) uint64 {
+	t.Helper()
+	var n uint64
+	if err := p.Store.QueryRow(context.Background(), []any{&n}, query, args...); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// TenantConn connects with a tenant's service credentials.
+func (p *Pipeline) TenantConn(t testing.TB, tenant string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(p.URL, nats.UserInfo(tenant+"-svc", p.Passwords[tenant]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}

@@ -1,0 +1,313 @@
+// Package sdk is how a tenant's Go services publish into tenantscope over
+// NATS with the tenant's own service credentials:
+//
+//   - Publisher.Event publishes a domain event on tenant.{tenant}.{service}.{action};
+//   - Publisher.LogWriter is an io.Writer for zerolog that ships each line to ._log;
+//   - Publisher.SpanExporter is an OpenTelemetry SpanExporter that ships spans to ._span.
+//
+// Publishing is asynchronous with a bounded buffer: when MaxPending messages
+// await JetStream's acknowledgement, the next publish blocks (backpressure)
+// rather than growing memory, and fails with a clear error if JetStream stays
+// unavailable. Close flushes what is pending. Every message carries
+// Tenant-Id, a Nats-Msg-Id (so retries are deduplicated), the Correlation-Id
+// from the context and the W3C traceparent of the current span.
+package sdk
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tenantscope/tenantscope/telemetry"
+)
+
+// Config binds a Publisher to one tenant's credentials.
+type Config struct {
+	URL      string // nats://host:4222
+	Tenant   string
+	User     string
+	Password string
+	// MaxPending bounds messages awaiting acknowledgement (default 4096).
+	MaxPending int
+	// StallWait is how long a publish waits for room before failing (default 5s).
+	StallWait time.Duration
+	// Name names the connection (default "tenantscope-sdk").
+	Name string
+}
+
+// Publisher publishes a tenant's events, logs and spans.
+type Publisher struct {
+	cfg       Config
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	failed    atomic.Int64
+	published atomic.Int64
+	mu        sync.Mutex
+	lastErr   error
+}
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("tenantscope sdk: publisher closed")
+
+// New connects a Publisher.
+func New(cfg Config) (*Publisher, error) {
+	if cfg.Tenant == "" || cfg.URL == "" {
+		return nil, errors.New("tenantscope sdk: URL and Tenant are required")
+	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = 4096
+	}
+	if cfg.StallWait == 0 {
+		cfg.StallWait = 5 * time.Second
+	}
+	if cfg.Name == "" {
+		cfg.Name = "tenantscope-sdk"
+	}
+	opts := []nats.Option{nats.Name(cfg.Name), nats.MaxReconnects(-1)}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("tenantscope sdk: connect: %w", err)
+	}
+	p := &Publisher{cfg: cfg, nc: nc}
+	p.js, err = jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
+			p.failed.Add(1)
+			p.mu.Lock()
+			p.lastErr = err
+			p.mu.Unlock()
+		}))
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+type ctxKey int
+
+const correlationKey ctxKey = 1
+
+// WithCorrelationID returns a context whose publishes carry id as Correlation-Id.
+func WithCorrelationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey, id)
+}
+
+// CorrelationID returns the context's correlation id, if any.
+func CorrelationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey).(string) //nolint:errcheck // absent is ""
+	return id
+}
+
+func (p *Publisher) msg(ctx context.Context, service, action string, body []byte) *nats.Msg {
+	m := nats.NewMsg("tenant." + p.cfg.Tenant + "." + service + "." + action)
+	m.Header.Set("Tenant-Id", p.cfg.Tenant)
+	m.Header.Set(nats.MsgIdHdr, uuid.Must(uuid.NewV7()).String())
+	if id := CorrelationID(ctx); id != "" {
+		m.Header.Set("Correlation-Id", id)
+	}
+	telemetry.Inject(ctx, m.Header)
+	m.Data = body
+	return m
+}
+
+func (p *Publisher) publish(m *nats.Msg) error {
+	if p.nc.IsClosed() {
+		return ErrClosed
+	}
+	if _, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(p.cfg.StallWait)); err != nil {
+		p.failed.Add(1)
+		return fmt.Errorf("tenantscope sdk: publish %s: %w", m.Subject, err)
+	}
+	p.published.Add(1)
+	return nil
+}
+
+// Event publishes a domain event. payload must marshal to a JSON object; its
+// time, actor, entity and schema_version fields fill the stored columns.
+func (p *Publisher) Event(ctx context.Context, service, action string, payload any) error {
+	if action == "" || action[0] == '_' {
+		return fmt.Errorf("tenantscope sdk: action %q is empty or reserved", action)
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("tenantscope sdk: event payload: %w", err)
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return errors.New("tenantscope sdk: event payload must be a JSON object")
+	}
+	return p.publish(p.msg(ctx, service, action, b))
+}
+
+// Stats reports publishes handed to JetStream and those that failed.
+func (p *Publisher) Stats() (published, failed int64, lastErr error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.published.Load(), p.failed.Load(), p.lastErr
+}
+
+// Flush waits until every pending publish is acknowledged or ctx ends.
+func (p *Publisher) Flush(ctx context.Context) error {
+	select {
+	case <-p.js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("tenantscope sdk: flush: %d messages still pending: %w", p.js.PublishAsyncPending(), ctx.Err())
+	}
+}
+
+// Close flushes and disconnects.
+func (p *Publisher) Close(ctx context.Context) error {
+	err := p.Flush(ctx)
+	if derr := p.nc.Drain(); derr != nil && err == nil {
+		err = derr
+	}
+	return err
+}
+
+// LogWriter returns an io.Writer for zerolog (zerolog.New(p.LogWriter("api")))
+// that publishes each JSON line to tenant.{tenant}.{service}._log.
+func (p *Publisher) LogWriter(service string) *LogWriter {
+	return &LogWriter{p: p, service: service}
+}
+
+// LogWriter ships zerolog lines.
+type LogWriter struct {
+	p       *Publisher
+	service string
+}
+
+// Write publishes one zerolog line (zerolog writes one event per call).
+func (w *LogWriter) Write(line []byte) (int, error) {
+	b := make([]byte, len(line))
+	copy(b, line) // zerolog reuses its buffer
+	if err := w.p.publish(w.p.msg(context.Background(), w.service, "_log", b)); err != nil {
+		return 0, err
+	}
+	return len(line), nil
+}
+
+// SpanExporter returns an OpenTelemetry exporter publishing finished spans
+// to tenant.{tenant}.{service.name}._span; use it with sdktrace.WithBatcher.
+func (p *Publisher) SpanExporter(defaultService string) sdktrace.SpanExporter {
+	return &spanExporter{p: p, service: defaultService}
+}
+
+type spanExporter struct {
+	p       *Publisher
+	service string
+}
+
+type spanEvent struct {
+	Time       time.Time         `json:"time"`
+	Name       string            `json:"name"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// SpanJSON is the span form the collector reads on ._span.
+type SpanJSON struct {
+	TraceID       string            `json:"trace_id"`
+	SpanID        string            `json:"span_id"`
+	ParentSpanID  string            `json:"parent_span_id,omitempty"`
+	Name          string            `json:"name"`
+	Kind          string            `json:"kind"`
+	StartTime     time.Time         `json:"start_time"`
+	EndTime       time.Time         `json:"end_time"`
+	StatusCode    string            `json:"status_code"`
+	StatusMessage string            `json:"status_message,omitempty"`
+	Attributes    map[string]string `json:"attributes,omitempty"`
+	Resource      map[string]string `json:"resource,omitempty"`
+	Events        []spanEvent       `json:"events,omitempty"`
+}
+
+func (e *spanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	var errs []error
+	for _, s := range spans {
+		j := SpanJSON{
+			TraceID: hexID(s.SpanContext().TraceID()), SpanID: hexSpan(s.SpanContext().SpanID()),
+			Name: s.Name(), Kind: s.SpanKind().String(), StartTime: s.StartTime(), EndTime: s.EndTime(),
+			StatusCode: statusCode(s.Status().Code), StatusMessage: s.Status().Description,
+			Attributes: map[string]string{}, Resource: map[string]string{},
+		}
+		if s.Parent().IsValid() {
+			j.ParentSpanID = hexSpan(s.Parent().SpanID())
+		}
+		for _, a := range s.Attributes() {
+			j.Attributes[string(a.Key)] = a.Value.Emit()
+		}
+		service := e.service
+		if r := s.Resource(); r != nil {
+			for _, a := range r.Attributes() {
+				j.Resource[string(a.Key)] = a.Value.Emit()
+				if a.Key == "service.name" && a.Value.AsString() != "" && a.Value.AsString() != "unknown_service" {
+					service = a.Value.AsString()
+				}
+			}
+		}
+		for _, ev := range s.Events() {
+			se := spanEvent{Time: ev.Time, Name: ev.Name, Attributes: map[string]string{}}
+			for _, a := range ev.Attributes {
+				se.Attributes[string(a.Key)] = a.Value.Emit()
+			}
+			j.Events = append(j.Events, se)
+		}
+		b, err := json.Marshal(j)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m := nats.NewMsg("tenant." + e.p.cfg.Tenant + "." + subjectToken(service) + "._span")
+		m.Header.Set("Tenant-Id", e.p.cfg.Tenant)
+		m.Header.Set(nats.MsgIdHdr, j.TraceID+"-"+j.SpanID)
+		m.Header.Set("traceparent", "00-"+j.TraceID+"-"+j.SpanID+"-01")
+		m.Data = b
+		if err := e.p.publish(m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *spanExporter) Shutdown(ctx context.Context) error { return e.p.Flush(ctx) }
+
+func hexID(id trace.TraceID) string  { return hex.EncodeToString(id[:]) }
+func hexSpan(id trace.SpanID) string { return hex.EncodeToString(id[:]) }
+
+func statusCode(c codes.Code) string {
+	switch c {
+	case codes.Ok:
+		return "ok"
+	case codes.Error:
+		return "error"
+	}
+	return "unset"
+}
+
+// subjectToken makes a service name usable as one NATS subject token.
+func subjectToken(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '.' || c == '*' || c == '>' || c == ' ' || c < 0x20 {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
+}

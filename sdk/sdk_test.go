@@ -1,0 +1,84 @@
+package sdk_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tenantscope/tenantscope/collector/collectortest"
+	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/sdk"
+)
+
+func TestMain(m *testing.M) { enginetest.Main(m) }
+
+func TestPublisherEventsLogsAndSpansReachClickHouse(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	pub, err := sdk.New(sdk.Config{URL: p.URL, Tenant: "acme", User: "acme-svc", Password: p.Passwords["acme"], MaxPending: 64})
+	require.NoError(t, err)
+
+	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithSyncer(pub.SpanExporter("checkout")),
+		sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", "checkout"))),
+	)
+	ctx, span := tp.Tracer("test").Start(sdk.WithCorrelationID(context.Background(), "corr-42"), "POST /orders", trace.WithSpanKind(trace.SpanKindServer))
+	log := zerolog.New(pub.LogWriter("checkout")).With().Timestamp().Logger()
+
+	for i := range 500 {
+		require.NoError(t, pub.Event(ctx, "checkout", "order_created", map[string]any{"actor": "u1", "entity": "order", "i": i}))
+	}
+	log.Info().Str("order", "o-1").Msg("order accepted")
+	log.Error().Msg("card declined")
+	span.AddEvent("retry")
+	span.SetStatus(codes.Error, "declined")
+	span.End()
+	require.NoError(t, tp.Shutdown(context.Background()))
+	require.ErrorContains(t, pub.Event(ctx, "checkout", "_audit", map[string]any{}), "reserved")
+	require.ErrorContains(t, pub.Event(ctx, "checkout", "x", []int{1}), "JSON object")
+	require.NoError(t, pub.Close(context.Background()))
+	published, failed, _ := pub.Stats()
+	require.Equal(t, int64(503), published)
+	require.Zero(t, failed)
+
+	traceID := span.SpanContext().TraceID().String()
+	require.Eventually(t, func() bool {
+		return p.Count(t, "SELECT count() FROM events FINAL WHERE tenant_id = 'acme' AND correlation_id = 'corr-42' AND trace_id = ?", traceID) == 500 &&
+			p.Count(t, "SELECT count() FROM logs FINAL WHERE tenant_id = 'acme' AND service = 'checkout'") == 2 &&
+			p.Count(t, "SELECT count() FROM spans FINAL WHERE trace_id = ? AND status_code = 'error' AND kind = 'server' AND length(events) = 1", traceID) == 1
+	}, 30*time.Second, 100*time.Millisecond, "events %d (all %d, trace %s), logs %d, spans %d (all %d)",
+		p.Count(t, "SELECT count() FROM events FINAL WHERE correlation_id = 'corr-42' AND trace_id = ?", traceID),
+		p.Count(t, "SELECT count() FROM events"), traceID,
+		p.Count(t, "SELECT count() FROM logs"),
+		p.Count(t, "SELECT count() FROM spans FINAL WHERE trace_id = ? AND status_code = 'error' AND kind = 'server' AND length(events) = 1", traceID),
+		p.Count(t, "SELECT count() FROM spans"))
+	require.Equal(t, uint64(1), p.Count(t, "SELECT count() FROM logs WHERE severity_text = 'error' AND body = 'card declined'"))
+}
+
+func TestPublisherBackpressureFailsClearly(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	pub, err := sdk.New(sdk.Config{URL: p.URL, Tenant: "acme", User: "acme-svc", Password: p.Passwords["acme"], MaxPending: 4, StallWait: 100 * time.Millisecond})
+	require.NoError(t, err)
+	// With the server gone nothing is acknowledged: after MaxPending
+	// publishes the next one waits StallWait, then fails with a clear error.
+	p.NATS.Shutdown()
+	var lastErr error
+	for i := range 20 {
+		if err := pub.Event(context.Background(), "svc", "act", map[string]int{"i": i}); err != nil {
+			lastErr = err
+			break
+		}
+	}
+	require.Error(t, lastErr)
+	require.ErrorContains(t, lastErr, "tenantscope sdk: publish")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	require.Error(t, pub.Close(ctx), "pending messages are reported, not silently dropped")
+}
