@@ -37,6 +37,7 @@ test: chdb ## run every test against the embedded NATS and ClickHouse engines
 bench: chdb build ## run the Go benchmarks and the benchmark commands that print tables
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
 	$(BIN) bench engine
+	$(BIN) bench ingest
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -329,9 +330,10 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 		s.m.insertSeconds.Observe(time.Since(start).Seconds())
 		s.m.batchSize.Observe(float64(len(good)))
 	}
+	// Plain acks are sent without waiting for the server's confirmation: a
+	// lost ack only means a redelivery, which reads deduplicate.
 	for _, msg := range good {
-		if err := msg.DoubleAck(ctx); err != nil {
-			// Stored but not acked: it will be redelivered and deduplicated.
+		if err := msg.Ack(); err != nil {
 			s.log.Warn().Err(err).Msg("ack failed after store")
 		}
 	}
@@ -466,11 +468,7 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeE
 }
 
 func (s *Service) store(ctx context.Context, st *chstore.Store, r *rows) error {
-	if err := insert(ctx, st, "events", "tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, correlation_id, trace_id, span_id, retention_days",
-		len(r.events), func(i int) []any {
-			e := r.events[i]
-			return []any{e.TenantID, e.Service, e.Action, e.Time, e.EventID, e.Actor, e.Entity, e.SchemaVersion, e.Payload, e.CorrelationID, e.TraceID, e.SpanID, e.RetentionDays}
-		}); err != nil {
+	if err := insertEvents(ctx, st, r.events); err != nil {
 		return err
 	}
 	if err := insert(ctx, st, "logs", "tenant_id, service, time, log_id, severity_text, severity_number, body, attributes, resource, trace_id, span_id, correlation_id, retention_days",
@@ -489,6 +487,40 @@ func (s *Service) store(ctx context.Context, st *chstore.Store, r *rows) error {
 			}
 			return []any{sp.TenantID, sp.Service, sp.Name, sp.StartTime, sp.TraceID, sp.SpanID, sp.ParentSpanID, sp.Kind, sp.DurationNs, sp.StatusCode, sp.StatusMessage, sp.Attributes, sp.Resource, events, sp.CorrelationID, sp.RetentionDays}
 		})
+}
+
+// insertEvents appends the events column by column (one slice per column,
+// no per-row reflection): events are the bulk of the traffic.
+func insertEvents(ctx context.Context, st *chstore.Store, events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	n := len(events)
+	var (
+		tenant, service, action, actor, entity, payload, corr, traceID, spanID = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		times                                                                  = make([]time.Time, n)
+		ids                                                                    = make([]uuid.UUID, n)
+		versions                                                               = make([]uint16, n)
+		days                                                                   = make([]uint16, n)
+	)
+	for i, e := range events {
+		tenant[i], service[i], action[i], times[i], ids[i] = e.TenantID, e.Service, e.Action, e.Time, e.EventID
+		actor[i], entity[i], versions[i], payload[i] = e.Actor, e.Entity, e.SchemaVersion, e.Payload
+		corr[i], traceID[i], spanID[i], days[i] = e.CorrelationID, e.TraceID, e.SpanID, e.RetentionDays
+	}
+	b, err := st.PrepareBatch(ctx, "INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, correlation_id, trace_id, span_id, retention_days)")
+	if err != nil {
+		return fmt.Errorf("prepare events batch: %w", err)
+	}
+	for i, col := range []any{tenant, service, action, times, ids, actor, entity, versions, payload, corr, traceID, spanID, days} {
+		if err := b.Column(i).Append(col); err != nil {
+			return fmt.Errorf("append events column %d: %w", i, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	return nil
 }
 
 // insert sends n rows to table in one clickhouse-go batch.

@@ -190,12 +190,59 @@ func timeField(obj map[string]any, keys ...string) (time.Time, bool, error) {
 	return time.Time{}, false, nil
 }
 
+// eventHead is the part of a domain event the columns take; decoding into
+// it validates the whole body without building a map of every field.
+type eventHead struct {
+	Time          json.RawMessage `json:"time"`
+	Timestamp     json.RawMessage `json:"timestamp"`
+	OccurredAt    json.RawMessage `json:"occurred_at"`
+	Actor         json.RawMessage `json:"actor"`
+	Entity        json.RawMessage `json:"entity"`
+	EntityID      json.RawMessage `json:"entity_id"`
+	SchemaVersion json.RawMessage `json:"schema_version"`
+}
+
+func isObject(body []byte) bool {
+	for _, c := range body {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return true
+		}
+		return false
+	}
+	return false
+}
+
+// raw decodes a RawMessage into an any (nil when absent).
+func raw(m json.RawMessage) any {
+	if len(m) == 0 {
+		return nil
+	}
+	var v any
+	_ = json.Unmarshal(m, &v) //nolint:errcheck // m is part of a body that already decoded
+	return v
+}
+
 // DecodeEvent turns a domain event into a row. The whole body is the payload;
 // well-known top-level fields (time, actor, entity, schema_version) fill columns.
 func DecodeEvent(m Meta, body []byte, retentionDays uint16) (Event, error) {
-	obj, err := checkBody(body)
-	if err != nil {
-		return Event{}, err
+	if !utf8.Valid(body) {
+		return Event{}, bad(ReasonInvalidUTF8, "body is not valid UTF-8")
+	}
+	if !isObject(body) {
+		return Event{}, bad(ReasonInvalidJSON, "body is not a JSON object")
+	}
+	var h eventHead
+	if err := json.Unmarshal(body, &h); err != nil {
+		return Event{}, bad(ReasonInvalidJSON, "body is not a JSON object: %v", err)
+	}
+	obj := map[string]any{}
+	for k, v := range map[string]json.RawMessage{"time": h.Time, "timestamp": h.Timestamp, "occurred_at": h.OccurredAt} {
+		if len(v) > 0 {
+			obj[k] = raw(v)
+		}
 	}
 	t, ok, err := timeField(obj, "time", "timestamp", "occurred_at")
 	if err != nil {
@@ -211,17 +258,17 @@ func DecodeEvent(m Meta, body []byte, retentionDays uint16) (Event, error) {
 			return Event{}, bad(ReasonInvalidField, "Schema-Version header %q is not a number", v)
 		}
 		sv = uint16(n)
-	} else if v, ok := obj["schema_version"].(float64); ok && v >= 0 && v < 65536 {
+	} else if v, ok := raw(h.SchemaVersion).(float64); ok && v >= 0 && v < 65536 {
 		sv = uint16(v)
 	}
-	entity := str(obj["entity"])
+	entity := str(raw(h.Entity))
 	if entity == "" {
-		entity = str(obj["entity_id"])
+		entity = str(raw(h.EntityID))
 	}
 	traceID, spanID := traceIDs(m.TraceParent)
 	return Event{
 		TenantID: m.Tenant, Service: m.Service, Action: m.Action, Time: t, EventID: stableID(m),
-		Actor: str(obj["actor"]), Entity: entity, SchemaVersion: sv, Payload: string(body),
+		Actor: str(raw(h.Actor)), Entity: entity, SchemaVersion: sv, Payload: string(body),
 		CorrelationID: m.CorrelationID, TraceID: traceID, SpanID: spanID, RetentionDays: retentionDays,
 	}, nil
 }

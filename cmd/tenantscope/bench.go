@@ -12,8 +12,11 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "ingest" {
+		return runBenchIngest(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "engine" {
-		return fmt.Errorf("%w: tenantscope bench engine [flags]", errUsage)
+		return fmt.Errorf("%w: tenantscope bench engine|ingest [flags]", errUsage)
 	}
 	fs := flag.NewFlagSet("bench engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -26,6 +29,24 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	res, err := bench.RunEngine(ctx, bench.EngineConfig{LibPath: *lib, Rows: *rows, Rounds: *rounds, Clients: *clients, QueryFor: *queryFor}, stderr)
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	return nil
+}
+
+func runBenchIngest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench ingest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
+	tenants := fs.Int("tenants", 4, "tenants publishing")
+	events := fs.Int("events", 50_000, "events per tenant")
+	latencyFor := fs.Duration("latency-for", 5*time.Second, "how long the half-load latency phase publishes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor}, stderr)
 	if err != nil {
 		return err
 	}

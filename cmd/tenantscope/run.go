@@ -21,7 +21,7 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"bench":      {"run a benchmark and print its table (engine)", runBench},
+		"bench":      {"run a benchmark and print its table (engine, ingest)", runBench},
 		"serve":      {"run the whole suite in one process (embedded NATS and ClickHouse by default)", runSuite(suite.All, "serve")},
 		"collector":  {"run only the collector (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{Collector: true}, "collector")},
 		"ui":         {"run only the UI, API and /metrics (the UI pages arrive with their issues)", runSuite(suite.Components{UI: true}, "ui")},

@@ -1,0 +1,344 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/collector"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/engine"
+	"github.com/tenantscope/tenantscope/migrations"
+	"github.com/tenantscope/tenantscope/natsbus"
+)
+
+// IngestConfig configures the ingest benchmark.
+type IngestConfig struct {
+	Dir     string
+	LibPath string
+	Tenants int // default 4
+	Events  int // per tenant (default 50,000)
+	// LatencyFor is how long the half-load latency phase publishes (default 5s).
+	LatencyFor time.Duration
+}
+
+// IngestResult is what the ingest benchmark measured.
+type IngestResult struct {
+	Tenants, Events        int
+	PayloadBytes           int
+	EndToEndPerSec         float64 // publish -> stored in ClickHouse
+	BusOnlyPerSec          float64 // publish + pull + ack, no processing
+	Ratio                  float64
+	HalfLoadPerSec         float64
+	LatencyP50, LatencyP99 time.Duration
+	RSSMiB                 float64
+}
+
+func payload(i int, sent time.Time) []byte {
+	return fmt.Appendf(nil, `{"time":%q,"actor":{"id":"user-%d","type":"user"},"entity":"order-%d","amount":%d.%02d,"currency":"EUR","items":[{"sku":"A-%d","qty":%d}],"note":"%s"}`,
+		sent.Format(time.RFC3339Nano), i%997, i, i%10000, i%100, i%50, i%7+1, strings.Repeat("x", 120))
+}
+
+// RunIngest measures N tenants x M events through JetStream into ClickHouse,
+// and in the same run the bus alone (publish, pull, ack of the same messages).
+func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (IngestResult, error) {
+	if cfg.Tenants == 0 {
+		cfg.Tenants = 4
+	}
+	if cfg.Events == 0 {
+		cfg.Events = 50_000
+	}
+	if cfg.LatencyFor == 0 {
+		cfg.LatencyFor = 5 * time.Second
+	}
+	res := IngestResult{Tenants: cfg.Tenants, Events: cfg.Events, PayloadBytes: len(payload(0, time.Now()))}
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "tenantscope-bench-ingest-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Dir = dir
+	}
+	total := cfg.Tenants * cfg.Events
+	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench ingest: "+format+"\n", a...) }
+
+	// The pipeline, in this process: engine, NATS, one region, a collector.
+	eng, err := engine.Open(engine.Config{Dir: filepath.Join(cfg.Dir, "engine"), LibPath: cfg.LibPath, Logger: zerolog.Nop()})
+	if err != nil {
+		return res, err
+	}
+	defer eng.Close(context.Background()) //nolint:errcheck // benchmark teardown
+	esrv := engine.NewServer(eng, engine.ServerConfig{Logger: zerolog.Nop()})
+	defer esrv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return res, err
+	}
+	hs := &http.Server{Handler: esrv, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln) //nolint:errcheck // closed at the end
+	defer hs.Close()
+
+	sc := config.Default()
+	sc.Data = cfg.Dir
+	sc.NATS.Listen = "127.0.0.1:0"
+	sc.NATS.Stream.MaxBytes = 8 << 30
+	sc.Quotas = config.Quota{EventsPerSecond: 1e7, BytesPerSecond: 1e10}
+	sc.Regions = []config.Region{{Name: "bench", Database: "bench"}}
+	for i := range cfg.Tenants {
+		id := fmt.Sprintf("t%02d", i)
+		sc.Tenants = append(sc.Tenants, config.Tenant{ID: id, Region: "bench", NATS: config.Credentials{User: id}})
+	}
+	if _, err := config.EnsureSecrets(&sc); err != nil {
+		return res, err
+	}
+	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + ln.Addr().String(), Database: "bench", Name: "bench", MaxOpenConns: 4})
+	if err != nil {
+		return res, err
+	}
+	defer st.Close()
+	if _, err := migrations.Up(ctx, st, migrations.Params{Database: "bench"}, nil); err != nil {
+		return res, err
+	}
+	ns, err := natsbus.Embedded(sc, zerolog.Nop())
+	if err != nil {
+		return res, err
+	}
+	defer ns.Shutdown()
+	nc, err := ns.Connect("bench")
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return res, err
+	}
+	if err := natsbus.EnsureStreams(ctx, js, sc); err != nil {
+		return res, err
+	}
+
+	// 1. The bus alone: the same messages through a scratch stream, pulled
+	//    and acked concurrently with publishing, nothing else done.
+	step("bus only: %d tenants x %d messages of %d bytes", cfg.Tenants, cfg.Events, res.PayloadBytes)
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH_BUS", Subjects: []string{"benchbus.>"}, Storage: jetstream.FileStorage, MaxBytes: 8 << 30}); err != nil {
+		return res, err
+	}
+	busStart := time.Now()
+	consumed := make(chan error, 1)
+	go func() { consumed <- consumeAll(ctx, js, "BENCH_BUS", total, progress) }()
+	if err := publishAll(ctx, nc, cfg, func(t int) string { return fmt.Sprintf("benchbus.t%02d.orders.order_created", t) }, nil); err != nil {
+		return res, err
+	}
+	if err := <-consumed; err != nil {
+		return res, err
+	}
+	res.BusOnlyPerSec = float64(total) / time.Since(busStart).Seconds()
+	if err := js.DeleteStream(ctx, "BENCH_BUS"); err != nil {
+		return res, err
+	}
+
+	// 2. End to end: publish as the tenants, the collector stores in ClickHouse.
+	reg := prometheus.NewRegistry()
+	col, err := collector.New(collector.Config{BatchSize: 10000, BatchAge: 100 * time.Millisecond},
+		js, sc, map[string]*chstore.Store{"bench": st}, zerolog.Nop(), reg, nil)
+	if err != nil {
+		return res, err
+	}
+	colCtx, stopCol := context.WithCancel(ctx)
+	colDone := make(chan error, 1)
+	go func() { colDone <- col.Run(colCtx) }()
+	defer func() { stopCol(); <-colDone }()
+
+	step("end to end: %d tenants x %d events -> ClickHouse", cfg.Tenants, cfg.Events)
+	e2eStart := time.Now()
+	if err := publishAll(ctx, nc, cfg, func(t int) string { return fmt.Sprintf("tenant.t%02d.orders.order_created", t) }, sc.Tenants); err != nil {
+		return res, err
+	}
+	if err := waitRows(ctx, st, uint64(total), progress); err != nil {
+		return res, err
+	}
+	res.EndToEndPerSec = float64(total) / time.Since(e2eStart).Seconds()
+	res.Ratio = res.EndToEndPerSec / res.BusOnlyPerSec
+
+	// 3. Latency at half the end-to-end rate: every event carries its
+	//    publish time; ClickHouse stamps received_at when it stores the row.
+	res.HalfLoadPerSec = res.EndToEndPerSec / 2
+	step("latency at half load: %.0f events/s for %s", res.HalfLoadPerSec, cfg.LatencyFor)
+	if err := publishPaced(ctx, nc, sc.Tenants, res.HalfLoadPerSec, cfg.LatencyFor); err != nil {
+		return res, err
+	}
+	n := uint64(total) + uint64(res.HalfLoadPerSec*cfg.LatencyFor.Seconds())
+	if err := waitRows(ctx, st, n*98/100, progress); err != nil {
+		return res, err
+	}
+	time.Sleep(time.Second)
+	var q []float64
+	if err := st.QueryRow(ctx, []any{&q}, "SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', time, received_at)) FROM events WHERE service = 'paced'"); err != nil {
+		return res, err
+	}
+	if len(q) == 2 {
+		res.LatencyP50 = time.Duration(q[0] * float64(time.Millisecond))
+		res.LatencyP99 = time.Duration(q[1] * float64(time.Millisecond))
+	}
+	res.RSSMiB = rssMiB()
+	return res, nil
+}
+
+// publishAll publishes cfg.Events messages per tenant, one goroutine per
+// tenant, asynchronously with a bounded number in flight. With tenants set it
+// connects as each tenant; otherwise it uses nc.
+func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, subject func(int) string, tenants []config.Tenant) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, cfg.Tenants)
+	for t := range cfg.Tenants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+			if err != nil {
+				errs <- err
+				return
+			}
+			subj := subject(t)
+			tenant := fmt.Sprintf("t%02d", t)
+			for i := range cfg.Events {
+				m := nats.NewMsg(subj)
+				m.Header.Set("Tenant-Id", tenant)
+				m.Header.Set(nats.MsgIdHdr, uuid.NewString())
+				m.Data = payload(i, time.Now())
+				if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
+					errs <- err
+					return
+				}
+			}
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				errs <- ctx.Err()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func consumeAll(ctx context.Context, js jetstream.JetStream, stream string, total int, progress io.Writer) error {
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "bench", AckPolicy: jetstream.AckAllPolicy, MaxAckPending: 50000})
+	if err != nil {
+		return err
+	}
+	got := 0
+	for got < total {
+		batch, err := cons.Fetch(5000, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return err
+		}
+		var last jetstream.Msg
+		for m := range batch.Messages() {
+			last = m
+			got++
+		}
+		if last != nil {
+			if err := last.Ack(); err != nil {
+				return err
+			}
+		}
+		bar(progress, "bus", got, total)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(progress)
+	return nil
+}
+
+func waitRows(ctx context.Context, st *chstore.Store, want uint64, progress io.Writer) error {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		var n uint64
+		if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM events"); err != nil {
+			return err
+		}
+		bar(progress, "stored", int(min(n, want)), int(want))
+		if n >= want {
+			fmt.Fprintln(progress)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d rows stored after 10 minutes", n, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// publishPaced publishes at rate events/s spread over the tenants for d.
+func publishPaced(ctx context.Context, nc *nats.Conn, tenants []config.Tenant, rate float64, d time.Duration) error {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return err
+	}
+	interval := time.Duration(float64(time.Second) / rate * 100) // 100 events per tick
+	tick := time.NewTicker(max(interval, time.Millisecond))
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	var i atomic.Int64
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		for range 100 {
+			k := int(i.Add(1))
+			t := tenants[k%len(tenants)].ID
+			m := nats.NewMsg("tenant." + t + ".paced.order_created")
+			m.Header.Set("Tenant-Id", t)
+			m.Header.Set(nats.MsgIdHdr, uuid.NewString())
+			m.Data = payload(k, time.Now())
+			if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
+				return err
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-time.After(30 * time.Second):
+		return errors.New("paced publishes not acknowledged")
+	}
+}
+
+func bar(w io.Writer, label string, done, total int) {
+	const width = 30
+	filled := width * done / max(total, 1)
+	fmt.Fprintf(w, "\r  %-7s [%s%s] %3d%% %d/%d", label, strings.Repeat("#", filled), strings.Repeat(".", width-filled), 100*done/max(total, 1), done, total)
+}
+
+// Table prints the result.
+func (r IngestResult) Table(w io.Writer) {
+	fmt.Fprintf(w, "| ingest (%d tenants x %d events, %d-byte payloads) | value |\n|---|---|\n", r.Tenants, r.Events, r.PayloadBytes)
+	fmt.Fprintf(w, "| end to end: publish -> stored in ClickHouse (goal >= 100,000/s) | %.0f events/s |\n", r.EndToEndPerSec)
+	fmt.Fprintf(w, "| bus only: publish + pull + ack, same messages | %.0f msgs/s |\n", r.BusOnlyPerSec)
+	fmt.Fprintf(w, "| ratio end to end / bus only (goal >= 0.70) | %.2f |\n", r.Ratio)
+	fmt.Fprintf(w, "| publish -> queryable at half load (%.0f/s), p50 | %v |\n", r.HalfLoadPerSec, r.LatencyP50)
+	fmt.Fprintf(w, "| publish -> queryable at half load, p99 (goal < 2s) | %v |\n", r.LatencyP99)
+	fmt.Fprintf(w, "| process RSS (collector, NATS and engine in one process) | %.0f MiB |\n", r.RSSMiB)
+}
