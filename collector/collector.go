@@ -40,6 +40,8 @@ type Config struct {
 	Retention map[Signal]uint16
 	// NakDelay is the first redelivery delay after a failed insert (doubles up to 30s).
 	NakDelay time.Duration
+	// PIISalts key each tenant's hashed PII (tenant id -> salt).
+	PIISalts map[string]string
 	// AfterStore, when set, runs after a batch is stored and before it is
 	// acked: a fault-injection point for crash tests.
 	AfterStore func()
@@ -69,10 +71,12 @@ type Service struct {
 	js      jetstream.JetStream
 	tenants map[string]config.Tenant
 	quotas  map[string]config.Quota
-	stores  map[string]*chstore.Store // by region
-	log     zerolog.Logger
-	m       *metrics
-	tracer  trace.Tracer
+	// redactors hold each tenant's PII rules (nil: none).
+	redactors map[string]*Redactor
+	stores    map[string]*chstore.Store // by region
+	log       zerolog.Logger
+	m         *metrics
+	tracer    trace.Tracer
 }
 
 // maxLinks bounds the span links a batch span carries to its messages' traces.
@@ -87,9 +91,22 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	}
 	tenants := map[string]config.Tenant{}
 	quotas := map[string]config.Quota{}
+	redactors := map[string]*Redactor{}
 	for _, t := range suite.Tenants {
 		tenants[t.ID] = t
 		quotas[t.ID] = suite.QuotaOf(t)
+		salt := t.PIISalt
+		if salt == "" {
+			salt = cfg.PIISalts[t.ID]
+		}
+		if len(t.Redact) > 0 && salt == "" {
+			errs = append(errs, fmt.Errorf("collector: tenant %q has redaction rules but no PII salt", t.ID))
+		}
+		r, err := NewRedactor(t.Redact, salt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("collector: tenant %q: %w", t.ID, err))
+		}
+		redactors[t.ID] = r
 		if stores[t.Region] == nil {
 			errs = append(errs, fmt.Errorf("collector: no store for region %q of tenant %q", t.Region, t.ID))
 		}
@@ -104,7 +121,7 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, stores: stores, log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer}, nil
+	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, redactors: redactors, stores: stores, log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer}, nil
 }
 
 // Run consumes until ctx ends. Each tenant's stream is pulled by its own
@@ -402,22 +419,26 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 	if err != nil {
 		return rows{}, "", err
 	}
+	body, err := s.redactors[sub.Tenant].Apply(msg.Data())
+	if err != nil {
+		return rows{}, "", bad(ReasonInvalidJSON, "redaction: %v", err)
+	}
 	var r rows
 	switch sig {
 	case SignalEvent:
-		e, err := DecodeEvent(meta, msg.Data(), s.cfg.Retention[SignalEvent])
+		e, err := DecodeEvent(meta, body, s.cfg.Retention[SignalEvent])
 		if err != nil {
 			return rows{}, "", err
 		}
 		r.events = append(r.events, e)
 	case SignalLog:
-		l, err := DecodeLog(meta, msg.Data(), s.cfg.Retention[SignalLog])
+		l, err := DecodeLog(meta, body, s.cfg.Retention[SignalLog])
 		if err != nil {
 			return rows{}, "", err
 		}
 		r.logs = append(r.logs, l)
 	case SignalSpan:
-		sp, err := DecodeSpan(meta, msg.Data(), s.cfg.Retention[SignalSpan])
+		sp, err := DecodeSpan(meta, body, s.cfg.Retention[SignalSpan])
 		if err != nil {
 			return rows{}, "", err
 		}

@@ -24,6 +24,8 @@ type Bootstrap struct {
 	UserHashes map[string]string `json:"user_password_hashes"`
 	KeyHashes  map[string]string `json:"api_key_hashes"`
 	NATS       map[string]string `json:"nats_service_passwords"`
+	// PIISalts are the per-tenant salts of hashed PII (redact action hash).
+	PIISalts map[string]string `json:"pii_salts"`
 }
 
 // Secret is one generated secret, shown once.
@@ -36,7 +38,7 @@ func BootstrapPath(data string) string { return filepath.Join(data, "bootstrap.j
 
 // LoadBootstrap reads the bootstrap file; a missing file is empty.
 func LoadBootstrap(data string) (*Bootstrap, error) {
-	b := &Bootstrap{UserHashes: map[string]string{}, KeyHashes: map[string]string{}, NATS: map[string]string{}}
+	b := &Bootstrap{UserHashes: map[string]string{}, KeyHashes: map[string]string{}, NATS: map[string]string{}, PIISalts: map[string]string{}}
 	raw, err := os.ReadFile(BootstrapPath(data))
 	if errors.Is(err, fs.ErrNotExist) {
 		return b, nil
@@ -46,6 +48,9 @@ func LoadBootstrap(data string) (*Bootstrap, error) {
 	}
 	if err := json.Unmarshal(raw, b); err != nil {
 		return nil, fmt.Errorf("bootstrap secrets %s: %w", BootstrapPath(data), err)
+	}
+	if b.PIISalts == nil {
+		b.PIISalts = map[string]string{}
 	}
 	return b, nil
 }
@@ -106,6 +111,13 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 		}
 		t.NATS.PasswordHash = string(h)
 	}
+	changed := false
+	for _, t := range cfg.Tenants {
+		if _, ok := b.PIISalts[t.ID]; !ok {
+			b.PIISalts[t.ID] = randomSecret(24)
+			changed = true
+		}
+	}
 	// The suite's own NATS user on the embedded server: persistent, so that
 	// admin commands (deadletter, demo) can reach a running serve.
 	if c := &cfg.NATS; cfg.EmbeddedNATS() && c.Password == "" {
@@ -120,7 +132,7 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 		}
 		c.Password = pw
 	}
-	if len(fresh) == 0 {
+	if len(fresh) == 0 && !changed {
 		return nil, nil
 	}
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {

@@ -104,6 +104,21 @@ type Tenant struct {
 	NATS   Credentials `yaml:"nats"`
 	// Quota overrides the default quotas field by field (zero keeps the default).
 	Quota Quota `yaml:"quota"`
+	// Redact lists PII rules applied to every message body before anything is stored.
+	Redact []RedactRule `yaml:"redact"`
+	// PIISalt keys hashed PII; empty uses a salt generated at first start
+	// (<data>/bootstrap.json). Set it when collectors do not share a data directory.
+	PIISalt string `yaml:"pii_salt"`
+}
+
+// RedactRule masks, hashes (SHA-256 with the tenant's salt) or drops personal
+// data: either the value at a dot-separated field Path ("customer.email",
+// "*" matches any key, arrays are walked), or every match of Pattern in any
+// string value (log messages included).
+type RedactRule struct {
+	Path    string `yaml:"path"`
+	Pattern string `yaml:"pattern"`
+	Action  string `yaml:"action"` // mask, hash or drop
 }
 
 // Quota limits one tenant's ingest. The collector takes at most
@@ -425,6 +440,20 @@ func (c Config) Validate() error {
 	}
 	for i, t := range c.Tenants {
 		checkQuota(fmt.Sprintf("tenants[%d].quota", i), t.Quota)
+		for j, r := range t.Redact {
+			f := fmt.Sprintf("tenants[%d].redact[%d]", i, j)
+			if (r.Path == "") == (r.Pattern == "") {
+				bad(f, "set exactly one of path and pattern")
+			}
+			if r.Pattern != "" {
+				if _, err := regexp.Compile(r.Pattern); err != nil {
+					bad(f+".pattern", "%v", err)
+				}
+			}
+			if r.Action != "mask" && r.Action != "hash" && r.Action != "drop" {
+				bad(f+".action", "%q is not mask, hash or drop", r.Action)
+			}
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

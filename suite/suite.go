@@ -126,6 +126,13 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if o.Components.Collector {
+		b, err := config.LoadBootstrap(cfg.Data)
+		if err != nil {
+			return err
+		}
+		if o.Collector.PIISalts == nil {
+			o.Collector.PIISalts = b.PIISalts
+		}
 		col, err := collector.New(o.Collector, s.js, cfg, s.stores, s.log, s.reg, s.tracer)
 		if err != nil {
 			return err

@@ -84,7 +84,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	if os.Getenv("TENANTSCOPE_TEST_LOG") != "" {
 		log = zerolog.New(os.Stderr).With().Timestamp().Logger()
 	}
-	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond}, js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
+	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts}, js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
