@@ -324,6 +324,14 @@ func DecodeLog(m Meta, body []byte, retentionDays uint16) (Log, error) {
 			if l.Correlation == "" {
 				l.Correlation = str(v)
 			}
+		case "resource":
+			if res, ok := v.(map[string]any); ok {
+				for rk, rv := range res {
+					l.Resource[rk] = str(rv)
+				}
+			} else {
+				l.Attributes[k] = str(v)
+			}
 		default:
 			l.Attributes[k] = str(v)
 		}

@@ -213,7 +213,8 @@ type spanExporter struct {
 	service string
 }
 
-type spanEvent struct {
+// SpanEventJSON is an event inside a span.
+type SpanEventJSON struct {
 	Time       time.Time         `json:"time"`
 	Name       string            `json:"name"`
 	Attributes map[string]string `json:"attributes,omitempty"`
@@ -232,7 +233,7 @@ type SpanJSON struct {
 	StatusMessage string            `json:"status_message,omitempty"`
 	Attributes    map[string]string `json:"attributes,omitempty"`
 	Resource      map[string]string `json:"resource,omitempty"`
-	Events        []spanEvent       `json:"events,omitempty"`
+	Events        []SpanEventJSON   `json:"events,omitempty"`
 }
 
 func (e *spanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
@@ -260,7 +261,7 @@ func (e *spanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 			}
 		}
 		for _, ev := range s.Events() {
-			se := spanEvent{Time: ev.Time, Name: ev.Name, Attributes: map[string]string{}}
+			se := SpanEventJSON{Time: ev.Time, Name: ev.Name, Attributes: map[string]string{}}
 			for _, a := range ev.Attributes {
 				se.Attributes[string(a.Key)] = a.Value.Emit()
 			}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tenantscope/tenantscope/collector/otlp"
 )
 
 // httpLn is the HTTP listener, opened before the banner is printed.
@@ -38,6 +40,12 @@ func (s *Suite) startHTTP(ui bool) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	if ui {
 		mux.HandleFunc("GET /{$}", s.index)
+		// OTLP/HTTP for stock OpenTelemetry exporters, into the same NATS path.
+		rcv, err := otlp.New(s.cfg, s.js, s.log, s.reg)
+		if err != nil {
+			return err
+		}
+		rcv.Register(mux)
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
 	return nil
