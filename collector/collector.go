@@ -156,6 +156,7 @@ func (s *Service) Run(ctx context.Context) error {
 		batch    []jetstream.Msg
 		size     int
 		failures int
+		opened   time.Time
 		timer    = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
@@ -164,6 +165,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return
 		}
 		timer.Stop()
+		s.m.batchAge.Observe(time.Since(opened).Seconds())
 		// Finish the batch even when ctx is cancelled meanwhile.
 		if err := s.process(context.WithoutCancel(ctx), batch); err != nil {
 			failures++
@@ -182,6 +184,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case m := <-in:
 			if len(batch) == 0 {
 				timer.Reset(s.cfg.BatchAge)
+				opened = time.Now()
 			}
 			batch = append(batch, m)
 			size += len(m.Data())
@@ -569,6 +572,7 @@ type metrics struct {
 	deadLetters   *prometheus.CounterVec
 	batchSize     prometheus.Histogram
 	insertSeconds prometheus.Histogram
+	batchAge      prometheus.Histogram
 	throttles     *prometheus.CounterVec
 	redelivered   *prometheus.CounterVec
 	backlog       *prometheus.GaugeVec
@@ -584,6 +588,7 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, e
 		deadLetters:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_dead_letters_total", Help: "Messages dead-lettered, by reason."}, []string{"reason"}),
 		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_messages", Help: "Messages per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_insert_seconds", Help: "Time to store a batch in ClickHouse.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		batchAge:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_age_seconds", Help: "Time from a batch's first message to its store.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		throttles:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_throttled_total", Help: "Times a tenant's pull waited for its quota."}, []string{"tenant"}),
 		redelivered:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_redelivered_total", Help: "Messages delivered more than once (after a crash or a failed insert); reads hide the duplicates."}, []string{"tenant"}),
 		backlog:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_messages", Help: "Messages waiting in a tenant's ingest stream (consumer lag)."}, []string{"tenant"}),
@@ -592,7 +597,7 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, e
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.throttles, m.redelivered, m.backlog, m.fill} {
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.throttles, m.redelivered, m.backlog, m.fill} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}

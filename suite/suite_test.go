@@ -260,6 +260,21 @@ func TestBadMessagesAreDeadLettered(t *testing.T) {
 	send("tenant.globex.orders.created", "acme", []byte(`{"a":1}`))
 	send("tenant.globex.orders._weird", "globex", []byte(`{"a":1}`))
 	send("tenant.globex.api._span", "globex", []byte(`{"trace_id":"xyz"}`))
+	// A header flood.
+	flood := nats.NewMsg("tenant.globex.orders.created")
+	flood.Header.Set("Tenant-Id", "globex")
+	for i := range 70 {
+		flood.Header.Set(fmt.Sprintf("X-Flood-%d", i), "x")
+	}
+	flood.Data = []byte(`{"a":1}`)
+	_, err := js.PublishMsg(ctx, flood)
+	require.NoError(t, err)
+	// Over the size limit: refused at publish with a clear error, nothing stored.
+	big := nats.NewMsg("tenant.globex.orders.created")
+	big.Header.Set("Tenant-Id", "globex")
+	big.Data = []byte(`{"pad":"` + strings.Repeat("x", 2<<20) + `"}`)
+	_, err = js.PublishMsg(ctx, big)
+	require.ErrorContains(t, err, "maximum payload exceeded")
 	send("tenant.globex.orders.created", "globex", []byte(`{"ok":true}`))
 
 	require.Eventually(t, func() bool {
@@ -268,7 +283,7 @@ func TestBadMessagesAreDeadLettered(t *testing.T) {
 
 	// Read the dead letters with the suite's view of the stream: the test
 	// connects as a tenant, which may not, so count them through /metrics.
-	want := map[string]bool{"invalid_json": true, "invalid_utf8": true, "missing_tenant_header": true, "tenant_mismatch": true, "unknown_reserved_action": true, "invalid_field": true}
+	want := map[string]bool{"invalid_json": true, "invalid_utf8": true, "missing_tenant_header": true, "tenant_mismatch": true, "unknown_reserved_action": true, "invalid_field": true, "too_many_headers": true}
 	require.Eventually(t, func() bool {
 		res, err := http.Get("http://" + e.httpAddr + "/metrics")
 		if err != nil {

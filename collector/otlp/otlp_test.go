@@ -126,7 +126,7 @@ func TestJSONPartialSuccessAndRefusals(t *testing.T) {
 
 	for _, c := range []struct {
 		name, key, ct, body string
-		status             int
+		status              int
 	}{
 		{"no key", "", "application/json", "{}", 401},
 		{"unknown key", "nope", "application/json", "{}", 401},
