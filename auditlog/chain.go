@@ -1,0 +1,215 @@
+package auditlog
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tenantscope/tenantscope/chstore"
+)
+
+// Origin is a tenant's checkpoint origin line.
+func Origin(tenant string) string { return "tenantscope/audit/" + tenant }
+
+// GenerateKey makes an ed25519 note signer key and its verifier key.
+func GenerateKey() (signer, verifier string, err error) {
+	return note.GenerateKey(rand.Reader, "tenantscope-audit")
+}
+
+// Writer is the one ordered writer of every tenant's chain in this process.
+type Writer struct {
+	stores  func(tenant string) (*chstore.Store, error)
+	signer  note.Signer
+	every   int
+	mu      sync.Mutex
+	tenants map[string]*chainState
+}
+
+type chainState struct {
+	seq   uint64
+	hash  string
+	tree  *compact.Range
+	since int
+}
+
+var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+
+// NewWriter returns a writer; stores finds a tenant's region store, signerKey
+// signs checkpoints, every is the number of records between checkpoints.
+func NewWriter(stores func(tenant string) (*chstore.Store, error), signerKey string, every int) (*Writer, error) {
+	s, err := note.NewSigner(signerKey)
+	if err != nil {
+		return nil, fmt.Errorf("audit signer key: %w", err)
+	}
+	if every <= 0 {
+		every = 1000
+	}
+	return &Writer{stores: stores, signer: s, every: every, tenants: map[string]*chainState{}}, nil
+}
+
+func leaf(hash string) ([]byte, error) {
+	b, err := hex.DecodeString(hash)
+	if err != nil {
+		return nil, err
+	}
+	return rfc6962.DefaultHasher.HashLeaf(b), nil
+}
+
+// state loads a tenant's chain head and Merkle range from its store once.
+func (w *Writer) state(ctx context.Context, st *chstore.Store, tenant string) (*chainState, error) {
+	if cs, ok := w.tenants[tenant]; ok {
+		return cs, nil
+	}
+	rows, err := st.Query(ctx, "SELECT seq, hash FROM audit_records FINAL WHERE tenant_id = ? ORDER BY seq", tenant)
+	if err != nil {
+		return nil, fmt.Errorf("load audit chain of %s: %w", tenant, err)
+	}
+	defer rows.Close()
+	cs := &chainState{hash: GenesisHash, tree: factory.NewEmptyRange(0)}
+	for rows.Next() {
+		var seq uint64
+		var hash string
+		if err := rows.Scan(&seq, &hash); err != nil {
+			return nil, err
+		}
+		if seq != cs.seq+1 {
+			return nil, fmt.Errorf("audit chain of %s has a gap before seq %d: run 'tenantscope verify --tenant %s'", tenant, seq, tenant)
+		}
+		l, err := leaf(hash)
+		if err != nil {
+			return nil, err
+		}
+		if err := cs.tree.Append(l, nil); err != nil {
+			return nil, err
+		}
+		cs.seq, cs.hash = seq, hash
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	w.tenants[tenant] = cs
+	return cs, nil
+}
+
+// Append chains and stores records of one tenant, in order, returning them
+// with seq, prev_hash and hash set. Nothing is chained unless it is stored.
+func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Record, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st, err := w.stores(tenant)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := w.state(ctx, st, tenant)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Record, len(recs))
+	seq, prev := cs.seq, cs.hash
+	for i, r := range recs {
+		if r.TenantID != tenant {
+			return nil, fmt.Errorf("record for tenant %q in tenant %q's chain", r.TenantID, tenant)
+		}
+		if err := r.Validate(); err != nil {
+			return nil, err
+		}
+		if r.RecordID == uuid.Nil {
+			r.RecordID = uuid.Must(uuid.NewV7())
+		}
+		r.Time = r.Time.UTC().Truncate(1e6)
+		r.SchemaVersion = SchemaVersion
+		seq++
+		r.Seq, r.PrevHash = seq, prev
+		if r.Hash, err = ChainHash(prev, r); err != nil {
+			return nil, err
+		}
+		prev = r.Hash
+		out[i] = r
+	}
+	if err := insert(ctx, st, out); err != nil {
+		return nil, err
+	}
+	for _, r := range out {
+		l, err := leaf(r.Hash)
+		if err != nil {
+			return nil, err
+		}
+		if err := cs.tree.Append(l, nil); err != nil {
+			return nil, err
+		}
+	}
+	cs.seq, cs.hash = seq, prev
+	cs.since += len(out)
+	if cs.since >= w.every {
+		if err := w.checkpoint(ctx, st, tenant, cs); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// Checkpoint signs and stores a checkpoint of the tenant's chain now.
+func (w *Writer) Checkpoint(ctx context.Context, tenant string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st, err := w.stores(tenant)
+	if err != nil {
+		return err
+	}
+	cs, err := w.state(ctx, st, tenant)
+	if err != nil {
+		return err
+	}
+	return w.checkpoint(ctx, st, tenant, cs)
+}
+
+func (w *Writer) checkpoint(ctx context.Context, st *chstore.Store, tenant string, cs *chainState) error {
+	if cs.seq == 0 {
+		return nil
+	}
+	root, err := cs.tree.GetRootHash(nil)
+	if err != nil {
+		return err
+	}
+	cp := log.Checkpoint{Origin: Origin(tenant), Size: cs.seq, Hash: root}
+	signed, err := note.Sign(&note.Note{Text: string(cp.Marshal())}, w.signer)
+	if err != nil {
+		return fmt.Errorf("sign checkpoint: %w", err)
+	}
+	if err := st.Exec(ctx, "INSERT INTO audit_checkpoints (tenant_id, size, root_hash, note) VALUES (?, ?, ?, ?)",
+		tenant, cs.seq, hex.EncodeToString(root), string(signed)); err != nil {
+		return fmt.Errorf("store checkpoint: %w", err)
+	}
+	cs.since = 0
+	return nil
+}
+
+func insert(ctx context.Context, st *chstore.Store, recs []Record) error {
+	b, err := st.PrepareBatch(ctx, "INSERT INTO audit_records (tenant_id, seq, record_id, time, actor_type, actor_id, actor_name, actor_ip, user_agent, action, target_type, target_id, target_name, outcome, reason, source_service, correlation_id, changes, metadata, schema_version, prev_hash, hash, retention_days)")
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		md := r.Metadata
+		if md == nil {
+			md = map[string]string{}
+		}
+		if err := b.Append(r.TenantID, r.Seq, r.RecordID, r.Time, r.Actor.Type, r.Actor.ID, r.Actor.Name, r.Actor.IP, r.Actor.UserAgent,
+			r.Action, r.Target.Type, r.Target.ID, r.Target.Name, r.Outcome, r.Reason, r.SourceService, r.CorrelationID,
+			string(r.Changes), md, r.SchemaVersion, r.PrevHash, r.Hash, uint16(2555)); err != nil {
+			return fmt.Errorf("append audit record: %w", err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert audit records: %w", err)
+	}
+	return nil
+}

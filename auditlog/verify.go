@@ -1,0 +1,172 @@
+package auditlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tenantscope/tenantscope/chstore"
+)
+
+// Problem is the first thing wrong with a chain.
+type Problem struct {
+	Seq  uint64 // the first record affected
+	What string
+}
+
+func (p Problem) String() string { return fmt.Sprintf("record %d: %s", p.Seq, p.What) }
+
+// Report is the result of verifying one tenant's chain.
+type Report struct {
+	Tenant      string
+	Records     uint64 // records checked
+	Checkpoints int    // checkpoints checked
+	Problem     *Problem
+}
+
+// OK reports whether the chain verified.
+func (r Report) OK() bool { return r.Problem == nil }
+
+type storedRecord struct {
+	TenantID      string            `ch:"tenant_id"`
+	Seq           uint64            `ch:"seq"`
+	RecordID      uuid.UUID         `ch:"record_id"`
+	Time          time.Time         `ch:"time"`
+	ActorType     string            `ch:"actor_type"`
+	ActorID       string            `ch:"actor_id"`
+	ActorName     string            `ch:"actor_name"`
+	ActorIP       string            `ch:"actor_ip"`
+	UserAgent     string            `ch:"user_agent"`
+	Action        string            `ch:"action"`
+	TargetType    string            `ch:"target_type"`
+	TargetID      string            `ch:"target_id"`
+	TargetName    string            `ch:"target_name"`
+	Outcome       string            `ch:"outcome"`
+	Reason        string            `ch:"reason"`
+	SourceService string            `ch:"source_service"`
+	CorrelationID string            `ch:"correlation_id"`
+	Changes       string            `ch:"changes"`
+	Metadata      map[string]string `ch:"metadata"`
+	SchemaVersion uint16            `ch:"schema_version"`
+	PrevHash      string            `ch:"prev_hash"`
+	Hash          string            `ch:"hash"`
+}
+
+func (s storedRecord) record() Record {
+	return Record{
+		TenantID: s.TenantID, Seq: s.Seq, RecordID: s.RecordID, Time: s.Time,
+		Actor:  Actor{Type: s.ActorType, ID: s.ActorID, Name: s.ActorName, IP: s.ActorIP, UserAgent: s.UserAgent},
+		Action: s.Action, Target: Target{Type: s.TargetType, ID: s.TargetID, Name: s.TargetName},
+		Outcome: s.Outcome, Reason: s.Reason, SourceService: s.SourceService, CorrelationID: s.CorrelationID,
+		Changes: json.RawMessage(s.Changes), Metadata: s.Metadata, SchemaVersion: s.SchemaVersion,
+		PrevHash: s.PrevHash, Hash: s.Hash,
+	}
+}
+
+// Verify recomputes a tenant's chain from seq `from` (1 for all) and every
+// signed checkpoint, and reports the first problem: a record whose contents
+// do not match its hash (modified), a missing sequence number (deleted), a
+// record that does not link to its predecessor (inserted or reordered), or a
+// checkpoint that the records no longer match (history rewritten, even with
+// every hash recomputed) or whose signature is not the configured key's.
+func Verify(ctx context.Context, st *chstore.Store, tenant string, from uint64, verifierKey string) (Report, error) {
+	rep := Report{Tenant: tenant}
+	verifier, err := note.NewVerifier(verifierKey)
+	if err != nil {
+		return rep, fmt.Errorf("audit verifier key: %w", err)
+	}
+	if from == 0 {
+		from = 1
+	}
+	var recs []storedRecord
+	if err := st.Select(ctx, &recs, "SELECT * EXCEPT (retention_days) FROM audit_records FINAL WHERE tenant_id = ? ORDER BY seq", tenant); err != nil {
+		return rep, fmt.Errorf("read audit records of %s: %w", tenant, err)
+	}
+	type cpRow struct {
+		Size uint64 `ch:"size"`
+		Note string `ch:"note"`
+	}
+	var cps []cpRow
+	if err := st.Select(ctx, &cps, "SELECT size, note FROM audit_checkpoints FINAL WHERE tenant_id = ? ORDER BY size", tenant); err != nil {
+		return rep, fmt.Errorf("read checkpoints of %s: %w", tenant, err)
+	}
+	fail := func(seq uint64, format string, a ...any) (Report, error) {
+		rep.Problem = &Problem{Seq: seq, What: fmt.Sprintf(format, a...)}
+		return rep, nil
+	}
+
+	// Roots of the records as stored, at every checkpoint size.
+	tree := factory.NewEmptyRange(0)
+	roots := map[uint64][]byte{}
+	wantRoot := map[uint64]bool{}
+	for _, c := range cps {
+		wantRoot[c.Size] = true
+	}
+	prev := GenesisHash
+	expect := uint64(1)
+	for _, s := range recs {
+		r := s.record()
+		if r.Seq != expect {
+			if r.Seq > expect {
+				return fail(expect, "missing: the chain jumps from record %d to %d (deleted)", expect-1, r.Seq)
+			}
+			return fail(r.Seq, "out of order")
+		}
+		if r.Seq >= from {
+			rep.Records++
+			if r.PrevHash != prev {
+				return fail(r.Seq, "does not link to record %d: prev_hash %.16s… but record %d's hash is %.16s… (a record was inserted, deleted or reordered here)", r.Seq-1, r.PrevHash, r.Seq-1, prev)
+			}
+			got, err := ChainHash(r.PrevHash, r)
+			if err != nil {
+				return fail(r.Seq, "%v", err)
+			}
+			if got != r.Hash {
+				return fail(r.Seq, "contents do not match its hash (modified after it was written)")
+			}
+		}
+		l, err := leaf(r.Hash)
+		if err != nil {
+			return fail(r.Seq, "hash is not hex: %v", err)
+		}
+		if err := tree.Append(l, nil); err != nil {
+			return rep, err
+		}
+		if wantRoot[r.Seq] {
+			root, err := tree.GetRootHash(nil)
+			if err != nil {
+				return rep, err
+			}
+			roots[r.Seq] = root
+		}
+		prev = r.Hash
+		expect++
+	}
+	// Checkpoints: signed by our key, for this tenant, and matching the records.
+	last := uint64(0)
+	for _, c := range cps {
+		rep.Checkpoints++
+		cp, _, _, err := log.ParseCheckpoint([]byte(c.Note), Origin(tenant), verifier)
+		if err != nil {
+			return fail(last+1, "checkpoint at size %d does not verify: %v", c.Size, err)
+		}
+		if cp.Size != c.Size {
+			return fail(last+1, "checkpoint row says size %d but its signed note says %d", c.Size, cp.Size)
+		}
+		root, ok := roots[c.Size]
+		if !ok {
+			return fail(expect, "checkpoint at size %d covers records that are missing (only %d exist)", c.Size, expect-1)
+		}
+		if !bytes.Equal(root, cp.Hash) {
+			return fail(last+1, "records %d..%d do not match the checkpoint signed at size %d (history rewritten, hashes recomputed)", last+1, c.Size, c.Size)
+		}
+		last = c.Size
+	}
+	return rep, nil
+}
