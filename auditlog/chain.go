@@ -38,6 +38,8 @@ type chainState struct {
 	hash  string
 	tree  *compact.Range
 	since int
+	// ids of every chained record: a redelivered record is not chained twice.
+	ids map[uuid.UUID]struct{}
 }
 
 var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
@@ -68,18 +70,20 @@ func (w *Writer) state(ctx context.Context, st *chstore.Store, tenant string) (*
 	if cs, ok := w.tenants[tenant]; ok {
 		return cs, nil
 	}
-	rows, err := st.Query(ctx, "SELECT seq, hash FROM audit_records FINAL WHERE tenant_id = ? ORDER BY seq", tenant)
+	rows, err := st.Query(ctx, "SELECT seq, hash, record_id FROM audit_records FINAL WHERE tenant_id = ? ORDER BY seq", tenant)
 	if err != nil {
 		return nil, fmt.Errorf("load audit chain of %s: %w", tenant, err)
 	}
 	defer rows.Close()
-	cs := &chainState{hash: GenesisHash, tree: factory.NewEmptyRange(0)}
+	cs := &chainState{hash: GenesisHash, tree: factory.NewEmptyRange(0), ids: map[uuid.UUID]struct{}{}}
 	for rows.Next() {
 		var seq uint64
 		var hash string
-		if err := rows.Scan(&seq, &hash); err != nil {
+		var id uuid.UUID
+		if err := rows.Scan(&seq, &hash, &id); err != nil {
 			return nil, err
 		}
+		cs.ids[id] = struct{}{}
 		if seq != cs.seq+1 {
 			return nil, fmt.Errorf("audit chain of %s has a gap before seq %d: run 'tenantscope verify --tenant %s'", tenant, seq, tenant)
 		}
@@ -101,6 +105,7 @@ func (w *Writer) state(ctx context.Context, st *chstore.Store, tenant string) (*
 
 // Append chains and stores records of one tenant, in order, returning them
 // with seq, prev_hash and hash set. Nothing is chained unless it is stored.
+// A record whose record_id is already in the chain (a redelivery) is skipped.
 func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Record, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -112,9 +117,10 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Record, len(recs))
+	out := make([]Record, 0, len(recs))
 	seq, prev := cs.seq, cs.hash
-	for i, r := range recs {
+	batch := map[uuid.UUID]struct{}{}
+	for _, r := range recs {
 		if r.TenantID != tenant {
 			return nil, fmt.Errorf("record for tenant %q in tenant %q's chain", r.TenantID, tenant)
 		}
@@ -124,6 +130,13 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 		if r.RecordID == uuid.Nil {
 			r.RecordID = uuid.Must(uuid.NewV7())
 		}
+		if _, dup := cs.ids[r.RecordID]; dup {
+			continue
+		}
+		if _, dup := batch[r.RecordID]; dup {
+			continue
+		}
+		batch[r.RecordID] = struct{}{}
 		r.Time = r.Time.UTC().Truncate(1e6)
 		r.SchemaVersion = SchemaVersion
 		seq++
@@ -132,7 +145,10 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 			return nil, err
 		}
 		prev = r.Hash
-		out[i] = r
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		return out, nil
 	}
 	if err := insert(ctx, st, out); err != nil {
 		return nil, err
@@ -145,6 +161,7 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 		if err := cs.tree.Append(l, nil); err != nil {
 			return nil, err
 		}
+		cs.ids[r.RecordID] = struct{}{}
 	}
 	cs.seq, cs.hash = seq, prev
 	cs.since += len(out)

@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/time/rate"
 
+	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/natsbus"
@@ -42,6 +43,10 @@ type Config struct {
 	NakDelay time.Duration
 	// PIISalts key each tenant's hashed PII (tenant id -> salt).
 	PIISalts map[string]string
+	// Audit chains `._audit` records; nil dead-letters them (replayable)
+	// as unknown_reserved_action. Run it in one process only: it is the
+	// tenants' one ordered chain writer.
+	Audit AuditSink
 	// AfterStore, when set, runs after a batch is stored and before it is
 	// acked: a fault-injection point for crash tests.
 	AfterStore func()
@@ -63,6 +68,11 @@ func (c *Config) defaults() {
 	if c.NakDelay == 0 {
 		c.NakDelay = time.Second
 	}
+}
+
+// AuditSink appends records to a tenant's audit chain (auditlog.Writer).
+type AuditSink interface {
+	Append(ctx context.Context, tenant string, recs []auditlog.Record) ([]auditlog.Record, error)
 }
 
 // Service is one collector process's worker.
@@ -292,6 +302,7 @@ type rows struct {
 	events []Event
 	logs   []Log
 	spans  []Span
+	audit  []auditlog.Record
 }
 
 // process decodes a batch, dead-letters what is bad, stores the rest by
@@ -335,6 +346,7 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 		acc.events = append(acc.events, r.events...)
 		acc.logs = append(acc.logs, r.logs...)
 		acc.spans = append(acc.spans, r.spans...)
+		acc.audit = append(acc.audit, r.audit...)
 		good = append(good, msg)
 	}
 	start := time.Now()
@@ -366,6 +378,9 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 		}
 		for _, sp := range r.spans {
 			s.m.rows.WithLabelValues(sp.TenantID, string(SignalSpan)).Inc()
+		}
+		for _, a := range r.audit {
+			s.m.rows.WithLabelValues(a.TenantID, string(SignalAudit)).Inc()
 		}
 	}
 	return nil
@@ -446,6 +461,15 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 			return rows{}, "", err
 		}
 		r.spans = append(r.spans, sp)
+	case SignalAudit:
+		if s.cfg.Audit == nil {
+			return rows{}, "", bad(ReasonUnknownAction, "this collector does not write audit chains")
+		}
+		a, err := DecodeAudit(meta, body)
+		if err != nil {
+			return rows{}, "", err
+		}
+		r.audit = append(r.audit, a)
 	}
 	return r, t.Region, nil
 }
@@ -494,6 +518,21 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeE
 func (s *Service) store(ctx context.Context, st *chstore.Store, r *rows) error {
 	if err := insertEvents(ctx, st, r.events); err != nil {
 		return err
+	}
+	if len(r.audit) > 0 {
+		byTenant := map[string][]auditlog.Record{}
+		var order []string
+		for _, a := range r.audit {
+			if _, ok := byTenant[a.TenantID]; !ok {
+				order = append(order, a.TenantID)
+			}
+			byTenant[a.TenantID] = append(byTenant[a.TenantID], a)
+		}
+		for _, t := range order {
+			if _, err := s.cfg.Audit.Append(ctx, t, byTenant[t]); err != nil {
+				return fmt.Errorf("audit chain of %s: %w", t, err)
+			}
+		}
 	}
 	if err := insert(ctx, st, "logs", "tenant_id, service, time, log_id, severity_text, severity_number, body, attributes, resource, trace_id, span_id, correlation_id, retention_days",
 		len(r.logs), func(i int) []any {
@@ -605,7 +644,7 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, e
 	for _, t := range tenants {
 		m.throttles.WithLabelValues(t.ID)
 		m.redelivered.WithLabelValues(t.ID)
-		for _, sig := range []Signal{SignalEvent, SignalLog, SignalSpan} {
+		for _, sig := range []Signal{SignalEvent, SignalLog, SignalSpan, SignalAudit} {
 			m.rows.WithLabelValues(t.ID, string(sig))
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"github.com/tenantscope/tenantscope/auditlog"
 )
 
 // Reason is why a message was dead-lettered; it is a NATS subject token.
@@ -68,6 +70,7 @@ const (
 	SignalEvent Signal = "events"
 	SignalLog   Signal = "logs"
 	SignalSpan  Signal = "spans"
+	SignalAudit Signal = "audit"
 )
 
 // SignalOf maps an action to its signal; reserved actions start with "_".
@@ -77,6 +80,8 @@ func SignalOf(action string) (Signal, error) {
 		return SignalLog, nil
 	case "_span":
 		return SignalSpan, nil
+	case "_audit":
+		return SignalAudit, nil
 	}
 	if strings.HasPrefix(action, "_") {
 		return "", bad(ReasonUnknownAction, "reserved action %q is not handled by this collector", action)
@@ -449,4 +454,39 @@ func DecodeSpan(m Meta, body []byte, retentionDays uint16) (Span, error) {
 		s.Events = append(s.Events, SpanEvent{Time: e.Time.UTC(), Name: e.Name, Attributes: flat(e.Attributes)})
 	}
 	return s, nil
+}
+
+// DecodeAudit reads an audit record (auditlog.Record as JSON). The tenant is
+// the subject's; source_service defaults to the subject's service, time to
+// the publish time, correlation_id to the header, and record_id to the
+// message's stable id, so a redelivered record is recognised.
+func DecodeAudit(m Meta, body []byte) (auditlog.Record, error) {
+	if _, err := checkBody(body); err != nil {
+		return auditlog.Record{}, err
+	}
+	var r auditlog.Record
+	if err := json.Unmarshal(body, &r); err != nil {
+		return auditlog.Record{}, bad(ReasonInvalidField, "audit record: %v", err)
+	}
+	if r.TenantID != "" && r.TenantID != m.Tenant {
+		return auditlog.Record{}, bad(ReasonTenantMismatch, "audit record tenant_id %q does not match subject tenant %q", r.TenantID, m.Tenant)
+	}
+	r.TenantID = m.Tenant
+	r.Seq, r.PrevHash, r.Hash = 0, "", ""
+	if r.SourceService == "" {
+		r.SourceService = m.Service
+	}
+	if r.CorrelationID == "" {
+		r.CorrelationID = m.CorrelationID
+	}
+	if r.Time.IsZero() {
+		r.Time = m.Published
+	}
+	if r.RecordID == uuid.Nil {
+		r.RecordID = stableID(m)
+	}
+	if err := r.Validate(); err != nil {
+		return auditlog.Record{}, bad(ReasonInvalidField, "audit record: %v", err)
+	}
+	return r, nil
 }

@@ -75,7 +75,7 @@ func TestDecodeLogAndSpan(t *testing.T) {
 		_, err := DecodeSpan(meta(), []byte(body), 14)
 		require.Equal(t, ReasonInvalidField, reason(t, err), body)
 	}
-	_, err = SignalOf("_audit")
+	_, err = SignalOf("_bogus")
 	require.Equal(t, ReasonUnknownAction, reason(t, err))
 }
 

@@ -14,6 +14,7 @@ import (
 	"sort"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Bootstrap holds secrets generated at first start for entries of the
@@ -26,6 +27,10 @@ type Bootstrap struct {
 	NATS       map[string]string `json:"nats_service_passwords"`
 	// PIISalts are the per-tenant salts of hashed PII (redact action hash).
 	PIISalts map[string]string `json:"pii_salts"`
+	// AuditSignerKey signs audit checkpoints (a golang.org/x/mod/sumdb/note
+	// ed25519 key); AuditVerifierKey is its public half, for verify.
+	AuditSignerKey   string `json:"audit_signer_key"`
+	AuditVerifierKey string `json:"audit_verifier_key"`
 }
 
 // Secret is one generated secret, shown once.
@@ -117,6 +122,14 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 			b.PIISalts[t.ID] = randomSecret(24)
 			changed = true
 		}
+	}
+	if b.AuditSignerKey == "" {
+		skey, vkey, err := note.GenerateKey(rand.Reader, "tenantscope-audit")
+		if err != nil {
+			return nil, err
+		}
+		b.AuditSignerKey, b.AuditVerifierKey = skey, vkey
+		changed = true
 	}
 	// The suite's own NATS user on the embedded server: persistent, so that
 	// admin commands (deadletter, demo) can reach a running serve.

@@ -30,6 +30,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/telemetry"
 )
 
@@ -152,6 +153,31 @@ func (p *Publisher) Event(ctx context.Context, service, action string, payload a
 		return errors.New("tenantscope sdk: event payload must be a JSON object")
 	}
 	return p.publish(p.msg(ctx, service, action, b))
+}
+
+// Audit publishes an audit record to tenant.{tenant}.{service}._audit; the
+// suite chains it (seq, hash) in the tenant's tamper-evident audit log.
+// record_id, time and correlation_id are filled in when empty.
+func (p *Publisher) Audit(ctx context.Context, service string, rec auditlog.Record) error {
+	rec.TenantID = p.cfg.Tenant
+	if err := rec.Validate(); err != nil {
+		return fmt.Errorf("tenantscope sdk: audit record: %w", err)
+	}
+	if rec.Time.IsZero() {
+		rec.Time = time.Now().UTC()
+	}
+	if rec.CorrelationID == "" {
+		rec.CorrelationID = CorrelationID(ctx)
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("tenantscope sdk: audit record: %w", err)
+	}
+	m := p.msg(ctx, service, "_audit", b)
+	if rec.RecordID != uuid.Nil {
+		m.Header.Set(nats.MsgIdHdr, rec.RecordID.String())
+	}
+	return p.publish(m)
 }
 
 // Stats reports publishes handed to JetStream and those that failed.

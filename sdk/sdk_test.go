@@ -2,8 +2,14 @@ package sdk_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -13,6 +19,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/sdk"
@@ -81,4 +88,46 @@ func TestPublisherBackpressureFailsClearly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	require.Error(t, pub.Close(ctx), "pending messages are reported, not silently dropped")
+}
+
+func TestAuditRecordsAreChainedOnceAndVerify(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	pub, err := sdk.New(sdk.Config{URL: p.URL, Tenant: "acme", User: "acme-svc", Password: p.Passwords["acme"]})
+	require.NoError(t, err)
+	ctx := sdk.WithCorrelationID(context.Background(), "corr-audit")
+	same := uuid.New()
+	for i := range 25 {
+		rec := auditlog.Record{Actor: auditlog.Actor{Type: "user", ID: "u1"}, Action: "invoice.updated",
+			Target: auditlog.Target{Type: "invoice", ID: fmt.Sprint("inv-", i)}, Outcome: "success",
+			Changes: []byte(fmt.Sprintf(`{"before":{"n":%d},"after":{"n":%d}}`, i, i+1))}
+		if i == 24 {
+			rec.RecordID = same
+		}
+		require.NoError(t, pub.Audit(ctx, "billing", rec))
+	}
+	// The same record again (a retry after the duplicate window, say).
+	dup := auditlog.Record{RecordID: same, Actor: auditlog.Actor{Type: "user", ID: "u1"}, Action: "invoice.updated", Outcome: "success"}
+	m, _ := json.Marshal(dup)
+	nc := p.TenantConn(t, "acme")
+	msg := nats.NewMsg("tenant.acme.billing._audit")
+	msg.Header.Set("Tenant-Id", "acme")
+	msg.Data = m
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.PublishMsg(context.Background(), msg)
+	require.NoError(t, err)
+	require.ErrorContains(t, pub.Audit(ctx, "billing", auditlog.Record{Action: "x", Outcome: "maybe"}), "outcome")
+	require.NoError(t, pub.Close(context.Background()))
+
+	require.Eventually(t, func() bool {
+		return p.Count(t, "SELECT count() FROM audit_records FINAL WHERE tenant_id = 'acme'") == 25
+	}, 30*time.Second, 100*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the duplicate has been through the collector too
+	require.Equal(t, uint64(25), p.Count(t, "SELECT count() FROM audit_records FINAL WHERE tenant_id = 'acme'"), "the duplicate record_id is chained once")
+	require.Equal(t, uint64(25), p.Count(t, "SELECT max(seq) FROM audit_records WHERE tenant_id = 'acme' AND correlation_id = 'corr-audit' AND source_service = 'billing'"))
+	rep, err := auditlog.Verify(context.Background(), p.Store, "acme", 1, p.AuditVerifierKey)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problem)
+	require.Equal(t, uint64(25), rep.Records)
+	require.GreaterOrEqual(t, rep.Checkpoints, 1)
 }

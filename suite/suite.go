@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
@@ -133,6 +134,14 @@ func Run(ctx context.Context, o Options) (err error) {
 		if o.Collector.PIISalts == nil {
 			o.Collector.PIISalts = b.PIISalts
 		}
+		if o.Collector.Audit == nil {
+			w, err := auditlog.NewWriter(s.storeOf, b.AuditSignerKey, 1000)
+			if err != nil {
+				return err
+			}
+			o.Collector.Audit = w
+			g.Go(func() error { return s.auditLoop(gctx, w, b.AuditVerifierKey) })
+		}
 		col, err := collector.New(o.Collector, s.js, cfg, s.stores, s.log, s.reg, s.tracer)
 		if err != nil {
 			return err
@@ -222,6 +231,72 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 	s.migrated.Store(true)
 	return s.registerTenants(ctx)
 }
+
+// storeOf is a tenant's region store.
+func (s *Suite) storeOf(tenant string) (*chstore.Store, error) {
+	if r, ok := s.cfg.RegionOf(tenant); ok {
+		if st := s.stores[r.Name]; st != nil {
+			return st, nil
+		}
+	}
+	return nil, fmt.Errorf("tenant %q has no region store", tenant)
+}
+
+// auditLoop checkpoints every tenant's chain each minute and verifies every
+// chain each AuditVerifyEvery, exporting the result as metrics.
+func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey string) error {
+	ok := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_audit_chain_verified", Help: "1 when the tenant's audit chain and checkpoints verified at the last run, 0 when not."}, []string{"tenant"})
+	records := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_audit_chain_records", Help: "Records in the tenant's audit chain at the last verification."}, []string{"tenant"})
+	last := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tenantscope_audit_verify_last_run_timestamp_seconds", Help: "When the audit chains were last verified."})
+	for _, c := range []prometheus.Collector{ok, records, last} {
+		if err := s.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	verify := func() {
+		for _, t := range s.cfg.Tenants {
+			st, err := s.storeOf(t.ID)
+			if err != nil {
+				continue
+			}
+			rep, err := auditlog.Verify(ctx, st, t.ID, 1, verifierKey)
+			if err != nil {
+				s.log.Warn().Err(err).Str("tenant_id", t.ID).Msg("audit verification failed to run")
+				continue
+			}
+			records.WithLabelValues(t.ID).Set(float64(rep.Records))
+			if rep.OK() {
+				ok.WithLabelValues(t.ID).Set(1)
+			} else {
+				ok.WithLabelValues(t.ID).Set(0)
+				s.log.Error().Str("tenant_id", t.ID).Str("problem", rep.Problem.String()).Msg("audit chain does not verify")
+			}
+		}
+		last.SetToCurrentTime()
+	}
+	checkpoint := time.NewTicker(time.Minute)
+	defer checkpoint.Stop()
+	verifyTick := time.NewTicker(AuditVerifyEvery)
+	defer verifyTick.Stop()
+	verify()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-checkpoint.C:
+			for _, t := range s.cfg.Tenants {
+				if err := w.Checkpoint(ctx, t.ID); err != nil && ctx.Err() == nil {
+					s.log.Warn().Err(err).Str("tenant_id", t.ID).Msg("audit checkpoint")
+				}
+			}
+		case <-verifyTick.C:
+			verify()
+		}
+	}
+}
+
+// AuditVerifyEvery is how often serve verifies every audit chain.
+var AuditVerifyEvery = 15 * time.Minute
 
 // registerTenants records each tenant in its region's store.
 func (s *Suite) registerTenants(ctx context.Context) error {

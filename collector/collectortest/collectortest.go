@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
@@ -32,6 +33,8 @@ type Pipeline struct {
 	// Passwords are the tenants' NATS service passwords by tenant id.
 	Passwords map[string]string
 	JS        jetstream.JetStream // the suite's own (admin) connection
+	// AuditVerifierKey verifies the audit checkpoints the collector signs.
+	AuditVerifierKey string
 }
 
 // Start runs a pipeline for the given tenant ids, stopped at the test's end.
@@ -84,7 +87,11 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	if os.Getenv("TENANTSCOPE_TEST_LOG") != "" {
 		log = zerolog.New(os.Stderr).With().Timestamp().Logger()
 	}
-	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts}, js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
+	writer, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return st, nil }, b.AuditSignerKey, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer}, js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +110,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	for _, tn := range cfg.Tenants {
 		pw[tn.ID] = b.NATS[tn.NATS.User]
 	}
-	return &Pipeline{Config: cfg, Store: st, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js}
+	return &Pipeline{Config: cfg, Store: st, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey}
 }
 
 // Count runs a count query against the pipeline's database.
