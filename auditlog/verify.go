@@ -27,7 +27,10 @@ type Report struct {
 	Tenant      string
 	Records     uint64 // records checked
 	Checkpoints int    // checkpoints checked
-	Problem     *Problem
+	// Signed is the size of the last signed checkpoint: records after it
+	// are protected by the hash chain only until the next checkpoint.
+	Signed  uint64
+	Problem *Problem
 }
 
 // OK reports whether the chain verified.
@@ -168,5 +171,6 @@ func Verify(ctx context.Context, st *chstore.Store, tenant string, from uint64, 
 		}
 		last = c.Size
 	}
+	rep.Signed = last
 	return rep, nil
 }

@@ -147,6 +147,21 @@ func request(ctx context.Context, js jetstream.JetStream, tenant string, rng *mr
 	}); err != nil {
 		return err
 	}
+	// Security-relevant actions also go to the tenant's audit chain.
+	if svc.name == "auth" || action == "invoice_paid" || action == "order_cancelled" {
+		outcome := "success"
+		if failed {
+			outcome = "failure"
+		}
+		if err := publish("_audit", map[string]any{
+			"time":   now.Format(time.RFC3339Nano),
+			"actor":  map[string]any{"type": "user", "id": actor, "ip": fmt.Sprintf("10.0.%d.%d", rng.IntN(255), rng.IntN(255)), "user_agent": "demo-browser/1.0"},
+			"action": svc.name + "." + action, "target": map[string]any{"type": svc.name, "id": entity},
+			"outcome": outcome, "changes": map[string]any{"before": map[string]any{"state": "old"}, "after": map[string]any{"state": action}},
+		}); err != nil {
+			return err
+		}
+	}
 	op := svc.ops[rng.IntN(len(svc.ops))]
 	if err := publish("_span", map[string]any{
 		"trace_id": traceID, "span_id": spanID, "name": op, "kind": "server",

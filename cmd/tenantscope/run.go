@@ -28,6 +28,7 @@ func commands() map[string]command {
 		"migrate":    {"apply (up) or list (status) schema migrations on every region", runMigrate},
 		"config":     {"validate or show (secrets redacted) a configuration; hash a secret", runConfig},
 		"deadletter": {"list, show or replay dead letters (--tenant, --reason)", runDeadletter},
+		"verify":     {"verify the tenants' audit chains and signed checkpoints (--tenant, --from)", runVerify},
 		"demo":       {"publish demo traffic as the configured tenants to a running suite", runDemo},
 		"engine":     {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
 		"version":    {"print the version", runVersion},

@@ -54,7 +54,7 @@ func TestDispatch(t *testing.T) {
 	require.Contains(t, out, "tenantscope ")
 	out, err = runCmd(t, "help")
 	require.NoError(t, err)
-	for _, c := range []string{"serve", "engine", "migrate", "config", "collector", "ui", "version"} {
+	for _, c := range []string{"serve", "engine", "migrate", "config", "collector", "ui", "version", "verify", "deadletter", "demo", "bench"} {
 		require.Contains(t, out, "  "+c+" ")
 	}
 	_, err = runCmd(t, "nope")

@@ -56,7 +56,7 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 			return err
 		}
 		if rep.OK() {
-			fmt.Fprintf(stdout, "%-12s ok: %d records, %d signed checkpoints\n", t.ID, rep.Records, rep.Checkpoints)
+			fmt.Fprintf(stdout, "%-12s ok: %d records chained, %d signed checkpoints (the last covers records 1..%d)\n", t.ID, rep.Records, rep.Checkpoints, rep.Signed)
 			continue
 		}
 		failed++
