@@ -43,9 +43,9 @@ type Config struct {
 	NakDelay time.Duration
 	// PIISalts key each tenant's hashed PII (tenant id -> salt).
 	PIISalts map[string]string
-	// Audit chains `._audit` records; nil dead-letters them (replayable)
-	// as unknown_reserved_action. Run it in one process only: it is the
-	// tenants' one ordered chain writer.
+	// Audit chains `._audit` records. Exactly one collector process may
+	// write the chains (it assigns sequence numbers); the others leave audit
+	// records to it (nak with a short delay) when Audit is nil.
 	Audit AuditSink
 	// AfterStore, when set, runs after a batch is stored and before it is
 	// acked: a fault-injection point for crash tests.
@@ -328,6 +328,11 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 	var good []jetstream.Msg
 	for _, msg := range msgs {
 		r, region, err := s.decode(msg)
+		if errors.Is(err, errNotMine) {
+			_ = msg.NakWithDelay(250 * time.Millisecond) //nolint:errcheck // redelivered after AckWait anyway
+			s.m.deferred.Inc()
+			continue
+		}
 		if err != nil {
 			var de *DecodeError
 			if !errors.As(err, &de) {
@@ -387,6 +392,10 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 }
 
 const maxHeaders = 64
+
+// errNotMine marks a message another collector process handles (audit
+// records, when this one does not write the chains).
+var errNotMine = errors.New("left to the audit-writing collector")
 
 // OriginalMsgIDHeader carries a replayed message's first Nats-Msg-Id, so its
 // row gets the same id as if it had been stored the first time.
@@ -463,7 +472,7 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 		r.spans = append(r.spans, sp)
 	case SignalAudit:
 		if s.cfg.Audit == nil {
-			return rows{}, "", bad(ReasonUnknownAction, "this collector does not write audit chains")
+			return rows{}, "", errNotMine
 		}
 		a, err := DecodeAudit(meta, body)
 		if err != nil {
@@ -614,6 +623,7 @@ type metrics struct {
 	batchAge      prometheus.Histogram
 	throttles     *prometheus.CounterVec
 	redelivered   *prometheus.CounterVec
+	deferred      prometheus.Counter
 	backlog       *prometheus.GaugeVec
 	fill          *prometheus.GaugeVec
 }
@@ -627,6 +637,7 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, e
 		deadLetters:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_dead_letters_total", Help: "Messages dead-lettered, by reason."}, []string{"reason"}),
 		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_messages", Help: "Messages per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_insert_seconds", Help: "Time to store a batch in ClickHouse.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		deferred:      prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantscope_collector_audit_deferred_total", Help: "Audit records left to the audit-writing collector process."}),
 		batchAge:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_age_seconds", Help: "Time from a batch's first message to its store.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		throttles:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_throttled_total", Help: "Times a tenant's pull waited for its quota."}, []string{"tenant"}),
 		redelivered:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_redelivered_total", Help: "Messages delivered more than once (after a crash or a failed insert); reads hide the duplicates."}, []string{"tenant"}),
@@ -636,7 +647,7 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, e
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.throttles, m.redelivered, m.backlog, m.fill} {
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.throttles, m.redelivered, m.backlog, m.fill} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}

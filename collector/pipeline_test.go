@@ -2,13 +2,19 @@ package collector_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
@@ -48,4 +54,35 @@ func TestPIIIsRedactedBeforeStorage(t *testing.T) {
 	require.Equal(t, uint64(1), p.Count(t, "SELECT count() FROM logs WHERE tenant_id = 'acme' AND body = 'mail sent to [REDACTED]'"))
 	// globex has none: stored as sent.
 	require.Equal(t, uint64(1), p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'globex' AND payload LIKE '%ann@example.com%'"))
+}
+
+// With several collector processes, only the audit writer chains audit
+// records; the others leave them to it, and every record is chained once.
+func TestAuditRecordsGoToTheOneWriter(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	reg := prometheus.NewRegistry()
+	other, err := collector.New(collector.Config{BatchAge: 20 * time.Millisecond}, p.JS, p.Config, map[string]*chstore.Store{"default": p.Store}, zerolog.Nop(), reg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- other.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	const n = 200
+	for i := range n {
+		m := nats.NewMsg("tenant.acme.billing._audit")
+		m.Header.Set("Tenant-Id", "acme")
+		m.Data = []byte(fmt.Sprintf(`{"actor":{"type":"user","id":"u%d"},"action":"invoice.paid","outcome":"success"}`, i))
+		_, err := js.PublishMsg(context.Background(), m)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		return p.Count(t, "SELECT count() FROM audit_records FINAL WHERE tenant_id = 'acme'") == n
+	}, 60*time.Second, 100*time.Millisecond)
+	require.Equal(t, uint64(n), p.Count(t, "SELECT max(seq) FROM audit_records WHERE tenant_id = 'acme'"))
+	rep, err := auditlog.Verify(context.Background(), p.Store, "acme", 1, p.AuditVerifierKey)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problem)
 }

@@ -47,6 +47,8 @@ func TestComposeFile(t *testing.T) {
 	require.Equal(t, []string{"migrate", "up"}, c.Services["migrate"].Command)
 	require.Equal(t, []string{"collector"}, c.Services["collector"].Command)
 	require.GreaterOrEqual(t, c.Services["collector"].Deploy.Replicas, 2, "collectors scale out on one durable consumer")
+	require.Equal(t, []string{"collector", "--audit-writer"}, c.Services["audit-writer"].Command)
+	require.LessOrEqual(t, c.Services["audit-writer"].Deploy.Replicas, 1, "exactly one audit chain writer")
 	// Every file a service mounts exists in the repository.
 	for name, s := range c.Services {
 		for _, v := range s.Volumes {

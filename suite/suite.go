@@ -38,10 +38,13 @@ type Components struct {
 	Collector bool
 	UI        bool // the UI pages and API (every process serves /metrics and health)
 	Demo      bool // publish demo traffic as the configured tenants
+	// AuditWriter makes this process's collector the one writer of the
+	// tenants' audit chains (serve always; one collector process otherwise).
+	AuditWriter bool
 }
 
 // All is what `serve` runs.
-var All = Components{Collector: true, UI: true}
+var All = Components{Collector: true, UI: true, AuditWriter: true}
 
 // Options configure Run.
 type Options struct {
@@ -134,7 +137,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		if o.Collector.PIISalts == nil {
 			o.Collector.PIISalts = b.PIISalts
 		}
-		if o.Collector.Audit == nil {
+		if o.Collector.Audit == nil && o.Components.AuditWriter {
 			w, err := auditlog.NewWriter(s.storeOf, b.AuditSignerKey, 1000)
 			if err != nil {
 				return err

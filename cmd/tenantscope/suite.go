@@ -111,6 +111,7 @@ func runSuite(components suite.Components, name string) func(context.Context, []
 	return func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 		cf := newConfigFlags(name, stderr)
 		demoFlag := cf.fs.Bool("demo", false, "publish demo traffic as the configured tenants")
+		auditWriter := cf.fs.Bool("audit-writer", components.AuditWriter, "write the tenants' audit chains (exactly one collector process may)")
 		if err := cf.fs.Parse(args); err != nil {
 			return err
 		}
@@ -120,6 +121,7 @@ func runSuite(components suite.Components, name string) func(context.Context, []
 		}
 		c := components
 		c.Demo = *demoFlag
+		c.AuditWriter = c.Collector && *auditWriter
 		return suite.Run(ctx, suite.Options{Config: cfg, Components: c, Log: newLogger(cfg, stderr), Out: stdout, Version: version, Getenv: getenv})
 	}
 }
