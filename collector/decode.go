@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/collector/wire"
 )
 
 // Reason is why a message was dead-lettered; it is a NATS subject token.
@@ -365,28 +366,6 @@ type SpanEvent struct {
 	Attributes map[string]string
 }
 
-type spanJSON struct {
-	TraceID       string          `json:"trace_id"`
-	SpanID        string          `json:"span_id"`
-	ParentSpanID  string          `json:"parent_span_id"`
-	Name          string          `json:"name"`
-	Kind          string          `json:"kind"`
-	StartTime     time.Time       `json:"start_time"`
-	EndTime       time.Time       `json:"end_time"`
-	DurationNs    uint64          `json:"duration_ns"`
-	StatusCode    string          `json:"status_code"`
-	StatusMessage string          `json:"status_message"`
-	Attributes    map[string]any  `json:"attributes"`
-	Resource      map[string]any  `json:"resource"`
-	Events        []spanEventJSON `json:"events"`
-}
-
-type spanEventJSON struct {
-	Time       time.Time      `json:"time"`
-	Name       string         `json:"name"`
-	Attributes map[string]any `json:"attributes"`
-}
-
 func flat(m map[string]any) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {
@@ -415,7 +394,7 @@ func DecodeSpan(m Meta, body []byte, retentionDays uint16) (Span, error) {
 	if _, err := checkBody(body); err != nil {
 		return Span{}, err
 	}
-	var j spanJSON
+	var j wire.Span
 	if err := json.Unmarshal(body, &j); err != nil {
 		return Span{}, bad(ReasonInvalidField, "span: %v", err)
 	}

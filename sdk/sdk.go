@@ -31,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/telemetry"
 )
 
@@ -239,37 +240,14 @@ type spanExporter struct {
 	service string
 }
 
-// SpanEventJSON is an event inside a span.
-type SpanEventJSON struct {
-	Time       time.Time         `json:"time"`
-	Name       string            `json:"name"`
-	Attributes map[string]string `json:"attributes,omitempty"`
-}
-
-// SpanJSON is the span form the collector reads on ._span.
-type SpanJSON struct {
-	TraceID       string            `json:"trace_id"`
-	SpanID        string            `json:"span_id"`
-	ParentSpanID  string            `json:"parent_span_id,omitempty"`
-	Name          string            `json:"name"`
-	Kind          string            `json:"kind"`
-	StartTime     time.Time         `json:"start_time"`
-	EndTime       time.Time         `json:"end_time"`
-	StatusCode    string            `json:"status_code"`
-	StatusMessage string            `json:"status_message,omitempty"`
-	Attributes    map[string]string `json:"attributes,omitempty"`
-	Resource      map[string]string `json:"resource,omitempty"`
-	Events        []SpanEventJSON   `json:"events,omitempty"`
-}
-
 func (e *spanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
 	var errs []error
 	for _, s := range spans {
-		j := SpanJSON{
+		j := wire.Span{
 			TraceID: hexID(s.SpanContext().TraceID()), SpanID: hexSpan(s.SpanContext().SpanID()),
 			Name: s.Name(), Kind: s.SpanKind().String(), StartTime: s.StartTime(), EndTime: s.EndTime(),
 			StatusCode: statusCode(s.Status().Code), StatusMessage: s.Status().Description,
-			Attributes: map[string]string{}, Resource: map[string]string{},
+			Attributes: map[string]any{}, Resource: map[string]any{},
 		}
 		if s.Parent().IsValid() {
 			j.ParentSpanID = hexSpan(s.Parent().SpanID())
@@ -287,7 +265,7 @@ func (e *spanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 			}
 		}
 		for _, ev := range s.Events() {
-			se := SpanEventJSON{Time: ev.Time, Name: ev.Name, Attributes: map[string]string{}}
+			se := wire.SpanEvent{Time: ev.Time, Name: ev.Name, Attributes: map[string]any{}}
 			for _, a := range ev.Attributes {
 				se.Attributes[string(a.Key)] = a.Value.Emit()
 			}

@@ -32,8 +32,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
-	"github.com/tenantscope/tenantscope/sdk"
 )
 
 // MaxBody bounds a request body (before and after gzip).
@@ -186,6 +186,14 @@ func anyValue(v *commonpb.AnyValue) string {
 	return string(b)
 }
 
+func anyMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
 func serviceToken(res map[string]string) string {
 	s := res["service.name"]
 	if s == "" {
@@ -279,17 +287,17 @@ func (r *Receiver) traces(w http.ResponseWriter, hr *http.Request) {
 					reason = "span without a 16-byte trace id and 8-byte span id"
 					continue
 				}
-				j := sdk.SpanJSON{
+				j := wire.Span{
 					TraceID: hex.EncodeToString(s.TraceId), SpanID: hex.EncodeToString(s.SpanId), Name: s.Name,
 					Kind: kinds[s.Kind], StartTime: time.Unix(0, int64(s.StartTimeUnixNano)).UTC(), EndTime: time.Unix(0, int64(s.EndTimeUnixNano)).UTC(),
 					StatusCode: strings.ToLower(strings.TrimPrefix(s.GetStatus().GetCode().String(), "STATUS_CODE_")), StatusMessage: s.GetStatus().GetMessage(),
-					Attributes: attrs(s.Attributes), Resource: res,
+					Attributes: anyMap(attrs(s.Attributes)), Resource: anyMap(res),
 				}
 				if len(s.ParentSpanId) == 8 {
 					j.ParentSpanID = hex.EncodeToString(s.ParentSpanId)
 				}
 				for _, e := range s.Events {
-					j.Events = append(j.Events, sdk.SpanEventJSON{Time: time.Unix(0, int64(e.TimeUnixNano)).UTC(), Name: e.Name, Attributes: attrs(e.Attributes)})
+					j.Events = append(j.Events, wire.SpanEvent{Time: time.Unix(0, int64(e.TimeUnixNano)).UTC(), Name: e.Name, Attributes: anyMap(attrs(e.Attributes))})
 				}
 				r.publish(&p, "tenant."+req.tenant+"."+service+"._span", req.tenant, j.TraceID+"-"+j.SpanID, "00-"+j.TraceID+"-"+j.SpanID+"-01", j)
 			}
