@@ -220,3 +220,24 @@ func TestWriterContinuesTheChainAfterRestart(t *testing.T) {
 	_, err = w2.Append(context.Background(), "acme", []auditlog.Record{{TenantID: "acme"}})
 	require.ErrorContains(t, err, "action is required")
 }
+
+func TestInclusionProofsVerifyOffline(t *testing.T) {
+	c := newChain(t, 21, 100) // one checkpoint at 21: an unbalanced tree
+	for _, seq := range []uint64{1, 2, 11, 16, 17, 21} {
+		p, err := auditlog.Prove(context.Background(), c.st, "acme", seq)
+		require.NoError(t, err)
+		require.Equal(t, uint64(21), p.Size)
+		require.NoError(t, auditlog.VerifyInclusion(p, c.verify), "seq %d", seq)
+		// A proof for other contents fails.
+		bad := p
+		bad.LeafHash = strings.Repeat("0", 64)
+		require.Error(t, auditlog.VerifyInclusion(bad, c.verify))
+	}
+	_, err := auditlog.Prove(context.Background(), c.st, "acme", 22)
+	require.ErrorContains(t, err, "not covered by a checkpoint")
+	_, other, err := auditlog.GenerateKey()
+	require.NoError(t, err)
+	p, err := auditlog.Prove(context.Background(), c.st, "acme", 5)
+	require.NoError(t, err)
+	require.ErrorContains(t, auditlog.VerifyInclusion(p, other), "does not verify")
+}

@@ -174,3 +174,19 @@ func Verify(ctx context.Context, st *chstore.Store, tenant string, from uint64, 
 	rep.Signed = last
 	return rep, nil
 }
+
+// checkpointRoot opens a signed checkpoint note of tenant and size.
+func checkpointRoot(signed, tenant string, size uint64, verifierKey string) ([]byte, error) {
+	verifier, err := note.NewVerifier(verifierKey)
+	if err != nil {
+		return nil, fmt.Errorf("audit verifier key: %w", err)
+	}
+	cp, _, _, err := log.ParseCheckpoint([]byte(signed), Origin(tenant), verifier)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint does not verify: %w", err)
+	}
+	if cp.Size != size {
+		return nil, fmt.Errorf("checkpoint is for size %d, not %d", cp.Size, size)
+	}
+	return cp.Hash, nil
+}
