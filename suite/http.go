@@ -10,7 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/otlp"
+	"github.com/tenantscope/tenantscope/identity"
 )
 
 // httpLn is the HTTP listener, opened before the banner is printed.
@@ -46,6 +48,7 @@ func (s *Suite) startHTTP(ui bool) error {
 			return err
 		}
 		rcv.Register(mux)
+		auditlog.NewAPI(identity.NewKeys(s.cfg), s.storeOf, s.log).Register(mux)
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
 	return nil

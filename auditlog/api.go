@@ -1,0 +1,295 @@
+package auditlog
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/identity"
+)
+
+// API serves the audit trail:
+//
+//	GET /api/v1/tenants/{tenantId}/audit-events               filters, fields, sort, cursor
+//	GET /api/v1/tenants/{tenantId}/audit-events/{seq}/proof   inclusion proof of one record
+type API struct {
+	keys   *identity.Keys
+	stores func(tenant string) (*chstore.Store, error)
+	log    zerolog.Logger
+}
+
+// NewAPI builds the audit API.
+func NewAPI(keys *identity.Keys, stores func(tenant string) (*chstore.Store, error), log zerolog.Logger) *API {
+	return &API{keys: keys, stores: stores, log: log}
+}
+
+// Register mounts the routes.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.Handle("GET /api/v1/tenants/{tenantId}/audit-events", identity.WithCorrelation(http.HandlerFunc(a.list)))
+	mux.Handle("GET /api/v1/tenants/{tenantId}/audit-events/{seq}/proof", identity.WithCorrelation(http.HandlerFunc(a.proof)))
+}
+
+// Filter selects audit records; every field is optional.
+type Filter struct {
+	Actor, Action, Target, Outcome, Text string
+	From, To                             time.Time
+	Desc                                 bool
+	After                                uint64 // cursor: the last seq of the previous page
+	Limit                                int
+	Fields                               []string
+}
+
+// Fields is what a caller may select, in output order.
+var Fields = []string{"seq", "record_id", "time", "actor_type", "actor_id", "actor_name", "actor_ip", "user_agent", "action",
+	"target_type", "target_id", "target_name", "outcome", "reason", "source_service", "correlation_id", "changes", "metadata", "hash", "prev_hash"}
+
+// ErrBadRequest wraps invalid query parameters.
+var ErrBadRequest = errors.New("bad request")
+
+// ParseFilter reads and checks query parameters.
+func ParseFilter(q map[string][]string) (Filter, error) {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[len(v)-1]
+		}
+		return ""
+	}
+	f := Filter{Actor: get("actor"), Action: get("action"), Target: get("target"), Outcome: get("outcome"), Text: get("q"), Desc: true, Limit: 50}
+	var errs []error
+	for _, k := range []string{"from", "to"} {
+		if v := get(k); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time", k, v))
+			}
+			if k == "from" {
+				f.From = t
+			} else {
+				f.To = t
+			}
+		}
+	}
+	switch get("sort") {
+	case "", "-seq", "desc":
+	case "seq", "asc":
+		f.Desc = false
+	default:
+		errs = append(errs, fmt.Errorf("sort: %q is not seq or -seq", get("sort")))
+	}
+	if v := get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			errs = append(errs, fmt.Errorf("limit: %q is not 1..1000", v))
+		}
+		f.Limit = n
+	}
+	if v := get("cursor"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		n, perr := strconv.ParseUint(string(b), 10, 64)
+		if err != nil || perr != nil {
+			errs = append(errs, errors.New("cursor: not a cursor this API returned"))
+		}
+		f.After = n
+	}
+	if v := get("fields"); v != "" {
+		for _, name := range strings.Split(v, ",") {
+			if !contains(Fields, name) {
+				errs = append(errs, fmt.Errorf("fields: unknown field %q", name))
+			}
+			f.Fields = append(f.Fields, name)
+		}
+	}
+	if f.Outcome != "" && f.Outcome != "success" && f.Outcome != "failure" && f.Outcome != "denied" {
+		errs = append(errs, fmt.Errorf("outcome: %q is not success, failure or denied", f.Outcome))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return f, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	return f, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Query is the one place that reads a tenant's audit records: tenant_id is
+// always the first condition, every value a bound parameter.
+func Query(tenant string, f Filter) (string, []any) {
+	where := []string{"tenant_id = ?"}
+	args := []any{tenant}
+	add := func(cond string, v any) {
+		where = append(where, cond)
+		args = append(args, v)
+	}
+	if f.Actor != "" {
+		add("(actor_id = ? OR actor_name = ?)", f.Actor)
+		args = append(args, f.Actor)
+	}
+	if f.Action != "" {
+		add("action = ?", f.Action)
+	}
+	if f.Target != "" {
+		add("(target_id = ? OR target_name = ?)", f.Target)
+		args = append(args, f.Target)
+	}
+	if f.Outcome != "" {
+		add("outcome = ?", f.Outcome)
+	}
+	if !f.From.IsZero() {
+		add("time >= ?", f.From)
+	}
+	if !f.To.IsZero() {
+		add("time < ?", f.To)
+	}
+	if f.Text != "" {
+		add("positionCaseInsensitiveUTF8(concat(action, ' ', actor_id, ' ', actor_name, ' ', target_id, ' ', target_name, ' ', reason, ' ', changes), ?) > 0", f.Text)
+	}
+	order := "DESC"
+	if f.After > 0 {
+		if f.Desc {
+			add("seq < ?", f.After)
+		} else {
+			add("seq > ?", f.After)
+		}
+	}
+	if !f.Desc {
+		order = "ASC"
+	}
+	cols := "seq, record_id, time, actor_type, actor_id, actor_name, actor_ip, user_agent, action, target_type, target_id, target_name, outcome, reason, source_service, correlation_id, changes, metadata, hash, prev_hash"
+	return fmt.Sprintf("SELECT %s FROM audit_records FINAL WHERE %s ORDER BY seq %s LIMIT %d", cols, strings.Join(where, " AND "), order, f.Limit+1), args
+}
+
+type row struct {
+	Seq           uint64            `ch:"seq" json:"seq"`
+	RecordID      string            `ch:"record_id" json:"record_id"`
+	Time          time.Time         `ch:"time" json:"time"`
+	ActorType     string            `ch:"actor_type" json:"actor_type"`
+	ActorID       string            `ch:"actor_id" json:"actor_id"`
+	ActorName     string            `ch:"actor_name" json:"actor_name"`
+	ActorIP       string            `ch:"actor_ip" json:"actor_ip"`
+	UserAgent     string            `ch:"user_agent" json:"user_agent"`
+	Action        string            `ch:"action" json:"action"`
+	TargetType    string            `ch:"target_type" json:"target_type"`
+	TargetID      string            `ch:"target_id" json:"target_id"`
+	TargetName    string            `ch:"target_name" json:"target_name"`
+	Outcome       string            `ch:"outcome" json:"outcome"`
+	Reason        string            `ch:"reason" json:"reason"`
+	SourceService string            `ch:"source_service" json:"source_service"`
+	CorrelationID string            `ch:"correlation_id" json:"correlation_id"`
+	Changes       string            `ch:"changes" json:"changes"`
+	Metadata      map[string]string `ch:"metadata" json:"metadata"`
+	Hash          string            `ch:"hash" json:"hash"`
+	PrevHash      string            `ch:"prev_hash" json:"prev_hash"`
+}
+
+// fields keeps the selected fields of a row, changes as JSON.
+func (r row) fields(sel []string) map[string]any {
+	var all map[string]any
+	b, _ := json.Marshal(r)     //nolint:errcheck // plain struct
+	_ = json.Unmarshal(b, &all) //nolint:errcheck // just marshalled
+	if r.Changes != "" && json.Valid([]byte(r.Changes)) {
+		all["changes"] = json.RawMessage(r.Changes)
+	} else {
+		all["changes"] = nil
+	}
+	if len(sel) == 0 {
+		return all
+	}
+	out := make(map[string]any, len(sel))
+	for _, k := range sel {
+		out[k] = all[k]
+	}
+	return out
+}
+
+// List runs a scoped query and returns a page and the next cursor.
+func List(ctx context.Context, st *chstore.Store, tenant string, f Filter) ([]map[string]any, string, error) {
+	sql, args := Query(tenant, f)
+	var rows []row
+	if err := st.Select(ctx, &rows, sql, args...); err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(rows) > f.Limit {
+		rows = rows[:f.Limit]
+		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatUint(rows[len(rows)-1].Seq, 10)))
+	}
+	out := make([]map[string]any, len(rows))
+	for i, r := range rows {
+		out[i] = r.fields(f.Fields)
+	}
+	return out, next, nil
+}
+
+// authorize authenticates the caller and scopes it to the path's tenant.
+func (a *API) authorize(w http.ResponseWriter, r *http.Request) (string, *chstore.Store, bool) {
+	p, err := a.keys.Authenticate(r)
+	if err != nil {
+		identity.Fail(w, r, err)
+		return "", nil, false
+	}
+	tenant := r.PathValue("tenantId")
+	if err := identity.Scope(p, identity.ReadAudit, tenant); err != nil {
+		identity.Fail(w, r, err)
+		return "", nil, false
+	}
+	st, err := a.stores(tenant)
+	if err != nil {
+		identity.WriteError(w, r, http.StatusNotFound, "not_found", "no such tenant")
+		return "", nil, false
+	}
+	return tenant, st, true
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	tenant, st, ok := a.authorize(w, r)
+	if !ok {
+		return
+	}
+	f, err := ParseFilter(r.URL.Query())
+	if err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	data, next, err := List(r.Context(), st, tenant, f)
+	if err != nil {
+		a.log.Error().Err(err).Str("tenant_id", tenant).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("audit query")
+		identity.WriteError(w, r, http.StatusInternalServerError, "internal", "the audit trail could not be read")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"data": data, "next_cursor": next}) //nolint:errcheck // client gone
+}
+
+func (a *API) proof(w http.ResponseWriter, r *http.Request) {
+	tenant, st, ok := a.authorize(w, r)
+	if !ok {
+		return
+	}
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "seq must be a positive number")
+		return
+	}
+	p, err := Prove(r.Context(), st, tenant, seq)
+	if err != nil {
+		identity.WriteError(w, r, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(p) //nolint:errcheck // client gone
+}

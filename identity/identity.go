@@ -1,0 +1,138 @@
+// Package identity answers "who is calling, and may they read this tenant?"
+// for every HTTP route: API keys (hashed in the configuration) become a
+// Principal, and Scope is the one rule for tenant access, so a missing check
+// is a missing call to grep for.
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/tenantscope/tenantscope/config"
+)
+
+// Principal is an authenticated caller.
+type Principal struct {
+	Name   string
+	Role   string
+	Tenant string // set for tenant-scoped roles
+}
+
+// Errors of authentication and authorization.
+var (
+	ErrUnauthenticated = errors.New("authentication required: send Authorization: Bearer <API key>")
+	ErrForbidden       = errors.New("forbidden")
+)
+
+// Keys authenticates API keys.
+type Keys struct{ byHash map[string]config.APIKey }
+
+// NewKeys indexes the configured API keys by hash.
+func NewKeys(cfg config.Config) *Keys {
+	k := &Keys{byHash: map[string]config.APIKey{}}
+	for _, key := range cfg.APIKeys {
+		k.byHash[key.KeyHash] = key
+	}
+	return k
+}
+
+// Authenticate reads the bearer key of r.
+func (k *Keys) Authenticate(r *http.Request) (Principal, error) {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || raw == "" {
+		return Principal{}, ErrUnauthenticated
+	}
+	key, found := k.byHash[config.HashAPIKey(raw)]
+	if !found {
+		return Principal{}, ErrUnauthenticated
+	}
+	return Principal{Name: key.Name, Role: key.Role, Tenant: key.Tenant}, nil
+}
+
+// Capability is what a route needs.
+type Capability string
+
+// Capabilities.
+const (
+	ReadAudit Capability = "audit:read"
+)
+
+// cross lists the roles that may use a capability for every tenant; own the
+// tenant-scoped roles that may use it for their own tenant.
+var (
+	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}}
+	own   = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}}
+)
+
+// Scope is the one tenant-access rule: p may use c on tenant's data when its
+// role holds c across tenants, or holds it for its own tenant and tenant is
+// its own. The tenant of a path is never trusted alone.
+func Scope(p Principal, c Capability, tenant string) error {
+	for _, r := range cross[c] {
+		if p.Role == r {
+			return nil
+		}
+	}
+	for _, r := range own[c] {
+		if p.Role == r && p.Tenant != "" && p.Tenant == tenant {
+			return nil
+		}
+	}
+	return ErrForbidden
+}
+
+type ctxKey int
+
+const correlationKey ctxKey = 1
+
+// CorrelationID returns the request's correlation id.
+func CorrelationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey).(string) //nolint:errcheck // absent is ""
+	return id
+}
+
+// WithCorrelation gives every request a correlation id (the caller's
+// X-Correlation-Id when it is sane, else a new one), echoed in the response.
+func WithCorrelation(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Correlation-Id")
+		if len(id) == 0 || len(id) > 128 || strings.ContainsAny(id, "\r\n") {
+			b := make([]byte, 12)
+			_, _ = rand.Read(b) //nolint:errcheck // never fails
+			id = hex.EncodeToString(b)
+		}
+		w.Header().Set("X-Correlation-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), correlationKey, id)))
+	})
+}
+
+// Error is the one JSON error body of the API.
+type Error struct {
+	Code          string `json:"code"`
+	Message       string `json:"message"`
+	CorrelationID string `json:"correlation_id"`
+}
+
+// WriteError maps err to a status and the JSON error body.
+func WriteError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]Error{"error": {Code: code, Message: message, CorrelationID: CorrelationID(r.Context())}}) //nolint:errcheck // client gone
+}
+
+// Fail writes the error body for an authentication or authorization error.
+func Fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		WriteError(w, r, http.StatusUnauthorized, "unauthenticated", err.Error())
+	case errors.Is(err, ErrForbidden):
+		WriteError(w, r, http.StatusForbidden, "forbidden", "this credential may not read this tenant's data")
+	default:
+		WriteError(w, r, http.StatusInternalServerError, "internal", "internal error")
+	}
+}
