@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"github.com/tenantscope/tenantscope/chstore"
@@ -24,18 +25,26 @@ import (
 type API struct {
 	keys   *identity.Keys
 	stores func(tenant string) (*chstore.Store, error)
+	pub    Publisher
 	log    zerolog.Logger
 }
 
-// NewAPI builds the audit API.
-func NewAPI(keys *identity.Keys, stores func(tenant string) (*chstore.Store, error), log zerolog.Logger) *API {
-	return &API{keys: keys, stores: stores, log: log}
+// Publisher hands an audit record to the pipeline (NATS `._audit`, where the
+// one chain writer picks it up); msgID deduplicates retries.
+type Publisher func(ctx context.Context, tenant, msgID string, body []byte) error
+
+// NewAPI builds the audit API. pub may be nil (then POST is not offered).
+func NewAPI(keys *identity.Keys, stores func(tenant string) (*chstore.Store, error), pub Publisher, log zerolog.Logger) *API {
+	return &API{keys: keys, stores: stores, pub: pub, log: log}
 }
 
 // Register mounts the routes.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/tenants/{tenantId}/audit-events", identity.WithCorrelation(http.HandlerFunc(a.list)))
 	mux.Handle("GET /api/v1/tenants/{tenantId}/audit-events/{seq}/proof", identity.WithCorrelation(http.HandlerFunc(a.proof)))
+	if a.pub != nil {
+		mux.Handle("POST /api/v1/tenants/{tenantId}/audit-events", identity.WithCorrelation(http.HandlerFunc(a.create)))
+	}
 }
 
 // Filter selects audit records; every field is optional.
@@ -236,14 +245,16 @@ func List(ctx context.Context, st *chstore.Store, tenant string, f Filter) ([]ma
 }
 
 // authorize authenticates the caller and scopes it to the path's tenant.
-func (a *API) authorize(w http.ResponseWriter, r *http.Request) (string, *chstore.Store, bool) {
+// A refused credential is itself audited in that tenant's chain.
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, c identity.Capability) (string, *chstore.Store, bool) {
 	p, err := a.keys.Authenticate(r)
 	if err != nil {
 		identity.Fail(w, r, err)
 		return "", nil, false
 	}
 	tenant := r.PathValue("tenantId")
-	if err := identity.Scope(p, identity.ReadAudit, tenant); err != nil {
+	if err := identity.Scope(p, c, tenant); err != nil {
+		a.auditDenied(r, p, tenant, c)
 		identity.Fail(w, r, err)
 		return "", nil, false
 	}
@@ -256,7 +267,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request) (string, *chstor
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
-	tenant, st, ok := a.authorize(w, r)
+	tenant, st, ok := a.authorize(w, r, identity.ReadAudit)
 	if !ok {
 		return
 	}
@@ -276,7 +287,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) proof(w http.ResponseWriter, r *http.Request) {
-	tenant, st, ok := a.authorize(w, r)
+	tenant, st, ok := a.authorize(w, r, identity.ReadAudit)
 	if !ok {
 		return
 	}
@@ -292,4 +303,101 @@ func (a *API) proof(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(p) //nolint:errcheck // client gone
+}
+
+// auditDenied records a refused access in the tenant's own chain (when the
+// tenant exists), so its compliance officers see who tried.
+func (a *API) auditDenied(r *http.Request, p identity.Principal, tenant string, c identity.Capability) {
+	if a.pub == nil {
+		return
+	}
+	if _, err := a.stores(tenant); err != nil {
+		return
+	}
+	rec := Record{
+		TenantID: tenant, Time: time.Now().UTC(),
+		Actor:  Actor{Type: "api_key", ID: p.Name, Name: p.Role + keyTenant(p), IP: clientIP(r), UserAgent: r.UserAgent()},
+		Action: "api.access_denied", Target: Target{Type: "route", ID: r.Method + " " + r.URL.Path},
+		Outcome: "denied", Reason: "credential lacks " + string(c) + " for this tenant", SourceService: "tenantscope",
+		CorrelationID: identity.CorrelationID(r.Context()),
+	}
+	body, err := json.Marshal(rec)
+	if err == nil {
+		err = a.pub(r.Context(), tenant, "", body)
+	}
+	if err != nil {
+		a.log.Warn().Err(err).Str("tenant_id", tenant).Str("correlation_id", rec.CorrelationID).Msg("could not audit a denied access")
+	}
+}
+
+func keyTenant(p identity.Principal) string {
+	if p.Tenant == "" {
+		return ""
+	}
+	return " of " + p.Tenant
+}
+
+func clientIP(r *http.Request) string {
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		host = host[:i]
+	}
+	return strings.Trim(host, "[]")
+}
+
+// create accepts an audit record for the tenant: POST with an
+// Idempotency-Key header; the same key always yields the same record (id),
+// chained once.
+func (a *API) create(w http.ResponseWriter, r *http.Request) {
+	tenant, _, ok := a.authorize(w, r, identity.WriteAudit)
+	if !ok {
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" || len(key) > 200 {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "an Idempotency-Key header (1 to 200 characters) is required")
+		return
+	}
+	var rec Record
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 256<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "the body is not an audit record: "+err.Error())
+		return
+	}
+	if rec.TenantID != "" && rec.TenantID != tenant {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "tenant_id in the body does not match the path")
+		return
+	}
+	if rec.Seq != 0 || rec.Hash != "" || rec.PrevHash != "" {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "seq, hash and prev_hash are assigned by the chain")
+		return
+	}
+	rec.TenantID = tenant
+	rec.RecordID = uuid.NewSHA1(uuid.NameSpaceURL, []byte("tenantscope:audit:"+tenant+":"+key))
+	if rec.Time.IsZero() {
+		rec.Time = time.Now().UTC()
+	}
+	if rec.SourceService == "" {
+		rec.SourceService = "api"
+	}
+	if rec.CorrelationID == "" {
+		rec.CorrelationID = identity.CorrelationID(r.Context())
+	}
+	if err := rec.Validate(); err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	body, err := json.Marshal(rec)
+	if err == nil {
+		err = a.pub(r.Context(), tenant, rec.RecordID.String(), body)
+	}
+	if err != nil {
+		a.log.Error().Err(err).Str("tenant_id", tenant).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("publish audit record")
+		identity.WriteError(w, r, http.StatusServiceUnavailable, "unavailable", "the audit record could not be queued; retry with the same Idempotency-Key")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(map[string]string{"record_id": rec.RecordID.String(), "status": "accepted"}) //nolint:errcheck // client gone
 }

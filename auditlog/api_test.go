@@ -1,6 +1,8 @@
 package auditlog_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -34,12 +36,22 @@ func apiServer(t *testing.T, c *chain) string {
 		k.KeyHash = config.HashAPIKey(secret)
 		cfg.APIKeys = append(cfg.APIKeys, k)
 	}
+	// The publisher appends straight to the chain writer (the NATS hop is
+	// the collector's, tested there).
+	pub := func(ctx context.Context, tenant, _ string, body []byte) error {
+		var r auditlog.Record
+		if err := json.Unmarshal(body, &r); err != nil {
+			return err
+		}
+		_, err := c.w.Append(ctx, tenant, []auditlog.Record{r})
+		return err
+	}
 	api := auditlog.NewAPI(identity.NewKeys(cfg), func(tenant string) (*chstore.Store, error) {
 		if tenant != "acme" && tenant != "globex" {
 			return nil, fmt.Errorf("no tenant %s", tenant)
 		}
 		return c.st, nil
-	}, zerolog.Nop())
+	}, pub, zerolog.Nop())
 	mux := http.NewServeMux()
 	api.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -94,7 +106,9 @@ func TestAuditAPIRoleMatrix(t *testing.T) {
 					require.Equal(t, hdr.Get("X-Correlation-Id"), e["correlation_id"])
 				}
 				if code == http.StatusOK && route == routes[0] && tenant == "globex" {
-					require.Empty(t, body["data"], "no acme record leaks into globex's trail")
+					for _, d := range body["data"].([]any) {
+						require.Equal(t, "api.access_denied", d.(map[string]any)["action"], "no acme record leaks into globex's trail")
+					}
 				}
 			}
 		}
@@ -164,4 +178,60 @@ func TestAuditAPIFiltersFieldsAndStablePagination(t *testing.T) {
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&p))
 	res.Body.Close()
 	require.NoError(t, auditlog.VerifyInclusion(p, c.verify))
+}
+
+func post(t *testing.T, u, key, idem, body string) (int, map[string]any) {
+	req, err := http.NewRequest("POST", u, bytes.NewBufferString(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+key)
+	if idem != "" {
+		req.Header.Set("Idempotency-Key", idem)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var out map[string]any
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&out))
+	return res.StatusCode, out
+}
+
+func TestAuditAPIPostIsIdempotentAndDenialsAreAudited(t *testing.T) {
+	c := newChain(t, 2, 100)
+	base := apiServer(t, c) + "/api/v1/tenants/acme/audit-events"
+	rec := `{"actor":{"type":"user","id":"ann"},"action":"role.granted","target":{"type":"user","id":"bob"},"outcome":"success","changes":{"before":{"role":"viewer"},"after":{"role":"admin"}}}`
+	code, out := post(t, base, "admin", "req-1", rec)
+	require.Equal(t, http.StatusAccepted, code, out)
+	id := out["record_id"]
+	code, out = post(t, base, "admin", "req-1", rec)
+	require.Equal(t, http.StatusAccepted, code)
+	require.Equal(t, id, out["record_id"], "same Idempotency-Key, same record")
+	code, _ = post(t, base, "admin", "req-2", rec)
+	require.Equal(t, http.StatusAccepted, code)
+	_, list, _ := get(t, base+"?action=role.granted", "compliance")
+	require.Len(t, list["data"], 2, "req-1 chained once, req-2 once")
+
+	for _, c := range []struct {
+		key, idem, body string
+		status          int
+	}{
+		{"admin", "", rec, 400},
+		{"admin", "k", `{"actor":{"type":"user","id":"a"},"action":"x","outcome":"success","surprise":1}`, 400},
+		{"admin", "k", `{"actor":{"type":"user","id":"a"},"action":"x","outcome":"maybe"}`, 400},
+		{"admin", "k", `{"actor":{"type":"user","id":"a"},"action":"x","outcome":"success","seq":7}`, 400},
+		{"viewer", "k", rec, 403},
+		{"compliance", "k", rec, 403},
+		{"other", "k", rec, 403},
+	} {
+		code, out := post(t, base, c.key, c.idem, c.body)
+		require.Equal(t, c.status, code, "%s %s: %v", c.key, c.body, out)
+	}
+	// The three refusals are in acme's own trail, with who tried.
+	_, denied, _ := get(t, base+"?action=api.access_denied", "compliance")
+	require.Len(t, denied["data"], 3)
+	first := denied["data"].([]any)[0].(map[string]any)
+	require.Equal(t, "denied", first["outcome"])
+	require.Equal(t, "POST /api/v1/tenants/acme/audit-events", first["target_id"])
+	rep, err := auditlog.Verify(context.Background(), c.st, "acme", 1, c.verify)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problem)
 }

@@ -59,14 +59,15 @@ type Capability string
 
 // Capabilities.
 const (
-	ReadAudit Capability = "audit:read"
+	ReadAudit  Capability = "audit:read"
+	WriteAudit Capability = "audit:write"
 )
 
 // cross lists the roles that may use a capability for every tenant; own the
 // tenant-scoped roles that may use it for their own tenant.
 var (
 	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}}
-	own   = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}}
+	own   = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}}
 )
 
 // Scope is the one tenant-access rule: p may use c on tenant's data when its

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tenantscope/tenantscope/auditlog"
@@ -48,7 +49,7 @@ func (s *Suite) startHTTP(ui bool) error {
 			return err
 		}
 		rcv.Register(mux)
-		auditlog.NewAPI(identity.NewKeys(s.cfg), s.storeOf, s.log).Register(mux)
+		auditlog.NewAPI(identity.NewKeys(s.cfg), s.storeOf, s.publishAudit, s.log).Register(mux)
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
 	return nil
@@ -90,4 +91,17 @@ func (s *Suite) index(w http.ResponseWriter, r *http.Request) {
 	if err := indexTmpl.Execute(w, data); err != nil {
 		s.log.Warn().Err(err).Msg("render index")
 	}
+}
+
+// publishAudit queues an audit record on the tenant's `._audit` subject for
+// the chain writer, waiting for JetStream's acknowledgement.
+func (s *Suite) publishAudit(ctx context.Context, tenant, msgID string, body []byte) error {
+	m := nats.NewMsg("tenant." + tenant + ".tenantscope._audit")
+	m.Header.Set("Tenant-Id", tenant)
+	if msgID != "" {
+		m.Header.Set(nats.MsgIdHdr, msgID)
+	}
+	m.Data = body
+	_, err := s.js.PublishMsg(ctx, m)
+	return err
 }
