@@ -79,6 +79,39 @@ func (s storedRecord) record() Record {
 // checkpoint that the records no longer match (history rewritten, even with
 // every hash recomputed) or whose signature is not the configured key's.
 func Verify(ctx context.Context, st *chstore.Store, tenant string, from uint64, verifierKey string) (Report, error) {
+	recs, cps, err := Load(ctx, st, tenant)
+	if err != nil {
+		return Report{Tenant: tenant}, err
+	}
+	return VerifyRecords(tenant, recs, cps, from, verifierKey)
+}
+
+// SignedCheckpoint is a stored checkpoint: its size and signed note.
+type SignedCheckpoint struct {
+	Size uint64 `ch:"size" json:"size"`
+	Note string `ch:"note" json:"note"`
+}
+
+// Load reads a tenant's chain and checkpoints, in order.
+func Load(ctx context.Context, st *chstore.Store, tenant string) ([]Record, []SignedCheckpoint, error) {
+	var stored []storedRecord
+	if err := st.Select(ctx, &stored, "SELECT * EXCEPT (retention_days) FROM audit_records FINAL WHERE tenant_id = ? ORDER BY seq", tenant); err != nil {
+		return nil, nil, fmt.Errorf("read audit records of %s: %w", tenant, err)
+	}
+	var cps []SignedCheckpoint
+	if err := st.Select(ctx, &cps, "SELECT size, note FROM audit_checkpoints FINAL WHERE tenant_id = ? ORDER BY size", tenant); err != nil {
+		return nil, nil, fmt.Errorf("read checkpoints of %s: %w", tenant, err)
+	}
+	recs := make([]Record, len(stored))
+	for i, s := range stored {
+		recs[i] = s.record()
+	}
+	return recs, cps, nil
+}
+
+// VerifyRecords verifies a chain held in memory (from the store, or from an
+// export bundle offline): see Verify.
+func VerifyRecords(tenant string, recs []Record, cps []SignedCheckpoint, from uint64, verifierKey string) (Report, error) {
 	rep := Report{Tenant: tenant}
 	verifier, err := note.NewVerifier(verifierKey)
 	if err != nil {
@@ -86,18 +119,6 @@ func Verify(ctx context.Context, st *chstore.Store, tenant string, from uint64, 
 	}
 	if from == 0 {
 		from = 1
-	}
-	var recs []storedRecord
-	if err := st.Select(ctx, &recs, "SELECT * EXCEPT (retention_days) FROM audit_records FINAL WHERE tenant_id = ? ORDER BY seq", tenant); err != nil {
-		return rep, fmt.Errorf("read audit records of %s: %w", tenant, err)
-	}
-	type cpRow struct {
-		Size uint64 `ch:"size"`
-		Note string `ch:"note"`
-	}
-	var cps []cpRow
-	if err := st.Select(ctx, &cps, "SELECT size, note FROM audit_checkpoints FINAL WHERE tenant_id = ? ORDER BY size", tenant); err != nil {
-		return rep, fmt.Errorf("read checkpoints of %s: %w", tenant, err)
 	}
 	fail := func(seq uint64, format string, a ...any) (Report, error) {
 		rep.Problem = &Problem{Seq: seq, What: fmt.Sprintf(format, a...)}
@@ -113,8 +134,7 @@ func Verify(ctx context.Context, st *chstore.Store, tenant string, from uint64, 
 	}
 	prev := GenesisHash
 	expect := uint64(1)
-	for _, s := range recs {
-		r := s.record()
+	for _, r := range recs {
 		if r.Seq != expect {
 			if r.Seq > expect {
 				return fail(expect, "missing: the chain jumps from record %d to %d (deleted)", expect-1, r.Seq)

@@ -61,13 +61,14 @@ type Capability string
 const (
 	ReadAudit  Capability = "audit:read"
 	WriteAudit Capability = "audit:write"
+	Export     Capability = "export"
 )
 
 // cross lists the roles that may use a capability for every tenant; own the
 // tenant-scoped roles that may use it for their own tenant.
 var (
-	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}}
-	own   = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}}
+	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}, Export: {config.RoleCompliance}}
+	own   = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}, Export: {config.RoleTenantAdmin}}
 )
 
 // Scope is the one tenant-access rule: p may use c on tenant's data when its

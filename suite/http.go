@@ -13,6 +13,8 @@ import (
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/otlp"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/identity"
 )
 
@@ -49,7 +51,13 @@ func (s *Suite) startHTTP(ui bool) error {
 			return err
 		}
 		rcv.Register(mux)
-		auditlog.NewAPI(identity.NewKeys(s.cfg), s.storeOf, s.publishAudit, s.log).Register(mux)
+		keys := identity.NewKeys(s.cfg)
+		auditlog.NewAPI(keys, s.storeOf, s.publishAudit, s.log).Register(mux)
+		b, err := config.LoadBootstrap(s.cfg.Data)
+		if err != nil {
+			return err
+		}
+		(&export.Handler{Keys: keys, Stores: s.storeOf, SignerKey: b.AuditSignerKey, VerifierKey: b.AuditVerifierKey, Audit: s.publishAudit, Log: s.log}).Register(mux)
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
 	return nil

@@ -50,12 +50,12 @@ func runDeadletter(ctx context.Context, args []string, getenv func(string) strin
 		}
 		return tw.Flush()
 	case "show":
-		if len(cf.fs.Args()) != 1 {
+		if len(cf.args) != 1 {
 			return usage
 		}
-		seq, err := strconv.ParseUint(cf.fs.Arg(0), 10, 64)
+		seq, err := strconv.ParseUint(cf.args[0], 10, 64)
 		if err != nil {
-			return fmt.Errorf("deadletter show: %q is not a sequence number", cf.fs.Arg(0))
+			return fmt.Errorf("deadletter show: %q is not a sequence number", cf.args[0])
 		}
 		d, err := collector.GetDeadLetter(ctx, js, seq)
 		if err != nil {
@@ -73,8 +73,8 @@ func runDeadletter(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	case "replay":
 		var dls []collector.DeadLetter
-		if len(cf.fs.Args()) > 0 {
-			for _, a := range cf.fs.Args() {
+		if len(cf.args) > 0 {
+			for _, a := range cf.args {
 				seq, err := strconv.ParseUint(a, 10, 64)
 				if err != nil {
 					return fmt.Errorf("deadletter replay: %q is not a sequence number", a)

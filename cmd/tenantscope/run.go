@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,17 +22,19 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"bench":      {"run a benchmark and print its table (engine, ingest)", runBench},
-		"serve":      {"run the whole suite in one process (embedded NATS and ClickHouse by default)", runSuite(suite.All, "serve")},
-		"collector":  {"run only the collector (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{Collector: true}, "collector")},
-		"ui":         {"run only the UI, API and /metrics (the UI pages arrive with their issues)", runSuite(suite.Components{UI: true}, "ui")},
-		"migrate":    {"apply (up) or list (status) schema migrations on every region", runMigrate},
-		"config":     {"validate or show (secrets redacted) a configuration; hash a secret", runConfig},
-		"deadletter": {"list, show or replay dead letters (--tenant, --reason)", runDeadletter},
-		"verify":     {"verify the tenants' audit chains and signed checkpoints (--tenant, --from)", runVerify},
-		"demo":       {"publish demo traffic as the configured tenants to a running suite", runDemo},
-		"engine":     {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
-		"version":    {"print the version", runVersion},
+		"bench":         {"run a benchmark and print its table (engine, ingest)", runBench},
+		"serve":         {"run the whole suite in one process (embedded NATS and ClickHouse by default)", runSuite(suite.All, "serve")},
+		"collector":     {"run only the collector (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{Collector: true}, "collector")},
+		"ui":            {"run only the UI, API and /metrics (the UI pages arrive with their issues)", runSuite(suite.Components{UI: true}, "ui")},
+		"migrate":       {"apply (up) or list (status) schema migrations on every region", runMigrate},
+		"config":        {"validate or show (secrets redacted) a configuration; hash a secret", runConfig},
+		"deadletter":    {"list, show or replay dead letters (--tenant, --reason)", runDeadletter},
+		"verify":        {"verify the tenants' audit chains and signed checkpoints (--tenant, --from)", runVerify},
+		"export":        {"write a tenant's data as a bundle it can verify offline (--tenant, --out)", runExport},
+		"verify-export": {"verify an export bundle offline (--verifier-key)", runVerifyExport},
+		"demo":          {"publish demo traffic as the configured tenants to a running suite", runDemo},
+		"engine":        {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
+		"version":       {"print the version", runVersion},
 	}
 }
 
@@ -58,7 +61,7 @@ func usage(w io.Writer, cmds map[string]command) {
 	var b strings.Builder
 	b.WriteString("usage: tenantscope <command> [flags]\n\ncommands:\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-10s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(&b, "  %-14s %s\n", n, cmds[n].summary)
 	}
 	b.WriteString("\nRun 'tenantscope <command> -h' for a command's flags.\n")
 	_, _ = io.WriteString(w, b.String()) //nolint:errcheck // usage to a closed stream is not worth an error
@@ -70,3 +73,5 @@ func runVersion(_ context.Context, _ []string, _ func(string) string, stdout, _ 
 }
 
 var errUsage = errors.New("bad usage")
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -26,6 +26,25 @@ type configFlags struct {
 	fs   *flag.FlagSet
 	path *string
 	set  map[string]*string
+	// args are the positional arguments, which may stand among the flags.
+	args []string
+}
+
+// parseInterleaved parses flags that may come after positional arguments
+// ("show 42 --config x") and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
 }
 
 var flagFields = []struct{ flag, usage string }{
@@ -86,7 +105,8 @@ func (c *configFlags) load(getenv func(string) string) (config.Config, error) {
 
 // parseAndLoad parses a command's flags and returns its valid configuration.
 func (c *configFlags) parseAndLoad(args []string, getenv func(string) string) (config.Config, error) {
-	if err := c.fs.Parse(args); err != nil {
+	var err error
+	if c.args, err = parseInterleaved(c.fs, args); err != nil {
 		return config.Config{}, err
 	}
 	cfg, err := c.load(getenv)
