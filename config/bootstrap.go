@@ -31,6 +31,8 @@ type Bootstrap struct {
 	// ed25519 key); AuditVerifierKey is its public half, for verify.
 	AuditSignerKey   string `json:"audit_signer_key"`
 	AuditVerifierKey string `json:"audit_verifier_key"`
+	// SessionKey signs UI session cookies (hex).
+	SessionKey string `json:"ui_session_key"`
 }
 
 // Secret is one generated secret, shown once.
@@ -122,6 +124,12 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 			b.PIISalts[t.ID] = randomSecret(24)
 			changed = true
 		}
+	}
+	if b.SessionKey == "" {
+		k := make([]byte, 32)
+		_, _ = rand.Read(k) //nolint:errcheck // crypto/rand.Read never fails on Linux
+		b.SessionKey = hex.EncodeToString(k)
+		changed = true
 	}
 	if b.AuditSignerKey == "" {
 		skey, vkey, err := note.GenerateKey(rand.Reader, "tenantscope-audit")

@@ -2,7 +2,9 @@ package suite
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net"
 	"net/http"
@@ -16,10 +18,11 @@ import (
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/ui"
 )
 
 // httpLn is the HTTP listener, opened before the banner is printed.
-func (s *Suite) startHTTP(ui bool) error {
+func (s *Suite) startHTTP(withUI bool) error {
 	ln, err := listen(s.cfg.HTTP.Listen)
 	if err != nil {
 		return err
@@ -43,7 +46,7 @@ func (s *Suite) startHTTP(ui bool) error {
 		_ = json.NewEncoder(w).Encode(body) //nolint:errcheck // client gone
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
-	if ui {
+	if withUI {
 		mux.HandleFunc("GET /{$}", s.index)
 		// OTLP/HTTP for stock OpenTelemetry exporters, into the same NATS path.
 		rcv, err := otlp.New(s.cfg, s.js, s.log, s.reg)
@@ -57,6 +60,11 @@ func (s *Suite) startHTTP(ui bool) error {
 		if err != nil {
 			return err
 		}
+		sessionKey, err := hex.DecodeString(b.SessionKey)
+		if err != nil || len(sessionKey) < 16 {
+			return fmt.Errorf("ui: bad session key in %s", config.BootstrapPath(s.cfg.Data))
+		}
+		ui.New(s.cfg, sessionKey, s.storeOf, s.publishAudit, s.log).Register(mux)
 		(&export.Handler{Keys: keys, Stores: s.storeOf, SignerKey: b.AuditSignerKey, VerifierKey: b.AuditVerifierKey, Audit: s.publishAudit, Log: s.log}).Register(mux)
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
@@ -74,7 +82,7 @@ this page shows what the suite is running.</p>
 <table data-testid="tenants"><tr><th>tenant</th><th>name</th><th>region</th><th>events stored</th></tr>
 {{range .Tenants}}<tr><td><code>{{.ID}}</code></td><td>{{.Name}}</td><td>{{.Region}}</td><td>{{.Events}}</td></tr>{{end}}
 </table>
-<p><a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a> · ClickHouse: <code>{{.Engine}}</code></p>
+<p><a href="/ui/">Sign in to the audit trails</a> · <a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a> · ClickHouse: <code>{{.Engine}}</code></p>
 </body></html>`))
 
 func (s *Suite) index(w http.ResponseWriter, r *http.Request) {

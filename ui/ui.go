@@ -1,0 +1,291 @@
+// Package ui is the server-rendered web UI (templ): sign-in with the
+// configured local users (bcrypt), signed session cookies with CSRF
+// protection, and the audit trail pages. Access follows the same rule as the
+// API (identity.Scope).
+package ui
+
+//go:generate go tool templ generate -path .
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/a-h/templ"
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/identity"
+)
+
+// Session is a signed-in user, carried in a signed cookie.
+type Session struct {
+	User    string `json:"u"`
+	Role    string `json:"r"`
+	Tenant  string `json:"t,omitempty"`
+	CSRF    string `json:"c"`
+	Expires int64  `json:"e"`
+}
+
+func (s *Session) principal() identity.Principal {
+	return identity.Principal{Name: s.User, Role: s.Role, Tenant: s.Tenant}
+}
+
+func tenantSuffix(s *Session) string {
+	if s.Tenant == "" {
+		return ""
+	}
+	return " of " + s.Tenant
+}
+
+func short(v any) string {
+	s, _ := v.(string) //nolint:errcheck // absent is ""
+	if len(s) > 12 {
+		return s[:12] + "…"
+	}
+	return s
+}
+
+// FilterForm is the audit page's filter form.
+type FilterForm struct {
+	Actor, Action, Target, Outcome, Q string
+}
+
+// With is the page URL for the same filters at cursor.
+func (f FilterForm) With(cursor string) string {
+	v := url.Values{}
+	for k, val := range map[string]string{"actor": f.Actor, "action": f.Action, "target": f.Target, "outcome": f.Outcome, "q": f.Q, "cursor": cursor} {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	return "?" + v.Encode()
+}
+
+// UI serves /ui/.
+type UI struct {
+	users   map[string]config.User
+	tenants []string
+	key     []byte
+	stores  func(tenant string) (*chstore.Store, error)
+	audit   func(ctx context.Context, tenant, msgID string, body []byte) error
+	log     zerolog.Logger
+	// Secure marks cookies Secure (behind TLS).
+	Secure bool
+}
+
+// New builds the UI. sessionKey signs session cookies.
+func New(cfg config.Config, sessionKey []byte, stores func(string) (*chstore.Store, error),
+	audit func(ctx context.Context, tenant, msgID string, body []byte) error, log zerolog.Logger) *UI {
+	u := &UI{users: map[string]config.User{}, key: sessionKey, stores: stores, audit: audit, log: log}
+	for _, usr := range cfg.Users {
+		u.users[usr.Name] = usr
+	}
+	for _, t := range cfg.Tenants {
+		u.tenants = append(u.tenants, t.ID)
+	}
+	return u
+}
+
+// Register mounts the pages.
+func (u *UI) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /ui/login", u.loginForm)
+	mux.HandleFunc("POST /ui/login", u.login)
+	mux.HandleFunc("POST /ui/logout", u.logout)
+	mux.HandleFunc("GET /ui/{$}", u.signedIn(u.home))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit", u.signedIn(u.auditTrail))
+}
+
+const (
+	sessionCookie = "ts_session"
+	csrfCookie    = "ts_login_csrf"
+	sessionTTL    = 8 * time.Hour
+)
+
+func token() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b) //nolint:errcheck // never fails
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func (u *UI) sign(payload []byte) string {
+	m := hmac.New(sha256.New, u.key)
+	m.Write(payload)
+	return base64.RawURLEncoding.EncodeToString(payload) + "." + hex.EncodeToString(m.Sum(nil))
+}
+
+func (u *UI) session(r *http.Request) (*Session, bool) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil, false
+	}
+	enc, sig, ok := strings.Cut(c.Value, ".")
+	if !ok {
+		return nil, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		return nil, false
+	}
+	m := hmac.New(sha256.New, u.key)
+	m.Write(payload)
+	want := hex.EncodeToString(m.Sum(nil))
+	if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) != 1 {
+		return nil, false
+	}
+	var s Session
+	if json.Unmarshal(payload, &s) != nil || time.Now().Unix() > s.Expires {
+		return nil, false
+	}
+	// The user may have been removed or changed since.
+	if usr, ok := u.users[s.User]; !ok || usr.Role != s.Role || usr.Tenant != s.Tenant {
+		return nil, false
+	}
+	return &s, true
+}
+
+func (u *UI) setCookie(w http.ResponseWriter, name, value string, ttl time.Duration) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/ui/", HttpOnly: true, Secure: u.Secure,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(ttl.Seconds())})
+}
+
+func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'")
+	w.WriteHeader(status)
+	if err := c.Render(r.Context(), w); err != nil {
+		u.log.Warn().Err(err).Msg("render page")
+	}
+}
+
+func (u *UI) loginForm(w http.ResponseWriter, r *http.Request) {
+	csrf := token()
+	u.setCookie(w, csrfCookie, csrf, 10*time.Minute)
+	u.render(w, r, http.StatusOK, loginPage(csrf, ""))
+}
+
+// dummyHash keeps the time of a failed sign-in the same for unknown users.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("tenantscope"), bcrypt.DefaultCost) //nolint:errcheck // constant input
+
+func (u *UI) login(w http.ResponseWriter, r *http.Request) {
+	c, err := r.Cookie(csrfCookie)
+	if err != nil || c.Value == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostFormValue("csrf"))) != 1 {
+		u.render(w, r, http.StatusForbidden, errorPage(nil, http.StatusForbidden, "The sign-in form expired or was not ours (CSRF check). Reload the page and try again."))
+		return
+	}
+	name, pw := r.PostFormValue("username"), r.PostFormValue("password")
+	usr, ok := u.users[name]
+	hash := []byte(usr.PasswordHash)
+	if !ok || len(hash) == 0 {
+		hash = dummyHash
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(pw)) != nil || !ok {
+		u.log.Warn().Str("user", name).Str("ip", r.RemoteAddr).Msg("failed sign-in")
+		u.auditSignIn(r, usr, name, "failure")
+		csrf := token()
+		u.setCookie(w, csrfCookie, csrf, 10*time.Minute)
+		u.render(w, r, http.StatusUnauthorized, loginPage(csrf, "Wrong user or password."))
+		return
+	}
+	s := Session{User: usr.Name, Role: usr.Role, Tenant: usr.Tenant, CSRF: token(), Expires: time.Now().Add(sessionTTL).Unix()}
+	payload, err := json.Marshal(s)
+	if err != nil {
+		http.Error(w, "session", http.StatusInternalServerError)
+		return
+	}
+	u.setCookie(w, sessionCookie, u.sign(payload), sessionTTL)
+	u.setCookie(w, csrfCookie, "", -time.Second)
+	u.auditSignIn(r, usr, name, "success")
+	http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+}
+
+// auditSignIn records a sign-in in the user's tenant's chain (tenant users;
+// platform users have no tenant chain yet and are logged).
+func (u *UI) auditSignIn(r *http.Request, usr config.User, name, outcome string) {
+	if u.audit == nil || usr.Tenant == "" {
+		return
+	}
+	rec := auditlog.Record{TenantID: usr.Tenant, Time: time.Now().UTC(),
+		Actor:  auditlog.Actor{Type: "user", ID: name, IP: r.RemoteAddr, UserAgent: r.UserAgent()},
+		Action: "ui.sign_in", Target: auditlog.Target{Type: "user", ID: name}, Outcome: outcome, SourceService: "tenantscope-ui"}
+	if body, err := json.Marshal(rec); err == nil {
+		if err := u.audit(context.WithoutCancel(r.Context()), usr.Tenant, "", body); err != nil {
+			u.log.Warn().Err(err).Str("tenant_id", usr.Tenant).Msg("could not audit a sign-in")
+		}
+	}
+}
+
+func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
+	s, ok := u.session(r)
+	if !ok || subtle.ConstantTimeCompare([]byte(s.CSRF), []byte(r.PostFormValue("csrf"))) != 1 {
+		u.render(w, r, http.StatusForbidden, errorPage(nil, http.StatusForbidden, "Sign-out refused (CSRF check)."))
+		return
+	}
+	u.setCookie(w, sessionCookie, "", -time.Second)
+	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+}
+
+func (u *UI) signedIn(h func(http.ResponseWriter, *http.Request, *Session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, ok := u.session(r)
+		if !ok {
+			http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+			return
+		}
+		h(w, r, s)
+	}
+}
+
+func (u *UI) home(w http.ResponseWriter, r *http.Request, s *Session) {
+	var readable []string
+	for _, t := range u.tenants {
+		if identity.Scope(s.principal(), identity.ReadAudit, t) == nil {
+			readable = append(readable, t)
+		}
+	}
+	u.render(w, r, http.StatusOK, homePage(s, readable))
+}
+
+func (u *UI) auditTrail(w http.ResponseWriter, r *http.Request, s *Session) {
+	tenant := r.PathValue("tenantId")
+	if err := identity.Scope(s.principal(), identity.ReadAudit, tenant); err != nil {
+		u.render(w, r, http.StatusForbidden, errorPage(s, http.StatusForbidden, "Your role may not read this tenant's audit trail."))
+		return
+	}
+	st, err := u.stores(tenant)
+	if err != nil {
+		u.render(w, r, http.StatusNotFound, errorPage(s, http.StatusNotFound, "No such tenant."))
+		return
+	}
+	q := r.URL.Query()
+	f, err := auditlog.ParseFilter(q)
+	if err != nil {
+		u.render(w, r, http.StatusBadRequest, errorPage(s, http.StatusBadRequest, err.Error()))
+		return
+	}
+	rows, next, err := auditlog.List(r.Context(), st, tenant, f)
+	if err != nil {
+		u.log.Error().Err(err).Str("tenant_id", tenant).Msg("audit page")
+		u.render(w, r, http.StatusInternalServerError, errorPage(s, http.StatusInternalServerError, "The audit trail could not be read."))
+		return
+	}
+	form := FilterForm{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target"), Outcome: q.Get("outcome"), Q: q.Get("q")}
+	u.render(w, r, http.StatusOK, auditPage(s, tenant, form, rows, next))
+}
+
+// ErrNoSessionKey is returned when the UI has no key to sign sessions.
+var ErrNoSessionKey = errors.New("ui: a session key is required")
