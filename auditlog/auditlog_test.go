@@ -70,7 +70,7 @@ type chain struct {
 	db     *enginetest.DB
 }
 
-func newChain(t *testing.T, n, every int) *chain {
+func newChain(t testing.TB, n, every int) *chain {
 	db := enginetest.New(t)
 	ctx := context.Background()
 	st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: db.Name, Name: "t"})
@@ -86,12 +86,14 @@ func newChain(t *testing.T, n, every int) *chain {
 	for i := 1; i <= n; i++ {
 		recs = append(recs, sample(i))
 	}
-	out, err := w.Append(ctx, "acme", recs[:n/2])
-	require.NoError(t, err)
-	require.Equal(t, uint64(1), out[0].Seq)
-	_, err = w.Append(ctx, "acme", recs[n/2:])
-	require.NoError(t, err)
-	require.NoError(t, w.Checkpoint(ctx, "acme"))
+	if n > 0 {
+		out, err := w.Append(ctx, "acme", recs[:n/2])
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), out[0].Seq)
+		_, err = w.Append(ctx, "acme", recs[n/2:])
+		require.NoError(t, err)
+		require.NoError(t, w.Checkpoint(ctx, "acme"))
+	}
 	return &chain{st: st, w: w, verify: vkey, db: db}
 }
 
@@ -240,4 +242,20 @@ func TestInclusionProofsVerifyOffline(t *testing.T) {
 	p, err := auditlog.Prove(context.Background(), c.st, "acme", 5)
 	require.NoError(t, err)
 	require.ErrorContains(t, auditlog.VerifyInclusion(p, other), "does not verify")
+}
+
+// appendString (via Canonical) matches encoding/json without HTML escaping
+// for any string, including control characters, U+2028 and invalid UTF-8.
+func FuzzCanonicalStrings(f *testing.F) {
+	for _, s := range []string{"plain", "a\"b\\c", "\x00\x1f\n\r\t", "<>&", "\u2028\u2029", "\xff\xfe", `\u003c`, "é✓"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r := auditlog.Record{Action: s}
+		var want strings.Builder
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		require.NoError(t, enc.Encode(s))
+		require.Contains(t, string(r.Canonical()), `"action":`+strings.TrimSuffix(want.String(), "\n")+`,"target"`)
+	})
 }

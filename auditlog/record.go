@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -91,10 +92,7 @@ func (r Record) Validate() error {
 // SchemaVersion.
 func (r Record) Canonical() []byte {
 	var b bytes.Buffer
-	str := func(s string) {
-		enc, _ := json.Marshal(s) //nolint:errcheck // strings always marshal
-		b.Write(unescapeHTML(enc))
-	}
+	str := func(s string) { appendString(&b, s) }
 	field := func(name string, first bool) {
 		if !first {
 			b.WriteByte(',')
@@ -169,10 +167,65 @@ func compactJSON(raw json.RawMessage) []byte {
 	return bytes.TrimRight(b.Bytes(), "\n")
 }
 
-func unescapeHTML(b []byte) []byte {
-	b = bytes.ReplaceAll(b, []byte(`\u003c`), []byte("<"))
-	b = bytes.ReplaceAll(b, []byte(`\u003e`), []byte(">"))
-	return bytes.ReplaceAll(b, []byte(`\u0026`), []byte("&"))
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string the way encoding/json does with
+// HTML escaping off: \" \\ \n \r \t, other control characters and
+// U+2028/U+2029 as \u00XX/\u20XX, invalid UTF-8 as \ufffd.
+func appendString(b *bytes.Buffer, s string) {
+	b.WriteByte('"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b.WriteString(s[start:i])
+			switch c {
+			case '"', '\\':
+				b.WriteByte('\\')
+				b.WriteByte(c)
+			case '\n':
+				b.WriteString(`\n`)
+			case '\r':
+				b.WriteString(`\r`)
+			case '\t':
+				b.WriteString(`\t`)
+			case '\b':
+				b.WriteString(`\b`)
+			case '\f':
+				b.WriteString(`\f`)
+			default:
+				b.WriteString(`\u00`)
+				b.WriteByte(hexDigits[c>>4])
+				b.WriteByte(hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteString(s[start:i])
+			b.WriteString(`\ufffd`)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b.WriteString(s[start:i])
+			b.WriteString(`\u202`)
+			b.WriteByte(hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b.WriteString(s[start:])
+	b.WriteByte('"')
 }
 
 // GenesisHash is the prev_hash of a tenant's first record.
