@@ -38,7 +38,6 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
 	$(BIN) bench engine
 	$(BIN) bench ingest
-	$(GO) test ./auditlog -run '^$$' -bench . -benchtime 5x
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)

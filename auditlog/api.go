@@ -1,11 +1,15 @@
 package auditlog
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -349,7 +353,7 @@ func clientIP(r *http.Request) string {
 // Idempotency-Key header; the same key always yields the same record (id),
 // chained once.
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
-	tenant, _, ok := a.authorize(w, r, identity.WriteAudit)
+	tenant, st, ok := a.authorize(w, r, identity.WriteAudit)
 	if !ok {
 		return
 	}
@@ -358,8 +362,13 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "an Idempotency-Key header (1 to 200 characters) is required")
 		return
 	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 256<<10))
+	if err != nil {
+		identity.WriteError(w, r, http.StatusRequestEntityTooLarge, "too_large", "the body is over 256 KiB")
+		return
+	}
 	var rec Record
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 256<<10))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rec); err != nil {
 		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "the body is not an audit record: "+err.Error())
@@ -375,6 +384,24 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.TenantID = tenant
 	rec.RecordID = uuid.NewSHA1(uuid.NameSpaceURL, []byte("tenantscope:audit:"+tenant+":"+key))
+	sum := sha256.Sum256(raw)
+	bodyHash := hex.EncodeToString(sum[:])
+	// A key already used for another body is a client error, not a retry.
+	var prior []struct {
+		Hash string `ch:"h"`
+	}
+	if err := st.Select(r.Context(), &prior, "SELECT metadata['idempotency_body_sha256'] AS h FROM audit_records WHERE tenant_id = ? AND record_id = ? LIMIT 1", tenant, rec.RecordID); err != nil {
+		identity.WriteError(w, r, http.StatusServiceUnavailable, "unavailable", "could not check the Idempotency-Key; retry")
+		return
+	}
+	if len(prior) > 0 && prior[0].Hash != bodyHash {
+		identity.WriteError(w, r, http.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used for a different body")
+		return
+	}
+	if rec.Metadata == nil {
+		rec.Metadata = map[string]string{}
+	}
+	rec.Metadata["idempotency_body_sha256"] = bodyHash
 	if rec.Time.IsZero() {
 		rec.Time = time.Now().UTC()
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -209,6 +210,11 @@ func TestAuditAPIPostIsIdempotentAndDenialsAreAudited(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code)
 	_, list, _ := get(t, base+"?action=role.granted", "compliance")
 	require.Len(t, list["data"], 2, "req-1 chained once, req-2 once")
+	code, out = post(t, base, "admin", "req-1", strings.Replace(rec, "bob", "eve", 1))
+	require.Equal(t, http.StatusConflict, code, "an Idempotency-Key reused with a different body")
+	require.Equal(t, "idempotency_key_reused", out["error"].(map[string]any)["code"])
+	_, list, _ = get(t, base+"?action=role.granted", "compliance")
+	require.Len(t, list["data"], 2, "nothing written")
 
 	for _, c := range []struct {
 		key, idem, body string
