@@ -78,7 +78,8 @@ func TestExportBundleVerifiesOfflineAndHoldsOnlyTheTenant(t *testing.T) {
 		}
 	}
 	require.Eventually(t, func() bool {
-		return p.Count(t, "SELECT count() FROM audit_records FINAL") == 40 && p.Count(t, "SELECT count() FROM events FINAL") == 40
+		return p.Count(t, "SELECT count() FROM audit_records FINAL") == 40 && p.Count(t, "SELECT count() FROM events FINAL") == 40 &&
+			p.Count(t, "SELECT count() FROM logs FINAL") == 40
 	}, 30*time.Second, 100*time.Millisecond)
 	b, err := config.LoadBootstrap(p.Config.Data)
 	require.NoError(t, err)
