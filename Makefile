@@ -30,8 +30,8 @@ engine: chdb build ## serve only the embedded ClickHouse engine on 127.0.0.1:812
 	$(BIN) engine --data $(DATA)/engine
 
 .PHONY: test
-test: chdb ## run every test against the embedded NATS and ClickHouse engines
-	$(GO) test -count=1 -timeout 45m ./...
+test: chdb ## run every test against the embedded NATS and ClickHouse engines (one package at a time: latency tests stay meaningful)
+	$(GO) test -count=1 -p 1 -timeout 45m ./...
 
 .PHONY: bench
 bench: chdb build ## run the Go benchmarks and the benchmark commands that print tables
