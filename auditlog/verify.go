@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -210,3 +211,54 @@ func checkpointRoot(signed, tenant string, size uint64, verifierKey string) ([]b
 	}
 	return cp.Hash, nil
 }
+
+// RecordStatus is what is known of one record's integrity.
+type RecordStatus struct {
+	Record Record
+	// HashOK: the record's contents match its hash; Linked: its prev_hash
+	// is its predecessor's hash.
+	HashOK, Linked bool
+	// Proof is set when a signed checkpoint covers the record and the
+	// inclusion proof verified; ProofErr says why not otherwise.
+	Proof    *Inclusion
+	ProofErr string
+}
+
+// Inspect reads one record and checks its hash, its link and its inclusion
+// in the latest signed checkpoint.
+func Inspect(ctx context.Context, st *chstore.Store, tenant string, seq uint64, verifierKey string) (RecordStatus, error) {
+	var stored []storedRecord
+	if err := st.Select(ctx, &stored, "SELECT * EXCEPT (retention_days) FROM audit_records FINAL WHERE tenant_id = ? AND seq IN (?, ?) ORDER BY seq", tenant, seq-1, seq); err != nil {
+		return RecordStatus{}, err
+	}
+	var rs RecordStatus
+	prev := GenesisHash
+	found := false
+	for _, s := range stored {
+		if s.Seq == seq {
+			rs.Record, found = s.record(), true
+		} else if seq > 1 {
+			prev = s.Hash
+		}
+	}
+	if !found {
+		return rs, fmt.Errorf("record %d of %s: %w", seq, tenant, ErrNotFound)
+	}
+	if h, err := ChainHash(rs.Record.PrevHash, rs.Record); err == nil && h == rs.Record.Hash {
+		rs.HashOK = true
+	}
+	rs.Linked = rs.Record.PrevHash == prev
+	p, err := Prove(ctx, st, tenant, seq)
+	switch {
+	case err != nil:
+		rs.ProofErr = err.Error()
+	case VerifyInclusion(p, verifierKey) != nil:
+		rs.ProofErr = "the inclusion proof does not verify against the signed checkpoint"
+	default:
+		rs.Proof = &p
+	}
+	return rs, nil
+}
+
+// ErrNotFound is a record that does not exist.
+var ErrNotFound = errors.New("not found")

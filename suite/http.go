@@ -64,7 +64,9 @@ func (s *Suite) startHTTP(withUI bool) error {
 		if err != nil || len(sessionKey) < 16 {
 			return fmt.Errorf("ui: bad session key in %s", config.BootstrapPath(s.cfg.Data))
 		}
-		ui.New(s.cfg, sessionKey, s.storeOf, s.publishAudit, s.log).Register(mux)
+		pages := ui.New(s.cfg, sessionKey, s.storeOf, s.publishAudit, s.log)
+		pages.VerifierKey = b.AuditVerifierKey
+		pages.Register(mux)
 		(&export.Handler{Keys: keys, Stores: s.storeOf, SignerKey: b.AuditSignerKey, VerifierKey: b.AuditVerifierKey, Audit: s.publishAudit, Log: s.log}).Register(mux)
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}

@@ -18,6 +18,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,6 +87,8 @@ type UI struct {
 	log     zerolog.Logger
 	// Secure marks cookies Secure (behind TLS).
 	Secure bool
+	// VerifierKey checks inclusion proofs on the detail page.
+	VerifierKey string
 }
 
 // New builds the UI. sessionKey signs session cookies.
@@ -107,6 +111,7 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /ui/logout", u.logout)
 	mux.HandleFunc("GET /ui/{$}", u.signedIn(u.home))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit", u.signedIn(u.auditTrail))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit/{seq}", u.signedIn(u.detail))
 }
 
 const (
@@ -289,3 +294,73 @@ func (u *UI) auditTrail(w http.ResponseWriter, r *http.Request, s *Session) {
 
 // ErrNoSessionKey is returned when the UI has no key to sign sessions.
 var ErrNoSessionKey = errors.New("ui: a session key is required")
+
+func (u *UI) detail(w http.ResponseWriter, r *http.Request, s *Session) {
+	tenant := r.PathValue("tenantId")
+	if err := identity.Scope(s.principal(), identity.ReadAudit, tenant); err != nil {
+		u.render(w, r, http.StatusForbidden, errorPage(s, http.StatusForbidden, "Your role may not read this tenant's audit trail."))
+		return
+	}
+	st, err := u.stores(tenant)
+	if err != nil {
+		u.render(w, r, http.StatusNotFound, errorPage(s, http.StatusNotFound, "No such tenant."))
+		return
+	}
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		u.render(w, r, http.StatusBadRequest, errorPage(s, http.StatusBadRequest, "The record number must be a positive number."))
+		return
+	}
+	rs, err := auditlog.Inspect(r.Context(), st, tenant, seq, u.VerifierKey)
+	if errors.Is(err, auditlog.ErrNotFound) {
+		u.render(w, r, http.StatusNotFound, errorPage(s, http.StatusNotFound, "No such record."))
+		return
+	}
+	if err != nil {
+		u.log.Error().Err(err).Str("tenant_id", tenant).Msg("audit detail")
+		u.render(w, r, http.StatusInternalServerError, errorPage(s, http.StatusInternalServerError, "The record could not be read."))
+		return
+	}
+	before, after, changed := diff(rs.Record.Changes)
+	u.render(w, r, http.StatusOK, detailPage(s, tenant, rs, before, after, changed))
+}
+
+// diff splits {"before":…, "after":…} into pretty JSON and the top-level
+// keys whose values differ.
+func diff(raw json.RawMessage) (before, after string, changed []string) {
+	var c struct {
+		Before map[string]any `json:"before"`
+		After  map[string]any `json:"after"`
+	}
+	if len(raw) == 0 || json.Unmarshal(raw, &c) != nil {
+		return "", string(raw), nil
+	}
+	pretty := func(v any) string {
+		if v == nil {
+			return ""
+		}
+		b, _ := json.MarshalIndent(v, "", "  ") //nolint:errcheck // decoded JSON marshals
+		return string(b)
+	}
+	keys := map[string]bool{}
+	for k := range c.Before {
+		keys[k] = true
+	}
+	for k := range c.After {
+		keys[k] = true
+	}
+	for k := range keys {
+		if pretty(c.Before[k]) != pretty(c.After[k]) {
+			changed = append(changed, k)
+		}
+	}
+	sort.Strings(changed)
+	var b, a any
+	if c.Before != nil {
+		b = c.Before
+	}
+	if c.After != nil {
+		a = c.After
+	}
+	return pretty(b), pretty(a), changed
+}

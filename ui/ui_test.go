@@ -34,6 +34,7 @@ var users = []config.User{
 type fixture struct {
 	url     string
 	w       *auditlog.Writer
+	st      *chstore.Store
 	audited []string
 }
 
@@ -45,7 +46,7 @@ func start(t *testing.T) *fixture {
 	t.Cleanup(func() { _ = st.Close() })
 	_, err = migrations.Up(ctx, st, migrations.Params{Database: db.Name}, nil)
 	require.NoError(t, err)
-	skey, _, err := auditlog.GenerateKey()
+	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
 	w, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return st, nil }, skey, 100)
 	require.NoError(t, err)
@@ -58,6 +59,11 @@ func start(t *testing.T) *fixture {
 		_, err := w.Append(ctx, tenant, recs)
 		require.NoError(t, err)
 	}
+	_, err = w.Append(ctx, "acme", []auditlog.Record{{TenantID: "acme", Actor: auditlog.Actor{Type: "user", ID: "ann"}, Action: "role.changed",
+		Target: auditlog.Target{Type: "user", ID: "bob"}, Outcome: "success",
+		Changes: []byte(`{"before":{"role":"viewer","team":"a"},"after":{"role":"admin","team":"a"}}`)}})
+	require.NoError(t, err)
+	require.NoError(t, w.Checkpoint(ctx, "acme"))
 	cfg := config.Default()
 	cfg.Tenants = []config.Tenant{{ID: "acme", Region: "default"}, {ID: "globex", Region: "default"}}
 	for _, u := range users {
@@ -66,12 +72,13 @@ func start(t *testing.T) *fixture {
 		u.PasswordHash = string(h)
 		cfg.Users = append(cfg.Users, u)
 	}
-	f := &fixture{w: w}
+	f := &fixture{w: w, st: st}
 	u := ui.New(cfg, []byte("0123456789abcdef0123456789abcdef"), func(string) (*chstore.Store, error) { return st, nil },
 		func(_ context.Context, tenant, _ string, body []byte) error {
 			f.audited = append(f.audited, tenant+" "+string(body))
 			return nil
 		}, zerolog.Nop())
+	u.VerifierKey = vkey
 	mux := http.NewServeMux()
 	u.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -160,14 +167,19 @@ func TestUIRoleMatrix(t *testing.T) {
 			if !readable[u.Name][tenant] {
 				require.Equal(t, 403, code, "%s on %s", u.Name, tenant)
 				require.Zero(t, doc.Find(`[data-testid="audit-row"]`).Length())
+				code, doc = page(t, c, "GET", f.url+"/ui/tenants/"+tenant+"/audit/3", nil)
+				require.Equal(t, 403, code, "%s detail on %s", u.Name, tenant)
+				require.Zero(t, doc.Find(`[data-testid="detail"]`).Length())
 				continue
 			}
 			require.Equal(t, 200, code, "%s on %s", u.Name, tenant)
 			rows := doc.Find(`[data-testid="audit-row"]`)
-			require.Equal(t, 30, rows.Length())
+			require.Equal(t, map[string]int{"acme": 31, "globex": 30}[tenant], rows.Length())
 			rows.Find(`[data-testid="action"]`).Each(func(_ int, s *goquery.Selection) {
-				require.Equal(t, tenant+".thing_done", s.Text(), "only the tenant's own records")
+				require.Contains(t, []string{tenant + ".thing_done", "role.changed"}, s.Text(), "only the tenant's own records")
 			})
+			code, _ = page(t, c, "GET", f.url+"/ui/tenants/"+tenant+"/audit/3", nil)
+			require.Equal(t, 200, code, "%s detail on %s", u.Name, tenant)
 		}
 	}
 }
@@ -178,12 +190,12 @@ func TestAuditPageFiltersAndPages(t *testing.T) {
 	code, doc := page(t, c, "GET", f.url+"/ui/tenants/acme/audit?limit=10", nil)
 	require.Equal(t, 200, code)
 	require.Equal(t, 10, doc.Find(`[data-testid="audit-row"]`).Length())
-	require.Equal(t, "30", doc.Find(`[data-testid="seq"]`).First().Text())
+	require.Equal(t, "31", doc.Find(`[data-testid="seq"]`).First().Text())
 	next, ok := doc.Find(`[data-testid="next-page"]`).Attr("href")
 	require.True(t, ok)
 	code, doc = page(t, c, "GET", f.url+"/ui/tenants/acme/audit"+next, nil)
 	require.Equal(t, 200, code)
-	require.Equal(t, "20", doc.Find(`[data-testid="seq"]`).First().Text(), "the next page continues where the first ended")
+	require.Equal(t, "21", doc.Find(`[data-testid="seq"]`).First().Text(), "the next page continues where the first ended")
 
 	code, doc = page(t, c, "GET", f.url+"/ui/tenants/acme/audit?"+url.Values{"actor": {"acme-user-7"}}.Encode(), nil)
 	require.Equal(t, 200, code)
@@ -197,5 +209,28 @@ func TestAuditPageFiltersAndPages(t *testing.T) {
 	v, _ := doc.Find(`input[name="q"]`).Attr("value")
 	require.Equal(t, hostile, v)
 	code, _ = page(t, c, "GET", f.url+"/ui/tenants/acme/audit?limit=0", nil)
+	require.Equal(t, 400, code)
+}
+
+func TestRecordDetailDiffChainStatusAndProof(t *testing.T) {
+	f := start(t)
+	c, _, _ := signIn(t, f, "victor", "pw-victor")
+	code, doc := page(t, c, "GET", f.url+"/ui/tenants/acme/audit/31", nil)
+	require.Equal(t, 200, code)
+	require.Equal(t, "Changed: role", strings.TrimSpace(doc.Find(`[data-testid="changed-keys"]`).Text()))
+	require.Contains(t, doc.Find(`[data-testid="before"]`).Text(), `"role": "viewer"`)
+	require.Contains(t, doc.Find(`[data-testid="after"]`).Text(), `"role": "admin"`)
+	require.Contains(t, doc.Find(`[data-testid="hash-status"]`).Text(), "match the record's hash")
+	require.Contains(t, doc.Find(`[data-testid="link-status"]`).Text(), "Linked to record 30")
+	require.Contains(t, doc.Find(`[data-testid="proof-status"]`).Text(), "the inclusion proof verifies")
+
+	// Tampered in ClickHouse: the page says so.
+	require.NoError(t, f.st.Exec(context.Background(), "ALTER TABLE audit_records UPDATE target_id = 'mallory' WHERE tenant_id = 'acme' AND seq = 31 SETTINGS mutations_sync = 2"))
+	_, doc = page(t, c, "GET", f.url+"/ui/tenants/acme/audit/31", nil)
+	require.Contains(t, doc.Find(`[data-testid="hash-status"]`).Text(), "modified")
+
+	code, _ = page(t, c, "GET", f.url+"/ui/tenants/acme/audit/999", nil)
+	require.Equal(t, 404, code)
+	code, _ = page(t, c, "GET", f.url+"/ui/tenants/acme/audit/zero", nil)
 	require.Equal(t, 400, code)
 }
