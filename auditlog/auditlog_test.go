@@ -221,6 +221,16 @@ func TestWriterContinuesTheChainAfterRestart(t *testing.T) {
 	require.True(t, rep.OK(), "%v", rep.Problem)
 	_, err = w2.Append(context.Background(), "acme", []auditlog.Record{{TenantID: "acme"}})
 	require.ErrorContains(t, err, "action is required")
+	old := sample(8)
+	old.Time = time.Date(1850, 1, 1, 0, 0, 0, 0, time.UTC)
+	_, err = w2.Append(context.Background(), "acme", []auditlog.Record{old})
+	require.ErrorContains(t, err, "outside 1900..2299")
+	// A record without a time gets the time it is chained, and verifies.
+	now := sample(9)
+	now.Time = time.Time{}
+	_, err = w2.Append(context.Background(), "acme", []auditlog.Record{now})
+	require.NoError(t, err)
+	require.True(t, c.check(t).OK())
 }
 
 func TestInclusionProofsVerifyOffline(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/transparency-dev/formats/log"
@@ -137,7 +138,10 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 			continue
 		}
 		batch[r.RecordID] = struct{}{}
-		r.Time = r.Time.UTC().Truncate(1e6)
+		if r.Time.IsZero() {
+			r.Time = time.Now()
+		}
+		r.Time = r.Time.UTC().Truncate(time.Millisecond)
 		r.SchemaVersion = SchemaVersion
 		seq++
 		r.Seq, r.PrevHash = seq, prev

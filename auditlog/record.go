@@ -78,6 +78,11 @@ func (r Record) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("outcome %q is not success, failure or denied", r.Outcome))
 	}
+	// The store keeps DateTime64(3) between 1900 and 2299; a time outside
+	// would come back different and break the record's hash.
+	if !r.Time.IsZero() && (r.Time.Year() < 1900 || r.Time.Year() > 2299) {
+		errs = append(errs, fmt.Errorf("time %s is outside 1900..2299", r.Time.Format(time.RFC3339)))
+	}
 	if len(r.Changes) > 0 && !json.Valid(r.Changes) {
 		errs = append(errs, errors.New("changes must be JSON"))
 	}

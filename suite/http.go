@@ -66,6 +66,7 @@ func (s *Suite) startHTTP(withUI bool) error {
 		}
 		pages := ui.New(s.cfg, sessionKey, s.storeOf, s.publishAudit, s.log)
 		pages.VerifierKey = b.AuditVerifierKey
+		pages.Health = s.health
 		pages.Register(mux)
 		(&export.Handler{Keys: keys, Stores: s.storeOf, SignerKey: b.AuditSignerKey, VerifierKey: b.AuditVerifierKey, Audit: s.publishAudit, Log: s.log}).Register(mux)
 	}

@@ -80,6 +80,8 @@ type Suite struct {
 	httpAddr string
 	migrated atomic.Bool
 	tracer   trace.Tracer
+	// health is the last verification of each tenant's audit chain.
+	health *auditlog.HealthBoard
 }
 
 // HTTPAddr is where the UI, API and /metrics listen.
@@ -117,7 +119,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer cancel()
 		err = errors.Join(err, tp.Shutdown(sctx))
 	}()
-	s := &Suite{cfg: cfg, log: o.Log, reg: prometheus.NewRegistry(), stores: map[string]*chstore.Store{}, tracer: tp.Tracer("tenantscope")}
+	s := &Suite{cfg: cfg, log: o.Log, reg: prometheus.NewRegistry(), stores: map[string]*chstore.Store{}, tracer: tp.Tracer("tenantscope"), health: auditlog.NewHealthBoard()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	defer func() {
 		err = errors.Join(err, s.close())
@@ -267,6 +269,7 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 				s.log.Warn().Err(err).Str("tenant_id", t.ID).Msg("audit verification failed to run")
 				continue
 			}
+			s.health.Set(rep, time.Now())
 			records.WithLabelValues(t.ID).Set(float64(rep.Records))
 			if rep.OK() {
 				ok.WithLabelValues(t.ID).Set(1)

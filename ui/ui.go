@@ -89,6 +89,8 @@ type UI struct {
 	Secure bool
 	// VerifierKey checks inclusion proofs on the detail page.
 	VerifierKey string
+	// Health shows each tenant's last chain verification on the home page.
+	Health *auditlog.HealthBoard
 }
 
 // New builds the UI. sessionKey signs session cookies.
@@ -257,12 +259,16 @@ func (u *UI) signedIn(h func(http.ResponseWriter, *http.Request, *Session)) http
 
 func (u *UI) home(w http.ResponseWriter, r *http.Request, s *Session) {
 	var readable []string
+	health := map[string]auditlog.Health{}
 	for _, t := range u.tenants {
 		if identity.Scope(s.principal(), identity.ReadAudit, t) == nil {
 			readable = append(readable, t)
+			if h, ok := u.Health.Get(t); ok {
+				health[t] = h
+			}
 		}
 	}
-	u.render(w, r, http.StatusOK, homePage(s, readable))
+	u.render(w, r, http.StatusOK, homePage(s, readable, health))
 }
 
 func (u *UI) auditTrail(w http.ResponseWriter, r *http.Request, s *Session) {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/PuerkitoBio/goquery"
 	"github.com/rs/zerolog"
@@ -79,6 +80,12 @@ func start(t *testing.T) *fixture {
 			return nil
 		}, zerolog.Nop())
 	u.VerifierKey = vkey
+	u.Health = auditlog.NewHealthBoard()
+	for _, tenant := range []string{"acme", "globex"} {
+		rep, err := auditlog.Verify(ctx, st, tenant, 1, vkey)
+		require.NoError(t, err)
+		u.Health.Set(rep, time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	}
 	mux := http.NewServeMux()
 	u.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -233,4 +240,20 @@ func TestRecordDetailDiffChainStatusAndProof(t *testing.T) {
 	require.Equal(t, 404, code)
 	code, _ = page(t, c, "GET", f.url+"/ui/tenants/acme/audit/zero", nil)
 	require.Equal(t, 400, code)
+}
+
+func TestComplianceSeesEachTenantsChainHealth(t *testing.T) {
+	f := start(t)
+	c, code, doc := signIn(t, f, "carol", "pw-carol")
+	require.Equal(t, 200, code)
+	rows := doc.Find(`[data-testid="tenant-row"]`)
+	require.Equal(t, 2, rows.Length())
+	rows.Find(`[data-testid="chain-health"]`).Each(func(_ int, s *goquery.Selection) { require.Equal(t, "verified", s.Text()) })
+	_ = c
+	// A tenant user sees only their own tenant's row.
+	_, _, doc = signIn(t, f, "victor", "pw-victor")
+	require.Equal(t, 1, doc.Find(`[data-testid="tenant-row"]`).Length())
+	// Someone without audit access sees none.
+	_, _, doc = signIn(t, f, "frank", "pw-frank")
+	require.Equal(t, 1, doc.Find(`[data-testid="no-tenants"]`).Length())
 }
