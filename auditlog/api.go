@@ -46,6 +46,7 @@ func NewAPI(keys *identity.Keys, stores func(tenant string) (*chstore.Store, err
 func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/tenants/{tenantId}/audit-events", identity.WithCorrelation(http.HandlerFunc(a.list)))
 	mux.Handle("GET /api/v1/tenants/{tenantId}/audit-events/{seq}/proof", identity.WithCorrelation(http.HandlerFunc(a.proof)))
+	mux.Handle("GET /api/v1/tenants/{tenantId}/audit-events/export", identity.WithCorrelation(http.HandlerFunc(a.exportTrail)))
 	if a.pub != nil {
 		mux.Handle("POST /api/v1/tenants/{tenantId}/audit-events", identity.WithCorrelation(http.HandlerFunc(a.create)))
 	}

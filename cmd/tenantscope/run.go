@@ -30,7 +30,7 @@ func commands() map[string]command {
 		"config":        {"validate or show (secrets redacted) a configuration; hash a secret", runConfig},
 		"deadletter":    {"list, show or replay dead letters (--tenant, --reason)", runDeadletter},
 		"verify":        {"verify the tenants' audit chains and signed checkpoints (--tenant, --from)", runVerify},
-		"export":        {"write a tenant's data as a bundle it can verify offline (--tenant, --out)", runExport},
+		"export":        {"a tenant's data as a bundle it can verify offline (--tenant, --out); 'export audit' streams its trail as CSV or JSON lines", runExport},
 		"verify-export": {"verify an export bundle offline (--verifier-key)", runVerifyExport},
 		"demo":          {"publish demo traffic as the configured tenants to a running suite", runDemo},
 		"engine":        {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
