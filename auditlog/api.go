@@ -107,10 +107,9 @@ func ParseFilter(q map[string][]string) (Filter, error) {
 		f.Limit = n
 	}
 	if v := get("cursor"); v != "" {
-		b, err := base64.RawURLEncoding.DecodeString(v)
-		n, perr := strconv.ParseUint(string(b), 10, 64)
-		if err != nil || perr != nil {
-			errs = append(errs, errors.New("cursor: not a cursor this API returned"))
+		n, err := decodeCursor(v)
+		if err != nil {
+			errs = append(errs, err)
 		}
 		f.After = n
 	}
@@ -129,6 +128,20 @@ func ParseFilter(q map[string][]string) (Filter, error) {
 		return f, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return f, nil
+}
+
+// A cursor is the last sequence number of a page, opaque to callers.
+func encodeCursor(seq uint64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatUint(seq, 10)))
+}
+
+func decodeCursor(c string) (uint64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	n, perr := strconv.ParseUint(string(b), 10, 64)
+	if err != nil || perr != nil {
+		return 0, errors.New("cursor: not a cursor this API returned")
+	}
+	return n, nil
 }
 
 func contains(list []string, s string) bool {
@@ -240,7 +253,7 @@ func List(ctx context.Context, st *chstore.Store, tenant string, f Filter) ([]ma
 	next := ""
 	if len(rows) > f.Limit {
 		rows = rows[:f.Limit]
-		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatUint(rows[len(rows)-1].Seq, 10)))
+		next = encodeCursor(rows[len(rows)-1].Seq)
 	}
 	out := make([]map[string]any, len(rows))
 	for i, r := range rows {
@@ -251,28 +264,21 @@ func List(ctx context.Context, st *chstore.Store, tenant string, f Filter) ([]ma
 
 // authorize authenticates the caller and scopes it to the path's tenant.
 // A refused credential is itself audited in that tenant's chain.
-func (a *API) authorize(w http.ResponseWriter, r *http.Request, c identity.Capability) (string, *chstore.Store, bool) {
-	p, err := a.keys.Authenticate(r)
-	if err != nil {
-		identity.Fail(w, r, err)
-		return "", nil, false
-	}
-	tenant := r.PathValue("tenantId")
-	if err := identity.Scope(p, c, tenant); err != nil {
-		a.auditDenied(r, p, tenant, c)
-		identity.Fail(w, r, err)
-		return "", nil, false
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, c identity.Capability) (identity.Principal, string, *chstore.Store, bool) {
+	p, tenant, ok := a.keys.Require(w, r, c, func(p identity.Principal, tenant string) { a.auditDenied(r, p, tenant, c) })
+	if !ok {
+		return p, "", nil, false
 	}
 	st, err := a.stores(tenant)
 	if err != nil {
 		identity.WriteError(w, r, http.StatusNotFound, "not_found", "no such tenant")
-		return "", nil, false
+		return p, "", nil, false
 	}
-	return tenant, st, true
+	return p, tenant, st, true
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
-	tenant, st, ok := a.authorize(w, r, identity.ReadAudit)
+	_, tenant, st, ok := a.authorize(w, r, identity.ReadAudit)
 	if !ok {
 		return
 	}
@@ -292,7 +298,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) proof(w http.ResponseWriter, r *http.Request) {
-	tenant, st, ok := a.authorize(w, r, identity.ReadAudit)
+	_, tenant, st, ok := a.authorize(w, r, identity.ReadAudit)
 	if !ok {
 		return
 	}
@@ -354,7 +360,7 @@ func clientIP(r *http.Request) string {
 // Idempotency-Key header; the same key always yields the same record (id),
 // chained once.
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
-	tenant, st, ok := a.authorize(w, r, identity.WriteAudit)
+	_, tenant, st, ok := a.authorize(w, r, identity.WriteAudit)
 	if !ok {
 		return
 	}

@@ -9,8 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -142,24 +140,16 @@ func RunEngine(ctx context.Context, cfg EngineConfig, progress io.Writer) (Engin
 	}
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench engine: "+format+"\n", a...) }
 
-	eng, err := engine.Open(engine.Config{Dir: cfg.Dir, LibPath: cfg.LibPath, Logger: zerolog.Nop()})
+	local, err := engine.StartLocal(engine.Config{Dir: cfg.Dir, LibPath: cfg.LibPath, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
-	defer eng.Close(context.Background()) //nolint:errcheck // benchmark teardown
-	srv := engine.NewServer(eng, engine.ServerConfig{Logger: zerolog.Nop()})
-	defer srv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return res, err
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln) //nolint:errcheck // closed at the end
-	defer hs.Close()
+	defer local.Close(context.Background()) //nolint:errcheck // benchmark teardown
+	eng := local.Engine
 	res.RSSAfterStartMiB = rssMiB()
 	step("engine %s up, RSS %.0f MiB", eng.Version, res.RSSAfterStartMiB)
 
-	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{ln.Addr().String()}, MaxOpenConns: cfg.Clients})
+	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{local.Addr}, MaxOpenConns: cfg.Clients})
 	if err != nil {
 		return res, err
 	}

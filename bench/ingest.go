@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,20 +78,11 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench ingest: "+format+"\n", a...) }
 
 	// The pipeline, in this process: engine, NATS, one region, a collector.
-	eng, err := engine.Open(engine.Config{Dir: filepath.Join(cfg.Dir, "engine"), LibPath: cfg.LibPath, Logger: zerolog.Nop()})
+	local, err := engine.StartLocal(engine.Config{Dir: filepath.Join(cfg.Dir, "engine"), LibPath: cfg.LibPath, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
-	defer eng.Close(context.Background()) //nolint:errcheck // benchmark teardown
-	esrv := engine.NewServer(eng, engine.ServerConfig{Logger: zerolog.Nop()})
-	defer esrv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return res, err
-	}
-	hs := &http.Server{Handler: esrv, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln) //nolint:errcheck // closed at the end
-	defer hs.Close()
+	defer local.Close(context.Background()) //nolint:errcheck // benchmark teardown
 
 	sc := config.Default()
 	sc.Data = cfg.Dir
@@ -108,7 +97,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	if _, err := config.EnsureSecrets(&sc); err != nil {
 		return res, err
 	}
-	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + ln.Addr().String(), Database: "bench", Name: "bench", MaxOpenConns: 4})
+	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: "bench", Name: "bench", MaxOpenConns: 4})
 	if err != nil {
 		return res, err
 	}

@@ -479,6 +479,18 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// RegionDSN is where a region's store is: its own DSN, else clickhouse.dsn,
+// else the embedded engine's HTTP interface at engineAddr.
+func (c Config) RegionDSN(r Region, engineAddr string) string {
+	switch {
+	case r.DSN != "":
+		return r.DSN
+	case c.Embedded():
+		return "http://" + engineAddr
+	}
+	return c.ClickHouse.DSN
+}
+
 // RegionOf returns a tenant's region.
 func (c Config) RegionOf(tenant string) (Region, bool) {
 	for _, t := range c.Tenants {

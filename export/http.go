@@ -31,14 +31,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
-	p, err := h.Keys.Authenticate(r)
-	if err != nil {
-		identity.Fail(w, r, err)
-		return
-	}
-	tenant := r.PathValue("tenantId")
-	if err := identity.Scope(p, identity.Export, tenant); err != nil {
-		identity.Fail(w, r, err)
+	p, tenant, ok := h.Keys.Require(w, r, identity.Export, nil)
+	if !ok {
 		return
 	}
 	st, err := h.Stores(tenant)

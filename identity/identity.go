@@ -54,6 +54,26 @@ func (k *Keys) Authenticate(r *http.Request) (Principal, error) {
 	return Principal{Name: key.Name, Role: key.Role, Tenant: key.Tenant}, nil
 }
 
+// Require authenticates r and scopes it to the path's {tenantId} for c. On
+// failure it writes the error response, calls denied (if set) for a known
+// credential that was refused, and returns ok false.
+func (k *Keys) Require(w http.ResponseWriter, r *http.Request, c Capability, denied func(p Principal, tenant string)) (p Principal, tenant string, ok bool) {
+	p, err := k.Authenticate(r)
+	if err != nil {
+		Fail(w, r, err)
+		return p, "", false
+	}
+	tenant = r.PathValue("tenantId")
+	if err := Scope(p, c, tenant); err != nil {
+		if denied != nil {
+			denied(p, tenant)
+		}
+		Fail(w, r, err)
+		return p, tenant, false
+	}
+	return p, tenant, true
+}
+
 // Capability is what a route needs.
 type Capability string
 

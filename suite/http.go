@@ -56,10 +56,7 @@ func (s *Suite) startHTTP(withUI bool) error {
 		rcv.Register(mux)
 		keys := identity.NewKeys(s.cfg)
 		auditlog.NewAPI(keys, s.storeOf, s.publishAudit, s.log).Register(mux)
-		b, err := config.LoadBootstrap(s.cfg.Data)
-		if err != nil {
-			return err
-		}
+		b := s.boot
 		sessionKey, err := hex.DecodeString(b.SessionKey)
 		if err != nil || len(sessionKey) < 16 {
 			return fmt.Errorf("ui: bad session key in %s", config.BootstrapPath(s.cfg.Data))

@@ -67,9 +67,7 @@ type Suite struct {
 	cfg      config.Config
 	log      zerolog.Logger
 	reg      *prometheus.Registry
-	eng      *engine.Engine
-	engSrv   *engine.Server
-	engHTTP  *http.Server
+	engine   *engine.Local // the embedded engine, when no server is configured
 	engAddr  string
 	natsSrv  *natsbus.Server
 	nc       *nats.Conn
@@ -80,6 +78,8 @@ type Suite struct {
 	httpAddr string
 	migrated atomic.Bool
 	tracer   trace.Tracer
+	// boot holds the secrets generated at first start, read once.
+	boot *config.Bootstrap
 	// health is the last verification of each tenant's audit chain.
 	health *auditlog.HealthBoard
 }
@@ -124,6 +124,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	defer func() {
 		err = errors.Join(err, s.close())
 	}()
+	if s.boot, err = config.LoadBootstrap(cfg.Data); err != nil {
+		return err
+	}
 	if err := s.startClickHouse(ctx); err != nil {
 		return err
 	}
@@ -132,10 +135,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if o.Components.Collector {
-		b, err := config.LoadBootstrap(cfg.Data)
-		if err != nil {
-			return err
-		}
+		b := s.boot
 		if o.Collector.PIISalts == nil {
 			o.Collector.PIISalts = b.PIISalts
 		}
@@ -182,36 +182,23 @@ func Run(ctx context.Context, o Options) (err error) {
 }
 
 func (s *Suite) startClickHouse(ctx context.Context) error {
-	dsn := s.cfg.ClickHouse.DSN
 	if s.cfg.Embedded() {
-		eng, err := engine.Open(engine.Config{
+		local, err := engine.StartLocal(engine.Config{
 			Dir: filepath.Join(s.cfg.Data, "engine"), LibPath: s.cfg.ClickHouse.ChdbLib,
 			PoolSize: s.cfg.ClickHouse.PoolSize, Logger: s.log.With().Str("component", "engine").Logger(),
-		})
+		}, engine.ServerConfig{Logger: s.log.With().Str("component", "engine-http").Logger()}, s.cfg.ClickHouse.EngineListen)
 		if err != nil {
 			return err
 		}
-		s.eng = eng
-		s.engSrv = engine.NewServer(eng, engine.ServerConfig{Logger: s.log.With().Str("component", "engine-http").Logger()})
-		ln, err := s.engSrv.Listen(s.cfg.ClickHouse.EngineListen)
-		if err != nil {
-			return err
-		}
-		s.engAddr = ln.Addr().String()
-		s.engHTTP = &http.Server{Handler: s.engSrv, ReadHeaderTimeout: 10 * time.Second}
+		s.engine, s.engAddr = local, local.Addr
 		go func() {
-			if err := s.engHTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := <-local.Served; err != nil {
 				s.log.Error().Err(err).Msg("engine http")
 			}
 		}()
-		dsn = "http://" + s.engAddr
 	}
 	for _, r := range s.cfg.Regions {
-		rdsn := dsn
-		if r.DSN != "" {
-			rdsn = r.DSN
-		}
-		st, err := chstore.Open(ctx, chstore.Options{DSN: rdsn, Database: r.Database, Name: r.Name, Registerer: s.reg, Tracer: s.tracer})
+		st, err := chstore.Open(ctx, chstore.Options{DSN: s.cfg.RegionDSN(r, s.engAddr), Database: r.Database, Name: r.Name, Registerer: s.reg, Tracer: s.tracer})
 		if err != nil {
 			return err
 		}
@@ -353,14 +340,8 @@ func (s *Suite) close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.Shutdown))
 	defer cancel()
-	if s.engHTTP != nil {
-		if err := s.engHTTP.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		s.engSrv.Close()
-	}
-	if s.eng != nil {
-		if err := s.eng.Close(ctx); err != nil {
+	if s.engine != nil {
+		if err := s.engine.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
 
@@ -33,37 +32,23 @@ func runEngine(ctx context.Context, args []string, getenv func(string) string, s
 		*password = getenv("TENANTSCOPE_ENGINE_PASSWORD")
 	}
 	log := zerolog.New(stderr).With().Timestamp().Str("component", "engine").Logger()
-	eng, err := engine.Open(engine.Config{Dir: *data, LibPath: *lib, PoolSize: *pool, Logger: log})
-	if err != nil {
-		return err
-	}
 	users := map[string]string{}
 	if *user != "" {
 		users[*user] = *password
 	}
-	srv := engine.NewServer(eng, engine.ServerConfig{Users: users, MaxBodyBytes: *maxBody, Logger: log})
-	ln, err := srv.Listen(*listen)
+	local, err := engine.StartLocal(engine.Config{Dir: *data, LibPath: *lib, PoolSize: *pool, Logger: log},
+		engine.ServerConfig{Users: users, MaxBodyBytes: *maxBody, Logger: log}, *listen)
 	if err != nil {
-		srv.Close()
-		return errors.Join(err, eng.Close(context.Background()))
+		return err
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "ClickHouse %s (embedded) at http://%s  data %s\n", eng.Version, ln.Addr(), eng.Dir())
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	fmt.Fprintf(stdout, "ClickHouse %s (embedded) at http://%s  data %s\n", local.Engine.Version, local.Addr, local.Engine.Dir())
 	select {
-	case err = <-errc:
+	case err = <-local.Served:
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	shutdownErr := hs.Shutdown(sctx)
-	srv.Close()
-	closeErr := eng.Close(sctx)
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return errors.Join(err, shutdownErr, closeErr)
+	return errors.Join(err, local.Close(sctx))
 }
 
 func envOr(getenv func(string) string, key, def string) string {

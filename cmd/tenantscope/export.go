@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tenantscope/tenantscope/auditlog"
-	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/export"
 )
@@ -29,10 +28,6 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	r, ok := cfg.RegionOf(*tenant)
-	if !ok {
-		return fmt.Errorf("export: --tenant %q is not a configured tenant", *tenant)
-	}
 	b, err := config.LoadBootstrap(cfg.Data)
 	if err != nil {
 		return err
@@ -40,16 +35,9 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 	if b.AuditSignerKey == "" {
 		return errors.New("export: no audit signer key in <data>/bootstrap.json (run where serve keeps its data)")
 	}
-	dsn := cfg.ClickHouse.DSN
-	if cfg.Embedded() {
-		dsn = "http://" + cfg.ClickHouse.EngineListen
-	}
-	if r.DSN != "" {
-		dsn = r.DSN
-	}
-	st, err := chstore.Open(ctx, chstore.Options{DSN: dsn, Database: r.Database, Name: r.Name})
+	st, err := openTenantRegion(ctx, cfg, *tenant)
 	if err != nil {
-		return fmt.Errorf("export (is 'tenantscope serve' running?): %w", err)
+		return fmt.Errorf("export: %w", err)
 	}
 	defer st.Close()
 	if *out == "" {
@@ -153,20 +141,9 @@ func runExportAudit(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return err
 	}
-	r, ok := cfg.RegionOf(*tenant)
-	if !ok {
-		return fmt.Errorf("export audit: --tenant %q is not a configured tenant", *tenant)
-	}
-	dsn := cfg.ClickHouse.DSN
-	if cfg.Embedded() {
-		dsn = "http://" + cfg.ClickHouse.EngineListen
-	}
-	if r.DSN != "" {
-		dsn = r.DSN
-	}
-	st, err := chstore.Open(ctx, chstore.Options{DSN: dsn, Database: r.Database, Name: r.Name})
+	st, err := openTenantRegion(ctx, cfg, *tenant)
 	if err != nil {
-		return fmt.Errorf("export audit (is 'tenantscope serve' running?): %w", err)
+		return fmt.Errorf("export audit: %w", err)
 	}
 	defer st.Close()
 	var w io.Writer = stdout

@@ -189,6 +189,25 @@ func trimNewline(s string) string {
 	return s
 }
 
+// openRegion opens a region's store the way a client of a running suite
+// does: the embedded engine over its HTTP interface, or the configured server.
+func openRegion(ctx context.Context, cfg config.Config, r config.Region) (*chstore.Store, error) {
+	st, err := chstore.Open(ctx, chstore.Options{DSN: cfg.RegionDSN(r, cfg.ClickHouse.EngineListen), Database: r.Database, Name: r.Name})
+	if err != nil {
+		return nil, fmt.Errorf("region %s (is 'tenantscope serve' or the ClickHouse server running?): %w", r.Name, err)
+	}
+	return st, nil
+}
+
+// openTenantRegion opens the store of a configured tenant's region.
+func openTenantRegion(ctx context.Context, cfg config.Config, tenant string) (*chstore.Store, error) {
+	r, ok := cfg.RegionOf(tenant)
+	if !ok {
+		return nil, fmt.Errorf("--tenant %q is not a configured tenant", tenant)
+	}
+	return openRegion(ctx, cfg, r)
+}
+
 // runMigrate applies or lists migrations on every region's store. With the
 // embedded engine it reaches the engine over its HTTP interface (the engine
 // belongs to the running serve process).
@@ -200,23 +219,15 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	dsn := cfg.ClickHouse.DSN
-	if cfg.Embedded() {
-		dsn = "http://" + cfg.ClickHouse.EngineListen
-	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	if args[0] == "status" {
 		fmt.Fprintln(tw, "REGION\tVERSION\tNAME\tSTATE\tAPPLIED AT")
 	}
 	for _, r := range cfg.Regions {
-		rdsn := dsn
-		if r.DSN != "" {
-			rdsn = r.DSN
-		}
-		st, err := chstore.Open(ctx, chstore.Options{DSN: rdsn, Database: r.Database, Name: r.Name})
+		st, err := openRegion(ctx, cfg, r)
 		if err != nil {
-			return fmt.Errorf("region %s (is 'tenantscope serve' or the ClickHouse server running?): %w", r.Name, err)
+			return err
 		}
 		p := migrations.Params{Database: r.Database, Cluster: cfg.ClickHouse.Cluster}
 		if args[0] == "up" {

@@ -7,7 +7,6 @@ import (
 	"io"
 
 	"github.com/tenantscope/tenantscope/auditlog"
-	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 )
 
@@ -32,23 +31,14 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 	if *key == "" {
 		return errors.New("verify: no checkpoint verifier key: pass --verifier-key or run where <data>/bootstrap.json is")
 	}
-	dsn := cfg.ClickHouse.DSN
-	if cfg.Embedded() {
-		dsn = "http://" + cfg.ClickHouse.EngineListen
-	}
 	failed := 0
 	for _, t := range cfg.Tenants {
 		if *tenant != "" && t.ID != *tenant {
 			continue
 		}
-		r, _ := cfg.RegionOf(t.ID)
-		rdsn := dsn
-		if r.DSN != "" {
-			rdsn = r.DSN
-		}
-		st, err := chstore.Open(ctx, chstore.Options{DSN: rdsn, Database: r.Database, Name: r.Name})
+		st, err := openTenantRegion(ctx, cfg, t.ID)
 		if err != nil {
-			return fmt.Errorf("tenant %s (is 'tenantscope serve' running?): %w", t.ID, err)
+			return err
 		}
 		rep, err := auditlog.Verify(ctx, st, t.ID, *from, *key)
 		_ = st.Close() //nolint:errcheck // short-lived

@@ -13,8 +13,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -32,7 +30,7 @@ type Engine struct {
 	Server *engine.Server
 	Addr   string // host:port of the HTTP interface
 	dir    string
-	hs     *http.Server
+	local  *engine.Local
 }
 
 var (
@@ -64,30 +62,19 @@ func Start(dir string, cfg engine.ServerConfig) (*Engine, error) {
 	if os.Getenv("TENANTSCOPE_TEST_LOG") != "" {
 		log = zerolog.New(os.Stderr).With().Timestamp().Logger()
 	}
-	eng, err := engine.Open(engine.Config{Dir: dir, Logger: log, PoolSize: 4})
-	if err != nil {
-		return nil, err
-	}
 	cfg.Logger = log
-	srv := engine.NewServer(eng, cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := engine.StartLocal(engine.Config{Dir: dir, Logger: log, PoolSize: 4}, cfg, "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(ln) }() //nolint:errcheck // ends with ErrServerClosed at Stop
-	return &Engine{Engine: eng, Server: srv, Addr: ln.Addr().String(), dir: dir, hs: hs}, nil
+	return &Engine{Engine: l.Engine, Server: l.Server, Addr: l.Addr, dir: dir, local: l}, nil
 }
 
 // Stop shuts the server and the engine down (data stays in its directory).
 func (e *Engine) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := e.hs.Shutdown(ctx); err != nil {
-		return err
-	}
-	e.Server.Close()
-	return e.Engine.Close(ctx)
+	return e.local.Close(ctx)
 }
 
 // Cleanup stops the shared engine and removes its directory; call it from
