@@ -60,6 +60,8 @@ type Filter struct {
 	After                                uint64 // cursor: the last seq of the previous page
 	Limit                                int
 	Fields                               []string
+	// Progress, when set, is called by Stream after each page.
+	Progress func(records int)
 }
 
 // Fields is what a caller may select, in output order.

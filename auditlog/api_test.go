@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parquet-go/parquet-go"
+
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -242,7 +244,7 @@ func TestAuditAPIPostIsIdempotentAndDenialsAreAudited(t *testing.T) {
 	require.True(t, rep.OK(), "%v", rep.Problem)
 }
 
-func TestAuditTrailExportStreamsCSVAndJSONL(t *testing.T) {
+func TestAuditTrailExportStreamsCSVJSONLAndParquet(t *testing.T) {
 	c := newChain(t, 2300, 1000)
 	base := apiServer(t, c) + "/api/v1/tenants/acme/audit-events/export"
 	fetch := func(q, key string) (int, string) {
@@ -271,11 +273,27 @@ func TestAuditTrailExportStreamsCSVAndJSONL(t *testing.T) {
 	require.Equal(t, 200, code)
 	require.Len(t, strings.Split(strings.TrimSpace(body), "\n"), 2)
 
+	code, body = fetch("format=parquet&action=invoice.updated&fields=seq,actor_id,changes&sort=seq", "admin")
+	require.Equal(t, 200, code, body)
+	type pqRow struct {
+		Seq     int64   `parquet:"seq"`
+		ActorID *string `parquet:"actor_id,optional"`
+		Changes *string `parquet:"changes,optional"`
+	}
+	pq, err := parquet.Read[pqRow](strings.NewReader(body), int64(len(body)))
+	require.NoError(t, err)
+	require.Len(t, pq, 2300)
+	require.Equal(t, int64(1), pq[0].Seq)
+	require.Equal(t, "u-1", *pq[0].ActorID)
+	require.Equal(t, int64(2300), pq[2299].Seq)
+	require.NotNil(t, pq[0].Changes)
+	require.True(t, json.Valid([]byte(*pq[0].Changes)), *pq[0].Changes)
+
 	code, _ = fetch("format=xml", "admin")
 	require.Equal(t, 400, code)
 	code, _ = fetch("format=csv", "finance")
 	require.Equal(t, 403, code)
 	// Each export is itself in the trail.
 	_, list, _ := get(t, apiServer(t, c)+"/api/v1/tenants/acme/audit-events?action=audit.exported", "compliance")
-	require.Len(t, list["data"], 3)
+	require.Len(t, list["data"], 4)
 }

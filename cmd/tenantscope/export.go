@@ -117,7 +117,7 @@ func runVerifyExport(_ context.Context, args []string, getenv func(string) strin
 func runExportAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cf := newConfigFlags("export audit", stderr)
 	tenant := cf.fs.String("tenant", "", "the tenant (required)")
-	format := cf.fs.String("format", "csv", "csv or jsonl")
+	format := cf.fs.String("format", "csv", "csv, jsonl or parquet")
 	out := cf.fs.String("out", "", "file (default: standard output)")
 	var filters []string
 	for _, k := range []string{"actor", "action", "target", "outcome", "from", "to", "q", "fields", "sort"} {
@@ -155,27 +155,9 @@ func runExportAudit(ctx context.Context, args []string, getenv func(string) stri
 		defer file.Close()
 		w = file
 	}
-	pw := &progressWriter{w: w, out: stderr}
-	n, err := auditlog.WriteTrail(ctx, st, *tenant, f, *format, pw)
+	n, err := auditlog.WriteTrailProgress(ctx, st, *tenant, f, *format, w, func(n int) {
+		fmt.Fprintf(stderr, "\rexported %d audit records", n)
+	})
 	fmt.Fprintf(stderr, "\rexported %d audit records of %s\n", n, *tenant)
 	return err
-}
-
-// progressWriter counts lines written and reports every 1,000.
-type progressWriter struct {
-	w     io.Writer
-	out   io.Writer
-	lines int
-}
-
-func (p *progressWriter) Write(b []byte) (int, error) {
-	for _, c := range b {
-		if c == '\n' {
-			p.lines++
-			if p.lines%1000 == 0 {
-				fmt.Fprintf(p.out, "\rexported %d lines", p.lines)
-			}
-		}
-	}
-	return p.w.Write(b)
 }
