@@ -102,7 +102,7 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	tenants := map[string]config.Tenant{}
 	quotas := map[string]config.Quota{}
 	redactors := map[string]*Redactor{}
-	for _, t := range suite.Tenants {
+	for _, t := range suite.ChainTenants() {
 		tenants[t.ID] = t
 		quotas[t.ID] = suite.QuotaOf(t)
 		salt := t.PIISalt
@@ -124,7 +124,7 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(reg, suite.Tenants)
+	m, err := newMetrics(reg, suite.ChainTenants())
 	if err != nil {
 		return nil, err
 	}

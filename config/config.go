@@ -493,7 +493,7 @@ func (c Config) RegionDSN(r Region, engineAddr string) string {
 
 // RegionOf returns a tenant's region.
 func (c Config) RegionOf(tenant string) (Region, bool) {
-	for _, t := range c.Tenants {
+	for _, t := range c.ChainTenants() {
 		if t.ID == tenant {
 			for _, r := range c.Regions {
 				if r.Name == t.Region {
@@ -503,6 +503,24 @@ func (c Config) RegionOf(tenant string) (Region, bool) {
 		}
 	}
 	return Region{}, false
+}
+
+// PlatformTenant names the platform audit chain: the suite's own actions
+// that belong to no tenant (sign-ins of platform users, changes of users,
+// roles and API keys). It never clashes with a tenant, whose id begins with
+// a letter or digit.
+const PlatformTenant = "_platform"
+
+// Platform is the pseudo-tenant that holds the platform chain, stored in the
+// first region.
+func (c Config) Platform() Tenant {
+	return Tenant{ID: PlatformTenant, Name: "Platform (tenantscope itself)", Region: c.Regions[0].Name}
+}
+
+// ChainTenants is every owner of an audit chain: the tenants, then the
+// platform.
+func (c Config) ChainTenants() []Tenant {
+	return append(append([]Tenant(nil), c.Tenants...), c.Platform())
 }
 
 // Redacted is the configuration with every secret removed, for printing.

@@ -144,7 +144,7 @@ func IngestStream(tenant string) string { return "INGEST_" + tenant }
 // explicit limits. It is idempotent.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Config) error {
 	st := cfg.NATS.Stream
-	for _, t := range cfg.Tenants {
+	for _, t := range cfg.ChainTenants() {
 		q := cfg.QuotaOf(t)
 		name := IngestStream(t.ID)
 		ingest := jetstream.StreamConfig{

@@ -246,7 +246,7 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 		}
 	}
 	verify := func() {
-		for _, t := range s.cfg.Tenants {
+		for _, t := range s.cfg.ChainTenants() {
 			st, err := s.storeOf(t.ID)
 			if err != nil {
 				continue
@@ -277,7 +277,7 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 		case <-ctx.Done():
 			return nil
 		case <-checkpoint.C:
-			for _, t := range s.cfg.Tenants {
+			for _, t := range s.cfg.ChainTenants() {
 				if err := w.Checkpoint(ctx, t.ID); err != nil && ctx.Err() == nil {
 					s.log.Warn().Err(err).Str("tenant_id", t.ID).Msg("audit checkpoint")
 				}

@@ -100,7 +100,7 @@ func New(cfg config.Config, sessionKey []byte, stores func(string) (*chstore.Sto
 	for _, usr := range cfg.Users {
 		u.users[usr.Name] = usr
 	}
-	for _, t := range cfg.Tenants {
+	for _, t := range cfg.ChainTenants() {
 		u.tenants = append(u.tenants, t.ID)
 	}
 	return u
@@ -220,18 +220,22 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 }
 
-// auditSignIn records a sign-in in the user's tenant's chain (tenant users;
-// platform users have no tenant chain yet and are logged).
+// auditSignIn records a sign-in in the user's tenant's chain, or in the
+// platform chain for platform users and unknown names.
 func (u *UI) auditSignIn(r *http.Request, usr config.User, name, outcome string) {
-	if u.audit == nil || usr.Tenant == "" {
+	if u.audit == nil {
 		return
 	}
-	rec := auditlog.Record{TenantID: usr.Tenant, Time: time.Now().UTC(),
+	chain := usr.Tenant
+	if chain == "" {
+		chain = config.PlatformTenant
+	}
+	rec := auditlog.Record{TenantID: chain, Time: time.Now().UTC(),
 		Actor:  auditlog.Actor{Type: "user", ID: name, IP: r.RemoteAddr, UserAgent: r.UserAgent()},
 		Action: "ui.sign_in", Target: auditlog.Target{Type: "user", ID: name}, Outcome: outcome, SourceService: "tenantscope-ui"}
 	if body, err := json.Marshal(rec); err == nil {
-		if err := u.audit(context.WithoutCancel(r.Context()), usr.Tenant, "", body); err != nil {
-			u.log.Warn().Err(err).Str("tenant_id", usr.Tenant).Msg("could not audit a sign-in")
+		if err := u.audit(context.WithoutCancel(r.Context()), chain, "", body); err != nil {
+			u.log.Warn().Err(err).Str("tenant_id", chain).Msg("could not audit a sign-in")
 		}
 	}
 }

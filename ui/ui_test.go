@@ -81,7 +81,7 @@ func start(t *testing.T) *fixture {
 		}, zerolog.Nop())
 	u.VerifierKey = vkey
 	u.Health = auditlog.NewHealthBoard()
-	for _, tenant := range []string{"acme", "globex"} {
+	for _, tenant := range []string{"acme", "globex", config.PlatformTenant} {
 		rep, err := auditlog.Verify(ctx, st, tenant, 1, vkey)
 		require.NoError(t, err)
 		u.Health.Set(rep, time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
@@ -145,8 +145,15 @@ func TestSignInCSRFAndSignOut(t *testing.T) {
 	require.Equal(t, 200, code)
 	require.Contains(t, doc.Find(`[data-testid="whoami"]`).Text(), "alice (tenant-admin of acme)")
 	require.Equal(t, []string{"acme"}, doc.Find(`[data-testid="tenant-link"]`).Map(func(_ int, s *goquery.Selection) string { return s.Text() }))
-	require.Len(t, f.audited, 2, "the failed and the successful sign-in of a tenant user are audited")
+	require.Len(t, f.audited, 3, "the failed sign-ins and the successful one are audited")
+	require.True(t, strings.HasPrefix(f.audited[0], "acme "), f.audited[0])
 	require.Contains(t, f.audited[0], `"outcome":"failure"`)
+	require.True(t, strings.HasPrefix(f.audited[1], config.PlatformTenant+" "), "an unknown user's attempt goes to the platform chain: %s", f.audited[1])
+	require.True(t, strings.HasPrefix(f.audited[2], "acme "), f.audited[2])
+	require.Contains(t, f.audited[2], `"outcome":"success"`)
+	_, code, _ = signIn(t, f, "carol", "pw-carol")
+	require.Equal(t, 200, code)
+	require.True(t, strings.HasPrefix(f.audited[3], config.PlatformTenant+" "), "a platform user's sign-in goes to the platform chain")
 
 	// Sign-out needs the session's CSRF token.
 	code, _ = page(t, c, "POST", f.url+"/ui/logout", url.Values{"csrf": {"forged"}})
@@ -162,13 +169,13 @@ func TestSignInCSRFAndSignOut(t *testing.T) {
 // Every UI route as every user, for their own tenant and another.
 func TestUIRoleMatrix(t *testing.T) {
 	f := start(t)
-	readable := map[string]map[string]bool{"carol": {"acme": true, "globex": true}, "alice": {"acme": true}, "victor": {"acme": true}, "gina": {"globex": true}}
+	readable := map[string]map[string]bool{"carol": {"acme": true, "globex": true, config.PlatformTenant: true}, "alice": {"acme": true}, "victor": {"acme": true}, "gina": {"globex": true}}
 	for _, u := range users {
 		c, code, doc := signIn(t, f, u.Name, "pw-"+u.Name)
 		require.Equal(t, 200, code, u.Name)
 		var links []string
 		doc.Find(`[data-testid="tenant-link"]`).Each(func(_ int, s *goquery.Selection) { links = append(links, s.Text()) })
-		for _, tenant := range []string{"acme", "globex"} {
+		for _, tenant := range []string{"acme", "globex", config.PlatformTenant} {
 			require.Equal(t, readable[u.Name][tenant], strings.Contains(strings.Join(links, ","), tenant), "%s home lists %s", u.Name, tenant)
 			code, doc := page(t, c, "GET", f.url+"/ui/tenants/"+tenant+"/audit", nil)
 			if !readable[u.Name][tenant] {
@@ -182,6 +189,9 @@ func TestUIRoleMatrix(t *testing.T) {
 			require.Equal(t, 200, code, "%s on %s", u.Name, tenant)
 			rows := doc.Find(`[data-testid="audit-row"]`)
 			require.Equal(t, map[string]int{"acme": 31, "globex": 30}[tenant], rows.Length())
+			if tenant == config.PlatformTenant {
+				continue // empty in this fixture
+			}
 			rows.Find(`[data-testid="action"]`).Each(func(_ int, s *goquery.Selection) {
 				require.Contains(t, []string{tenant + ".thing_done", "role.changed"}, s.Text(), "only the tenant's own records")
 			})
@@ -247,7 +257,8 @@ func TestComplianceSeesEachTenantsChainHealth(t *testing.T) {
 	c, code, doc := signIn(t, f, "carol", "pw-carol")
 	require.Equal(t, 200, code)
 	rows := doc.Find(`[data-testid="tenant-row"]`)
-	require.Equal(t, 2, rows.Length())
+	require.Equal(t, 3, rows.Length(), "both tenants and the platform chain")
+	require.Equal(t, config.PlatformTenant, rows.Last().Find(`[data-testid="tenant-link"]`).Text())
 	rows.Find(`[data-testid="chain-health"]`).Each(func(_ int, s *goquery.Selection) { require.Equal(t, "verified", s.Text()) })
 	_ = c
 	// A tenant user sees only their own tenant's row.

@@ -32,7 +32,7 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 		return errors.New("verify: no checkpoint verifier key: pass --verifier-key or run where <data>/bootstrap.json is")
 	}
 	failed := 0
-	for _, t := range cfg.Tenants {
+	for _, t := range cfg.ChainTenants() {
 		if *tenant != "" && t.ID != *tenant {
 			continue
 		}
