@@ -29,9 +29,14 @@ run: chdb build ## fetch what is needed, build, and start the whole suite with d
 engine: chdb build ## serve only the embedded ClickHouse engine on 127.0.0.1:8123
 	$(BIN) engine --data $(DATA)/engine
 
+.PHONY: browser
+browser: ## install Debian's chromium for the browser test when it is missing
+	@scripts/install-chromium.sh
+
 .PHONY: test
-test: chdb ## run every test against the embedded NATS and ClickHouse engines (one package at a time: latency tests stay meaningful)
-	$(GO) test -count=1 -p 1 -timeout 45m ./...
+test: chdb browser ## run every test against the embedded NATS and ClickHouse engines (one package at a time: latency tests stay meaningful); screenshots land in test-output/
+	@rm -rf test-output && mkdir -p test-output
+	TENANTSCOPE_REQUIRE_BROWSER=1 $(GO) test -count=1 -p 1 -timeout 45m -artifacts -outputdir $(CURDIR)/test-output ./...
 
 .PHONY: bench
 bench: chdb build ## run the Go benchmarks and the benchmark commands that print tables

@@ -83,9 +83,9 @@ func ParseFilter(q map[string][]string) (Filter, error) {
 	var errs []error
 	for _, k := range []string{"from", "to"} {
 		if v := get(k); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
+			t, err := parseTime(v, k == "to")
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time", k, v))
+				errs = append(errs, fmt.Errorf("%s: %q is not an RFC 3339 time, a date (2006-01-02) or a UTC date and time (2006-01-02T15:04)", k, v))
 			}
 			if k == "from" {
 				f.From = t
@@ -130,6 +130,23 @@ func ParseFilter(q map[string][]string) (Filter, error) {
 		return f, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return f, nil
+}
+
+// parseTime reads an RFC 3339 time, or (as HTML date and datetime-local
+// inputs send) a UTC date or date and minute. A date given as the end of a
+// range includes that whole day.
+func parseTime(v string, end bool) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01-02T15:04", v); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.DateOnly, v)
+	if err == nil && end {
+		t = t.AddDate(0, 0, 1)
+	}
+	return t, err
 }
 
 // A cursor is the last sequence number of a page, opaque to callers.
@@ -267,7 +284,7 @@ func List(ctx context.Context, st *chstore.Store, tenant string, f Filter) ([]ma
 // authorize authenticates the caller and scopes it to the path's tenant.
 // A refused credential is itself audited in that tenant's chain.
 func (a *API) authorize(w http.ResponseWriter, r *http.Request, c identity.Capability) (identity.Principal, string, *chstore.Store, bool) {
-	p, tenant, ok := a.keys.Require(w, r, c, func(p identity.Principal, tenant string) { a.auditDenied(r, p, tenant, c) })
+	p, tenant, ok := a.keys.Require(w, r, c, Denied(a.pub, a.stores, a.log, r, c))
 	if !ok {
 		return p, "", nil, false
 	}
@@ -318,28 +335,31 @@ func (a *API) proof(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(p) //nolint:errcheck // client gone
 }
 
-// auditDenied records a refused access in the tenant's own chain (when the
-// tenant exists), so its compliance officers see who tried.
-func (a *API) auditDenied(r *http.Request, p identity.Principal, tenant string, c identity.Capability) {
-	if a.pub == nil {
-		return
-	}
-	if _, err := a.stores(tenant); err != nil {
-		return
-	}
-	rec := Record{
-		TenantID: tenant, Time: time.Now().UTC(),
-		Actor:  Actor{Type: "api_key", ID: p.Name, Name: p.Role + keyTenant(p), IP: clientIP(r), UserAgent: r.UserAgent()},
-		Action: "api.access_denied", Target: Target{Type: "route", ID: r.Method + " " + r.URL.Path},
-		Outcome: "denied", Reason: "credential lacks " + string(c) + " for this tenant", SourceService: "tenantscope",
-		CorrelationID: identity.CorrelationID(r.Context()),
-	}
-	body, err := json.Marshal(rec)
-	if err == nil {
-		err = a.pub(r.Context(), tenant, "", body)
-	}
-	if err != nil {
-		a.log.Warn().Err(err).Str("tenant_id", tenant).Str("correlation_id", rec.CorrelationID).Msg("could not audit a denied access")
+// Denied is the callback identity.Keys.Require takes: it records a refused
+// access in the tenant's own chain (when the tenant exists), so its
+// compliance officers see who tried.
+func Denied(pub Publisher, stores func(string) (*chstore.Store, error), log zerolog.Logger, r *http.Request, c identity.Capability) func(identity.Principal, string) {
+	return func(p identity.Principal, tenant string) {
+		if pub == nil {
+			return
+		}
+		if _, err := stores(tenant); err != nil {
+			return
+		}
+		rec := Record{
+			TenantID: tenant, Time: time.Now().UTC(),
+			Actor:  Actor{Type: "api_key", ID: p.Name, Name: p.Role + keyTenant(p), IP: clientIP(r), UserAgent: r.UserAgent()},
+			Action: "api.access_denied", Target: Target{Type: "route", ID: r.Method + " " + r.URL.Path},
+			Outcome: "denied", Reason: "credential lacks " + string(c) + " for this tenant", SourceService: "tenantscope",
+			CorrelationID: identity.CorrelationID(r.Context()),
+		}
+		body, err := json.Marshal(rec)
+		if err == nil {
+			err = pub(r.Context(), tenant, "", body)
+		}
+		if err != nil {
+			log.Warn().Err(err).Str("tenant_id", tenant).Str("correlation_id", rec.CorrelationID).Msg("could not audit a denied access")
+		}
 	}
 }
 

@@ -15,10 +15,15 @@ import (
 
 // nativeReframer turns the engine's Native output (always written as for
 // client revision 0: no BlockInfo, no custom-serialization flag) into the
-// framing the HTTP client asked for with client_protocol_version. Blocks are
-// decoded and encoded with clickhouse-go's own column codecs, so every type
-// that client can read is framed the way it expects. Input may arrive in
-// chunks that split a block; the remainder waits for the next chunk.
+// framing the HTTP client asked for with client_protocol_version. Only the
+// framing changes: each column's data is copied byte for byte. clickhouse-go's
+// column decoders are used to find where a column's data ends, never to
+// re-encode it, because some of its encoders do not write what its decoders
+// read (column.Nothing.Encode writes nothing, so Nullable(Nothing) lost a
+// byte per row and clickhouse-go then read the next block, or EOF, as the
+// rest of the column: SELECT 1, NULL came back as zero rows and no error).
+// Input may arrive in chunks that split a block; the remainder waits for the
+// next chunk.
 type nativeReframer struct {
 	revision uint64
 	ctx      column.ServerContext
@@ -52,23 +57,85 @@ func (n *nativeReframer) Write(chunk []byte) ([]byte, error) {
 	// Buffered tells how far decoding really got.
 	bf := bufio.NewReaderSize(cr, 1<<17)
 	r := chproto.NewReader(bf)
+	pos := func() int { return cr.n - bf.Buffered() }
 	off := 0
 	for off < len(data) {
-		ctx := n.ctx
-		b := proto.Block{ServerContext: &ctx}
-		if err := b.Decode(r, 0); err != nil {
+		mark := len(n.out.Buf)
+		if err := n.block(r, data, pos); err != nil {
+			n.out.Buf = n.out.Buf[:mark]
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				break
+				break // incomplete block; Finish reports it if no more comes
 			}
 			return nil, fmt.Errorf("reframe native block: %w", err)
 		}
-		if err := b.Encode(&n.out, n.revision); err != nil {
-			return nil, fmt.Errorf("reframe native block: %w", err)
-		}
-		off = cr.n - bf.Buffered()
+		off = pos()
 	}
 	n.pending = append(n.pending[:0], data[off:]...)
 	return n.out.Buf, nil
+}
+
+// block reads one revision-0 block from r (positioned in data, pos telling
+// where) and appends it to n.out with the client's framing.
+func (n *nativeReframer) block(r *chproto.Reader, data []byte, pos func() int) error {
+	numCols, err := r.UVarInt()
+	if err != nil {
+		return err
+	}
+	numRows, err := r.UVarInt()
+	if err != nil {
+		return err
+	}
+	if numRows > 1_000_000_000 {
+		return fmt.Errorf("block of %d rows", numRows)
+	}
+	// BlockInfo, as clickhouse-go writes it: field 1 is_overflows = false,
+	// field 2 bucket_num = -1, end.
+	n.out.PutUVarInt(1)
+	n.out.PutBool(false)
+	n.out.PutUVarInt(2)
+	n.out.PutInt32(-1)
+	n.out.PutUVarInt(0)
+	n.out.PutUVarInt(numCols)
+	n.out.PutUVarInt(numRows)
+	for range numCols {
+		name, err := r.Str()
+		if err != nil {
+			return err
+		}
+		typ, err := r.Str()
+		if err != nil {
+			return err
+		}
+		n.out.PutString(name)
+		n.out.PutString(typ)
+		if n.revision >= proto.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION {
+			n.out.PutBool(false) // the engine never writes sparse columns at revision 0
+		}
+		if numRows == 0 {
+			continue
+		}
+		ctx := n.ctx
+		c, err := column.Type(typ).Column(name, &ctx)
+		if err != nil {
+			return fmt.Errorf("column %s: %w", name, err)
+		}
+		start := pos()
+		if cs, ok := c.(column.CustomSerialization); ok {
+			if err := cs.ReadStatePrefix(r); err != nil {
+				return fmt.Errorf("column %s: %w", name, err)
+			}
+		}
+		if err := c.Decode(r, int(numRows)); err != nil {
+			return fmt.Errorf("column %s: %w", name, err)
+		}
+		// clickhouse-go counts a block's rows from its columns; a type whose
+		// decoded column disagrees would lose rows silently on the client.
+		if got := c.Rows(); got != int(numRows) {
+			return fmt.Errorf("column %s of type %s: clickhouse-go reads %d of %d rows", name, typ, got, numRows)
+		}
+		n.out.Buf = append(n.out.Buf, data[start:pos()]...)
+	}
+	return nil
 }
 
 type countingReader struct {

@@ -794,7 +794,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, req *request) (ex *
 		broken = true
 		return nil
 	}
-	if err := out.finish(); err != nil && !out.started {
+	if err := out.finish(); err != nil {
+		if out.started {
+			// Output has begun: the client learns of the error from the trailer.
+			out.trailer(&Exception{Code: 1001, Name: "STD_EXCEPTION", Message: err.Error()})
+			broken = true
+			return nil
+		}
 		return &Exception{Code: 1001, Name: "STD_EXCEPTION", Message: err.Error()}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"io"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -31,7 +32,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
-	p, tenant, ok := h.Keys.Require(w, r, identity.Export, nil)
+	p, tenant, ok := h.Keys.Require(w, r, identity.Export, auditlog.Denied(h.Audit, h.Stores, h.Log, r, identity.Export))
 	if !ok {
 		return
 	}
@@ -42,7 +43,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/gzip")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+tenant+"-"+time.Now().UTC().Format("20060102-150405")+`.tar.gz"`)
-	m, err := Write(r.Context(), st, tenant, h.SignerKey, h.VerifierKey, w, discard{})
+	m, err := Write(r.Context(), st, tenant, h.SignerKey, h.VerifierKey, w, io.Discard)
 	outcome := "success"
 	if err != nil {
 		outcome = "failure"
@@ -64,7 +65,3 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }

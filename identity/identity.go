@@ -29,8 +29,14 @@ var (
 	ErrForbidden       = errors.New("forbidden")
 )
 
-// Keys authenticates API keys.
-type Keys struct{ byHash map[string]config.APIKey }
+// Keys authenticates API keys: the configured ones, then those of Managed.
+type Keys struct {
+	byHash map[string]config.APIKey
+	// Managed finds keys created at run time (package apikeys), if set.
+	Managed interface {
+		Lookup(hash string) (Principal, bool)
+	}
+}
 
 // NewKeys indexes the configured API keys by hash.
 func NewKeys(cfg config.Config) *Keys {
@@ -47,11 +53,16 @@ func (k *Keys) Authenticate(r *http.Request) (Principal, error) {
 	if !ok || raw == "" {
 		return Principal{}, ErrUnauthenticated
 	}
-	key, found := k.byHash[config.HashAPIKey(raw)]
-	if !found {
-		return Principal{}, ErrUnauthenticated
+	hash := config.HashAPIKey(raw)
+	if key, found := k.byHash[hash]; found {
+		return Principal{Name: key.Name, Role: key.Role, Tenant: key.Tenant}, nil
 	}
-	return Principal{Name: key.Name, Role: key.Role, Tenant: key.Tenant}, nil
+	if k.Managed != nil {
+		if p, found := k.Managed.Lookup(hash); found {
+			return p, nil
+		}
+	}
+	return Principal{}, ErrUnauthenticated
 }
 
 // Require authenticates r and scopes it to the path's {tenantId} for c. On
@@ -82,13 +93,15 @@ const (
 	ReadAudit  Capability = "audit:read"
 	WriteAudit Capability = "audit:write"
 	Export     Capability = "export"
+	ManageKeys Capability = "api_keys:manage"
 )
 
 // cross lists the roles that may use a capability for every tenant; own the
 // tenant-scoped roles that may use it for their own tenant.
 var (
 	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}, Export: {config.RoleCompliance}}
-	own   = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}, Export: {config.RoleTenantAdmin}}
+	own   = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}, Export: {config.RoleTenantAdmin},
+		ManageKeys: {config.RoleTenantAdmin}}
 )
 
 // Scope is the one tenant-access rule: p may use c on tenant's data when its

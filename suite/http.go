@@ -13,7 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tenantscope/tenantscope/apikeys"
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector/otlp"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/export"
@@ -22,7 +24,7 @@ import (
 )
 
 // httpLn is the HTTP listener, opened before the banner is printed.
-func (s *Suite) startHTTP(withUI bool) error {
+func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 	ln, err := listen(s.cfg.HTTP.Listen)
 	if err != nil {
 		return err
@@ -55,6 +57,12 @@ func (s *Suite) startHTTP(withUI bool) error {
 		}
 		rcv.Register(mux)
 		keys := identity.NewKeys(s.cfg)
+		s.apiKeys = apikeys.New(s.cfg, s.storeOf, s.regionStores, s.publishAudit, s.log)
+		if err := s.apiKeys.Load(ctx); err != nil {
+			return err
+		}
+		keys.Managed = s.apiKeys
+		(&apikeys.API{Keys: keys, Store: s.apiKeys}).Register(mux)
 		auditlog.NewAPI(keys, s.storeOf, s.publishAudit, s.log).Register(mux)
 		b := s.boot
 		sessionKey, err := hex.DecodeString(b.SessionKey)
@@ -63,6 +71,7 @@ func (s *Suite) startHTTP(withUI bool) error {
 		}
 		pages := ui.New(s.cfg, sessionKey, s.storeOf, s.publishAudit, s.log)
 		pages.VerifierKey = b.AuditVerifierKey
+		pages.Keys = s.apiKeys
 		pages.Health = s.health
 		pages.Register(mux)
 		(&export.Handler{Keys: keys, Stores: s.storeOf, SignerKey: b.AuditSignerKey, VerifierKey: b.AuditVerifierKey, Audit: s.publishAudit, Log: s.log}).Register(mux)
@@ -107,6 +116,15 @@ func (s *Suite) index(w http.ResponseWriter, r *http.Request) {
 	if err := indexTmpl.Execute(w, data); err != nil {
 		s.log.Warn().Err(err).Msg("render index")
 	}
+}
+
+// regionStores lists every region's store.
+func (s *Suite) regionStores() []*chstore.Store {
+	out := make([]*chstore.Store, 0, len(s.stores))
+	for _, st := range s.stores {
+		out = append(out, st)
+	}
+	return out
 }
 
 // publishAudit queues an audit record on the tenant's `._audit` subject for

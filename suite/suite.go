@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tenantscope/tenantscope/apikeys"
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector"
@@ -80,6 +81,8 @@ type Suite struct {
 	tracer   trace.Tracer
 	// boot holds the secrets generated at first start, read once.
 	boot *config.Bootstrap
+	// apiKeys holds the keys tenant admins create (UI processes).
+	apiKeys *apikeys.Store
 	// health is the last verification of each tenant's audit chain.
 	health *auditlog.HealthBoard
 }
@@ -155,8 +158,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	// Every process serves /metrics and the health endpoints; UI adds the pages.
 	{
-		if err := s.startHTTP(o.Components.UI); err != nil {
+		if err := s.startHTTP(ctx, o.Components.UI); err != nil {
 			return err
+		}
+		if s.apiKeys != nil {
+			g.Go(func() error { return s.apiKeys.Run(gctx) })
 		}
 		g.Go(func() error {
 			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -27,6 +27,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/tenantscope/tenantscope/apikeys"
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
@@ -53,6 +54,13 @@ func tenantSuffix(s *Session) string {
 	return " of " + s.Tenant
 }
 
+func when(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 MST")
+}
+
 func short(v any) string {
 	s, _ := v.(string) //nolint:errcheck // absent is ""
 	if len(s) > 12 {
@@ -63,18 +71,37 @@ func short(v any) string {
 
 // FilterForm is the audit page's filter form.
 type FilterForm struct {
-	Actor, Action, Target, Outcome, Q string
+	Actor, Action, Target, Outcome, Q, From, To, Limit string
 }
 
-// With is the page URL for the same filters at cursor.
-func (f FilterForm) With(cursor string) string {
+// PageSizes are the audit page's rows-per-page choices.
+var PageSizes = []string{"25", "50", "100", "500"}
+
+func (f FilterForm) values() url.Values {
 	v := url.Values{}
-	for k, val := range map[string]string{"actor": f.Actor, "action": f.Action, "target": f.Target, "outcome": f.Outcome, "q": f.Q, "cursor": cursor} {
+	for k, val := range map[string]string{"actor": f.Actor, "action": f.Action, "target": f.Target, "outcome": f.Outcome, "q": f.Q, "from": f.From, "to": f.To, "limit": f.Limit} {
 		if val != "" {
 			v.Set(k, val)
 		}
 	}
+	return v
+}
+
+// With is the page URL for the same filters at cursor.
+func (f FilterForm) With(cursor string) string {
+	v := f.values()
+	if cursor != "" {
+		v.Set("cursor", cursor)
+	}
 	return "?" + v.Encode()
+}
+
+// ExportURL downloads the trail with the same filters in format.
+func (f FilterForm) ExportURL(tenant, format string) string {
+	v := f.values()
+	v.Del("limit")
+	v.Set("format", format)
+	return "/ui/tenants/" + url.PathEscape(tenant) + "/audit/export?" + v.Encode()
 }
 
 // UI serves /ui/.
@@ -87,8 +114,11 @@ type UI struct {
 	log     zerolog.Logger
 	// Secure marks cookies Secure (behind TLS).
 	Secure bool
-	// VerifierKey checks inclusion proofs on the detail page.
-	VerifierKey string
+	// VerifierKey checks inclusion proofs on the detail page; with SignerKey
+	// it signs tenant archives downloaded from the exports page.
+	VerifierKey, SignerKey string
+	// Keys manages tenant admins' API keys (nil: the page says so).
+	Keys *apikeys.Store
 	// Health shows each tenant's last chain verification on the home page.
 	Health *auditlog.HealthBoard
 }
@@ -114,6 +144,12 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/{$}", u.signedIn(u.home))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit", u.signedIn(u.auditTrail))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit/{seq}", u.signedIn(u.detail))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/exports", u.signedIn(u.exportsPage))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit/export", u.signedIn(u.exportTrail))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/export", u.signedIn(u.exportBundle))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/api-keys", u.signedIn(u.keysPage))
+	mux.HandleFunc("POST /ui/tenants/{tenantId}/api-keys", u.signedIn(u.createKey))
+	mux.HandleFunc("POST /ui/tenants/{tenantId}/api-keys/{keyId}/revoke", u.signedIn(u.revokeKey))
 }
 
 const (
@@ -308,7 +344,7 @@ func (u *UI) auditTrail(w http.ResponseWriter, r *http.Request, s *Session) {
 		u.render(w, r, http.StatusInternalServerError, errorPage(s, http.StatusInternalServerError, "The audit trail could not be read."))
 		return
 	}
-	form := FilterForm{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target"), Outcome: q.Get("outcome"), Q: q.Get("q")}
+	form := FilterForm{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target"), Outcome: q.Get("outcome"), Q: q.Get("q"), From: q.Get("from"), To: q.Get("to"), Limit: q.Get("limit")}
 	u.render(w, r, http.StatusOK, auditPage(s, tenant, form, rows, next))
 }
 

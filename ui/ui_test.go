@@ -3,6 +3,7 @@ package ui_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -16,10 +17,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/tenantscope/tenantscope/apikeys"
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/ui"
 )
@@ -33,10 +36,12 @@ var users = []config.User{
 }
 
 type fixture struct {
-	url     string
-	w       *auditlog.Writer
-	st      *chstore.Store
-	audited []string
+	url      string
+	w        *auditlog.Writer
+	st       *chstore.Store
+	audited  []string
+	keys     *apikeys.Store
+	verifier string
 }
 
 func start(t *testing.T) *fixture {
@@ -73,13 +78,19 @@ func start(t *testing.T) *fixture {
 		u.PasswordHash = string(h)
 		cfg.Users = append(cfg.Users, u)
 	}
-	f := &fixture{w: w, st: st}
+	f := &fixture{w: w, st: st, verifier: vkey}
 	u := ui.New(cfg, []byte("0123456789abcdef0123456789abcdef"), func(string) (*chstore.Store, error) { return st, nil },
 		func(_ context.Context, tenant, _ string, body []byte) error {
 			f.audited = append(f.audited, tenant+" "+string(body))
 			return nil
 		}, zerolog.Nop())
-	u.VerifierKey = vkey
+	u.VerifierKey, u.SignerKey = vkey, skey
+	u.Keys = apikeys.New(cfg, func(string) (*chstore.Store, error) { return st, nil }, func() []*chstore.Store { return []*chstore.Store{st} },
+		func(_ context.Context, tenant, _ string, body []byte) error {
+			f.audited = append(f.audited, tenant+" "+string(body))
+			return nil
+		}, zerolog.Nop())
+	f.keys = u.Keys
 	u.Health = auditlog.NewHealthBoard()
 	for _, tenant := range []string{"acme", "globex", config.PlatformTenant} {
 		rep, err := auditlog.Verify(ctx, st, tenant, 1, vkey)
@@ -267,4 +278,165 @@ func TestComplianceSeesEachTenantsChainHealth(t *testing.T) {
 	// Someone without audit access sees none.
 	_, _, doc = signIn(t, f, "frank", "pw-frank")
 	require.Equal(t, 1, doc.Find(`[data-testid="no-tenants"]`).Length())
+}
+
+func csrfOf(t *testing.T, doc *goquery.Document) string {
+	v, ok := doc.Find(`form[action="/ui/logout"] input[name="csrf"]`).Attr("value")
+	require.True(t, ok)
+	return v
+}
+
+func TestTenantAdminManagesAPIKeys(t *testing.T) {
+	f := start(t)
+	c, _, doc := signIn(t, f, "alice", "pw-alice")
+	csrf := csrfOf(t, doc)
+	code, doc := page(t, c, "GET", f.url+"/ui/tenants/acme/api-keys", nil)
+	require.Equal(t, 200, code)
+	require.Equal(t, 1, doc.Find(`[data-testid="no-keys"]`).Length())
+	require.Equal(t, 1, doc.Find(`label:contains("Name") input[name="name"]`).Length(), "inputs are labelled")
+
+	// No CSRF token, no key.
+	code, _ = page(t, c, "POST", f.url+"/ui/tenants/acme/api-keys", url.Values{"name": {"ci"}, "role": {"tenant-viewer"}})
+	require.Equal(t, 403, code)
+	code, doc = page(t, c, "POST", f.url+"/ui/tenants/acme/api-keys", url.Values{"csrf": {csrf}, "name": {""}, "role": {"tenant-viewer"}})
+	require.Equal(t, 400, code)
+	require.Contains(t, doc.Find(`[data-testid="keys-message"]`).Text(), "name")
+
+	code, doc = page(t, c, "POST", f.url+"/ui/tenants/acme/api-keys", url.Values{"csrf": {csrf}, "name": {"ci <b>bot</b>"}, "role": {"tenant-viewer"}})
+	require.Equal(t, 201, code)
+	secret := doc.Find(`[data-testid="new-key-secret"]`).Text()
+	require.True(t, strings.HasPrefix(secret, "tsk_"), secret)
+	require.Equal(t, "ci <b>bot</b>", doc.Find(`[data-testid="key-row"] td`).First().Text(), "the name is text, not markup")
+	p, ok := f.keys.Lookup(config.HashAPIKey(secret))
+	require.True(t, ok)
+	require.Equal(t, "acme", p.Tenant)
+
+	// Shown once: the list never shows it again.
+	code, doc = page(t, c, "GET", f.url+"/ui/tenants/acme/api-keys", nil)
+	require.Equal(t, 200, code)
+	html, _ := doc.Html()
+	require.NotContains(t, html, secret)
+	require.Contains(t, doc.Find(`[data-testid="last-used"]`).Text(), "UTC", "the lookup above is its last use")
+	id, _ := doc.Find(`[data-testid="key-row"]`).Attr("data-key-id")
+
+	// Another tenant's admin can neither see nor revoke it.
+	cg, _, gdoc := signIn(t, f, "gina", "pw-gina")
+	code, _ = page(t, cg, "GET", f.url+"/ui/tenants/acme/api-keys", nil)
+	require.Equal(t, 403, code)
+	code, _ = page(t, cg, "POST", f.url+"/ui/tenants/acme/api-keys/"+id+"/revoke", url.Values{"csrf": {csrfOf(t, gdoc)}})
+	require.Equal(t, 403, code)
+	code, _ = page(t, cg, "POST", f.url+"/ui/tenants/globex/api-keys/"+id+"/revoke", url.Values{"csrf": {csrfOf(t, gdoc)}})
+	require.Equal(t, 404, code, "a key id of another tenant is not found in one's own")
+	_, ok = f.keys.Lookup(config.HashAPIKey(secret))
+	require.True(t, ok)
+
+	code, _ = page(t, c, "POST", f.url+"/ui/tenants/acme/api-keys/"+id+"/revoke", url.Values{"csrf": {"forged"}})
+	require.Equal(t, 403, code)
+	code, doc = page(t, c, "POST", f.url+"/ui/tenants/acme/api-keys/"+id+"/revoke", url.Values{"csrf": {csrf}})
+	require.Equal(t, 200, code)
+	require.Contains(t, doc.Find(`[data-testid="key-status"]`).Text(), "revoked")
+	_, ok = f.keys.Lookup(config.HashAPIKey(secret))
+	require.False(t, ok)
+
+	var actions []string
+	for _, a := range f.audited {
+		if strings.HasPrefix(a, "acme ") && strings.Contains(a, `"api_key.`) {
+			actions = append(actions, a)
+		}
+	}
+	require.Len(t, actions, 2, "created and revoked, in acme's chain")
+	require.Contains(t, actions[0], `"api_key.created"`)
+	require.Contains(t, actions[1], `"api_key.revoked"`)
+	require.Contains(t, actions[1], `"id":"alice"`)
+}
+
+func TestExportsPageAndDownloads(t *testing.T) {
+	f := start(t)
+	c, _, _ := signIn(t, f, "victor", "pw-victor")
+	code, doc := page(t, c, "GET", f.url+"/ui/tenants/acme/exports", nil)
+	require.Equal(t, 200, code)
+	require.Equal(t, 1, doc.Find(`[data-testid="trail-export-form"]`).Length())
+	require.Equal(t, 1, doc.Find(`[data-testid="bundle-denied"]`).Length(), "a viewer may not export everything")
+	require.Zero(t, doc.Find(`a[href="/ui/tenants/acme/api-keys"]`).Length(), "a viewer has no key page link")
+
+	get := func(c *http.Client, u string) (int, string, http.Header) {
+		res, err := c.Get(u)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), res.Header
+	}
+	code, body, h := get(c, f.url+"/ui/tenants/acme/audit/export?format=csv&action=acme.thing_done&from=2000-01-01")
+	require.Equal(t, 200, code, body)
+	require.Contains(t, h.Get("Content-Disposition"), "attachment")
+	require.Len(t, strings.Split(strings.TrimSpace(body), "\n"), 31, "header and 30 records")
+	code, body, _ = get(c, f.url+"/ui/tenants/acme/audit/export?format=parquet")
+	require.Equal(t, 200, code)
+	require.True(t, strings.HasPrefix(body, "PAR1"))
+	code, _, _ = get(c, f.url+"/ui/tenants/acme/audit/export?format=xml")
+	require.Equal(t, 400, code)
+	code, _, _ = get(c, f.url+"/ui/tenants/acme/audit/export?format=csv&from=yesterday")
+	require.Equal(t, 400, code)
+	code, body, _ = get(c, f.url+"/ui/tenants/globex/audit/export?format=csv")
+	require.Equal(t, 403, code)
+	require.NotContains(t, body, "globex-user")
+	code, _, _ = get(c, f.url+"/ui/tenants/acme/export")
+	require.Equal(t, 403, code)
+
+	ca, _, _ := signIn(t, f, "alice", "pw-alice")
+	code, doc = page(t, ca, "GET", f.url+"/ui/tenants/acme/exports", nil)
+	require.Equal(t, 200, code)
+	href, ok := doc.Find(`[data-testid="bundle-link"]`).Attr("href")
+	require.True(t, ok)
+	code, body, h = get(ca, f.url+href)
+	require.Equal(t, 200, code)
+	require.Equal(t, "application/gzip", h.Get("Content-Type"))
+	sum, err := export.VerifyBundle(strings.NewReader(body), f.verifier)
+	require.NoError(t, err)
+	require.Equal(t, "acme", sum.Manifest.Tenant)
+	require.EqualValues(t, 31, sum.Audit.Records)
+
+	exported := 0
+	for _, a := range f.audited {
+		if strings.Contains(a, `"audit.exported"`) || strings.Contains(a, `"export.downloaded"`) {
+			exported++
+		}
+	}
+	require.Equal(t, 3, exported, "two trail downloads and one archive are audited (refused ones write nothing)")
+}
+
+// Every route added for exports and keys, as every user, for each tenant.
+func TestUIRoleMatrixExportsAndKeys(t *testing.T) {
+	f := start(t)
+	may := map[string]func(user, tenant string) bool{
+		"/exports": func(u, tn string) bool {
+			return u == "carol" || tn == "acme" && (u == "alice" || u == "victor") || tn == "globex" && u == "gina"
+		},
+		"/audit/export?format=csv": func(u, tn string) bool {
+			return u == "carol" || tn == "acme" && (u == "alice" || u == "victor") || tn == "globex" && u == "gina"
+		},
+		"/export": func(u, tn string) bool {
+			return u == "carol" || tn == "acme" && u == "alice" || tn == "globex" && u == "gina"
+		},
+		"/api-keys": func(u, tn string) bool { return tn == "acme" && u == "alice" || tn == "globex" && u == "gina" },
+	}
+	for _, usr := range users {
+		c, _, doc := signIn(t, f, usr.Name, "pw-"+usr.Name)
+		csrf := csrfOf(t, doc)
+		for _, tenant := range []string{"acme", "globex"} {
+			for route, ok := range may {
+				res, err := c.Get(f.url + "/ui/tenants/" + tenant + route)
+				require.NoError(t, err)
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				want := map[bool]int{true: 200, false: 403}[ok(usr.Name, tenant)]
+				require.Equal(t, want, res.StatusCode, "%s GET %s of %s", usr.Name, route, tenant)
+				if want == 403 {
+					require.NotContains(t, string(b), tenant+"-user-", "nothing of the tenant leaks")
+				}
+			}
+			code, _ := page(t, c, "POST", f.url+"/ui/tenants/"+tenant+"/api-keys", url.Values{"csrf": {csrf}, "name": {"k"}, "role": {"tenant-viewer"}})
+			require.Equal(t, map[bool]int{true: 201, false: 403}[may["/api-keys"](usr.Name, tenant)], code, "%s creates a key in %s", usr.Name, tenant)
+		}
+	}
 }

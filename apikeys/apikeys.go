@@ -1,0 +1,288 @@
+// Package apikeys lets tenant admins manage their tenant's API keys: create
+// (the key is shown once, only its SHA-256 is stored), list with the
+// last-used time, and revoke. Keys live in the api_keys table of their
+// tenant's region; every process keeps them in memory (refreshed every
+// RefreshEvery, at once for changes made by the process itself), so
+// authenticating a request never waits for ClickHouse. Each creation and
+// revocation is a record in the tenant's audit chain.
+package apikeys
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/identity"
+)
+
+// Key is a stored API key (never the key itself).
+type Key struct {
+	ID         string     `ch:"key_id" json:"id"`
+	TenantID   string     `ch:"tenant_id" json:"tenant_id"`
+	Name       string     `ch:"name" json:"name"`
+	Role       string     `ch:"role" json:"role"`
+	Hash       string     `ch:"key_hash" json:"-"`
+	CreatedAt  time.Time  `ch:"created_at" json:"created_at"`
+	CreatedBy  string     `ch:"created_by" json:"created_by"`
+	RevokedAt  *time.Time `ch:"revoked_at" json:"revoked_at,omitempty"`
+	RevokedBy  string     `ch:"revoked_by" json:"revoked_by,omitempty"`
+	LastUsedAt *time.Time `ch:"last_used_at" json:"last_used_at,omitempty"` // from api_key_uses
+	Version    uint64     `ch:"version" json:"-"`
+}
+
+// Revoked reports whether k no longer authenticates.
+func (k Key) Revoked() bool { return k.RevokedAt != nil }
+
+// Errors callers map to statuses.
+var (
+	ErrInvalid  = errors.New("invalid API key request")
+	ErrNotFound = errors.New("no such API key in this tenant")
+	ErrRevoked  = errors.New("the API key is already revoked")
+)
+
+// Roles a tenant admin may give a key: the tenant roles.
+var Roles = []string{config.RoleTenantAdmin, config.RoleTenantViewer}
+
+// RefreshEvery is how often a process reloads keys changed by others and
+// writes the last-used times it saw.
+var RefreshEvery = 10 * time.Second
+
+// Store manages keys.
+type Store struct {
+	stores  func(tenant string) (*chstore.Store, error)
+	regions func() []*chstore.Store
+	tenants map[string]bool
+	audit   auditlog.Publisher
+	log     zerolog.Logger
+
+	mu     sync.Mutex
+	byHash map[string]Key
+	used   map[string]time.Time // key id → last use not yet written
+}
+
+// New builds a Store. stores finds a tenant's region store, regions lists
+// every region store; audit (optional) records creations and revocations.
+func New(cfg config.Config, stores func(string) (*chstore.Store, error), regions func() []*chstore.Store, audit auditlog.Publisher, log zerolog.Logger) *Store {
+	s := &Store{stores: stores, regions: regions, tenants: map[string]bool{}, audit: audit, log: log.With().Str("component", "apikeys").Logger(),
+		byHash: map[string]Key{}, used: map[string]time.Time{}}
+	for _, t := range cfg.Tenants {
+		s.tenants[t.ID] = true
+	}
+	return s
+}
+
+// Lookup authenticates a key by its hash (identity.Keys calls it).
+func (s *Store) Lookup(hash string) (identity.Principal, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.byHash[hash]
+	if !ok || k.Revoked() {
+		return identity.Principal{}, false
+	}
+	s.used[k.ID] = time.Now().UTC()
+	return identity.Principal{Name: k.Name + " (" + k.ID + ")", Role: k.Role, Tenant: k.TenantID}, true
+}
+
+const columns = "key_id, tenant_id, name, role, key_hash, created_at, created_by, revoked_at, revoked_by, version"
+
+// Load reads every region's keys into memory.
+func (s *Store) Load(ctx context.Context) error {
+	all := map[string]Key{}
+	for _, st := range s.regions() {
+		var keys []Key
+		if err := st.Select(ctx, &keys, "SELECT "+columns+", CAST(NULL AS Nullable(DateTime64(3, 'UTC'))) AS last_used_at FROM api_keys FINAL"); err != nil {
+			return fmt.Errorf("apikeys: load: %w", err)
+		}
+		for _, k := range keys {
+			all[k.Hash] = k
+		}
+	}
+	s.mu.Lock()
+	s.byHash = all
+	s.mu.Unlock()
+	return nil
+}
+
+// Run keeps the keys fresh and writes last-used times until ctx ends.
+func (s *Store) Run(ctx context.Context) error {
+	t := time.NewTicker(RefreshEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := s.Flush(context.WithoutCancel(ctx)); err != nil {
+				s.log.Warn().Err(err).Msg("last-used times not written")
+			}
+			return nil
+		case <-t.C:
+			if err := s.Flush(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("last-used times not written")
+			}
+			if err := s.Load(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("API keys not refreshed")
+			}
+		}
+	}
+}
+
+// Flush writes the last uses seen since the previous flush.
+func (s *Store) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	type use struct {
+		tenant, id string
+		at         time.Time
+	}
+	var uses []use
+	for _, k := range s.byHash {
+		if at, ok := s.used[k.ID]; ok {
+			uses = append(uses, use{k.TenantID, k.ID, at})
+		}
+	}
+	s.used = map[string]time.Time{}
+	s.mu.Unlock()
+	var errs []error
+	for _, u := range uses {
+		st, err := s.stores(u.tenant)
+		if err == nil {
+			err = st.Exec(ctx, "INSERT INTO api_key_uses (tenant_id, key_id, used_at) VALUES (?, ?, ?)", u.tenant, u.id, u.at)
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// write stores k as its newest version and updates the cache.
+func (s *Store) write(ctx context.Context, k Key) error {
+	st, err := s.stores(k.TenantID)
+	if err != nil {
+		return err
+	}
+	k.Version = uint64(time.Now().UnixNano())
+	if err := st.Exec(ctx, "INSERT INTO api_keys ("+columns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		k.ID, k.TenantID, k.Name, k.Role, k.Hash, k.CreatedAt, k.CreatedBy, k.RevokedAt, k.RevokedBy, k.Version); err != nil {
+		return fmt.Errorf("apikeys: write %s: %w", k.ID, err)
+	}
+	s.mu.Lock()
+	if old, ok := s.byHash[k.Hash]; !ok || old.Version <= k.Version {
+		s.byHash[k.Hash] = k
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// List returns a tenant's keys, newest first, read from its store (the
+// tenant scope is the query's first condition).
+func (s *Store) List(ctx context.Context, tenant string) ([]Key, error) {
+	st, err := s.stores(tenant)
+	if err != nil {
+		return nil, err
+	}
+	var keys []Key
+	if err := st.Select(ctx, &keys, `SELECT `+columns+`, u.used_at AS last_used_at
+		FROM (SELECT * FROM api_keys FINAL WHERE tenant_id = ?) AS k
+		LEFT JOIN (SELECT key_id, toNullable(max(used_at)) AS used_at FROM api_key_uses WHERE tenant_id = ? GROUP BY key_id) AS u USING (key_id)
+		ORDER BY created_at DESC, key_id`, tenant, tenant); err != nil {
+		return nil, fmt.Errorf("apikeys: list: %w", err)
+	}
+	// Uses seen here but not yet written are newer than the table.
+	s.mu.Lock()
+	for i := range keys {
+		if at, ok := s.used[keys[i].ID]; ok {
+			keys[i].LastUsedAt = &at
+		}
+	}
+	s.mu.Unlock()
+	return keys, nil
+}
+
+// Actor is who asks for a change, for the audit record.
+type Actor = auditlog.Actor
+
+// Create makes a key for tenant and returns it with the key itself, which
+// is never available again.
+func (s *Store) Create(ctx context.Context, tenant, name, role string, by Actor) (Key, string, error) {
+	name = strings.TrimSpace(name)
+	var errs []string
+	if !s.tenants[tenant] {
+		errs = append(errs, fmt.Sprintf("unknown tenant %q", tenant))
+	}
+	if name == "" || utf8.RuneCountInString(name) > 100 || strings.ContainsAny(name, "\r\n\x00") {
+		errs = append(errs, "name: give 1 to 100 characters on one line")
+	}
+	if !slices.Contains(Roles, role) {
+		errs = append(errs, fmt.Sprintf("role: %q is not one of %s", role, strings.Join(Roles, ", ")))
+	}
+	if len(errs) > 0 {
+		return Key{}, "", fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
+	}
+	secret := make([]byte, 32)
+	id := make([]byte, 8)
+	_, _ = rand.Read(secret) //nolint:errcheck // never fails
+	_, _ = rand.Read(id)     //nolint:errcheck // never fails
+	raw := "tsk_" + base64.RawURLEncoding.EncodeToString(secret)
+	k := Key{ID: "key_" + hex.EncodeToString(id), TenantID: tenant, Name: name, Role: role, Hash: config.HashAPIKey(raw),
+		CreatedAt: time.Now().UTC().Truncate(time.Millisecond), CreatedBy: by.ID}
+	if err := s.write(ctx, k); err != nil {
+		return Key{}, "", err
+	}
+	s.record(ctx, k, "api_key.created", by, nil, map[string]any{"name": k.Name, "role": k.Role})
+	return k, raw, nil
+}
+
+// Revoke ends a key of tenant at once (in this process; others within
+// RefreshEvery).
+func (s *Store) Revoke(ctx context.Context, tenant, id string, by Actor) (Key, error) {
+	keys, err := s.List(ctx, tenant)
+	if err != nil {
+		return Key{}, err
+	}
+	for _, k := range keys {
+		if k.ID != id {
+			continue
+		}
+		if k.Revoked() {
+			return k, ErrRevoked
+		}
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		k.RevokedAt, k.RevokedBy = &now, by.ID
+		if err := s.write(ctx, k); err != nil {
+			return Key{}, err
+		}
+		s.record(ctx, k, "api_key.revoked", by, map[string]any{"revoked": false}, map[string]any{"revoked": true})
+		return k, nil
+	}
+	return Key{}, ErrNotFound
+}
+
+func (s *Store) record(ctx context.Context, k Key, action string, by Actor, before, after map[string]any) {
+	if s.audit == nil {
+		return
+	}
+	rec := auditlog.Record{TenantID: k.TenantID, Time: time.Now().UTC(), Actor: by, Action: action,
+		Target: auditlog.Target{Type: "api_key", ID: k.ID, Name: k.Name}, Outcome: "success", SourceService: "tenantscope",
+		CorrelationID: identity.CorrelationID(ctx), Metadata: map[string]string{"role": k.Role}}
+	if ch, err := json.Marshal(map[string]any{"before": before, "after": after}); err == nil {
+		rec.Changes = ch
+	}
+	body, err := json.Marshal(rec)
+	if err == nil {
+		err = s.audit(context.WithoutCancel(ctx), k.TenantID, "", body)
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Str("tenant_id", k.TenantID).Str("key_id", k.ID).Msg("could not audit an API key change")
+	}
+}

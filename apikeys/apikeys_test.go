@@ -1,0 +1,238 @@
+package apikeys_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/apikeys"
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/migrations"
+)
+
+func TestMain(m *testing.M) { enginetest.Main(m) }
+
+type fixture struct {
+	cfg     config.Config
+	st      *chstore.Store
+	store   *apikeys.Store
+	mu      sync.Mutex
+	audited []auditlog.Record
+}
+
+func (f *fixture) newStore() *apikeys.Store {
+	return apikeys.New(f.cfg, func(tenant string) (*chstore.Store, error) {
+		if tenant != "acme" && tenant != "globex" {
+			return nil, fmt.Errorf("no tenant %s", tenant)
+		}
+		return f.st, nil
+	}, func() []*chstore.Store { return []*chstore.Store{f.st} }, func(_ context.Context, tenant, _ string, body []byte) error {
+		var r auditlog.Record
+		if err := json.Unmarshal(body, &r); err != nil {
+			return err
+		}
+		if r.TenantID != tenant {
+			return fmt.Errorf("record of %s published to %s", r.TenantID, tenant)
+		}
+		f.mu.Lock()
+		f.audited = append(f.audited, r)
+		f.mu.Unlock()
+		return nil
+	}, zerolog.Nop())
+}
+
+func start(t *testing.T) *fixture {
+	db := enginetest.New(t)
+	ctx := context.Background()
+	st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: db.Name, Name: "t"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	_, err = migrations.Up(ctx, st, migrations.Params{Database: db.Name}, nil)
+	require.NoError(t, err)
+	f := &fixture{cfg: config.Default(), st: st}
+	f.cfg.Tenants = []config.Tenant{{ID: "acme", Region: "default"}, {ID: "globex", Region: "default"}}
+	f.cfg.APIKeys = []config.APIKey{
+		{Name: "acme-admin", Role: config.RoleTenantAdmin, Tenant: "acme", KeyHash: config.HashAPIKey("acme-admin")},
+		{Name: "acme-viewer", Role: config.RoleTenantViewer, Tenant: "acme", KeyHash: config.HashAPIKey("acme-viewer")},
+		{Name: "globex-admin", Role: config.RoleTenantAdmin, Tenant: "globex", KeyHash: config.HashAPIKey("globex-admin")},
+		{Name: "compliance", Role: config.RoleCompliance, KeyHash: config.HashAPIKey("compliance")},
+		{Name: "finance", Role: config.RoleFinance, KeyHash: config.HashAPIKey("finance")},
+		{Name: "sre", Role: config.RoleSRE, KeyHash: config.HashAPIKey("sre")},
+	}
+	f.store = f.newStore()
+	require.NoError(t, f.store.Load(ctx))
+	return f
+}
+
+var by = auditlog.Actor{Type: "user", ID: "alice"}
+
+func TestCreateLookupRevokeAndLastUsed(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	k, secret, err := f.store.Create(ctx, "acme", "  deploy bot ", config.RoleTenantViewer, by)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(secret, "tsk_") && len(secret) > 40, secret)
+	require.Equal(t, "deploy bot", k.Name)
+	var stored string
+	require.NoError(t, f.st.QueryRow(ctx, []any{&stored}, "SELECT key_hash FROM api_keys FINAL WHERE key_id = ?", k.ID))
+	require.Equal(t, config.HashAPIKey(secret), stored, "only the hash is stored")
+	var leaked uint64
+	require.NoError(t, f.st.QueryRow(ctx, []any{&leaked}, "SELECT count() FROM api_keys WHERE position(key_hash, ?) > 0 OR position(name, ?) > 0", secret, secret))
+	require.Zero(t, leaked)
+
+	p, ok := f.store.Lookup(config.HashAPIKey(secret))
+	require.True(t, ok)
+	require.Equal(t, identity.Principal{Name: "deploy bot (" + k.ID + ")", Role: config.RoleTenantViewer, Tenant: "acme"}, p)
+	require.NoError(t, f.store.Flush(ctx))
+
+	// Another process loads it, with its last use.
+	other := f.newStore()
+	require.NoError(t, other.Load(ctx))
+	_, ok = other.Lookup(config.HashAPIKey(secret))
+	require.True(t, ok)
+	keys, err := other.List(ctx, "acme")
+	require.NoError(t, err)
+	require.Len(t, keys, 1)
+	require.NotNil(t, keys[0].LastUsedAt, "last use is written")
+
+	// Revoking through another tenant is "not found"; through its own it works at once.
+	_, err = f.store.Revoke(ctx, "globex", k.ID, by)
+	require.ErrorIs(t, err, apikeys.ErrNotFound)
+	_, err = f.store.Revoke(ctx, "acme", k.ID, by)
+	require.NoError(t, err)
+	_, ok = f.store.Lookup(config.HashAPIKey(secret))
+	require.False(t, ok, "revoked in this process at once")
+	_, err = f.store.Revoke(ctx, "acme", k.ID, by)
+	require.ErrorIs(t, err, apikeys.ErrRevoked)
+	// A late last-used write from the other process never un-revokes it.
+	require.NoError(t, other.Flush(ctx))
+	require.NoError(t, other.Load(ctx))
+	_, ok = other.Lookup(config.HashAPIKey(secret))
+	require.False(t, ok, "revoked for other processes after a refresh")
+	require.NoError(t, f.store.Load(ctx))
+	_, ok = f.store.Lookup(config.HashAPIKey(secret))
+	require.False(t, ok)
+
+	require.Len(t, f.audited, 2)
+	require.Equal(t, "api_key.created", f.audited[0].Action)
+	require.Equal(t, "api_key.revoked", f.audited[1].Action)
+	require.Equal(t, k.ID, f.audited[1].Target.ID)
+	require.Equal(t, "alice", f.audited[1].Actor.ID)
+}
+
+func TestCreateRefusesBadInputAndWritesNothing(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	for _, c := range []struct{ tenant, name, role, want string }{
+		{"acme", "", config.RoleTenantViewer, "name"},
+		{"acme", strings.Repeat("x", 101), config.RoleTenantViewer, "name"},
+		{"acme", "a\nb", config.RoleTenantViewer, "name"},
+		{"acme", "ok", config.RoleCompliance, "role"},
+		{"acme", "ok", "root", "role"},
+		{"nobody", "ok", config.RoleTenantViewer, "unknown tenant"},
+	} {
+		_, _, err := f.store.Create(ctx, c.tenant, c.name, c.role, by)
+		require.ErrorIs(t, err, apikeys.ErrInvalid)
+		require.Contains(t, err.Error(), c.want)
+	}
+	var n uint64
+	require.NoError(t, f.st.QueryRow(ctx, []any{&n}, "SELECT count() FROM api_keys"))
+	require.Zero(t, n)
+	require.Empty(t, f.audited)
+}
+
+func call(t *testing.T, method, u, key, body string) (int, map[string]any) {
+	req, err := http.NewRequest(method, u, bytes.NewBufferString(body))
+	require.NoError(t, err)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(b, &out), string(b))
+	return res.StatusCode, out
+}
+
+// Every role on every key route, for its own tenant and a foreign one.
+func TestAPIRoleMatrixAndKeyLifecycle(t *testing.T) {
+	f := start(t)
+	keys := identity.NewKeys(f.cfg)
+	keys.Managed = f.store
+	mux := http.NewServeMux()
+	(&apikeys.API{Keys: keys, Store: f.store}).Register(mux)
+	auditlog.NewAPI(keys, func(string) (*chstore.Store, error) { return f.st, nil }, nil, zerolog.Nop()).Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	base := srv.URL + "/api/v1/tenants/"
+
+	// The matrix: only a tenant's own admin manages its keys.
+	for _, caller := range []string{"acme-admin", "acme-viewer", "globex-admin", "compliance", "finance", "sre", ""} {
+		for _, tenant := range []string{"acme", "globex"} {
+			allowed := caller == tenant+"-admin"
+			want := map[bool]int{true: 200, false: 403}[allowed]
+			if caller == "" {
+				want = 401
+			}
+			code, _ := call(t, "GET", base+tenant+"/api-keys", caller, "")
+			require.Equal(t, want, code, "%s lists %s", caller, tenant)
+			wantCreate, wantRevoke := want, want
+			if allowed {
+				wantCreate, wantRevoke = 201, 404
+			}
+			code, body := call(t, "POST", base+tenant+"/api-keys", caller, `{"name":"k-`+caller+`","role":"tenant-viewer"}`)
+			require.Equal(t, wantCreate, code, "%s creates in %s: %v", caller, tenant, body)
+			code, _ = call(t, "DELETE", base+tenant+"/api-keys/key_0000", caller, "")
+			require.Equal(t, wantRevoke, code, "%s revokes in %s", caller, tenant)
+		}
+	}
+
+	code, body := call(t, "POST", base+"acme/api-keys", "acme-admin", `{"name":"ci","role":"tenant-viewer"}`)
+	require.Equal(t, 201, code)
+	secret := body["key"].(string)
+	id := body["data"].(map[string]any)["id"].(string)
+	_, hasHash := body["data"].(map[string]any)["key_hash"]
+	require.False(t, hasHash)
+	// The new key reads its tenant's trail, not another's, and cannot manage keys.
+	code, _ = call(t, "GET", base+"acme/audit-events", secret, "")
+	require.Equal(t, 200, code)
+	code, _ = call(t, "GET", base+"globex/audit-events", secret, "")
+	require.Equal(t, 403, code)
+	code, _ = call(t, "GET", base+"acme/api-keys", secret, "")
+	require.Equal(t, 403, code)
+	// The listing never shows the key; the foreign admin cannot revoke it.
+	code, body = call(t, "GET", base+"acme/api-keys", "acme-admin", "")
+	require.Equal(t, 200, code)
+	require.NotContains(t, fmt.Sprint(body), secret)
+	code, _ = call(t, "DELETE", base+"globex/api-keys/"+id, "globex-admin", "")
+	require.Equal(t, 404, code)
+	code, _ = call(t, "DELETE", base+"acme/api-keys/"+id, "acme-admin", "")
+	require.Equal(t, 200, code)
+	code, _ = call(t, "GET", base+"acme/audit-events", secret, "")
+	require.Equal(t, 401, code, "revoked at once")
+	code, _ = call(t, "DELETE", base+"acme/api-keys/"+id, "acme-admin", "")
+	require.Equal(t, 409, code)
+
+	// Bad bodies.
+	for _, b := range []string{`{"name":"x","role":"tenant-viewer","extra":1}`, `not json`, `{"name":"","role":"tenant-viewer"}`, `{"name":"x","role":"compliance"}`} {
+		code, body := call(t, "POST", base+"acme/api-keys", "acme-admin", b)
+		require.Equal(t, 400, code, b)
+		require.NotEmpty(t, body["error"].(map[string]any)["correlation_id"])
+	}
+}

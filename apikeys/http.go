@@ -1,0 +1,108 @@
+package apikeys
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/identity"
+)
+
+// API serves the key management routes under /api/v1/tenants/{tenantId}/api-keys.
+type API struct {
+	Keys  *identity.Keys
+	Store *Store
+}
+
+// Register mounts the routes.
+func (a *API) Register(mux *http.ServeMux) {
+	for pattern, h := range map[string]http.HandlerFunc{
+		"GET /api/v1/tenants/{tenantId}/api-keys":            a.list,
+		"POST /api/v1/tenants/{tenantId}/api-keys":           a.create,
+		"DELETE /api/v1/tenants/{tenantId}/api-keys/{keyId}": a.revoke,
+	} {
+		mux.Handle(pattern, identity.WithCorrelation(h))
+	}
+}
+
+func (a *API) require(w http.ResponseWriter, r *http.Request) (identity.Principal, string, bool) {
+	s := a.Store
+	return a.Keys.Require(w, r, identity.ManageKeys, auditlog.Denied(s.audit, s.stores, s.log, r, identity.ManageKeys))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) //nolint:errcheck // client gone
+}
+
+// actor is the audit actor for an API caller.
+func actor(p identity.Principal, r *http.Request) Actor {
+	return Actor{Type: "api_key", ID: p.Name, Name: p.Role, IP: r.RemoteAddr, UserAgent: r.UserAgent()}
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	_, tenant, ok := a.require(w, r)
+	if !ok {
+		return
+	}
+	keys, err := a.Store.List(r.Context(), tenant)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": keys})
+}
+
+func (a *API) create(w http.ResponseWriter, r *http.Request) {
+	p, tenant, ok := a.require(w, r)
+	if !ok {
+		return
+	}
+	var body struct {
+		Name string `json:"name"`
+		Role string `json:"role"`
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "body must be JSON {\"name\": …, \"role\": …}: "+err.Error())
+		return
+	}
+	k, raw, err := a.Store.Create(r.Context(), tenant, body.Name, body.Role, actor(p, r))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"data": k, "key": raw,
+		"note": "store this key now: it is shown once and only its hash is kept"})
+}
+
+func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
+	p, tenant, ok := a.require(w, r)
+	if !ok {
+		return
+	}
+	k, err := a.Store.Revoke(r.Context(), tenant, r.PathValue("keyId"), actor(p, r))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": k})
+}
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, ErrNotFound):
+		identity.WriteError(w, r, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, ErrRevoked):
+		identity.WriteError(w, r, http.StatusConflict, "conflict", err.Error())
+	default:
+		a.Store.log.Error().Err(err).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("API keys")
+		identity.WriteError(w, r, http.StatusInternalServerError, "internal", "internal error")
+	}
+}
