@@ -43,6 +43,7 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
 	$(BIN) bench engine
 	$(BIN) bench ingest
+	$(BIN) bench audit
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)

@@ -149,6 +149,15 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 			o.Collector.Audit = w
 			g.Go(func() error { return s.auditLoop(gctx, w, b.AuditVerifierKey) })
+			g.Go(func() error {
+				n, err := s.auditPrincipals(gctx)
+				if err != nil {
+					s.log.Error().Err(err).Msg("changes of users and API keys not audited")
+				} else if n > 0 {
+					s.log.Info().Int("changes", n).Msg("audited changes of configured users and API keys")
+				}
+				return nil
+			})
 		}
 		col, err := collector.New(o.Collector, s.js, cfg, s.stores, s.log, s.reg, s.tracer)
 		if err != nil {

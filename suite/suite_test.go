@@ -24,6 +24,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/suite"
@@ -479,4 +481,74 @@ func TestFloodingTenantDoesNotStarveAnother(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return e.count(t, "ts_eu", "SELECT count() FROM events FINAL WHERE tenant_id = 'acme'") == uint64(sent.Load())
 	}, 120*time.Second, 250*time.Millisecond)
+}
+
+// Users and configured API keys change only in the configuration: each start
+// records what changed since the chains last saw it, in the platform chain
+// and the tenant's own, once.
+func TestConfiguredUserAndKeyChangesAreAudited(t *testing.T) {
+	e := newEnv(t)
+	base := e.cfgYAML
+	e.cfgYAML = strings.Replace(base, "users:\n  - {name: carol, role: compliance}\n", `users:
+  - {name: carol, role: compliance}
+  - {name: alice, role: tenant-admin, tenant: acme}
+api_keys:
+  - {name: ci, role: tenant-viewer, tenant: acme, key_hash: "`+config.HashAPIKey("ci-key")+`"}
+`, 1)
+	platform := func(action string) uint64 {
+		return e.count(t, "ts_eu", "SELECT count() FROM audit_records FINAL WHERE tenant_id = '_platform' AND action = '"+action+"'")
+	}
+	acme := func(action string) uint64 {
+		return e.count(t, "ts_eu", "SELECT count() FROM audit_records FINAL WHERE tenant_id = 'acme' AND action = '"+action+"'")
+	}
+	stop := func(cmd *exec.Cmd) {
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, cmd.Wait())
+	}
+	cmd := e.start(t)
+	require.Eventually(t, func() bool { return platform("user.created") == 2 && platform("api_key.configured") == 1 }, 30*time.Second, 200*time.Millisecond)
+	require.Eventually(t, func() bool { return acme("user.created") == 1 && acme("api_key.configured") == 1 }, 10*time.Second, 200*time.Millisecond)
+	stop(cmd)
+
+	// alice becomes a viewer, carol leaves, the key is rotated.
+	e.cfgYAML = strings.Replace(base, "users:\n  - {name: carol, role: compliance}\n", `users:
+  - {name: alice, role: tenant-viewer, tenant: acme}
+api_keys:
+  - {name: ci, role: tenant-viewer, tenant: acme, key_hash: "`+config.HashAPIKey("ci-key-2")+`"}
+`, 1)
+	cmd = e.start(t)
+	require.Eventually(t, func() bool {
+		return platform("user.changed") == 1 && platform("user.removed") == 1 && platform("api_key.changed") == 1
+	}, 30*time.Second, 200*time.Millisecond)
+	require.Eventually(t, func() bool { return acme("user.changed") == 1 && acme("api_key.changed") == 1 }, 10*time.Second, 200*time.Millisecond)
+	var changes string
+	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{e.engineAddr}, Auth: clickhouse.Auth{Database: "ts_eu"}})
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.QueryRow(context.Background(), "SELECT changes FROM audit_records FINAL WHERE tenant_id = 'acme' AND action = 'user.changed'").Scan(&changes))
+	require.Contains(t, changes, `"before":{"role":"tenant-admin"`)
+	require.Contains(t, changes, `"after":{"role":"tenant-viewer"`)
+	require.NotContains(t, changes, config.HashAPIKey("ci-key-2"), "no credential hash in the chain")
+	total := func() uint64 {
+		return e.count(t, "ts_eu", "SELECT count() FROM audit_records FINAL WHERE tenant_id = '_platform'")
+	}
+	before := total()
+	stop(cmd)
+
+	// Nothing changed: nothing more is recorded.
+	cmd = e.start(t)
+	time.Sleep(3 * time.Second)
+	require.Equal(t, before, total())
+
+	// The platform chain verifies.
+	b, err := config.LoadBootstrap(e.data)
+	require.NoError(t, err)
+	st, err := chstore.Open(context.Background(), chstore.Options{DSN: "http://" + e.engineAddr, Database: "ts_eu", Name: "t"})
+	require.NoError(t, err)
+	defer st.Close()
+	rep, err := auditlog.Verify(context.Background(), st, config.PlatformTenant, 1, b.AuditVerifierKey)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problem)
+	require.EqualValues(t, 6, rep.Records)
+	stop(cmd)
 }

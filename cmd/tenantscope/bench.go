@@ -15,8 +15,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(args) > 0 && args[0] == "ingest" {
 		return runBenchIngest(ctx, args[1:], getenv, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "audit" {
+		return runBenchAudit(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "engine" {
-		return fmt.Errorf("%w: tenantscope bench engine|ingest [flags]", errUsage)
+		return fmt.Errorf("%w: tenantscope bench engine|ingest|audit [flags]", errUsage)
 	}
 	fs := flag.NewFlagSet("bench engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -47,6 +50,24 @@ func runBenchIngest(ctx context.Context, args []string, getenv func(string) stri
 		return err
 	}
 	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor}, stderr)
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	return nil
+}
+
+func runBenchAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench audit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
+	records := fs.Int("records", 10_000_000, "audit records across all tenants")
+	tenants := fs.Int("tenants", 1000, "tenants")
+	queries := fs.Int("queries", 300, "page loads measured")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	res, err := bench.RunAudit(ctx, bench.AuditConfig{LibPath: *lib, Records: *records, Tenants: *tenants, Queries: *queries}, stderr)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/engine"
+	"github.com/tenantscope/tenantscope/migrations"
+	"github.com/tenantscope/tenantscope/ui"
+)
+
+// AuditConfig sizes the audit page benchmark.
+type AuditConfig struct {
+	LibPath string
+	Dir     string
+	Records int // across all tenants
+	Tenants int
+	Queries int // page loads measured
+	Days    int // the records span this many days
+}
+
+// AuditResult is what the audit page benchmark measured.
+type AuditResult struct {
+	Records, Tenants, Queries int
+	LoadSeconds               float64
+	PageP50, PageP95, PageP99 time.Duration // the UI page over HTTP, signed in
+	ListP50, ListP95          time.Duration // auditlog.List alone (the query)
+	RowsPerPage               float64
+}
+
+// RunAudit fills an engine with cfg.Records audit records across
+// cfg.Tenants tenants and times the audit trail page (50 rows of one
+// tenant, filtered by a one-day time range) as a signed-in compliance
+// officer loads it.
+func RunAudit(ctx context.Context, cfg AuditConfig, progress io.Writer) (AuditResult, error) {
+	if cfg.Records == 0 {
+		cfg.Records = 10_000_000
+	}
+	if cfg.Tenants == 0 {
+		cfg.Tenants = 1000
+	}
+	if cfg.Queries == 0 {
+		cfg.Queries = 300
+	}
+	if cfg.Days == 0 {
+		cfg.Days = 60
+	}
+	res := AuditResult{Records: cfg.Records, Tenants: cfg.Tenants, Queries: cfg.Queries}
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "tenantscope-bench-audit-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Dir = dir
+	}
+	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench audit: "+format+"\n", a...) }
+	local, err := engine.StartLocal(engine.Config{Dir: cfg.Dir, LibPath: cfg.LibPath, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
+	if err != nil {
+		return res, err
+	}
+	defer local.Close(context.Background()) //nolint:errcheck // benchmark teardown
+	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: "bench", Name: "bench"})
+	if err != nil {
+		return res, err
+	}
+	defer st.Close()
+	if _, err := migrations.Up(ctx, st, migrations.Params{Database: "bench"}, nil); err != nil {
+		return res, err
+	}
+
+	// Each tenant's records are numbered 1..n and spread evenly over the
+	// last cfg.Days days, as a writer would have chained them.
+	perTenant := cfg.Records / cfg.Tenants
+	end := time.Now().UTC().Truncate(time.Hour)
+	start := end.AddDate(0, 0, -cfg.Days)
+	stepMs := int64(end.Sub(start)/time.Millisecond) / int64(perTenant)
+	t0 := time.Now()
+	const chunk = 1_000_000
+	for off := 0; off < cfg.Records; off += chunk {
+		n := min(chunk, cfg.Records-off)
+		q := fmt.Sprintf(`INSERT INTO audit_records (tenant_id, seq, record_id, time, actor_type, actor_id, actor_name, actor_ip, user_agent,
+			action, target_type, target_id, target_name, outcome, reason, source_service, correlation_id, changes, metadata,
+			schema_version, prev_hash, hash, retention_days)
+		SELECT concat('t-', toString(n %% %[3]d)) AS tenant_id, intDiv(n, %[3]d) + 1 AS seq, generateUUIDv4(n),
+			fromUnixTimestamp64Milli(toInt64(%[4]d + seq * %[5]d), 'UTC'),
+			'user', concat('user-', toString(cityHash64(n) %% 500)), 'A User', '10.0.0.1', 'Mozilla/5.0',
+			['invoice.updated', 'user.signed_in', 'role.changed', 'export.downloaded'][1 + n %% 4], 'invoice',
+			concat('inv-', toString(n %% 10000)), 'Invoice', if(n %% 50 = 0, 'failure', 'success'), '', 'billing',
+			hex(cityHash64(n)), '{"before":{"amount":1},"after":{"amount":2}}', map('k', 'v'), 1,
+			lower(hex(SHA256(toString(n - %[3]d)))), lower(hex(SHA256(toString(n)))), 2555
+		FROM (SELECT number + %[1]d AS n FROM numbers(%[2]d))`, off, n, cfg.Tenants, start.UnixMilli(), stepMs)
+		if err := st.Exec(ctx, q); err != nil {
+			return res, fmt.Errorf("load: %w", err)
+		}
+		step("loaded %d/%d records (%.0f%%)", off+n, cfg.Records, float64(off+n)*100/float64(cfg.Records))
+	}
+	if err := st.Exec(ctx, "OPTIMIZE TABLE audit_records FINAL"); err != nil {
+		return res, err
+	}
+	res.LoadSeconds = time.Since(t0).Seconds()
+	step("%d records of %d tenants stored and merged in %.1f s", cfg.Records, cfg.Tenants, res.LoadSeconds)
+
+	// The UI, as serve mounts it, with one compliance officer.
+	suite := config.Default()
+	for i := range cfg.Tenants {
+		suite.Tenants = append(suite.Tenants, config.Tenant{ID: fmt.Sprintf("t-%d", i), Region: "default"})
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("bench"), bcrypt.MinCost)
+	if err != nil {
+		return res, err
+	}
+	suite.Users = []config.User{{Name: "carol", Role: config.RoleCompliance, PasswordHash: string(hash)}}
+	pages := ui.New(suite, []byte("bench-session-key-0123456789abcdef"), func(string) (*chstore.Store, error) { return st, nil }, nil, zerolog.Nop())
+	mux := http.NewServeMux()
+	pages.Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	client, err := signIn(srv.URL, "carol", "bench")
+	if err != nil {
+		return res, err
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	rowRe := regexp.MustCompile(`data-testid="audit-row"`)
+	var page, list []time.Duration
+	rows := 0
+	for i := range cfg.Queries + 10 {
+		tenant := fmt.Sprintf("t-%d", rng.IntN(cfg.Tenants))
+		day := start.AddDate(0, 0, rng.IntN(cfg.Days-1))
+		from, to := day.Format(time.DateOnly), day.Format(time.DateOnly) // "to" includes the whole day
+		u := srv.URL + "/ui/tenants/" + tenant + "/audit?" + url.Values{"from": {from}, "to": {to}, "limit": {"50"}}.Encode()
+		t1 := time.Now()
+		res1, err := client.Get(u)
+		if err != nil {
+			return res, err
+		}
+		body, err := io.ReadAll(res1.Body)
+		res1.Body.Close()
+		d := time.Since(t1)
+		if err != nil || res1.StatusCode != 200 {
+			return res, fmt.Errorf("page %s: %d %v", u, res1.StatusCode, err)
+		}
+		n := len(rowRe.FindAll(body, -1))
+		t2 := time.Now()
+		f := auditlog.Filter{From: day, To: day.AddDate(0, 0, 1), Desc: true, Limit: 50}
+		if _, _, err := auditlog.List(ctx, st, tenant, f); err != nil {
+			return res, err
+		}
+		dl := time.Since(t2)
+		if i < 10 {
+			continue // warm-up
+		}
+		page, list, rows = append(page, d), append(list, dl), rows+n
+		if (i-9)%100 == 0 {
+			step("%d/%d page loads", i-9, cfg.Queries)
+		}
+	}
+	slices.Sort(page)
+	slices.Sort(list)
+	pct := func(s []time.Duration, p float64) time.Duration { return s[min(len(s)-1, int(float64(len(s))*p))] }
+	res.PageP50, res.PageP95, res.PageP99 = pct(page, .50), pct(page, .95), pct(page, .99)
+	res.ListP50, res.ListP95 = pct(list, .50), pct(list, .95)
+	res.RowsPerPage = float64(rows) / float64(len(page))
+	return res, nil
+}
+
+// signIn returns a client with a session of user.
+func signIn(base, user, password string) (*http.Client, error) {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &http.Client{Jar: jar}
+	res, err := c.Get(base + "/ui/login")
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(body)
+	if m == nil {
+		return nil, fmt.Errorf("sign-in form has no CSRF token")
+	}
+	res, err = c.PostForm(base+"/ui/login", url.Values{"csrf": {string(m[1])}, "username": {user}, "password": {password}})
+	if err != nil {
+		return nil, err
+	}
+	body, _ = io.ReadAll(res.Body) //nolint:errcheck // checked through the page below
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), user) {
+		return nil, fmt.Errorf("sign-in as %s failed: %d", user, res.StatusCode)
+	}
+	return c, nil
+}
+
+// Table prints the result as a Markdown table.
+func (r AuditResult) Table(w io.Writer) {
+	fmt.Fprintf(w, "| audit trail page (%d records, %d tenants; 50 rows of one tenant, one day) | value |\n|---|---|\n", r.Records, r.Tenants)
+	fmt.Fprintf(w, "| load and merge the records | %.1f s |\n", r.LoadSeconds)
+	fmt.Fprintf(w, "| UI page p50 (signed in, over HTTP, %d loads) | %.1f ms |\n", r.Queries, ms(r.PageP50))
+	fmt.Fprintf(w, "| UI page p95 (goal < 50 ms) | %.1f ms |\n", ms(r.PageP95))
+	fmt.Fprintf(w, "| UI page p99 | %.1f ms |\n", ms(r.PageP99))
+	fmt.Fprintf(w, "| the query alone (auditlog.List) p50 / p95 | %.1f / %.1f ms |\n", ms(r.ListP50), ms(r.ListP95))
+	fmt.Fprintf(w, "| rows per page (mean) | %.1f |\n", r.RowsPerPage)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
