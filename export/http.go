@@ -1,9 +1,9 @@
 package export
 
 import (
-	"io"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
