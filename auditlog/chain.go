@@ -145,6 +145,10 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 		r.SchemaVersion = SchemaVersion
 		seq++
 		r.Seq, r.PrevHash = seq, prev
+		// Stored in canonical form, so verification can hash the stored bytes.
+		if len(r.Changes) > 0 {
+			r.Changes = compactJSON(r.Changes)
+		}
 		if r.Hash, err = ChainHash(prev, r); err != nil {
 			return nil, err
 		}
