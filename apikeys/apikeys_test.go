@@ -18,10 +18,10 @@ import (
 	"github.com/tenantscope/tenantscope/apikeys"
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/chstore/chstoretest"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/identity"
-	"github.com/tenantscope/tenantscope/migrations"
 )
 
 func TestMain(m *testing.M) { enginetest.Main(m) }
@@ -56,13 +56,8 @@ func (f *fixture) newStore() *apikeys.Store {
 }
 
 func start(t *testing.T) *fixture {
-	db := enginetest.New(t)
 	ctx := context.Background()
-	st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: db.Name, Name: "t"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	_, err = migrations.Up(ctx, st, migrations.Params{Database: db.Name}, nil)
-	require.NoError(t, err)
+	st := chstoretest.Migrated(t)
 	f := &fixture{cfg: config.Default(), st: st}
 	f.cfg.Tenants = []config.Tenant{{ID: "acme", Region: "default"}, {ID: "globex", Region: "default"}}
 	f.cfg.APIKeys = []config.APIKey{

@@ -16,8 +16,8 @@ import (
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/chstore/chstoretest"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
-	"github.com/tenantscope/tenantscope/migrations"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -67,17 +67,11 @@ type chain struct {
 	st     *chstore.Store
 	w      *auditlog.Writer
 	verify string
-	db     *enginetest.DB
 }
 
 func newChain(t testing.TB, n, every int) *chain {
-	db := enginetest.New(t)
 	ctx := context.Background()
-	st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: db.Name, Name: "t"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	_, err = migrations.Up(ctx, st, migrations.Params{Database: db.Name}, nil)
-	require.NoError(t, err)
+	st := chstoretest.Migrated(t)
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
 	w, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return st, nil }, skey, every)
@@ -94,7 +88,7 @@ func newChain(t testing.TB, n, every int) *chain {
 		require.NoError(t, err)
 		require.NoError(t, w.Checkpoint(ctx, "acme"))
 	}
-	return &chain{st: st, w: w, verify: vkey, db: db}
+	return &chain{st: st, w: w, verify: vkey}
 }
 
 func (c *chain) exec(t *testing.T, sql string) {

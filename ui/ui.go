@@ -311,24 +311,8 @@ func (u *UI) home(w http.ResponseWriter, r *http.Request, s *Session) {
 	u.render(w, r, http.StatusOK, homePage(s, readable, health))
 }
 
-// tenantStore checks that s may read the path's tenant's audit trail and
-// finds its store, rendering the error page otherwise.
-func (u *UI) tenantStore(w http.ResponseWriter, r *http.Request, s *Session) (string, *chstore.Store, bool) {
-	tenant := r.PathValue("tenantId")
-	if err := identity.Scope(s.principal(), identity.ReadAudit, tenant); err != nil {
-		u.render(w, r, http.StatusForbidden, errorPage(s, http.StatusForbidden, "Your role may not read this tenant's audit trail."))
-		return "", nil, false
-	}
-	st, err := u.stores(tenant)
-	if err != nil {
-		u.render(w, r, http.StatusNotFound, errorPage(s, http.StatusNotFound, "No such tenant."))
-		return "", nil, false
-	}
-	return tenant, st, true
-}
-
 func (u *UI) auditTrail(w http.ResponseWriter, r *http.Request, s *Session) {
-	tenant, st, ok := u.tenantStore(w, r, s)
+	tenant, st, ok := u.allow(w, r, s, identity.ReadAudit, "read the audit trail")
 	if !ok {
 		return
 	}
@@ -352,7 +336,7 @@ func (u *UI) auditTrail(w http.ResponseWriter, r *http.Request, s *Session) {
 var ErrNoSessionKey = errors.New("ui: a session key is required")
 
 func (u *UI) detail(w http.ResponseWriter, r *http.Request, s *Session) {
-	tenant, st, ok := u.tenantStore(w, r, s)
+	tenant, st, ok := u.allow(w, r, s, identity.ReadAudit, "read the audit trail")
 	if !ok {
 		return
 	}

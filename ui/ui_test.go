@@ -20,10 +20,10 @@ import (
 	"github.com/tenantscope/tenantscope/apikeys"
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/chstore/chstoretest"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/export"
-	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/ui"
 )
 
@@ -45,13 +45,8 @@ type fixture struct {
 }
 
 func start(t *testing.T) *fixture {
-	db := enginetest.New(t)
 	ctx := context.Background()
-	st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: db.Name, Name: "t"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	_, err = migrations.Up(ctx, st, migrations.Params{Database: db.Name}, nil)
-	require.NoError(t, err)
+	st := chstoretest.Migrated(t)
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
 	w, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return st, nil }, skey, 100)
