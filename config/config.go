@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +51,55 @@ type Config struct {
 	Shutdown   Duration   `yaml:"shutdown_timeout"`
 	// Quotas are the default per-tenant ingest quotas; a tenant may override them.
 	Quotas Quota `yaml:"quotas"`
+	// Metering holds meters, the rate card, SLOs and SLA credits.
+	Metering Metering `yaml:"metering"`
+}
+
+// Metering configures usage meters, cost and SLAs.
+type Metering struct {
+	// Meters are user-defined meters over domain events (as OpenMeter's).
+	Meters []Meter `yaml:"meters"`
+	// RateCard is the path of the rate card YAML; empty: usage without prices.
+	RateCard string `yaml:"rate_card"`
+	// SLO is every tenant's default objective; a tenant may override it.
+	SLO SLO `yaml:"slo"`
+	// Credits is the SLA credit schedule: the share of a tenant's bill owed
+	// when the period's availability falls below a threshold (the lowest
+	// threshold that applies wins).
+	Credits []Credit `yaml:"sla_credits"`
+	// ComputeCostPerSecond prices a second of server span time per service
+	// ("*" for the rest), for the margin report.
+	ComputeCostPerSecond map[string]float64 `yaml:"compute_cost_per_second"`
+	// MaxServicesPerTenant bounds the service label of per-tenant metrics;
+	// the rest are summed as service="other".
+	MaxServicesPerTenant int `yaml:"max_services_per_tenant"`
+}
+
+// Meter aggregates domain events whose action matches Action (a * matches
+// any run of characters): count, sum, unique_count, max or latest of the
+// number (string for unique_count) at the dot-separated JSON path Value of
+// the payload, grouped by the values at the GroupBy paths.
+type Meter struct {
+	Name        string   `yaml:"name"`
+	Action      string   `yaml:"action"`
+	Aggregation string   `yaml:"aggregation"`
+	Value       string   `yaml:"value"`
+	GroupBy     []string `yaml:"group_by"`
+}
+
+// SLO is a service level objective: the share of good server requests
+// (not an error status, not an HTTP 5xx) and a latency bound.
+type SLO struct {
+	// Availability is a percentage, e.g. 99.9.
+	Availability float64 `yaml:"availability"`
+	// LatencyP99 is the bound of the 99th percentile of server span duration.
+	LatencyP99 Duration `yaml:"latency_p99"`
+}
+
+// Credit is one step of the SLA credit schedule.
+type Credit struct {
+	Below         float64 `yaml:"below"`
+	CreditPercent float64 `yaml:"credit_percent"`
 }
 
 // HTTP is the UI, API, /metrics and health endpoint.
@@ -106,6 +156,8 @@ type Tenant struct {
 	Quota Quota `yaml:"quota"`
 	// Redact lists PII rules applied to every message body before anything is stored.
 	Redact []RedactRule `yaml:"redact"`
+	// SLO overrides metering.slo for this tenant, field by field.
+	SLO SLO `yaml:"slo"`
 	// PIISalt keys hashed PII; empty uses a salt generated at first start
 	// (<data>/bootstrap.json). Set it when collectors do not share a data directory.
 	PIISalt string `yaml:"pii_salt"`
@@ -129,6 +181,18 @@ type Quota struct {
 	EventsPerSecond float64 `yaml:"events_per_second"`
 	BytesPerSecond  float64 `yaml:"bytes_per_second"`
 	BacklogBytes    int64   `yaml:"backlog_bytes"`
+}
+
+// SLOOf is a tenant's effective objective.
+func (c Config) SLOOf(t Tenant) SLO {
+	s := c.Metering.SLO
+	if t.SLO.Availability > 0 {
+		s.Availability = t.SLO.Availability
+	}
+	if t.SLO.LatencyP99 > 0 {
+		s.LatencyP99 = t.SLO.LatencyP99
+	}
+	return s
 }
 
 // QuotaOf is a tenant's effective quota.
@@ -211,6 +275,11 @@ func Default() Config {
 		Log:        Log{Level: "info"},
 		Shutdown:   Duration(20 * time.Second),
 		Quotas:     Quota{EventsPerSecond: 20000, BytesPerSecond: 32 << 20},
+		Metering: Metering{
+			SLO:                  SLO{Availability: 99.9, LatencyP99: Duration(time.Second)},
+			Credits:              []Credit{{Below: 99.9, CreditPercent: 10}, {Below: 99.0, CreditPercent: 25}, {Below: 95.0, CreditPercent: 50}},
+			MaxServicesPerTenant: 20,
+		},
 	}
 }
 
@@ -463,6 +532,7 @@ func (c Config) Validate() error {
 	if c.Shutdown <= 0 {
 		bad("shutdown_timeout", "must be positive")
 	}
+	c.validateMetering(bad)
 	return errors.Join(errs...)
 }
 
@@ -557,3 +627,82 @@ func redact(s string) string {
 var dsnPassRe = regexp.MustCompile(`://([^:/@]*):[^@]*@`)
 
 func redactDSN(s string) string { return dsnPassRe.ReplaceAllString(s, "://$1:REDACTED@") }
+
+var (
+	meterNameRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+	jsonPathRe  = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}(\.[A-Za-z0-9_]{1,64}){0,7}$`)
+	actionRe    = regexp.MustCompile(`^[A-Za-z0-9_.*-]{1,128}$`)
+)
+
+// Aggregations a meter may use.
+var Aggregations = []string{"count", "sum", "unique_count", "max", "latest"}
+
+func (c Config) validateMetering(bad func(field, format string, a ...any)) {
+	m := c.Metering
+	seen := map[string]bool{}
+	for i, mt := range m.Meters {
+		f := fmt.Sprintf("metering.meters[%d]", i)
+		if !meterNameRe.MatchString(mt.Name) {
+			bad(f+".name", "%q is not a meter name (lower case letters, digits, _; starting with a letter)", mt.Name)
+		} else if seen[mt.Name] || slices.Contains(BuiltinMeters, mt.Name) {
+			bad(f+".name", "%q is defined twice or is a built-in meter", mt.Name)
+		}
+		seen[mt.Name] = true
+		if !actionRe.MatchString(mt.Action) {
+			bad(f+".action", "%q is not an action pattern (letters, digits, . _ - and *)", mt.Action)
+		}
+		if !slices.Contains(Aggregations, mt.Aggregation) {
+			bad(f+".aggregation", "%q is not one of %s", mt.Aggregation, strings.Join(Aggregations, ", "))
+		}
+		if mt.Aggregation == "count" && mt.Value != "" {
+			bad(f+".value", "a count meter takes no value")
+		}
+		if mt.Aggregation != "count" && !jsonPathRe.MatchString(mt.Value) {
+			bad(f+".value", "%q is not a dot-separated JSON path", mt.Value)
+		}
+		if len(mt.GroupBy) > 4 {
+			bad(f+".group_by", "at most 4 keys")
+		}
+		for j, g := range mt.GroupBy {
+			if !jsonPathRe.MatchString(g) {
+				bad(fmt.Sprintf("%s.group_by[%d]", f, j), "%q is not a dot-separated JSON path", g)
+			}
+		}
+	}
+	checkSLO := func(f string, s SLO) {
+		if s.Availability != 0 && (s.Availability <= 0 || s.Availability >= 100) {
+			bad(f+".availability", "%v is not a percentage between 0 and 100 (exclusive)", s.Availability)
+		}
+		if s.LatencyP99 < 0 {
+			bad(f+".latency_p99", "is negative")
+		}
+	}
+	checkSLO("metering.slo", m.SLO)
+	for i, t := range c.Tenants {
+		checkSLO(fmt.Sprintf("tenants[%d].slo", i), t.SLO)
+	}
+	for i, cr := range m.Credits {
+		f := fmt.Sprintf("metering.sla_credits[%d]", i)
+		if cr.Below <= 0 || cr.Below > 100 {
+			bad(f+".below", "%v is not a percentage", cr.Below)
+		}
+		if cr.CreditPercent < 0 || cr.CreditPercent > 100 {
+			bad(f+".credit_percent", "%v is not a percentage", cr.CreditPercent)
+		}
+	}
+	for svc, rate := range m.ComputeCostPerSecond {
+		if rate < 0 {
+			bad("metering.compute_cost_per_second."+svc, "is negative")
+		}
+	}
+	if m.MaxServicesPerTenant < 0 {
+		bad("metering.max_services_per_tenant", "is negative")
+	}
+}
+
+// BuiltinMeters are the usage meters every tenant has (per period):
+// counts and bytes of each signal, stored bytes, requests and exports.
+var BuiltinMeters = []string{
+	"events", "event_bytes", "logs", "log_bytes", "spans", "span_bytes", "audit_records",
+	"stored_bytes", "api_requests", "ui_requests", "exports", "compute_seconds",
+}

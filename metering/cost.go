@@ -1,0 +1,356 @@
+package metering
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// LineItem is one line of a tenant's bill.
+type LineItem struct {
+	Kind     string  `json:"kind"` // usage, shared, discount, sla_credit, adjustment
+	Meter    string  `json:"meter,omitempty"`
+	Quantity float64 `json:"quantity,omitempty"`
+	Unit     float64 `json:"unit,omitempty"`
+	Detail   string  `json:"detail,omitempty"`
+	Amount   float64 `json:"amount"`
+}
+
+// TenantCost is a tenant's bill for a period.
+type TenantCost struct {
+	Tenant    string     `json:"tenant"`
+	Lines     []LineItem `json:"line_items"`
+	Total     float64    `json:"total"`
+	Usage     Usage      `json:"usage"`
+	ClosedAt  *time.Time `json:"closed_at,omitempty"`
+	ClosedBy  string     `json:"closed_by,omitempty"`
+	Computing string     `json:"-"`
+}
+
+// CostReport is every tenant's bill for a period.
+type CostReport struct {
+	Period   string       `json:"period"`
+	Currency string       `json:"currency"`
+	RateCard string       `json:"rate_card"`
+	Closed   bool         `json:"closed"`
+	Tenants  []TenantCost `json:"tenants"`
+	Total    float64      `json:"total"`
+}
+
+// Errors callers map to statuses.
+var (
+	ErrFuture     = errors.New("the period has not started")
+	ErrNoRateCard = errors.New("no rate card version is in effect for the period")
+	ErrClosed     = errors.New("the period is closed")
+	ErrOpen       = errors.New("the period is not closed")
+	ErrInvalid    = errors.New("invalid request")
+)
+
+func round(v float64) float64 { return math.Round(v*10000) / 10000 }
+
+// tiered prices units (already divided by the price's unit).
+func tiered(p Price, units float64) (float64, string) {
+	if len(p.Tiers) == 0 {
+		return units * p.Price, fmt.Sprintf("%g × %g", units, p.Price)
+	}
+	total, prev := 0.0, 0.0
+	var parts []string
+	for _, t := range p.Tiers {
+		upper := t.UpTo
+		if upper == 0 || upper > units {
+			upper = units
+		}
+		if upper > prev {
+			total += (upper - prev) * t.Price
+			parts = append(parts, fmt.Sprintf("%g × %g", upper-prev, t.Price))
+			prev = upper
+		}
+		if prev >= units {
+			break
+		}
+	}
+	return total, strings.Join(parts, " + ")
+}
+
+// prices is a tenant's price list: the version's, overridden by meter.
+func (v *Version) prices(tenant string) []Price {
+	out := map[string]Price{}
+	var order []string
+	for _, p := range v.Prices {
+		out[p.Meter] = p
+		order = append(order, p.Meter)
+	}
+	for _, p := range v.Tenants[tenant].Prices {
+		if _, ok := out[p.Meter]; !ok {
+			order = append(order, p.Meter)
+		}
+		out[p.Meter] = p
+	}
+	res := make([]Price, 0, len(order))
+	for _, m := range order {
+		res = append(res, out[m])
+	}
+	return res
+}
+
+// Cost computes (open period) or reads (closed period) the cost report.
+func (s *Service) Cost(ctx context.Context, p Period) (CostReport, error) {
+	if p.From.After(s.Now()) {
+		return CostReport{}, fmt.Errorf("%w: %s", ErrFuture, p.Name)
+	}
+	closed, err := s.snapshot(ctx, p)
+	if err != nil {
+		return CostReport{}, err
+	}
+	var rep CostReport
+	if closed != nil {
+		rep = *closed
+	} else if rep, err = s.compute(ctx, p); err != nil {
+		return rep, err
+	}
+	// Adjustments are explicit lines on top of the (closed) bill.
+	adj, err := s.Adjustments(ctx, p)
+	if err != nil {
+		return rep, err
+	}
+	for i := range rep.Tenants {
+		t := &rep.Tenants[i]
+		for _, a := range adj[t.Tenant] {
+			t.Lines = append(t.Lines, LineItem{Kind: "adjustment", Detail: a.Reason + " (" + a.ID + ", by " + a.By + ")", Amount: a.Amount})
+			t.Total = round(t.Total + a.Amount)
+		}
+	}
+	rep.Total = 0
+	for _, t := range rep.Tenants {
+		rep.Total = round(rep.Total + t.Total)
+	}
+	return rep, nil
+}
+
+func (s *Service) compute(ctx context.Context, p Period) (CostReport, error) {
+	v, ok := s.card.For(p.From)
+	if !ok {
+		return CostReport{}, fmt.Errorf("%w: %s", ErrNoRateCard, p.Name)
+	}
+	usage, err := s.UsageByTenant(ctx, p.From, p.To)
+	if err != nil {
+		return CostReport{}, err
+	}
+	sla, err := s.SLAByTenant(ctx, p.From, minTime(p.To, s.Now()))
+	if err != nil {
+		return CostReport{}, err
+	}
+	rep := CostReport{Period: p.Name, Currency: v.Currency, RateCard: v.Version}
+	ids := make([]string, 0, len(usage))
+	for id := range usage {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		u := usage[id]
+		tc := TenantCost{Tenant: id, Usage: u}
+		for _, pr := range v.prices(id) {
+			q := u[pr.Meter]
+			unit := pr.Unit
+			if unit == 0 {
+				unit = 1
+			}
+			amount, detail := tiered(pr, q/unit)
+			tc.Lines = append(tc.Lines, LineItem{Kind: "usage", Meter: pr.Meter, Quantity: q, Unit: unit, Detail: detail, Amount: round(amount)})
+		}
+		rep.Tenants = append(rep.Tenants, tc)
+	}
+	for _, sh := range v.Shared {
+		var weights []float64
+		total := 0.0
+		for _, t := range rep.Tenants {
+			w := 1.0
+			if sh.Split == "usage_share" {
+				w = t.Usage[sh.Meter]
+			}
+			weights = append(weights, w)
+			total += w
+		}
+		for i := range rep.Tenants {
+			share := 0.0
+			if total > 0 {
+				share = weights[i] / total
+			}
+			rep.Tenants[i].Lines = append(rep.Tenants[i].Lines, LineItem{Kind: "shared", Detail: fmt.Sprintf("%s: %.2f%% of %g (%s)", sh.Name, share*100, sh.Amount, sh.Split), Amount: round(sh.Amount * share)})
+		}
+	}
+	for i := range rep.Tenants {
+		t := &rep.Tenants[i]
+		sub := decimal.Zero
+		for _, l := range t.Lines {
+			sub = sub.Add(decimal.NewFromFloat(l.Amount))
+		}
+		subtotal, _ := sub.Float64()
+		if d := v.Tenants[t.Tenant].DiscountPercent; d > 0 {
+			t.Lines = append(t.Lines, LineItem{Kind: "discount", Detail: fmt.Sprintf("%g%%", d), Amount: round(-subtotal * d / 100)})
+			subtotal += -subtotal * d / 100
+		}
+		if credit, detail := s.credit(sla[t.Tenant]); credit > 0 {
+			t.Lines = append(t.Lines, LineItem{Kind: "sla_credit", Detail: detail, Amount: round(-subtotal * credit / 100)})
+		}
+		total := decimal.Zero
+		for _, l := range t.Lines {
+			total = total.Add(decimal.NewFromFloat(l.Amount))
+		}
+		t.Total, _ = total.Round(4).Float64()
+		rep.Total = round(rep.Total + t.Total)
+	}
+	return rep, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// snapshot reads a closed period, or nil.
+func (s *Service) snapshot(ctx context.Context, p Period) (*CostReport, error) {
+	rep := &CostReport{Period: p.Name, Closed: true}
+	for _, st := range s.regions() {
+		var rows []struct {
+			Tenant   string          `ch:"tenant_id"`
+			Lines    string          `ch:"line_items"`
+			Total    decimal.Decimal `ch:"total"`
+			Currency string          `ch:"currency"`
+			RateCard string          `ch:"rate_card"`
+			ClosedAt time.Time       `ch:"closed_at"`
+			ClosedBy string          `ch:"closed_by"`
+		}
+		if err := st.Select(ctx, &rows, "SELECT tenant_id, line_items, total, currency, rate_card, closed_at, closed_by FROM cost_snapshots FINAL WHERE period = ? ORDER BY tenant_id", p.Name); err != nil {
+			return nil, fmt.Errorf("cost snapshot: %w", err)
+		}
+		for _, r := range rows {
+			tc := TenantCost{Tenant: r.Tenant, ClosedAt: &r.ClosedAt, ClosedBy: r.ClosedBy}
+			if err := json.Unmarshal([]byte(r.Lines), &struct {
+				Lines *[]LineItem `json:"line_items"`
+				Usage *Usage      `json:"usage"`
+			}{&tc.Lines, &tc.Usage}); err != nil {
+				return nil, fmt.Errorf("cost snapshot of %s: %w", r.Tenant, err)
+			}
+			tc.Total, _ = r.Total.Float64()
+			rep.Currency, rep.RateCard = r.Currency, r.RateCard
+			rep.Tenants = append(rep.Tenants, tc)
+		}
+	}
+	if len(rep.Tenants) == 0 {
+		return nil, nil
+	}
+	sort.Slice(rep.Tenants, func(i, j int) bool { return rep.Tenants[i].Tenant < rep.Tenants[j].Tenant })
+	return rep, nil
+}
+
+// Close snapshots a finished period: its report never changes after.
+func (s *Service) Close(ctx context.Context, p Period, by string) (CostReport, error) {
+	if p.To.After(s.Now()) {
+		return CostReport{}, fmt.Errorf("%w: %s ends %s; close it after that", ErrInvalid, p.Name, p.To.Format(time.DateOnly))
+	}
+	if c, err := s.snapshot(ctx, p); err != nil {
+		return CostReport{}, err
+	} else if c != nil {
+		return CostReport{}, fmt.Errorf("%w: %s was closed by %s", ErrClosed, p.Name, c.Tenants[0].ClosedBy)
+	}
+	rep, err := s.compute(ctx, p)
+	if err != nil {
+		return rep, err
+	}
+	now := s.Now().UTC().Truncate(time.Millisecond)
+	for i := range rep.Tenants {
+		t := &rep.Tenants[i]
+		st, err := s.StoreOf(t.Tenant)
+		if err != nil {
+			return rep, err
+		}
+		body, err := json.Marshal(map[string]any{"line_items": t.Lines, "usage": t.Usage})
+		if err != nil {
+			return rep, err
+		}
+		if err := st.Exec(ctx, "INSERT INTO cost_snapshots (period, tenant_id, line_items, total, currency, rate_card, closed_at, closed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			p.Name, t.Tenant, string(body), decimal.NewFromFloat(t.Total), rep.Currency, rep.RateCard, now, by); err != nil {
+			return rep, fmt.Errorf("close %s: %w", p.Name, err)
+		}
+		t.ClosedAt, t.ClosedBy = &now, by
+	}
+	rep.Closed = true
+	return rep, nil
+}
+
+// Adjustment is an explicit correction of a closed period.
+type Adjustment struct {
+	ID     string    `json:"id"`
+	Period string    `json:"period"`
+	Tenant string    `json:"tenant"`
+	Amount float64   `json:"amount"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"created_at"`
+	By     string    `json:"created_by"`
+}
+
+// Adjust adds a correction to a closed period of tenant.
+func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amount float64, reason, by string) (Adjustment, error) {
+	st, err := s.StoreOf(tenant)
+	if err != nil {
+		return Adjustment{}, fmt.Errorf("%w: unknown tenant %q", ErrInvalid, tenant)
+	}
+	reason = strings.TrimSpace(reason)
+	if reason == "" || len(reason) > 500 {
+		return Adjustment{}, fmt.Errorf("%w: a reason (1 to 500 characters) is required", ErrInvalid)
+	}
+	if amount == 0 || math.IsNaN(amount) || math.IsInf(amount, 0) || math.Abs(amount) > 1e12 {
+		return Adjustment{}, fmt.Errorf("%w: amount must be a non-zero number", ErrInvalid)
+	}
+	c, err := s.snapshot(ctx, p)
+	if err != nil {
+		return Adjustment{}, err
+	}
+	if c == nil {
+		return Adjustment{}, fmt.Errorf("%w: %s is open; its report follows usage until it is closed", ErrOpen, p.Name)
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b) //nolint:errcheck // never fails
+	a := Adjustment{ID: "adj_" + hex.EncodeToString(b), Period: p.Name, Tenant: tenant, Amount: round(amount), Reason: reason, At: s.Now().UTC().Truncate(time.Millisecond), By: by}
+	if err := st.Exec(ctx, "INSERT INTO cost_adjustments (id, period, tenant_id, amount, reason, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		a.ID, a.Period, a.Tenant, decimal.NewFromFloat(a.Amount), a.Reason, a.At, a.By); err != nil {
+		return a, err
+	}
+	return a, nil
+}
+
+// Adjustments lists a period's corrections by tenant.
+func (s *Service) Adjustments(ctx context.Context, p Period) (map[string][]Adjustment, error) {
+	out := map[string][]Adjustment{}
+	for _, st := range s.regions() {
+		var rows []struct {
+			ID     string          `ch:"id"`
+			Tenant string          `ch:"tenant_id"`
+			Amount decimal.Decimal `ch:"amount"`
+			Reason string          `ch:"reason"`
+			At     time.Time       `ch:"created_at"`
+			By     string          `ch:"created_by"`
+		}
+		if err := st.Select(ctx, &rows, "SELECT id, tenant_id, amount, reason, created_at, created_by FROM cost_adjustments FINAL WHERE period = ? ORDER BY created_at", p.Name); err != nil {
+			return nil, fmt.Errorf("adjustments: %w", err)
+		}
+		for _, r := range rows {
+			a := Adjustment{ID: r.ID, Period: p.Name, Tenant: r.Tenant, Reason: r.Reason, At: r.At, By: r.By}
+			a.Amount, _ = r.Amount.Float64()
+			out[a.Tenant] = append(out[a.Tenant], a)
+		}
+	}
+	return out, nil
+}

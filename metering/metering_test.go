@@ -1,0 +1,238 @@
+package metering_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/chstore/chstoretest"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/metering"
+)
+
+func TestMain(m *testing.M) { enginetest.Main(m) }
+
+const card = `versions:
+  - version: "2026-10"
+    effective_from: 2026-10-01
+    effective_to: 2026-12-01
+    currency: EUR
+    prices:
+      - {meter: events, unit: 10, price: 0.5}
+      - meter: spans
+        unit: 100
+        tiers:
+          - {up_to: 5, price: 1}
+          - {price: 0.5}
+      - {meter: orders_total, unit: 1, price: 0.01}
+    shared:
+      - {name: platform, amount: 30, split: usage_share, meter: events}
+    tenants:
+      acme: {discount_percent: 10}
+  - version: "2026-12"
+    effective_from: 2026-12-01
+    currency: EUR
+    prices:
+      - {meter: events, unit: 10, price: 1}
+`
+
+type fixture struct {
+	st  *chstore.Store
+	cfg config.Config
+	svc *metering.Service
+}
+
+var oct = time.Date(2026, 10, 5, 12, 0, 0, 0, time.UTC)
+
+func start(t *testing.T) *fixture {
+	st := chstoretest.Migrated(t)
+	cfg := config.Default()
+	cfg.Tenants = []config.Tenant{{ID: "acme", Region: "default"}, {ID: "globex", Region: "default", SLO: config.SLO{Availability: 99}}}
+	cfg.Metering.Meters = []config.Meter{
+		{Name: "orders_total", Action: "order.placed", Aggregation: "sum", Value: "order.amount"},
+		{Name: "customers", Action: "order.*", Aggregation: "unique_count", Value: "customer"},
+	}
+	rc, err := metering.ParseRateCard([]byte(card), cfg, "card.yaml")
+	require.NoError(t, err)
+	svc := metering.New(cfg, map[string]*chstore.Store{"default": st}, rc, zerolog.Nop())
+	svc.Now = func() time.Time { return time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC) }
+	return &fixture{st: st, cfg: cfg, svc: svc}
+}
+
+func (f *fixture) exec(t *testing.T, q string, args ...any) {
+	t.Helper()
+	require.NoError(t, f.st.Exec(context.Background(), q, args...))
+}
+
+// events inserts n order events of tenant at time at, amount each.
+func (f *fixture) events(t *testing.T, tenant string, n int, at time.Time, amount int) {
+	f.exec(t, fmt.Sprintf(`INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, retention_days)
+		SELECT ?, 'orders', if(number %% 5 = 0, 'order.cancelled', 'order.placed'), ? + toIntervalSecond(number), generateUUIDv4(number), 'u', 'o', 1,
+		replaceAll(replaceAll(concat('<"order":<"amount":%d>,"customer":"c-', toString(number %% 7), '">'), '<', char(123)), '>', char(125)),
+		3650 FROM numbers(?)`, amount), tenant, at, n) // (a literal {"k":…} in the SQL text trips clickhouse-go's parameter binding)
+}
+
+// spans inserts n server spans of tenant at at, bad of them errors.
+func (f *fixture) spans(t *testing.T, tenant string, n, bad int, at time.Time) {
+	f.exec(t, `INSERT INTO spans (tenant_id, service, name, start_time, trace_id, span_id, kind, duration_ns, status_code, retention_days)
+		SELECT ?, if(number % 2 = 0, 'api', 'web'), 'GET /', ? + toIntervalSecond(number), hex(number), hex(number + 1000000), 'server',
+		(number % 100 + 1) * 1000000, if(number < ?, 'error', 'ok'), 3650 FROM numbers(?)`, tenant, at, bad, n)
+}
+
+func TestUsageMetersCostAndClosing(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	// Events stored before the meters exist are backfilled.
+	f.events(t, "acme", 100, oct, 20)
+	require.NoError(t, metering.EnsureMeters(ctx, f.st, f.cfg.Metering.Meters, zerolog.Nop()))
+	f.events(t, "acme", 100, oct.Add(24*time.Hour), 20)
+	f.events(t, "globex", 300, oct, 5)
+	f.events(t, "globex", 50, time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC), 5) // another period
+	f.spans(t, "acme", 1000, 5, oct)
+	f.spans(t, "globex", 200, 20, oct)
+
+	p, err := metering.ParsePeriod("2026-10")
+	require.NoError(t, err)
+	usage, err := f.svc.UsageByTenant(ctx, p.From, p.To)
+	require.NoError(t, err)
+	require.EqualValues(t, 200, usage["acme"]["events"])
+	require.EqualValues(t, 300, usage["globex"]["events"])
+	require.EqualValues(t, 1000, usage["acme"]["spans"])
+	require.InDelta(t, 160*20, usage["acme"]["orders_total"], 1e-9, "order.placed is 4 of 5 events, amount 20 each")
+	require.EqualValues(t, 7, usage["acme"]["customers"], "unique customers across the period")
+	require.Greater(t, usage["acme"]["event_bytes"], 0.0)
+	require.Greater(t, usage["acme"]["stored_bytes"], 0.0)
+	require.InDelta(t, 50.5*1000/1000, usage["acme"]["compute_seconds"], 1e-6, "server span time: mean 50.5 ms")
+
+	rep, err := f.svc.Cost(ctx, p)
+	require.NoError(t, err)
+	require.False(t, rep.Closed)
+	require.Equal(t, "2026-10", rep.RateCard)
+	byTenant := map[string]metering.TenantCost{}
+	for _, tc := range rep.Tenants {
+		byTenant[tc.Tenant] = tc
+	}
+	line := func(tc metering.TenantCost, kind, meter string) float64 {
+		for _, l := range tc.Lines {
+			if l.Kind == kind && (meter == "" || l.Meter == meter) {
+				return l.Amount
+			}
+		}
+		t.Fatalf("no %s line %s for %s: %+v", kind, meter, tc.Tenant, tc.Lines)
+		return 0
+	}
+	acme, globex := byTenant["acme"], byTenant["globex"]
+	require.InDelta(t, 10, line(acme, "usage", "events"), 1e-9, "200 events / 10 × 0.5")
+	require.InDelta(t, 5*1+5*0.5, line(acme, "usage", "spans"), 1e-9, "10 hundred spans: 5 at 1, 5 at 0.5")
+	require.InDelta(t, 32, line(acme, "usage", "orders_total"), 1e-9)
+	require.InDelta(t, 12, line(acme, "shared", ""), 1e-9, "200 of 500 events: 40% of 30")
+	require.InDelta(t, 18, line(globex, "shared", ""), 1e-9)
+	require.InDelta(t, -(10+7.5+32+12)*0.1, line(acme, "discount", ""), 1e-9)
+	// acme: 5 errors in 1,000 (99.5% < 99.9%): 10% credit on the discounted bill.
+	require.InDelta(t, -(10+7.5+32+12)*0.9*0.1, line(acme, "sla_credit", ""), 1e-9)
+	require.InDelta(t, (10+7.5+32+12)*0.9*0.9, acme.Total, 1e-9)
+	// globex: 10% errors, availability 90% < 95%: 50% credit.
+	credit := line(globex, "sla_credit", "")
+	require.Less(t, credit, 0.0)
+	require.InDelta(t, globex.Total, -credit, 1e-9, "a 50% credit halves the bill")
+
+	// Closing snapshots the report; later data does not change it.
+	_, err = f.svc.Close(ctx, metering.Period{Name: "2026-11", From: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}, "frank")
+	require.ErrorIs(t, err, metering.ErrInvalid, "a period that has not ended cannot be closed")
+	closed, err := f.svc.Close(ctx, p, "frank")
+	require.NoError(t, err)
+	require.True(t, closed.Closed)
+	_, err = f.svc.Close(ctx, p, "frank")
+	require.ErrorIs(t, err, metering.ErrClosed)
+	f.events(t, "acme", 1000, oct, 20)
+	again, err := f.svc.Cost(ctx, p)
+	require.NoError(t, err)
+	require.True(t, again.Closed)
+	require.Equal(t, rep.Total, again.Total, "a closed period's report never changes")
+
+	// Corrections are explicit lines.
+	_, err = f.svc.Adjust(ctx, p, "acme", -5, "", "frank")
+	require.ErrorIs(t, err, metering.ErrInvalid)
+	_, err = f.svc.Adjust(ctx, metering.Period{Name: "2026-11"}, "acme", -5, "goodwill", "frank")
+	require.ErrorIs(t, err, metering.ErrOpen)
+	a, err := f.svc.Adjust(ctx, p, "acme", -5, "goodwill after incident 42", "frank")
+	require.NoError(t, err)
+	again, err = f.svc.Cost(ctx, p)
+	require.NoError(t, err)
+	require.InDelta(t, rep.Total-5, again.Total, 1e-9)
+	require.Contains(t, fmt.Sprint(again.Tenants[0].Lines), a.ID)
+
+	// A future period is refused.
+	_, err = f.svc.Cost(ctx, metering.Period{Name: "2027-01", From: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)})
+	require.ErrorIs(t, err, metering.ErrFuture)
+
+	// The rate card version that priced the closed period may not change.
+	rc, err := metering.ParseRateCard([]byte(card), f.cfg, "card.yaml")
+	require.NoError(t, err)
+	require.NoError(t, rc.Store(ctx, f.st))
+	// (the first Store happened after closing here; store, then try a change)
+	changed, err := metering.ParseRateCard([]byte(strings.Replace(card, "{meter: events, unit: 10, price: 0.5}", "{meter: events, unit: 10, price: 0.7}", 1)), f.cfg, "card.yaml")
+	require.NoError(t, err)
+	err = changed.Store(ctx, f.st)
+	require.ErrorContains(t, err, "line 2")
+	require.ErrorContains(t, err, "closed period 2026-10")
+}
+
+func TestSLAAndBurnRates(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	f.spans(t, "acme", 1000, 2, now.Add(-2*time.Hour))
+	f.spans(t, "globex", 600, 60, now.Add(-30*time.Minute))
+	p, _ := metering.ParsePeriod("2026-11")
+	sla, err := f.svc.TenantSLA(ctx, "acme", p.From, p.To)
+	require.NoError(t, err)
+	require.EqualValues(t, 1000, sla.Total.Valid)
+	require.InDelta(t, 99.8, sla.Total.Availability, 1e-9)
+	require.False(t, sla.Total.Met, "99.8% is below the default 99.9%")
+	require.InDelta(t, 1-2.0/1.0, sla.Total.BudgetRemaining, 1e-9, "a budget of 1 error, 2 spent")
+	require.Len(t, sla.Services, 2)
+	require.InDelta(t, 50, sla.Total.P50, 3, "durations 1..100 ms")
+	require.InDelta(t, 99, sla.Total.P99, 3)
+	require.Len(t, sla.Days, 30)
+	require.Equal(t, 10.0, sla.Total.CreditPercent)
+
+	burns, err := f.svc.BurnRates(ctx, now)
+	require.NoError(t, err)
+	get := func(tenant string, w time.Duration) float64 {
+		for _, b := range burns {
+			if b.Tenant == tenant && b.Window == w {
+				return b.Rate
+			}
+		}
+		t.Fatalf("no burn %s %s", tenant, w)
+		return 0
+	}
+	require.InDelta(t, 10.0, get("globex", time.Hour), 1e-9, "10% errors on a 99% objective burn 10× in the last hour")
+	require.Zero(t, get("acme", time.Hour), "acme's errors are 2 hours old")
+	require.InDelta(t, 2.0, get("acme", 6*time.Hour), 1e-9)
+}
+
+func TestRateCardRefusesBadCardsNamingTheLine(t *testing.T) {
+	cfg := config.Default()
+	cfg.Tenants = []config.Tenant{{ID: "acme", Region: "default"}}
+	for _, c := range []struct{ card, want string }{
+		{"versions:\n  - {version: a, effective_from: 2026-01-01, currency: EUR}\n  - {version: b, effective_from: 2026-06-01, currency: EUR}\n", "line 3: version \"b\" (from 2026-06-01) overlaps version \"a\" on line 2"},
+		{"versions:\n  - version: a\n    effective_from: 2026-01-01\n    currency: EUR\n    prices:\n      - {meter: events, price: -1}\n", "line 6: price -1 is negative"},
+		{"versions:\n  - version: a\n    effective_from: 2026-01-01\n    currency: EUR\n    prices:\n      - {meter: nope, price: 1}\n", "line 6: unknown meter \"nope\""},
+		{"versions:\n  - version: a\n    effective_from: 2026-01-01\n    currency: EUR\n    tenants:\n      other: {discount_percent: 5}\n", "line 6: unknown tenant \"other\""},
+		{"versions:\n  - {version: a, effective_from: 2026-01-01, currency: euro}\n", "line 2: currency"},
+		{"versions:\n  - {version: a, effective_from: 2026-01-01, currency: EUR, colour: red}\n", "field colour not found"},
+		{"versions:\n  - version: a\n    effective_from: 2026-01-01\n    currency: EUR\n    prices:\n      - meter: events\n        tiers:\n          - {up_to: 10, price: 1}\n          - {up_to: 5, price: 1}\n          - {price: 1}\n", "line 9: up_to must grow"},
+	} {
+		_, err := metering.ParseRateCard([]byte(c.card), cfg, "card.yaml")
+		require.ErrorContains(t, err, c.want, c.card)
+	}
+}
