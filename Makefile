@@ -33,10 +33,14 @@ engine: chdb build ## serve only the embedded ClickHouse engine on 127.0.0.1:812
 browser: ## install Debian's chromium for the browser test when it is missing
 	@scripts/install-chromium.sh
 
+.PHONY: prometheus
+prometheus: ## install Debian's prometheus and promtool for the metrics tests when they are missing
+	@scripts/install-prometheus.sh
+
 .PHONY: test
-test: chdb browser ## run every test against the embedded NATS and ClickHouse engines (one package at a time: latency tests stay meaningful); screenshots land in test-output/
+test: chdb browser prometheus ## run every test against the embedded NATS and ClickHouse engines (one package at a time: latency tests stay meaningful); screenshots land in test-output/
 	@rm -rf test-output && mkdir -p test-output
-	TENANTSCOPE_REQUIRE_BROWSER=1 $(GO) test -count=1 -p 1 -timeout 45m -artifacts -outputdir $(CURDIR)/test-output ./...
+	TENANTSCOPE_REQUIRE_BROWSER=1 TENANTSCOPE_REQUIRE_PROMETHEUS=1 $(GO) test -count=1 -p 1 -timeout 45m -artifacts -outputdir $(CURDIR)/test-output ./...
 
 .PHONY: bench
 bench: chdb build ## run the Go benchmarks and the benchmark commands that print tables

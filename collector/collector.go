@@ -124,7 +124,7 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(reg, suite.ChainTenants())
+	m, err := newMetrics(reg, suite.ChainTenants(), suite.Metering.MaxServicesPerTenant)
 	if err != nil {
 		return nil, err
 	}
@@ -383,6 +383,9 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 		}
 		for _, sp := range r.spans {
 			s.m.rows.WithLabelValues(sp.TenantID, string(SignalSpan)).Inc()
+			if sp.Kind == "server" {
+				s.m.serverSpan(sp)
+			}
 		}
 		for _, a := range r.audit {
 			s.m.rows.WithLabelValues(a.TenantID, string(SignalAudit)).Inc()
@@ -626,13 +629,63 @@ type metrics struct {
 	deferred      prometheus.Counter
 	backlog       *prometheus.GaugeVec
 	fill          *prometheus.GaugeVec
+	// SLA counters of server spans, by tenant and service; a tenant's
+	// services beyond maxServices are counted as service="other".
+	slaRequests, slaErrors *prometheus.CounterVec
+	maxServices            int
+	mu                     sync.Mutex
+	services               map[string]map[string]bool
+}
+
+// BadSpan reports whether a server span counts against the SLA: an error
+// status or an HTTP 5xx (the rule of the sla_minutely view).
+func BadSpan(sp Span) bool {
+	if sp.StatusCode == "error" {
+		return true
+	}
+	for _, k := range []string{"http.status_code", "http.response.status_code"} {
+		if c, err := strconv.Atoi(sp.Attributes[k]); err == nil && c >= 500 {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *metrics) serverSpan(sp Span) {
+	m.mu.Lock()
+	known := m.services[sp.TenantID]
+	if known == nil {
+		known = map[string]bool{}
+		m.services[sp.TenantID] = known
+	}
+	service := sp.Service
+	if !known[service] {
+		if len(known) >= m.maxServices {
+			service = "other"
+		} else {
+			known[service] = true
+		}
+	}
+	m.mu.Unlock()
+	m.slaRequests.WithLabelValues(sp.TenantID, service).Inc()
+	if BadSpan(sp) {
+		m.slaErrors.WithLabelValues(sp.TenantID, service).Inc()
+	}
 }
 
 // newMetrics registers the collector's metrics. The tenant label takes only
 // configured tenants (rows of unknown tenants are dead-lettered before they
 // are counted), so its cardinality is bounded by the configuration.
-func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, tenants []config.Tenant, maxServices int) (*metrics, error) {
+	if maxServices <= 0 {
+		maxServices = 20
+	}
 	m := &metrics{
+		slaRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_sla_requests_total",
+			Help: "Server spans stored (valid requests), by tenant and service (at most metering.max_services_per_tenant services a tenant, the rest as other)."}, []string{"tenant", "service"}),
+		slaErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_sla_errors_total",
+			Help: "Server spans with an error status or HTTP 5xx, by tenant and service."}, []string{"tenant", "service"}),
+		maxServices: maxServices, services: map[string]map[string]bool{},
 		rows:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_rows_total", Help: "Rows stored, by tenant and signal."}, []string{"tenant", "signal"}),
 		deadLetters:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_dead_letters_total", Help: "Messages dead-lettered, by reason."}, []string{"reason"}),
 		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_messages", Help: "Messages per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
@@ -647,7 +700,7 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant) (*metrics, e
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.throttles, m.redelivered, m.backlog, m.fill} {
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.throttles, m.redelivered, m.backlog, m.fill, m.slaRequests, m.slaErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}

@@ -22,7 +22,7 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"bench":         {"run a benchmark and print its table (engine, ingest)", runBench},
+		"bench":         {"run a benchmark and print its table (engine, ingest, audit, cost)", runBench},
 		"serve":         {"run the whole suite in one process (embedded NATS and ClickHouse by default)", runSuite(suite.All, "serve")},
 		"collector":     {"run only the collector (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{Collector: true}, "collector")},
 		"ui":            {"run only the UI, API and /metrics (the UI pages arrive with their issues)", runSuite(suite.Components{UI: true}, "ui")},
@@ -35,6 +35,9 @@ func commands() map[string]command {
 		"demo":          {"publish demo traffic as the configured tenants to a running suite", runDemo},
 		"engine":        {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
 		"version":       {"print the version", runVersion},
+		"report":        {"a month's cost, SLA or margin report as CSV or JSON (report cost|sla|margin --period 2026-11)", runReport},
+		"period":        {"close a month's cost report, or adjust a closed one (audited)", runPeriod},
+		"slo":           {"print the Prometheus rules file of the SLO burn-rate alerts (slo rules)", runSLO},
 	}
 }
 
