@@ -94,14 +94,19 @@ const (
 	WriteAudit Capability = "audit:write"
 	Export     Capability = "export"
 	ManageKeys Capability = "api_keys:manage"
+	ReadCost   Capability = "cost:read"
+	ManageCost Capability = "cost:manage"
+	ReadSLA    Capability = "sla:read"
 )
 
 // cross lists the roles that may use a capability for every tenant; own the
 // tenant-scoped roles that may use it for their own tenant.
 var (
-	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}, Export: {config.RoleCompliance}}
-	own   = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}, Export: {config.RoleTenantAdmin},
-		ManageKeys: {config.RoleTenantAdmin}}
+	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}, Export: {config.RoleCompliance},
+		ReadCost: {config.RoleFinance}, ManageCost: {config.RoleFinance}, ReadSLA: {config.RoleSRE, config.RoleFinance}}
+	own = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}, Export: {config.RoleTenantAdmin},
+		ManageKeys: {config.RoleTenantAdmin}, ReadCost: {config.RoleTenantAdmin},
+		ReadSLA: {config.RoleTenantAdmin, config.RoleTenantViewer}}
 )
 
 // Scope is the one tenant-access rule: p may use c on tenant's data when its

@@ -14,10 +14,10 @@ import (
 // the configuration's; the meter label takes the built-in meters and the
 // configured ones.
 type Exporter struct {
-	svc                                *Service
-	objective, burn, alert             *prometheus.GaugeVec
-	availability, budget, usage, cost  *prometheus.GaugeVec
-	updated                            prometheus.Gauge
+	svc                               *Service
+	objective, burn, alert            *prometheus.GaugeVec
+	availability, budget, usage, cost *prometheus.GaugeVec
+	updated                           prometheus.Gauge
 }
 
 // NewExporter registers the gauges.

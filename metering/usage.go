@@ -365,3 +365,15 @@ func (s *Service) meterValues(ctx context.Context, st *chstore.Store, from, to t
 	}
 	return out, nil
 }
+
+// Setup prepares a region's store for metering: the configured meters'
+// views and the rate card's versions. The process that migrates runs it.
+func Setup(ctx context.Context, st *chstore.Store, cfg config.Config, card *RateCard, log zerolog.Logger) error {
+	if err := EnsureMeters(ctx, st, cfg.Metering.Meters, log); err != nil {
+		return err
+	}
+	if card != nil {
+		return card.Store(ctx, st)
+	}
+	return nil
+}

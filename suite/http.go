@@ -20,6 +20,7 @@ import (
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/ui"
 )
 
@@ -72,11 +73,22 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		pages := ui.New(s.cfg, sessionKey, s.storeOf, s.publishAudit, s.log)
 		pages.VerifierKey = b.AuditVerifierKey
 		pages.Keys = s.apiKeys
+		s.metering = metering.New(s.cfg, s.stores, s.card, s.log)
+		pages.Metering = s.metering
+		(&metering.API{Keys: keys, Service: s.metering, Audit: s.publishAudit}).Register(mux)
+		s.requests = metering.NewRequests(s.metering)
+		if s.meterGauges, err = metering.NewExporter(s.metering, s.reg); err != nil {
+			return err
+		}
 		pages.Health = s.health
 		pages.Register(mux)
 		(&export.Handler{Keys: keys, Stores: s.storeOf, SignerKey: b.AuditSignerKey, VerifierKey: b.AuditVerifierKey, Audit: s.publishAudit, Log: s.log}).Register(mux)
 	}
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
+	var handler http.Handler = mux
+	if s.requests != nil {
+		handler = s.requests.Middleware(mux)
+	}
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
 	return nil
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine"
+	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/telemetry"
@@ -83,6 +84,11 @@ type Suite struct {
 	boot *config.Bootstrap
 	// apiKeys holds the keys tenant admins create (UI processes).
 	apiKeys *apikeys.Store
+	// card is the configured rate card; metering serves usage, cost and SLA.
+	card        *metering.RateCard
+	metering    *metering.Service
+	requests    *metering.Requests
+	meterGauges *metering.Exporter
 	// health is the last verification of each tenant's audit chain.
 	health *auditlog.HealthBoard
 }
@@ -130,6 +136,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	if s.boot, err = config.LoadBootstrap(cfg.Data); err != nil {
 		return err
 	}
+	if cfg.Metering.RateCard != "" {
+		if s.card, err = metering.LoadRateCard(cfg.Metering.RateCard, cfg); err != nil {
+			return err
+		}
+	}
 	if err := s.startClickHouse(ctx); err != nil {
 		return err
 	}
@@ -172,6 +183,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		if s.apiKeys != nil {
 			g.Go(func() error { return s.apiKeys.Run(gctx) })
+		}
+		if s.requests != nil {
+			g.Go(func() error { return s.requests.Run(gctx, MeteringEvery) })
+			g.Go(func() error { return s.meterGauges.Run(gctx, MeteringEvery) })
 		}
 		g.Go(func() error {
 			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -221,6 +236,9 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 		p := migrations.Params{Database: r.Database, Cluster: s.cfg.ClickHouse.Cluster}
 		if s.cfg.Embedded() {
 			if _, err := migrations.Up(ctx, st, p, func(line string) { s.log.Info().Str("region", r.Name).Msg(line) }); err != nil {
+				return err
+			}
+			if err := metering.Setup(ctx, st, s.cfg, s.card, s.log); err != nil {
 				return err
 			}
 		} else {
@@ -302,6 +320,10 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 		}
 	}
 }
+
+// MeteringEvery is how often request counts are written and the metering
+// gauges recomputed.
+var MeteringEvery = 30 * time.Second
 
 // AuditVerifyEvery is how often serve verifies every audit chain.
 var AuditVerifyEvery = 15 * time.Minute

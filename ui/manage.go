@@ -167,9 +167,14 @@ func (u *UI) exportBundle(w http.ResponseWriter, r *http.Request, s *Session) {
 	u.auditExport(r, s, tenant, "export.downloaded", err, meta)
 }
 
+// auditRecord is a successful UI action on target in chain.
+func auditRecord(chain string, actor auditlog.Actor, action, targetType, target string, meta map[string]string) auditlog.Record {
+	return auditlog.Record{TenantID: chain, Time: time.Now().UTC(), Actor: actor, Action: action,
+		Target: auditlog.Target{Type: targetType, ID: target}, Outcome: "success", SourceService: "tenantscope-ui", Metadata: meta}
+}
+
 func (u *UI) auditExport(r *http.Request, s *Session, tenant, action string, err error, meta map[string]string) {
-	rec := auditlog.Record{TenantID: tenant, Time: time.Now().UTC(), Actor: s.actor(r), Action: action,
-		Target: auditlog.Target{Type: "tenant", ID: tenant}, Outcome: "success", SourceService: "tenantscope-ui", Metadata: meta}
+	rec := auditRecord(tenant, s.actor(r), action, "tenant", tenant, meta)
 	if err != nil {
 		u.log.Error().Err(err).Str("tenant_id", tenant).Str("action", action).Msg("export")
 		rec.Outcome, rec.Reason = "failure", err.Error()

@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -32,6 +33,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/metering"
 )
 
 // Session is a signed-in user, carried in a signed cookie.
@@ -52,6 +54,46 @@ func tenantSuffix(s *Session) string {
 		return ""
 	}
 	return " of " + s.Tenant
+}
+
+func sortState(active bool, dir string) string {
+	if active {
+		return dir
+	}
+	return "none"
+}
+
+func num(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func money(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+
+func bytes(v float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " " + units[i]
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func budgetClass(v float64) string {
+	if v < 0.25 {
+		return "failure"
+	}
+	return ""
 }
 
 func when(t *time.Time) string {
@@ -119,6 +161,8 @@ type UI struct {
 	VerifierKey, SignerKey string
 	// Keys manages tenant admins' API keys (nil: the page says so).
 	Keys *apikeys.Store
+	// Metering serves the cost and SLA pages (nil: they say it is not running).
+	Metering *metering.Service
 	// Health shows each tenant's last chain verification on the home page.
 	Health *auditlog.HealthBoard
 }
@@ -150,6 +194,13 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/api-keys", u.signedIn(u.keysPage))
 	mux.HandleFunc("POST /ui/tenants/{tenantId}/api-keys", u.signedIn(u.createKey))
 	mux.HandleFunc("POST /ui/tenants/{tenantId}/api-keys/{keyId}/revoke", u.signedIn(u.revokeKey))
+	mux.HandleFunc("GET /ui/finance", u.signedIn(u.costPage))
+	mux.HandleFunc("GET /ui/finance/download/{format}", u.signedIn(u.costDownload))
+	mux.HandleFunc("POST /ui/finance/close", u.signedIn(u.closePeriod))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/cost", u.signedIn(u.tenantCostPage))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/cost/download/{format}", u.signedIn(u.costDownload))
+	mux.HandleFunc("GET /ui/sla", u.signedIn(u.slaPage))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/sla", u.signedIn(u.tenantSLAPage))
 }
 
 const (

@@ -16,6 +16,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/demo"
+	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/suite"
 )
@@ -176,7 +177,16 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		if args[0] == "show" {
 			return yaml.NewEncoder(stdout).Encode(cfg.Redacted())
 		}
-		_, err = fmt.Fprintf(stdout, "configuration is valid: %d regions, %d tenants, %d users, %d API keys\n", len(cfg.Regions), len(cfg.Tenants), len(cfg.Users), len(cfg.APIKeys))
+		card := "no rate card"
+		if cfg.Metering.RateCard != "" {
+			rc, err := metering.LoadRateCard(cfg.Metering.RateCard, cfg)
+			if err != nil {
+				return err
+			}
+			card = fmt.Sprintf("rate card %s: %d versions", cfg.Metering.RateCard, len(rc.Versions))
+		}
+		_, err = fmt.Fprintf(stdout, "configuration is valid: %d regions, %d tenants, %d users, %d API keys, %d meters; %s\n",
+			len(cfg.Regions), len(cfg.Tenants), len(cfg.Users), len(cfg.APIKeys), len(cfg.Metering.Meters), card)
 		return err
 	}
 	return fmt.Errorf("%w: tenantscope config validate|show|hash", errUsage)
@@ -232,6 +242,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		p := migrations.Params{Database: r.Database, Cluster: cfg.ClickHouse.Cluster}
 		if args[0] == "up" {
 			n, err := migrations.Up(ctx, st, p, func(line string) { fmt.Fprintln(stdout, line) })
+			if err == nil {
+				err = setupMetering(ctx, st, cfg)
+			}
 			_ = st.Close() //nolint:errcheck // short-lived
 			if err != nil {
 				return err
@@ -284,4 +297,16 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return nil
 	}
 	return err
+}
+
+// setupMetering creates the meters' views and stores the rate card in st.
+func setupMetering(ctx context.Context, st *chstore.Store, cfg config.Config) error {
+	var card *metering.RateCard
+	if cfg.Metering.RateCard != "" {
+		var err error
+		if card, err = metering.LoadRateCard(cfg.Metering.RateCard, cfg); err != nil {
+			return err
+		}
+	}
+	return metering.Setup(ctx, st, cfg, card, zerolog.Nop())
 }

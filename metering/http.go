@@ -1,0 +1,286 @@
+package metering
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/identity"
+)
+
+// API serves cost, usage and SLA reports.
+type API struct {
+	Keys    *identity.Keys
+	Service *Service
+	// Audit records closings and adjustments (platform and tenant chains).
+	Audit auditlog.Publisher
+}
+
+// Register mounts the routes.
+func (a *API) Register(mux *http.ServeMux) {
+	for pattern, h := range map[string]http.HandlerFunc{
+		"GET /api/v1/cost":                                 a.cost,
+		"GET /api/v1/tenants/{tenantId}/cost":              a.tenantCost,
+		"GET /api/v1/tenants/{tenantId}/usage":             a.usage,
+		"POST /api/v1/cost/periods/{period}/close":         a.close,
+		"POST /api/v1/tenants/{tenantId}/cost/adjustments": a.adjust,
+		"GET /api/v1/sla":                                  a.slaAll,
+		"GET /api/v1/tenants/{tenantId}/sla":               a.sla,
+		"GET /api/v1/margin":                               a.margin,
+	} {
+		mux.Handle(pattern, identity.WithCorrelation(h))
+	}
+}
+
+func (a *API) require(w http.ResponseWriter, r *http.Request, c identity.Capability) (identity.Principal, string, bool) {
+	s := a.Service
+	return a.Keys.Require(w, r, c, auditlog.Denied(a.Audit, s.StoreOf, s.log, r, c))
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v) //nolint:errcheck // client gone
+}
+
+// period reads ?period=, defaulting to the current month.
+func (a *API) period(w http.ResponseWriter, r *http.Request) (Period, bool) {
+	v := r.URL.Query().Get("period")
+	if v == "" {
+		v = a.Service.Now().UTC().Format("2006-01")
+	}
+	p, err := ParsePeriod(v)
+	if err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		return p, false
+	}
+	if p.From.After(a.Service.Now()) {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", fmt.Sprintf("period %s has not started", p.Name))
+		return p, false
+	}
+	return p, true
+}
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrFuture), errors.Is(err, ErrNoRateCard):
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrOpen):
+		identity.WriteError(w, r, http.StatusConflict, "conflict", err.Error())
+	default:
+		a.Service.log.Error().Err(err).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("metering")
+		identity.WriteError(w, r, http.StatusInternalServerError, "internal", "the report could not be computed")
+	}
+}
+
+// writeCost answers in ?format=json (default) or csv.
+func (a *API) writeCost(w http.ResponseWriter, r *http.Request, rep CostReport) {
+	format := r.URL.Query().Get("format")
+	switch format {
+	case "", "json":
+		writeJSON(w, rep)
+	case "csv":
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="cost-`+rep.Period+`.csv"`)
+		_ = WriteCost(w, rep, "csv") //nolint:errcheck // client gone
+	default:
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "format must be json or csv")
+	}
+}
+
+func (a *API) cost(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := a.require(w, r, identity.ReadCost); !ok {
+		return
+	}
+	p, ok := a.period(w, r)
+	if !ok {
+		return
+	}
+	rep, err := a.Service.Cost(r.Context(), p)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.writeCost(w, r, rep)
+}
+
+// Only is rep narrowed to one tenant (the scoping of every per-tenant read
+// of a report).
+func (rep CostReport) Only(tenant string) CostReport {
+	out := rep
+	out.Tenants, out.Total = nil, 0
+	for _, t := range rep.Tenants {
+		if t.Tenant == tenant {
+			out.Tenants = append(out.Tenants, t)
+			out.Total = t.Total
+		}
+	}
+	return out
+}
+
+func (a *API) tenantCost(w http.ResponseWriter, r *http.Request) {
+	_, tenant, ok := a.require(w, r, identity.ReadCost)
+	if !ok {
+		return
+	}
+	p, ok := a.period(w, r)
+	if !ok {
+		return
+	}
+	rep, err := a.Service.Cost(r.Context(), p)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.writeCost(w, r, rep.Only(tenant))
+}
+
+func (a *API) usage(w http.ResponseWriter, r *http.Request) {
+	_, tenant, ok := a.require(w, r, identity.ReadCost)
+	if !ok {
+		return
+	}
+	p, ok := a.period(w, r)
+	if !ok {
+		return
+	}
+	days, err := a.Service.DailyUsage(r.Context(), tenant, p.From, p.To)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	total := Usage{}
+	for _, d := range days {
+		for m, v := range d.Usage {
+			total[m] += v
+		}
+	}
+	writeJSON(w, map[string]any{"tenant": tenant, "period": p.Name, "usage": total, "days": days})
+}
+
+func (a *API) close(w http.ResponseWriter, r *http.Request) {
+	pr, _, ok := a.require(w, r, identity.ManageCost)
+	if !ok {
+		return
+	}
+	p, err := ParsePeriod(r.PathValue("period"))
+	if err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	rep, err := a.Service.Close(r.Context(), p, pr.Name)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.record(r, config.PlatformTenant, pr, "cost.period_closed", p.Name, map[string]string{"total": fmt.Sprint(rep.Total), "currency": rep.Currency, "rate_card": rep.RateCard, "tenants": fmt.Sprint(len(rep.Tenants))}, nil)
+	writeJSON(w, rep)
+}
+
+func (a *API) adjust(w http.ResponseWriter, r *http.Request) {
+	pr, tenant, ok := a.require(w, r, identity.ManageCost)
+	if !ok {
+		return
+	}
+	var body struct {
+		Period string  `json:"period"`
+		Amount float64 `json:"amount"`
+		Reason string  `json:"reason"`
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, 8192))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", `body must be JSON {"period": "2026-10", "amount": -12.5, "reason": "…"}: `+err.Error())
+		return
+	}
+	p, err := ParsePeriod(body.Period)
+	if err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	adj, err := a.Service.Adjust(r.Context(), p, tenant, body.Amount, body.Reason, pr.Name)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	meta := map[string]string{"period": p.Name, "amount": fmt.Sprint(adj.Amount), "adjustment": adj.ID}
+	changes := map[string]any{"after": map[string]any{"amount": adj.Amount, "reason": adj.Reason}}
+	a.record(r, config.PlatformTenant, pr, "cost.adjusted", tenant, meta, changes)
+	a.record(r, tenant, pr, "cost.adjusted", tenant, meta, changes)
+	w.WriteHeader(http.StatusCreated)
+	writeJSON(w, adj)
+}
+
+// record audits a finance action.
+func (a *API) record(r *http.Request, chain string, p identity.Principal, action, target string, meta map[string]string, changes any) {
+	if a.Audit == nil {
+		return
+	}
+	rec := auditlog.Record{TenantID: chain, Time: time.Now().UTC(), Actor: auditlog.Actor{Type: "api_key", ID: p.Name, Name: p.Role, UserAgent: r.UserAgent()},
+		Action: action, Target: auditlog.Target{Type: "cost_period", ID: target}, Outcome: "success", SourceService: "tenantscope",
+		CorrelationID: identity.CorrelationID(r.Context()), Metadata: meta}
+	if changes != nil {
+		rec.Changes, _ = json.Marshal(changes) //nolint:errcheck // plain values
+	}
+	body, err := json.Marshal(rec)
+	if err == nil {
+		err = a.Audit(context.WithoutCancel(r.Context()), chain, "", body)
+	}
+	if err != nil {
+		a.Service.log.Warn().Err(err).Str("action", action).Msg("could not audit a finance action")
+	}
+}
+
+func (a *API) slaAll(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := a.require(w, r, identity.ReadSLA); !ok {
+		return
+	}
+	p, ok := a.period(w, r)
+	if !ok {
+		return
+	}
+	sla, err := a.Service.SLAByTenant(r.Context(), p.From, p.To)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, map[string]any{"period": p.Name, "tenants": sla})
+}
+
+func (a *API) sla(w http.ResponseWriter, r *http.Request) {
+	_, tenant, ok := a.require(w, r, identity.ReadSLA)
+	if !ok {
+		return
+	}
+	p, ok := a.period(w, r)
+	if !ok {
+		return
+	}
+	sla, err := a.Service.TenantSLA(r.Context(), tenant, p.From, p.To)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, map[string]any{"period": p.Name, "tenant": tenant, "sla": sla})
+}
+
+func (a *API) margin(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := a.require(w, r, identity.ReadCost); !ok {
+		return
+	}
+	p, ok := a.period(w, r)
+	if !ok {
+		return
+	}
+	ms, currency, err := a.Service.Margins(r.Context(), p)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, map[string]any{"period": p.Name, "currency": currency, "tenants": ms})
+}

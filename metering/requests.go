@@ -1,0 +1,93 @@
+package metering
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Requests counts API and UI requests per tenant and hour, and writes the
+// counts into usage_hourly (signals api_requests and ui_requests) every
+// flush. A request counts for the tenant of its path ({tenantId}).
+type Requests struct {
+	svc    *Service
+	mu     sync.Mutex
+	counts map[requestKey]uint64
+}
+
+type requestKey struct {
+	tenant, signal, group string
+	hour                  time.Time
+}
+
+// NewRequests builds a counter.
+func NewRequests(svc *Service) *Requests {
+	return &Requests{svc: svc, counts: map[requestKey]uint64{}}
+}
+
+// Middleware counts each request next served for a tenant's path.
+func (q *Requests) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		tenant := r.PathValue("tenantId")
+		if tenant == "" {
+			return
+		}
+		if _, ok := q.svc.tenant(tenant); !ok {
+			return
+		}
+		signal := "api_requests"
+		if strings.HasPrefix(r.URL.Path, "/ui/") {
+			signal = "ui_requests"
+		}
+		// The route group: the path after the tenant, without ids.
+		rest := strings.TrimPrefix(r.URL.Path[strings.Index(r.URL.Path, "/"+tenant)+len(tenant)+1:], "/")
+		group, _, _ := strings.Cut(rest, "/")
+		q.mu.Lock()
+		q.counts[requestKey{tenant, signal, group, time.Now().UTC().Truncate(time.Hour)}]++
+		q.mu.Unlock()
+	})
+}
+
+// Flush writes the counts gathered since the last flush.
+func (q *Requests) Flush(ctx context.Context) error {
+	q.mu.Lock()
+	counts := q.counts
+	q.counts = map[requestKey]uint64{}
+	q.mu.Unlock()
+	var errs []error
+	for k, n := range counts {
+		st, err := q.svc.StoreOf(k.tenant)
+		if err == nil {
+			err = st.Exec(ctx, "INSERT INTO usage_hourly (tenant_id, hour, signal, service, count, bytes, duration_ns, errors) VALUES (?, ?, ?, ?, ?, 0, 0, 0)",
+				k.tenant, k.hour, k.signal, k.group, n)
+		}
+		if err != nil {
+			// Kept for the next flush.
+			q.mu.Lock()
+			q.counts[k] += n
+			q.mu.Unlock()
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run flushes every interval, and once more when ctx ends.
+func (q *Requests) Run(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return q.Flush(context.WithoutCancel(ctx))
+		case <-t.C:
+			if err := q.Flush(ctx); err != nil {
+				q.svc.log.Warn().Err(err).Msg("request counts not written yet")
+			}
+		}
+	}
+}
