@@ -42,6 +42,8 @@ type fixture struct {
 	audited  []string
 	keys     *apikeys.Store
 	verifier string
+	ui       *ui.UI
+	cfg      config.Config
 }
 
 func start(t *testing.T) *fixture {
@@ -85,7 +87,7 @@ func start(t *testing.T) *fixture {
 			f.audited = append(f.audited, tenant+" "+string(body))
 			return nil
 		}, zerolog.Nop())
-	f.keys = u.Keys
+	f.keys, f.ui, f.cfg = u.Keys, u, cfg
 	u.Health = auditlog.NewHealthBoard()
 	for _, tenant := range []string{"acme", "globex", config.PlatformTenant} {
 		rep, err := auditlog.Verify(ctx, st, tenant, 1, vkey)

@@ -1,0 +1,166 @@
+package metering_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/metering"
+)
+
+// Every metering route as every role, for its own tenant and a foreign one.
+func TestAPIRoleMatrix(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	require.NoError(t, metering.EnsureMeters(ctx, f.st, f.cfg.Metering.Meters, zerolog.Nop()))
+	f.events(t, "acme", 100, oct, 20)
+	f.events(t, "globex", 100, oct, 5)
+	f.spans(t, "acme", 100, 0, oct)
+	roles := map[string]config.APIKey{
+		"compliance": {Role: config.RoleCompliance}, "finance": {Role: config.RoleFinance}, "sre": {Role: config.RoleSRE},
+		"acme-admin": {Role: config.RoleTenantAdmin, Tenant: "acme"}, "acme-viewer": {Role: config.RoleTenantViewer, Tenant: "acme"},
+	}
+	for k, v := range roles {
+		v.Name, v.KeyHash = k, config.HashAPIKey(k)
+		f.cfg.APIKeys = append(f.cfg.APIKeys, v)
+	}
+	var audited []auditlog.Record
+	mux := http.NewServeMux()
+	(&metering.API{Keys: identity.NewKeys(f.cfg), Service: f.svc, Audit: func(_ context.Context, tenant, _ string, body []byte) error {
+		var r auditlog.Record
+		require.NoError(t, json.Unmarshal(body, &r))
+		require.Equal(t, tenant, r.TenantID)
+		audited = append(audited, r)
+		return nil
+	}}).Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	call := func(method, path, key, body string) (int, string) {
+		req, err := http.NewRequest(method, srv.URL+path, bytes.NewBufferString(body))
+		require.NoError(t, err)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	own := func(roles ...string) func(caller, tenant string) bool {
+		return func(caller, tenant string) bool {
+			for _, r := range roles {
+				if caller == r || (r == "own-admin" && caller == tenant+"-admin") || (r == "own-viewer" && caller == tenant+"-viewer") {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	routes := []struct {
+		path  string
+		allow func(caller, tenant string) bool
+	}{
+		{"/api/v1/cost?period=2026-10", own("finance")},
+		{"/api/v1/margin?period=2026-10", own("finance")},
+		{"/api/v1/sla?period=2026-10", own("finance", "sre")},
+		{"/api/v1/tenants/{t}/cost?period=2026-10", own("finance", "own-admin")},
+		{"/api/v1/tenants/{t}/usage?period=2026-10", own("finance", "own-admin")},
+		{"/api/v1/tenants/{t}/sla?period=2026-10", own("finance", "sre", "own-admin", "own-viewer")},
+	}
+	for caller := range roles {
+		for _, tenant := range []string{"acme", "globex"} {
+			for _, rt := range routes {
+				path := strings.ReplaceAll(rt.path, "{t}", tenant)
+				code, body := call("GET", path, caller, "")
+				want := map[bool]int{true: 200, false: 403}[rt.allow(caller, tenant)]
+				require.Equal(t, want, code, "%s GET %s: %s", caller, path, body)
+				if code == 200 && strings.Contains(path, "/tenants/") {
+					other := map[string]string{"acme": "globex", "globex": "acme"}[tenant]
+					require.NotContains(t, body, `"`+other+`"`, "%s reading %s sees nothing of %s", caller, tenant, other)
+				}
+			}
+			code, _ := call("POST", "/api/v1/tenants/"+tenant+"/cost/adjustments", caller, `{"period":"2026-10","amount":-1,"reason":"x"}`)
+			if caller != "finance" {
+				require.Equal(t, 403, code, "%s adjusts %s", caller, tenant)
+			}
+		}
+		if caller != "finance" {
+			code, _ := call("POST", "/api/v1/cost/periods/2026-10/close", caller, "")
+			require.Equal(t, 403, code, "%s closes", caller)
+		}
+	}
+	code, _ := call("GET", "/api/v1/cost", "", "")
+	require.Equal(t, 401, code)
+
+	// Bad input.
+	for _, q := range []string{"period=2027-05", "period=garbage", "period=2026-10&format=xml"} {
+		code, body := call("GET", "/api/v1/cost?"+q, "finance", "")
+		require.Equal(t, 400, code, q)
+		require.Contains(t, body, "correlation_id")
+	}
+	code, _ = call("POST", "/api/v1/tenants/acme/cost/adjustments", "finance", `{"period":"2026-10","amount":-1,"reason":"x"}`)
+	require.Equal(t, 409, code, "an open period takes no adjustments")
+	code, body := call("POST", "/api/v1/cost/periods/2026-11/close", "finance", "")
+	require.Equal(t, 400, code, "a period that has not ended: %s", body)
+
+	// Close, then adjust, then the CSV shows both; closing again conflicts.
+	code, _ = call("POST", "/api/v1/cost/periods/2026-10/close", "finance", "")
+	require.Equal(t, 200, code)
+	code, _ = call("POST", "/api/v1/cost/periods/2026-10/close", "finance", "")
+	require.Equal(t, 409, code)
+	for _, b := range []string{`{"period":"2026-10","amount":-1}`, `{"period":"2026-10","amount":-1,"reason":"x","x":1}`, `{"period":"2026-10","amount":0,"reason":"x"}`} {
+		code, _ = call("POST", "/api/v1/tenants/acme/cost/adjustments", "finance", b)
+		require.Equal(t, 400, code, b)
+	}
+	code, _ = call("POST", "/api/v1/tenants/acme/cost/adjustments", "finance", `{"period":"2026-10","amount":-2.5,"reason":"incident 42"}`)
+	require.Equal(t, 201, code)
+	code, body = call("GET", "/api/v1/tenants/acme/cost?period=2026-10&format=csv", "acme-admin", "")
+	require.Equal(t, 200, code)
+	require.Contains(t, body, "adjustment")
+	require.Contains(t, body, "incident 42")
+	require.NotContains(t, body, "globex")
+	require.True(t, strings.HasPrefix(body, "period,tenant,kind,meter,quantity"), body)
+
+	var actions []string
+	for _, r := range audited {
+		actions = append(actions, r.TenantID+":"+r.Action)
+	}
+	require.Contains(t, actions, config.PlatformTenant+":cost.period_closed")
+	require.Contains(t, actions, config.PlatformTenant+":cost.adjusted")
+	require.Contains(t, actions, "acme:cost.adjusted")
+	require.Contains(t, actions, "acme:api.access_denied", "refused tenant reads are audited in the tenant's chain")
+}
+
+func TestRequestsAreCountedPerTenant(t *testing.T) {
+	f := start(t)
+	q := metering.NewRequests(f.svc)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/tenants/{tenantId}/audit-events", func(w http.ResponseWriter, _ *http.Request) {})
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit", func(w http.ResponseWriter, _ *http.Request) {})
+	srv := httptest.NewServer(q.Middleware(mux))
+	t.Cleanup(srv.Close)
+	for _, p := range []string{"/api/v1/tenants/acme/audit-events", "/api/v1/tenants/acme/audit-events", "/ui/tenants/acme/audit", "/api/v1/tenants/globex/audit-events", "/api/v1/tenants/nobody/audit-events", "/healthz"} {
+		res, err := http.Get(srv.URL + p)
+		require.NoError(t, err)
+		res.Body.Close()
+	}
+	require.NoError(t, q.Flush(context.Background()))
+	usage, err := f.svc.UsageByTenant(context.Background(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, usage["acme"]["api_requests"])
+	require.EqualValues(t, 1, usage["acme"]["ui_requests"])
+	require.EqualValues(t, 1, usage["globex"]["api_requests"])
+}
