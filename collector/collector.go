@@ -705,6 +705,9 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant, maxServices 
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}
 	}
+	for _, r := range Reasons {
+		m.deadLetters.WithLabelValues(string(r))
+	}
 	for _, t := range tenants {
 		m.throttles.WithLabelValues(t.ID)
 		m.redelivered.WithLabelValues(t.ID)

@@ -32,6 +32,10 @@ const (
 	ReasonTooManyHeaders Reason = "too_many_headers"
 )
 
+// Reasons lists every dead-letter reason (the metric starts each at 0).
+var Reasons = []Reason{ReasonBadSubject, ReasonUnknownTenant, ReasonMissingTenant, ReasonTenantMismatch, ReasonInvalidUTF8,
+	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders}
+
 // DecodeError is a permanent error: the message goes to the dead-letter stream.
 type DecodeError struct {
 	Reason Reason

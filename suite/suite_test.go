@@ -50,6 +50,10 @@ func child() int {
 	defer stop()
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
 	opts := suite.Options{Config: cfg, Components: suite.All, Log: log, Out: os.Stdout}
+	opts.Components.Demo = os.Getenv("TENANTSCOPE_SUITE_DEMO") != ""
+	if d, err := time.ParseDuration(os.Getenv("TENANTSCOPE_METERING_EVERY")); err == nil {
+		suite.MeteringEvery = d
+	}
 	if trigger := os.Getenv("TENANTSCOPE_CRASH_AFTER_STORE"); trigger != "" {
 		// Once the trigger file exists, die like a power cut at the next
 		// batch: rows stored, messages not acked.
