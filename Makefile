@@ -48,6 +48,7 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(BIN) bench engine
 	$(BIN) bench ingest
 	$(BIN) bench audit
+	$(BIN) bench cost
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)

@@ -99,8 +99,9 @@ func (s *Service) UsageByTenant(ctx context.Context, from, to time.Time) (map[st
 	}
 	for _, st := range s.regions() {
 		var rows []signalRow
+		table, col, lo, hi := rollup(from, to, "usage")
 		if err := st.Select(ctx, &rows, `SELECT tenant_id, signal, sum(count) AS count, sum(bytes) AS bytes, sum(duration_ns) / 1e9 AS seconds
-			FROM usage_hourly WHERE hour >= ? AND hour < ? GROUP BY tenant_id, signal`, from, to); err != nil {
+			FROM `+table+` WHERE `+col+` >= ? AND `+col+` < ? GROUP BY tenant_id, signal`, lo, hi); err != nil {
 			return nil, fmt.Errorf("usage: %w", err)
 		}
 		for _, r := range rows {
@@ -124,6 +125,16 @@ func (s *Service) UsageByTenant(ctx context.Context, from, to time.Time) (map[st
 		}
 	}
 	return out, nil
+}
+
+// rollup picks the daily table for whole days (monthly reports read 24
+// times fewer rows) and the hourly one otherwise, with the bounds its time
+// column compares with.
+func rollup(from, to time.Time, kind string) (table, col string, lo, hi any) {
+	if from.Equal(from.Truncate(24*time.Hour)) && to.Equal(to.Truncate(24*time.Hour)) {
+		return kind + "_daily", "day", from.Format(time.DateOnly), to.Format(time.DateOnly)
+	}
+	return kind + "_hourly", "hour", from, to
 }
 
 // signalMeters maps a usage_hourly signal to built-in meters.
@@ -189,14 +200,15 @@ func (s *Service) DailyUsage(ctx context.Context, tenant string, from, to time.T
 		return nil, err
 	}
 	var rows []struct {
-		Day      time.Time `ch:"day"`
+		Day      time.Time `ch:"d"`
 		Signal   string    `ch:"signal"`
 		Count    uint64    `ch:"count"`
 		Bytes    uint64    `ch:"bytes"`
 		Duration float64   `ch:"seconds"`
 	}
-	if err := st.Select(ctx, &rows, `SELECT toDate(hour) AS day, signal, sum(count) AS count, sum(bytes) AS bytes, sum(duration_ns) / 1e9 AS seconds
-		FROM usage_hourly WHERE tenant_id = ? AND hour >= ? AND hour < ? GROUP BY day, signal ORDER BY day`, tenant, from, to); err != nil {
+	table, col, lo, hi := rollup(from, to, "usage")
+	if err := st.Select(ctx, &rows, `SELECT toDate(`+col+`) AS d, signal, sum(count) AS count, sum(bytes) AS bytes, sum(duration_ns) / 1e9 AS seconds
+		FROM `+table+` WHERE tenant_id = ? AND `+col+` >= ? AND `+col+` < ? GROUP BY d, signal ORDER BY d`, tenant, lo, hi); err != nil {
 		return nil, fmt.Errorf("daily usage: %w", err)
 	}
 	byDay := map[time.Time]Usage{}
@@ -339,23 +351,25 @@ func (s *Service) meterValues(ctx context.Context, st *chstore.Store, from, to t
 	for _, m := range s.cfg.Metering.Meters {
 		agg[m.Name] = m.Aggregation
 	}
-	where, args := "hour >= ? AND hour < ?", []any{from, to}
+	table, col, lo, hi := rollup(from, to, "meter")
+	where, args := col+" >= ? AND "+col+" < ?", []any{lo, hi}
+	// (The result column is "d": an alias "day" would shadow meter_daily's column in WHERE.)
 	day := "toDate('1970-01-01')"
 	if tenant != "" {
-		where, args, day = "tenant_id = ? AND "+where, append([]any{tenant}, args...), "toDate(hour)"
+		where, args, day = "tenant_id = ? AND "+where, append([]any{tenant}, args...), "toDate("+col+")"
 	}
 	var rows []struct {
 		Tenant string    `ch:"tenant_id"`
 		Meter  string    `ch:"meter"`
-		Day    time.Time `ch:"day"`
+		Day    time.Time `ch:"d"`
 		Count  uint64    `ch:"count"`
 		Sum    float64   `ch:"sum"`
 		Max    float64   `ch:"max"`
 		Uniq   uint64    `ch:"uniq"`
 		Latest float64   `ch:"latest"`
 	}
-	if err := st.Select(ctx, &rows, `SELECT tenant_id, meter, `+day+` AS day, sum(count) AS count, sum(sum) AS sum, max(max) AS max,
-		uniqMerge(uniq) AS uniq, argMaxMerge(latest) AS latest FROM meter_hourly WHERE `+where+` GROUP BY tenant_id, meter, day`, args...); err != nil {
+	if err := st.Select(ctx, &rows, `SELECT tenant_id, meter, `+day+` AS d, sum(count) AS count, sum(sum) AS sum, max(max) AS max,
+		uniqMerge(uniq) AS uniq, argMaxMerge(latest) AS latest FROM `+table+` WHERE `+where+` GROUP BY tenant_id, meter, d`, args...); err != nil {
 		return nil, fmt.Errorf("meters: %w", err)
 	}
 	out := make([]MeterValue, 0, len(rows))

@@ -18,8 +18,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(args) > 0 && args[0] == "audit" {
 		return runBenchAudit(ctx, args[1:], getenv, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "cost" {
+		return runBenchCost(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "engine" {
-		return fmt.Errorf("%w: tenantscope bench engine|ingest|audit [flags]", errUsage)
+		return fmt.Errorf("%w: tenantscope bench engine|ingest|audit|cost [flags]", errUsage)
 	}
 	fs := flag.NewFlagSet("bench engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -68,6 +71,24 @@ func runBenchAudit(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	}
 	res, err := bench.RunAudit(ctx, bench.AuditConfig{LibPath: *lib, Records: *records, Tenants: *tenants, Queries: *queries}, stderr)
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	return nil
+}
+
+func runBenchCost(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench cost", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
+	events := fs.Int("events", 100_000_000, "events in the month, across all tenants")
+	spans := fs.Int("spans", 10_000_000, "server spans in the month")
+	tenants := fs.Int("tenants", 1000, "tenants")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	res, err := bench.RunCost(ctx, bench.CostConfig{LibPath: *lib, Events: *events, Spans: *spans, Tenants: *tenants}, stderr)
 	if err != nil {
 		return err
 	}
