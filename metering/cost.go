@@ -145,7 +145,7 @@ func (s *Service) compute(ctx context.Context, p Period) (CostReport, error) {
 	if err != nil {
 		return CostReport{}, err
 	}
-	sla, err := s.SLAByTenant(ctx, p.From, minTime(p.To, s.Now()))
+	sla, err := s.slaByTenant(ctx, p.From, minTime(p.To, s.Now()), false)
 	if err != nil {
 		return CostReport{}, err
 	}

@@ -171,7 +171,7 @@ func storedBytes(ctx context.Context, st *chstore.Store) (map[string]float64, er
 			GROUP BY signal),
 		ingested AS (
 			SELECT tenant_id, if(signal = 'exports', 'audit_records', signal) AS signal, toFloat64(sum(bytes)) AS b
-			FROM usage_hourly WHERE signal IN ('events', 'logs', 'spans', 'audit_records', 'exports') GROUP BY tenant_id, signal)
+			FROM usage_daily WHERE signal IN ('events', 'logs', 'spans', 'audit_records', 'exports') GROUP BY tenant_id, signal)
 		SELECT tenant_id, sum(disk.bytes * ingested.b / totals.total) AS stored
 		FROM ingested
 		JOIN disk USING (signal)
