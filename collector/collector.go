@@ -148,6 +148,9 @@ func (s *Service) Run(ctx context.Context) error {
 	for _, t := range s.tenants {
 		cons, err := s.js.Consumer(ctx, natsbus.IngestStream(t.ID), natsbus.CollectorDurable)
 		if err != nil {
+			if ctx.Err() != nil {
+				break // stopped while starting: nothing was pulled yet
+			}
 			return fmt.Errorf("collector: consumer of tenant %s: %w", t.ID, err)
 		}
 		wg.Add(1)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -59,7 +60,8 @@ type Config struct {
 type Metering struct {
 	// Meters are user-defined meters over domain events (as OpenMeter's).
 	Meters []Meter `yaml:"meters"`
-	// RateCard is the path of the rate card YAML; empty: usage without prices.
+	// RateCard is the path of the rate card YAML, relative to the
+	// configuration file; empty: usage without prices.
 	RateCard string `yaml:"rate_card"`
 	// SLO is every tenant's default objective; a tenant may override it.
 	SLO SLO `yaml:"slo"`
@@ -293,7 +295,12 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
-	return Parse(b)
+	cfg, err = Parse(b)
+	// Files the configuration names are relative to it.
+	if rc := cfg.Metering.RateCard; rc != "" && !filepath.IsAbs(rc) {
+		cfg.Metering.RateCard = filepath.Join(filepath.Dir(path), rc)
+	}
+	return cfg, err
 }
 
 // Parse decodes YAML over the defaults.

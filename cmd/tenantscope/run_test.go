@@ -37,7 +37,7 @@ func TestConfigValidateNamesTheFieldOfEveryBadFixture(t *testing.T) {
 	}
 	out, err := runCmd(t, "config", "validate", "--config", "../../examples/tenantscope.yaml")
 	require.NoError(t, err)
-	require.Contains(t, out, "configuration is valid: 2 regions, 2 tenants, 5 users, 5 API keys")
+	require.Contains(t, out, "configuration is valid: 2 regions, 2 tenants, 5 users, 5 API keys, 2 meters; rate card ../../examples/ratecard.yaml: 2 versions")
 }
 
 func TestConfigShowRedactsAndFlagsWin(t *testing.T) {
