@@ -54,7 +54,33 @@ type Config struct {
 	Quotas Quota `yaml:"quotas"`
 	// Metering holds meters, the rate card, SLOs and SLA credits.
 	Metering Metering `yaml:"metering"`
+	// Retention holds retention defaults and bounds, where data subjects
+	// are named, and the erasure deadline.
+	Retention Retention `yaml:"retention"`
 }
+
+// Retention configures the retention engine.
+type Retention struct {
+	// Defaults are the days each signal is kept when a tenant has no policy.
+	Defaults map[string]int `yaml:"defaults"`
+	// Minimum and Maximum bound policies per signal (a legal minimum for
+	// audit records, say).
+	Minimum map[string]int `yaml:"minimum"`
+	Maximum map[string]int `yaml:"maximum"`
+	// Identifiers say where a data subject's identifier appears, per signal:
+	// a column (events: actor, entity; audit_records: actor_id, target_id),
+	// payload.<dot.path> (events), or attributes.<key> (logs, spans).
+	Identifiers map[string][]string `yaml:"identifiers"`
+	// ErasureDeadline is how long an erasure request may stay open (the SLA
+	// of the right to be forgotten); requests due within a fifth of it are
+	// reminded.
+	ErasureDeadline Duration `yaml:"erasure_deadline"`
+	// PurgeEvery is how often the purge run enforces policies and holds.
+	PurgeEvery Duration `yaml:"purge_every"`
+}
+
+// Signals are the kinds of tenant data with a retention policy.
+var Signals = []string{"events", "logs", "spans", "audit_records"}
 
 // Metering configures usage meters, cost and SLAs.
 type Metering struct {
@@ -277,6 +303,17 @@ func Default() Config {
 		Log:        Log{Level: "info"},
 		Shutdown:   Duration(20 * time.Second),
 		Quotas:     Quota{EventsPerSecond: 20000, BytesPerSecond: 32 << 20},
+		Retention: Retention{
+			Defaults: map[string]int{"events": 90, "logs": 30, "spans": 14, "audit_records": 2555},
+			Minimum:  map[string]int{"events": 1, "logs": 1, "spans": 1, "audit_records": 2555},
+			Maximum:  map[string]int{"events": 3650, "logs": 3650, "spans": 3650, "audit_records": 3650},
+			Identifiers: map[string][]string{
+				"events": {"actor", "entity"}, "logs": {"attributes.user_id"}, "spans": {"attributes.user_id"},
+				"audit_records": {"actor_id", "target_id"},
+			},
+			ErasureDeadline: Duration(30 * 24 * time.Hour),
+			PurgeEvery:      Duration(time.Hour),
+		},
 		Metering: Metering{
 			SLO:                  SLO{Availability: 99.9, LatencyP99: Duration(time.Second)},
 			Credits:              []Credit{{Below: 99.9, CreditPercent: 10}, {Below: 99.0, CreditPercent: 25}, {Below: 95.0, CreditPercent: 50}},
@@ -540,6 +577,7 @@ func (c Config) Validate() error {
 		bad("shutdown_timeout", "must be positive")
 	}
 	c.validateMetering(bad)
+	c.validateRetention(bad)
 	return errors.Join(errs...)
 }
 
@@ -712,4 +750,35 @@ func (c Config) validateMetering(bad func(field, format string, a ...any)) {
 var BuiltinMeters = []string{
 	"events", "event_bytes", "logs", "log_bytes", "spans", "span_bytes", "audit_records",
 	"stored_bytes", "api_requests", "ui_requests", "exports", "compute_seconds",
+}
+
+var identifierRe = regexp.MustCompile(`^(actor|entity|actor_id|target_id|payload(\.[A-Za-z0-9_]{1,64}){1,8}|attributes\.[A-Za-z0-9_.-]{1,64})$`)
+
+func (c Config) validateRetention(bad func(field, format string, a ...any)) {
+	r := c.Retention
+	for _, sig := range Signals {
+		lo, hi, d := r.Minimum[sig], r.Maximum[sig], r.Defaults[sig]
+		if lo < 1 || hi > 65534 || lo > hi {
+			bad("retention.minimum."+sig, "bounds %d..%d are not within 1..65534", lo, hi)
+		}
+		if d < lo || d > hi {
+			bad("retention.defaults."+sig, "%d days is outside the bounds %d..%d", d, lo, hi)
+		}
+	}
+	for sig, ids := range r.Identifiers {
+		if !slices.Contains(Signals, sig) {
+			bad("retention.identifiers."+sig, "is not one of %s", strings.Join(Signals, ", "))
+		}
+		for i, id := range ids {
+			if !identifierRe.MatchString(id) {
+				bad(fmt.Sprintf("retention.identifiers.%s[%d]", sig, i), "%q is not a column (actor, entity, actor_id, target_id), payload.<path> or attributes.<key>", id)
+			}
+		}
+	}
+	if r.ErasureDeadline <= 0 {
+		bad("retention.erasure_deadline", "must be positive")
+	}
+	if r.PurgeEvery <= 0 {
+		bad("retention.purge_every", "must be positive")
+	}
 }

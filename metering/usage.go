@@ -280,7 +280,7 @@ func meterSelect(m config.Meter) string {
 	}
 	return fmt.Sprintf(`SELECT tenant_id, '%s' AS meter, toStartOfHour(time) AS hour, %s AS group_key,
 		toUInt64(count()) AS count, sum(%s) AS sum, max(%s) AS max, uniqState(%s) AS uniq, argMaxState(%s, time) AS latest
-	FROM events WHERE %s`, m.Name, group, num, num, str, num, action)
+	FROM events WHERE %s AND getSetting('log_comment') != 'tenantscope:retention-move'`, m.Name, group, num, num, str, num, action)
 }
 
 // EnsureMeters creates a materialized view per configured meter in st

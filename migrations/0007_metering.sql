@@ -1,3 +1,7 @@
+-- Rows the retention engine moves between partitions (a policy change or a
+-- legal hold rewrites their retention_days) are inserted with log_comment
+-- 'tenantscope:retention-move'; the usage views skip them, as they are not
+-- new usage.
 -- Hourly usage per tenant, signal and service, filled by materialized views
 -- as rows are inserted, so reports read rollups instead of raw rows.
 -- count and bytes include redelivered duplicates until the raw tables
@@ -19,25 +23,25 @@ ORDER BY (tenant_id, hour, signal, service);
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_events_mv {{.OnCluster}} TO usage_hourly AS
 SELECT tenant_id, toStartOfHour(time) AS hour, 'events' AS signal, service, count() AS count,
        sum(length(payload) + length(actor) + length(entity) + length(action)) AS bytes, toUInt64(0) AS duration_ns, toUInt64(0) AS errors
-FROM events GROUP BY tenant_id, hour, service;
+FROM events WHERE getSetting('log_comment') != 'tenantscope:retention-move' GROUP BY tenant_id, hour, service;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_logs_mv {{.OnCluster}} TO usage_hourly AS
 SELECT tenant_id, toStartOfHour(time) AS hour, 'logs' AS signal, service, count() AS count,
        sum(length(body) + length(toString(attributes))) AS bytes, toUInt64(0) AS duration_ns,
        countIf(severity_number >= 17) AS errors
-FROM logs GROUP BY tenant_id, hour, service;
+FROM logs WHERE getSetting('log_comment') != 'tenantscope:retention-move' GROUP BY tenant_id, hour, service;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_spans_mv {{.OnCluster}} TO usage_hourly AS
 SELECT tenant_id, toStartOfHour(start_time) AS hour, 'spans' AS signal, service, count() AS count,
        sum(length(name) + length(toString(attributes)) + length(status_message)) AS bytes, sumIf(duration_ns, kind = 'server') AS duration_ns,
        countIf(status_code = 'error') AS errors
-FROM spans GROUP BY tenant_id, hour, service;
+FROM spans WHERE getSetting('log_comment') != 'tenantscope:retention-move' GROUP BY tenant_id, hour, service;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_audit_mv {{.OnCluster}} TO usage_hourly AS
 SELECT tenant_id, toStartOfHour(time) AS hour, if(action LIKE 'export.%' OR action = 'audit.exported', 'exports', 'audit_records') AS signal,
        source_service AS service, count() AS count, sum(length(changes) + length(action) + length(actor_id) + length(target_id)) AS bytes,
        toUInt64(0) AS duration_ns, countIf(outcome != 'success') AS errors
-FROM audit_records GROUP BY tenant_id, hour, signal, service;
+FROM audit_records WHERE getSetting('log_comment') != 'tenantscope:retention-move' GROUP BY tenant_id, hour, signal, service;
 
 -- API and UI requests per tenant and hour, counted by the HTTP server, are
 -- inserted into usage_hourly too (signal api_requests or ui_requests,
@@ -83,7 +87,7 @@ SELECT tenant_id, service, toStartOfMinute(start_time) AS minute, toUInt64(count
        toUInt64(countIf(status_code = 'error' OR toUInt16OrZero(attributes['http.status_code']) >= 500
                          OR toUInt16OrZero(attributes['http.response.status_code']) >= 500)) AS bad,
        quantilesTDigestState(0.5, 0.95, 0.99)(duration_ns) AS latency
-FROM spans WHERE kind = 'server' GROUP BY tenant_id, service, minute;
+FROM spans WHERE kind = 'server' AND getSetting('log_comment') != 'tenantscope:retention-move' GROUP BY tenant_id, service, minute;
 
 -- User-defined meters (config metering.meters): one materialized view per
 -- meter (created at start by the metering package) writes here.

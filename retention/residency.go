@@ -1,0 +1,55 @@
+package retention
+
+import (
+	"context"
+	"fmt"
+	"sort"
+)
+
+// Location is where some of a tenant's data lives, as read from a store.
+type Location struct {
+	Region string `json:"region"`
+	Table  string `json:"table"`
+	Rows   uint64 `json:"rows"`
+}
+
+// Residency is a tenant's residency report.
+type Residency struct {
+	Tenant    string     `json:"tenant"`
+	Pinned    string     `json:"pinned_region"`
+	Locations []Location `json:"locations"`
+	// OK: no row of the tenant lives outside its pinned region.
+	OK bool `json:"ok"`
+}
+
+// Residency reads, from every region's store itself, where the tenant's
+// rows are.
+func (s *Service) Residency(ctx context.Context, tenant string) (Residency, error) {
+	r, ok := s.cfg.RegionOf(tenant)
+	if !ok {
+		return Residency{}, fmt.Errorf("%w: unknown tenant %q", ErrNotFound, tenant)
+	}
+	rep := Residency{Tenant: tenant, Pinned: r.Name, OK: true}
+	names := make([]string, 0, len(s.stores))
+	for n := range s.stores {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, region := range names {
+		st := s.stores[region]
+		for _, sig := range []string{"events", "logs", "spans", "audit_records"} {
+			var n uint64
+			if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+tables[sig].name+" WHERE tenant_id = ?", tenant); err != nil {
+				return rep, fmt.Errorf("residency %s: %w", region, err)
+			}
+			if n == 0 {
+				continue
+			}
+			rep.Locations = append(rep.Locations, Location{Region: region, Table: sig, Rows: n})
+			if region != r.Name {
+				rep.OK = false
+			}
+		}
+	}
+	return rep, nil
+}
