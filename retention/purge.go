@@ -100,6 +100,14 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 		if err != nil {
 			return r, err
 		}
+		// Counted before the moves: a moved part whose rows are all past the
+		// new retention is dropped by TTL on the spot.
+		cond := "tenant_id = ? AND NOT " + held + " AND " + t.timeCol + " < now64(3) - toIntervalDay(?)"
+		args := append(append([]any{tenant}, hargs...), days)
+		var expired uint64
+		if err := st.QueryRow(ctx, []any{&expired}, "SELECT count() FROM "+t.name+" WHERE "+cond, args...); err != nil {
+			return r, err
+		}
 		n, err := move(ctx, st, t, tenant, held, hargs, HeldDays)
 		if err != nil {
 			return r, err
@@ -109,12 +117,6 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 			return r, err
 		}
 		r.Moved[sig] = n + m
-		cond := "tenant_id = ? AND retention_days != ? AND NOT " + held + " AND " + t.timeCol + " < now64(3) - toIntervalDay(?)"
-		args := append(append([]any{tenant, uint16(HeldDays)}, hargs...), days)
-		var expired uint64
-		if err := st.QueryRow(ctx, []any{&expired}, "SELECT count() FROM "+t.name+" WHERE "+cond, args...); err != nil {
-			return r, err
-		}
 		if expired > 0 {
 			if err := st.Exec(ctx, "ALTER TABLE "+t.name+" DELETE WHERE "+cond+" SETTINGS mutations_sync = 2", args...); err != nil {
 				return r, fmt.Errorf("purge %s: %w", t.name, err)

@@ -193,7 +193,24 @@ func move(ctx context.Context, st *chstore.Store, t table, tenant, where string,
 	if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+t.name+" WHERE "+cond, all...); err != nil || n == 0 {
 		return 0, err
 	}
-	if err := st.Exec(ctx, "INSERT INTO "+t.name+" SELECT * REPLACE (toUInt16(?) AS retention_days) FROM "+t.name+" WHERE "+cond+
+	// Columns named one by one: "SELECT * REPLACE (…)" inserted no rows (and
+	// no error) on the embedded engine.
+	var cols []string
+	var rows []struct {
+		Name string `ch:"name"`
+	}
+	if err := st.Select(ctx, &rows, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS') ORDER BY position", t.name); err != nil {
+		return 0, fmt.Errorf("move %s rows: %w", t.name, err)
+	}
+	sel := make([]string, len(rows))
+	for i, r := range rows {
+		cols = append(cols, r.Name)
+		sel[i] = r.Name
+		if r.Name == "retention_days" {
+			sel[i] = "toUInt16(?)"
+		}
+	}
+	if err := st.Exec(ctx, "INSERT INTO "+t.name+" ("+strings.Join(cols, ", ")+") SELECT "+strings.Join(sel, ", ")+" FROM "+t.name+" WHERE "+cond+
 		" SETTINGS log_comment = '"+moveComment+"'", append([]any{days}, all...)...); err != nil {
 		return 0, fmt.Errorf("move %s rows: %w", t.name, err)
 	}
