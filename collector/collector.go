@@ -39,6 +39,9 @@ type Config struct {
 	// Retention per signal in days, written on every row (the retention
 	// engine's policies replace these defaults).
 	Retention map[Signal]uint16
+	// RetentionFor, when set, gives each tenant's retention (the retention
+	// engine's policies and holds) and replaces Retention.
+	RetentionFor func(tenant, signal string) uint16
 	// NakDelay is the first redelivery delay after a failed insert (doubles up to 30s).
 	NakDelay time.Duration
 	// PIISalts key each tenant's hashed PII (tenant id -> salt).
@@ -87,6 +90,14 @@ type Service struct {
 	log       zerolog.Logger
 	m         *metrics
 	tracer    trace.Tracer
+}
+
+// retention is the retention_days a new row gets.
+func (s *Service) retention(tenant string, sig Signal, table string) uint16 {
+	if s.cfg.RetentionFor != nil {
+		return s.cfg.RetentionFor(tenant, table)
+	}
+	return s.cfg.Retention[sig]
 }
 
 // maxLinks bounds the span links a batch span carries to its messages' traces.
@@ -459,19 +470,19 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 	var r rows
 	switch sig {
 	case SignalEvent:
-		e, err := DecodeEvent(meta, body, s.cfg.Retention[SignalEvent])
+		e, err := DecodeEvent(meta, body, s.retention(meta.Tenant, SignalEvent, "events"))
 		if err != nil {
 			return rows{}, "", err
 		}
 		r.events = append(r.events, e)
 	case SignalLog:
-		l, err := DecodeLog(meta, body, s.cfg.Retention[SignalLog])
+		l, err := DecodeLog(meta, body, s.retention(meta.Tenant, SignalLog, "logs"))
 		if err != nil {
 			return rows{}, "", err
 		}
 		r.logs = append(r.logs, l)
 	case SignalSpan:
-		sp, err := DecodeSpan(meta, body, s.cfg.Retention[SignalSpan])
+		sp, err := DecodeSpan(meta, body, s.retention(meta.Tenant, SignalSpan, "spans"))
 		if err != nil {
 			return rows{}, "", err
 		}

@@ -97,16 +97,21 @@ const (
 	ReadCost   Capability = "cost:read"
 	ManageCost Capability = "cost:manage"
 	ReadSLA    Capability = "sla:read"
+	// ReadRetention sees policies, holds, erasures, purges and residency;
+	// ManageRetention changes them (holds and erasures: compliance only).
+	ReadRetention   Capability = "retention:read"
+	ManageRetention Capability = "retention:manage"
 )
 
 // cross lists the roles that may use a capability for every tenant; own the
 // tenant-scoped roles that may use it for their own tenant.
 var (
 	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}, Export: {config.RoleCompliance},
-		ReadCost: {config.RoleFinance}, ManageCost: {config.RoleFinance}, ReadSLA: {config.RoleSRE, config.RoleFinance}}
+		ReadCost: {config.RoleFinance}, ManageCost: {config.RoleFinance}, ReadSLA: {config.RoleSRE, config.RoleFinance},
+		ReadRetention: {config.RoleCompliance}, ManageRetention: {config.RoleCompliance}}
 	own = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}, Export: {config.RoleTenantAdmin},
 		ManageKeys: {config.RoleTenantAdmin}, ReadCost: {config.RoleTenantAdmin},
-		ReadSLA: {config.RoleTenantAdmin, config.RoleTenantViewer}}
+		ReadSLA: {config.RoleTenantAdmin, config.RoleTenantViewer}, ReadRetention: {config.RoleTenantAdmin}}
 )
 
 // Scope is the one tenant-access rule: p may use c on tenant's data when its

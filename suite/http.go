@@ -21,6 +21,7 @@ import (
 	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/identity"
 	"github.com/tenantscope/tenantscope/metering"
+	"github.com/tenantscope/tenantscope/retention"
 	"github.com/tenantscope/tenantscope/ui"
 )
 
@@ -75,6 +76,8 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		pages.Keys = s.apiKeys
 		s.metering = metering.New(s.cfg, s.stores, s.card, s.log)
 		pages.Metering = s.metering
+		pages.Retention = s.retention
+		(&retention.API{Keys: keys, Service: s.retention}).Register(mux)
 		(&metering.API{Keys: keys, Service: s.metering, Audit: s.publishAudit}).Register(mux)
 		s.requests = metering.NewRequests(s.metering)
 		if s.meterGauges, err = metering.NewExporter(s.metering, s.reg); err != nil {

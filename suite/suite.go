@@ -32,6 +32,7 @@ import (
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/retention"
 	"github.com/tenantscope/tenantscope/telemetry"
 )
 
@@ -85,6 +86,7 @@ type Suite struct {
 	// apiKeys holds the keys tenant admins create (UI processes).
 	apiKeys *apikeys.Store
 	// card is the configured rate card; metering serves usage, cost and SLA.
+	retention   *retention.Service
 	card        *metering.RateCard
 	metering    *metering.Service
 	requests    *metering.Requests
@@ -148,6 +150,22 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	s.retention = retention.New(cfg, s.stores, s.publishAudit, s.js, s.boot.AuditSignerKey, s.log)
+	if err := retention.RegisterMetrics(s.reg, cfg); err != nil {
+		return err
+	}
+	if o.Components.Collector && o.Collector.RetentionFor == nil {
+		cache, err := s.retention.NewCache(ctx)
+		if err != nil {
+			return err
+		}
+		o.Collector.RetentionFor = cache.Days
+		g.Go(func() error { return cache.Run(gctx, 10*time.Second) })
+	}
+	if o.Components.AuditWriter {
+		// One process runs the scheduled purges (and erasure reminders).
+		g.Go(func() error { return s.retention.Run(gctx) })
+	}
 	if o.Components.Collector {
 		b := s.boot
 		if o.Collector.PIISalts == nil {

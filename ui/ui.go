@@ -34,6 +34,7 @@ import (
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
 	"github.com/tenantscope/tenantscope/metering"
+	"github.com/tenantscope/tenantscope/retention"
 )
 
 // Session is a signed-in user, carried in a signed cookie.
@@ -163,6 +164,9 @@ type UI struct {
 	Keys *apikeys.Store
 	// Metering serves the cost and SLA pages (nil: they say it is not running).
 	Metering *metering.Service
+	// Retention serves the compliance retention page (nil: it says so).
+	Retention    *retention.Service
+	retentionCfg config.Retention
 	// Health shows each tenant's last chain verification on the home page.
 	Health *auditlog.HealthBoard
 }
@@ -170,7 +174,7 @@ type UI struct {
 // New builds the UI. sessionKey signs session cookies.
 func New(cfg config.Config, sessionKey []byte, stores func(string) (*chstore.Store, error),
 	audit func(ctx context.Context, tenant, msgID string, body []byte) error, log zerolog.Logger) *UI {
-	u := &UI{users: map[string]config.User{}, key: sessionKey, stores: stores, audit: audit, log: log}
+	u := &UI{users: map[string]config.User{}, key: sessionKey, stores: stores, audit: audit, log: log, retentionCfg: cfg.Retention}
 	for _, usr := range cfg.Users {
 		u.users[usr.Name] = usr
 	}
@@ -200,6 +204,12 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/cost", u.signedIn(u.tenantCostPage))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/cost/download/{format}", u.signedIn(u.costDownload))
 	mux.HandleFunc("GET /ui/sla", u.signedIn(u.slaPage))
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/retention", u.signedIn(u.retentionPage))
+	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/policy", u.signedIn(u.setPolicy))
+	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/holds", u.signedIn(u.placeHold))
+	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/holds/{holdId}/lift", u.signedIn(u.liftHold))
+	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/erasures", u.signedIn(u.erase))
+	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/purge", u.signedIn(u.purgeNow))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/sla", u.signedIn(u.tenantSLAPage))
 }
 

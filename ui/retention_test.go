@@ -1,0 +1,73 @@
+package ui_test
+
+import (
+	"context"
+	"net/url"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/retention"
+)
+
+func TestRetentionPageForCompliance(t *testing.T) {
+	f := start(t)
+	skey, _, err := auditlog.GenerateKey()
+	require.NoError(t, err)
+	f.ui.Retention = retention.New(f.cfg, map[string]*chstore.Store{"default": f.st}, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
+	require.NoError(t, f.st.Exec(context.Background(), `INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, retention_days)
+		SELECT 'acme', 'crm', 'updated', now64(3) - toIntervalDay(1), generateUUIDv4(number), 'zoe', 'e', 1, '', 90 FROM numbers(4)`))
+
+	c, _, home := signIn(t, f, "carol", "pw-carol")
+	csrf := csrfOf(t, home)
+	code, doc := page(t, c, "GET", f.url+"/ui/tenants/acme/retention", nil)
+	require.Equal(t, 200, code)
+	require.Equal(t, 4, doc.Find(`[data-testid="policy-row"]`).Length())
+	require.Equal(t, 1, doc.Find(`[data-testid="hold-form"]`).Length())
+	require.Contains(t, doc.Find(`[data-testid="residency-summary"]`).Text(), "every row of this tenant is in its region")
+
+	post := func(path string, form url.Values) (int, string) {
+		form.Set("csrf", csrf)
+		code, doc := page(t, c, "POST", f.url+"/ui/tenants/acme/retention/"+path, form)
+		return code, doc.Find(`[data-testid="retention-message"]`).Text()
+	}
+	code, msg := post("policy", url.Values{"signal": {"audit_records"}, "days": {"30"}, "reason": {"x"}})
+	require.Equal(t, 400, code)
+	require.Contains(t, msg, "legal minimum")
+	code, msg = post("policy", url.Values{"signal": {"events"}, "days": {"60"}, "reason": {"minimisation"}})
+	require.Equal(t, 200, code, msg)
+	require.Contains(t, msg, "now 60 days")
+	code, msg = post("holds", url.Values{"kind": {"subject"}, "subject": {"zoe"}, "reason": {""}})
+	require.Equal(t, 400, code, msg)
+	code, msg = post("holds", url.Values{"kind": {"subject"}, "subject": {"zoe"}, "reason": {"litigation"}})
+	require.Equal(t, 201, code, msg)
+	code, msg = post("erasures", url.Values{"subject": {"zoe"}})
+	require.Equal(t, 409, code, "a held subject: the conflict is shown: %s", msg)
+	require.Contains(t, msg, "blocked")
+	code, doc = page(t, c, "GET", f.url+"/ui/tenants/acme/retention", nil)
+	require.Equal(t, 200, code)
+	require.Equal(t, "60", doc.Find(`[data-testid="policy-days"]`).Eq(0).Text())
+	require.Equal(t, 1, doc.Find(`[data-testid="hold-row"]`).Length())
+	require.Contains(t, doc.Find(`[data-testid="erasure-status"]`).Text(), "blocked_by_hold")
+	require.GreaterOrEqual(t, doc.Find(`[data-testid="purge-row"]`).Length(), 2, "each change ran a purge with a receipt")
+
+	// No CSRF, no change.
+	code, _ = page(t, c, "POST", f.url+"/ui/tenants/acme/retention/purge", url.Values{})
+	require.Equal(t, 403, code)
+
+	// A tenant admin reads its own page without the compliance forms; others are refused.
+	ca, _, ahome := signIn(t, f, "alice", "pw-alice")
+	code, doc = page(t, ca, "GET", f.url+"/ui/tenants/acme/retention", nil)
+	require.Equal(t, 200, code)
+	require.Zero(t, doc.Find(`[data-testid="hold-form"]`).Length())
+	code, _ = page(t, ca, "POST", f.url+"/ui/tenants/acme/retention/purge", url.Values{"csrf": {csrfOf(t, ahome)}})
+	require.Equal(t, 403, code)
+	for _, u := range []string{"victor", "gina", "frank", "sam"} {
+		cu, _, _ := signIn(t, f, u, "pw-"+u)
+		code, _ := page(t, cu, "GET", f.url+"/ui/tenants/acme/retention", nil)
+		require.Equal(t, 403, code, u)
+	}
+}
