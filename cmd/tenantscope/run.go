@@ -38,6 +38,9 @@ func commands() map[string]command {
 		"report":        {"a month's cost, SLA or margin report as CSV or JSON (report cost|sla|margin --period 2026-11)", runReport},
 		"period":        {"close a month's cost report, or adjust a closed one (audited)", runPeriod},
 		"slo":           {"print the Prometheus rules file of the SLO burn-rate alerts (slo rules)", runSLO},
+		"erase":         {"erase a data subject from a tenant (--dry-run counts), with a signed certificate in its audit chain", runErase},
+		"purge":         {"run a purge now: policies and holds enforced, expired rows removed, receipts chained", runPurge},
+		"retention":     {"show or set a tenant's retention policies, place or lift legal holds, report residency", runRetention},
 	}
 }
 
