@@ -49,6 +49,7 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(BIN) bench ingest
 	$(BIN) bench audit
 	$(BIN) bench cost
+	$(BIN) bench erase
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
