@@ -447,6 +447,10 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 	if hdrTenant != sub.Tenant {
 		return rows{}, "", bad(ReasonTenantMismatch, "Tenant-Id header %q does not match subject tenant %q", hdrTenant, sub.Tenant)
 	}
+	// Residency: data that says it must live elsewhere is not written here.
+	if region := h.Get(RegionHeader); region != "" && region != t.Region {
+		return rows{}, "", bad(ReasonWrongRegion, "the %s header says %q but tenant %s lives in region %q", RegionHeader, region, sub.Tenant, t.Region)
+	}
 	md, err := msg.Metadata()
 	if err != nil {
 		return rows{}, "", fmt.Errorf("message metadata: %w", err)

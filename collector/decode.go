@@ -30,11 +30,17 @@ const (
 	ReasonInvalidField   Reason = "invalid_field"
 	ReasonUnknownAction  Reason = "unknown_reserved_action"
 	ReasonTooManyHeaders Reason = "too_many_headers"
+	ReasonWrongRegion    Reason = "wrong_region"
 )
+
+// RegionHeader, when a publisher sets it, names the region the message's
+// data must live in; a message for another region than its tenant's is
+// dead-lettered (and never written to the tenant's store).
+const RegionHeader = "Data-Region"
 
 // Reasons lists every dead-letter reason (the metric starts each at 0).
 var Reasons = []Reason{ReasonBadSubject, ReasonUnknownTenant, ReasonMissingTenant, ReasonTenantMismatch, ReasonInvalidUTF8,
-	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders}
+	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders, ReasonWrongRegion}
 
 // DecodeError is a permanent error: the message goes to the dead-letter stream.
 type DecodeError struct {

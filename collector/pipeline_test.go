@@ -18,6 +18,7 @@ import (
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/natsbus"
 )
 
 func TestMain(m *testing.M) { enginetest.Main(m) }
@@ -85,4 +86,33 @@ func TestAuditRecordsGoToTheOneWriter(t *testing.T) {
 	rep, err := auditlog.Verify(context.Background(), p.Store, "acme", 1, p.AuditVerifierKey)
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%v", rep.Problem)
+}
+
+// Residency and retention at ingest: a message that names another region is
+// dead-lettered and never stored; a stored row carries its tenant's policy.
+func TestWrongRegionIsRefusedAndPoliciesAreWritten(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	ctx := context.Background()
+	require.NoError(t, p.Store.Exec(ctx, "INSERT INTO retention_policies (tenant_id, signal, days, version, updated_by) VALUES ('acme', 'events', 7, 1, 'test')"))
+	require.NoError(t, p.Retention.Load(ctx))
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	for _, region := range []string{"us", "default", ""} {
+		msg := nats.NewMsg("tenant.acme.crm.contact_created")
+		msg.Header.Set("Tenant-Id", "acme")
+		if region != "" {
+			msg.Header.Set(collector.RegionHeader, region)
+		}
+		msg.Data = []byte(`{"actor":"u1","region":"` + region + `"}`)
+		_, err := js.PublishMsg(ctx, msg)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return p.Count(t, "SELECT count() FROM events") == 2 }, 30*time.Second, 50*time.Millisecond)
+	require.Zero(t, p.Count(t, "SELECT count() FROM events WHERE JSONExtractString(payload, 'region') = 'us'"), "the us message is not stored")
+	require.EqualValues(t, 2, p.Count(t, "SELECT count() FROM events WHERE retention_days = 7"), "rows carry the tenant's policy")
+	stream, err := p.JS.Stream(ctx, natsbus.DeadLetterStream)
+	require.NoError(t, err)
+	m, err := stream.GetLastMsgForSubject(ctx, "deadletter.acme.wrong_region")
+	require.NoError(t, err)
+	require.Contains(t, string(m.Data), `"region":"us"`)
 }

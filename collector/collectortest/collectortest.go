@@ -21,6 +21,7 @@ import (
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/retention"
 )
 
 // Pipeline is a running pipeline.
@@ -35,6 +36,9 @@ type Pipeline struct {
 	JS        jetstream.JetStream // the suite's own (admin) connection
 	// AuditVerifierKey verifies the audit checkpoints the collector signs.
 	AuditVerifierKey string
+	// Retention is the policy cache the collector writes retention from
+	// (Load it after changing policies in a test).
+	Retention *retention.Cache
 }
 
 // Start runs a pipeline for the given tenant ids, stopped at the test's end.
@@ -91,7 +95,12 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	if err != nil {
 		t.Fatal(err)
 	}
-	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer}, js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
+	cache, err := retention.New(cfg, map[string]*chstore.Store{"default": st}, nil, js, "", log).NewCache(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer, RetentionFor: cache.Days},
+		js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +119,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	for _, tn := range cfg.Tenants {
 		pw[tn.ID] = b.NATS[tn.NATS.User]
 	}
-	return &Pipeline{Config: cfg, Store: st, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey}
+	return &Pipeline{Config: cfg, Store: st, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache}
 }
 
 // Count runs a count query against the pipeline's database.
