@@ -71,7 +71,10 @@ func (w *Writer) state(ctx context.Context, st *chstore.Store, tenant string) (*
 	if cs, ok := w.tenants[tenant]; ok {
 		return cs, nil
 	}
-	rows, err := st.Query(ctx, "SELECT seq, hash, record_id FROM audit_records FINAL WHERE tenant_id = ? ORDER BY seq", tenant)
+	rows, err := st.Query(ctx, `SELECT seq, any(hash), any(record_id) FROM (
+			SELECT seq, hash, record_id FROM audit_records FINAL WHERE tenant_id = ?
+			UNION ALL SELECT seq, hash, toUUID('00000000-0000-0000-0000-000000000000') FROM audit_purged FINAL WHERE tenant_id = ?)
+		GROUP BY seq ORDER BY seq`, tenant, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("load audit chain of %s: %w", tenant, err)
 	}

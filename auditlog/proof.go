@@ -40,7 +40,11 @@ func Prove(ctx context.Context, st *chstore.Store, tenant string, seq uint64) (I
 	var rows []struct {
 		Hash string `ch:"hash"`
 	}
-	if err := st.Select(ctx, &rows, "SELECT hash FROM audit_records FINAL WHERE tenant_id = ? AND seq <= ? ORDER BY seq", tenant, size); err != nil {
+	// Purged records keep their hashes: the tree is the same.
+	if err := st.Select(ctx, &rows, `SELECT any(hash) AS hash FROM (
+			SELECT seq, hash FROM audit_records FINAL WHERE tenant_id = ? AND seq <= ?
+			UNION ALL SELECT seq, hash FROM audit_purged FINAL WHERE tenant_id = ? AND seq <= ?)
+		GROUP BY seq ORDER BY seq`, tenant, size, tenant, size); err != nil {
 		return Inclusion{}, err
 	}
 	hashes := make([]string, len(rows))

@@ -59,6 +59,9 @@ type Record struct {
 	SchemaVersion uint16            `json:"schema_version"`
 	PrevHash      string            `json:"prev_hash,omitempty"`
 	Hash          string            `json:"hash,omitempty"`
+	// Purged marks a record removed by a retention purge: only its Seq and
+	// Hash remain (its place in the chain and the Merkle tree).
+	Purged bool `json:"purged,omitempty"`
 }
 
 // Validate checks what a caller must provide.

@@ -31,6 +31,9 @@ type Report struct {
 	Tenant      string
 	Records     uint64 // records checked
 	Checkpoints int    // checkpoints checked
+	// Purged counts records removed by retention whose hashes remain (the
+	// chain verifies from the first record kept).
+	Purged uint64
 	// Signed is the size of the last signed checkpoint: records after it
 	// are protected by the hash chain only until the next checkpoint.
 	Signed  uint64
@@ -103,7 +106,7 @@ func Verify(ctx context.Context, st *chstore.Store, tenant string, from uint64, 
 			for c := range chunks {
 				c.ok = make([]bool, len(c.recs))
 				for i, r := range c.recs {
-					c.ok[i] = r.Seq < from || r.matchesHash()
+					c.ok[i] = r.Seq < from || r.Purged || r.matchesHash()
 				}
 				c.recs = nil
 				mu.Lock()
@@ -141,6 +144,17 @@ func Load(ctx context.Context, st *chstore.Store, tenant string) ([]Record, []Si
 
 // load is Load calling chunk (when set) with every loadChunk records read.
 func load(ctx context.Context, st *chstore.Store, tenant string, chunk func(at int, recs []Record)) ([]Record, []SignedCheckpoint, error) {
+	var recs []Record
+	var purged []struct {
+		Seq  uint64 `ch:"seq"`
+		Hash string `ch:"hash"`
+	}
+	if err := st.Select(ctx, &purged, "SELECT seq, hash FROM audit_purged FINAL WHERE tenant_id = ? ORDER BY seq", tenant); err != nil {
+		return nil, nil, fmt.Errorf("read purged audit records of %s: %w", tenant, err)
+	}
+	for _, p := range purged {
+		recs = append(recs, Record{TenantID: tenant, Seq: p.Seq, Hash: p.Hash, Purged: true})
+	}
 	// Positional scans: a chain can be millions of rows, and reflection per
 	// row (ScanStruct) was a third of verification's time.
 	rows, err := st.Query(ctx, `SELECT tenant_id, seq, record_id, time, actor_type, actor_id, actor_name, actor_ip, user_agent,
@@ -150,7 +164,6 @@ func load(ctx context.Context, st *chstore.Store, tenant string, chunk func(at i
 		return nil, nil, fmt.Errorf("read audit records of %s: %w", tenant, err)
 	}
 	defer rows.Close()
-	var recs []Record
 	for rows.Next() {
 		var r Record
 		var changes string
@@ -160,6 +173,9 @@ func load(ctx context.Context, st *chstore.Store, tenant string, chunk func(at i
 			return nil, nil, fmt.Errorf("read audit records of %s: %w", tenant, err)
 		}
 		r.Changes = json.RawMessage(changes)
+		if len(purged) > 0 && r.Seq <= purged[len(purged)-1].Seq {
+			continue // purged, its delete not yet done: its hash stands in for it
+		}
 		recs = append(recs, r)
 		if chunk != nil && len(recs)%loadChunk == 0 {
 			chunk(len(recs)-loadChunk, slices.Clone(recs[len(recs)-loadChunk:]))
@@ -215,7 +231,9 @@ func verifyRecords(tenant string, recs []Record, hashOK []bool, cps []SignedChec
 			}
 			return fail(r.Seq, "out of order")
 		}
-		if r.Seq >= from {
+		if r.Purged {
+			rep.Purged++
+		} else if r.Seq >= from {
 			rep.Records++
 			if r.PrevHash != prev {
 				return fail(r.Seq, "does not link to record %d: prev_hash %.16s… but record %d's hash is %.16s… (a record was inserted, deleted or reordered here)", r.Seq-1, r.PrevHash, r.Seq-1, prev)
@@ -276,7 +294,7 @@ func matchAll(recs []Record, from uint64) []bool {
 		go func() {
 			defer wg.Done()
 			for i := w; i < len(recs); i += workers {
-				ok[i] = recs[i].Seq < from || recs[i].matchesHash()
+				ok[i] = recs[i].Seq < from || recs[i].Purged || recs[i].matchesHash()
 			}
 		}()
 	}

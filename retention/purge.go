@@ -49,8 +49,8 @@ func RegisterMetrics(reg prometheus.Registerer, cfg config.Config) error {
 	return nil
 }
 
-// purged signals: audit records keep their hash chain (they are not purged
-// by runs; their policy bounds what the chain may be asked to keep).
+// purged signals are purged row by row; audit records as a prefix of their
+// chain (purgeAudit).
 var purged = []string{"events", "logs", "spans"}
 
 // Purge enforces policies and holds for tenant ("" for every tenant): rows
@@ -132,7 +132,12 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 		heldRows.WithLabelValues(tenant, sig).Set(float64(h))
 	}
 	r.Policies["audit_records"] = pols["audit_records"].Days
-	r.Note = "audit records are kept whole: their hash chain and signed checkpoints stay verifiable"
+	n, err := s.purgeAudit(ctx, tenant, pols["audit_records"].Days, holds, run)
+	if err != nil {
+		return r, err
+	}
+	r.Deleted["audit_records"] = n
+	r.Note = "purged audit records keep their sequence and hash (audit_purged): the checkpoints and the chain from its new start still verify"
 	r.Finished = s.Now().UTC()
 	body, err := json.Marshal(r)
 	if err != nil {
@@ -150,6 +155,44 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 	}
 	s.record(ctx, tenant, by, "retention.purged", "purge_run", r.RunID, trigger, nil, meta)
 	return r, nil
+}
+
+// purgeAudit removes the oldest audit records past the policy, as a prefix
+// of the chain (the chain must stay contiguous: it stops at the first record
+// that is held or not yet expired), keeping each one's sequence number and
+// hash in audit_purged.
+func (s *Service) purgeAudit(ctx context.Context, tenant string, days int, holds []Hold, run string) (uint64, error) {
+	st, err := s.StoreOf(tenant)
+	if err != nil {
+		return 0, err
+	}
+	held, hargs, err := s.heldWhere("audit_records", holds)
+	if err != nil {
+		return 0, err
+	}
+	stay := "NOT (time < now64(3) - toIntervalDay(?) AND NOT " + held + ")"
+	args := append(append([]any{days}, hargs...), append([]any{days}, hargs...)...)
+	var staying, first, last uint64
+	if err := st.QueryRow(ctx, []any{&staying, &first, &last}, "SELECT countIf("+stay+"), minIf(seq, "+stay+"), max(seq) FROM audit_records FINAL WHERE tenant_id = ?",
+		append(args, tenant)...); err != nil {
+		return 0, fmt.Errorf("purge audit records: %w", err)
+	}
+	cut := first
+	if staying == 0 {
+		cut = last + 1
+	}
+	var n uint64
+	if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM audit_records FINAL WHERE tenant_id = ? AND seq < ?", tenant, cut); err != nil || n == 0 {
+		return 0, err
+	}
+	if err := st.Exec(ctx, "INSERT INTO audit_purged (tenant_id, seq, hash, purged_at, run_id) SELECT tenant_id, seq, hash, now64(3), ? FROM audit_records FINAL WHERE tenant_id = ? AND seq < ?",
+		run, tenant, cut); err != nil {
+		return 0, fmt.Errorf("purge audit records: %w", err)
+	}
+	if err := st.Exec(ctx, "ALTER TABLE audit_records DELETE WHERE tenant_id = ? AND seq < ? SETTINGS mutations_sync = 2", tenant, cut); err != nil {
+		return 0, fmt.Errorf("purge audit records: %w", err)
+	}
+	return n, nil
 }
 
 // PurgeRuns lists a tenant's recent purge receipts, newest first.

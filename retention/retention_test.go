@@ -1,7 +1,9 @@
 package retention_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -267,4 +270,73 @@ func TestResidencyReportReadsTheStores(t *testing.T) {
 	require.Len(t, rep.Locations, 3)
 	_, err = f.svc.Residency(ctx, "nobody")
 	require.ErrorIs(t, err, retention.ErrNotFound)
+}
+
+// Old audit records go as a prefix of the chain; their hashes stay, so the
+// checkpoints, the chain from its new start, inclusion proofs, the writer
+// and offline exports all still verify.
+func TestPurgedAuditRecordsKeepTheChainVerifiable(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	cfg := f.p.Config
+	cfg.Retention.Minimum["audit_records"] = 1
+	skey, vkey, err := auditlog.GenerateKey()
+	require.NoError(t, err)
+	svc := retention.New(cfg, map[string]*chstore.Store{"default": f.st}, nil, nil, skey, zerolog.Nop())
+	w, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return f.st, nil }, skey, 5)
+	require.NoError(t, err)
+	rec := func(i int, at time.Time) auditlog.Record {
+		return auditlog.Record{TenantID: "acme", Time: at, Actor: auditlog.Actor{Type: "user", ID: fmt.Sprint("u", i)}, Action: "thing.done", Outcome: "success"}
+	}
+	var recs []auditlog.Record
+	for i := range 10 {
+		recs = append(recs, rec(i, time.Now().Add(-40*24*time.Hour)))
+	}
+	for i := range 10 {
+		recs = append(recs, rec(10+i, time.Now().Add(-time.Hour)))
+	}
+	_, err = w.Append(ctx, "acme", recs[:10]) // a checkpoint at 10: all of it is purged below
+	require.NoError(t, err)
+	_, err = w.Append(ctx, "acme", recs[10:]) // and one at 20
+	require.NoError(t, err)
+
+	_, err = svc.SetPolicy(ctx, "acme", "audit_records", 30, carol, "minimisation")
+	require.NoError(t, err)
+	require.EqualValues(t, 10, f.count(t, "SELECT count() FROM audit_records WHERE tenant_id = 'acme'"))
+	require.EqualValues(t, 10, f.count(t, "SELECT count() FROM audit_purged WHERE tenant_id = 'acme'"))
+	runs, err := svc.PurgeRuns(ctx, "acme", 1)
+	require.NoError(t, err)
+	require.EqualValues(t, 10, runs[0].Deleted["audit_records"])
+
+	rep, err := auditlog.Verify(ctx, f.st, "acme", 1, vkey)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problem)
+	require.EqualValues(t, 10, rep.Records)
+	require.EqualValues(t, 10, rep.Purged)
+	require.Equal(t, 2, rep.Checkpoints, "the checkpoint over purged records still verifies")
+	p, err := auditlog.Prove(ctx, f.st, "acme", 15)
+	require.NoError(t, err)
+	require.NoError(t, auditlog.VerifyInclusion(p, vkey))
+	// An export verifies offline with the purged records' hashes.
+	var bundle bytes.Buffer
+	_, err = export.Write(ctx, f.st, "acme", skey, vkey, &bundle, io.Discard)
+	require.NoError(t, err)
+	sum, err := export.VerifyBundle(&bundle, vkey)
+	require.NoError(t, err)
+	require.EqualValues(t, 10, sum.Audit.Purged)
+	// A fresh writer (a restart) continues the chain.
+	w2, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return f.st, nil }, skey, 5)
+	require.NoError(t, err)
+	out, err := w2.Append(ctx, "acme", []auditlog.Record{rec(99, time.Now())})
+	require.NoError(t, err)
+	require.EqualValues(t, 21, out[0].Seq)
+	rep, err = auditlog.Verify(ctx, f.st, "acme", 1, vkey)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%v", rep.Problem)
+	// Tampering with what remains is still caught.
+	require.NoError(t, f.st.Exec(ctx, "ALTER TABLE audit_records UPDATE action = 'forged' WHERE tenant_id = 'acme' AND seq = 12 SETTINGS mutations_sync = 2"))
+	rep, err = auditlog.Verify(ctx, f.st, "acme", 1, vkey)
+	require.NoError(t, err)
+	require.False(t, rep.OK())
+	require.EqualValues(t, 12, rep.Problem.Seq)
 }
