@@ -1,9 +1,7 @@
 package apikeys
 
 import (
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 
 	"github.com/tenantscope/tenantscope/auditlog"
@@ -32,12 +30,6 @@ func (a *API) require(w http.ResponseWriter, r *http.Request) (identity.Principa
 	return a.Keys.Require(w, r, identity.ManageKeys, auditlog.Denied(s.audit, s.stores, s.log, r, identity.ManageKeys))
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) //nolint:errcheck // client gone
-}
-
 // actor is the audit actor for an API caller.
 func actor(p identity.Principal, r *http.Request) Actor {
 	return Actor{Type: "api_key", ID: p.Name, Name: p.Role, IP: r.RemoteAddr, UserAgent: r.UserAgent()}
@@ -53,7 +45,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": keys})
+	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": keys})
 }
 
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
@@ -65,10 +57,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		Name string `json:"name"`
 		Role string `json:"role"`
 	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "body must be JSON {\"name\": …, \"role\": …}: "+err.Error())
+	if !identity.DecodeJSON(w, r, &body, 4096, `JSON {"name": …, "role": …}`) {
 		return
 	}
 	k, raw, err := a.Store.Create(r.Context(), tenant, body.Name, body.Role, actor(p, r))
@@ -76,7 +65,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"data": k, "key": raw,
+	identity.WriteJSON(w, http.StatusCreated, map[string]any{"data": k, "key": raw,
 		"note": "store this key now: it is shown once and only its hash is kept"})
 }
 
@@ -90,7 +79,7 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": k})
+	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": k})
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {

@@ -9,7 +9,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,8 +20,6 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
-	"github.com/tenantscope/tenantscope/engine"
-	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/ui"
 )
 
@@ -63,28 +60,12 @@ func RunAudit(ctx context.Context, cfg AuditConfig, progress io.Writer) (AuditRe
 		cfg.Days = 60
 	}
 	res := AuditResult{Records: cfg.Records, Tenants: cfg.Tenants, Queries: cfg.Queries}
-	if cfg.Dir == "" {
-		dir, err := os.MkdirTemp("", "tenantscope-bench-audit-")
-		if err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Dir = dir
-	}
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench audit: "+format+"\n", a...) }
-	local, err := engine.StartLocal(engine.Config{Dir: cfg.Dir, LibPath: cfg.LibPath, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
+	st, stop, err := migratedEngine(ctx, cfg.Dir, cfg.LibPath, "audit")
 	if err != nil {
 		return res, err
 	}
-	defer local.Close(context.Background()) //nolint:errcheck // benchmark teardown
-	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: "bench", Name: "bench"})
-	if err != nil {
-		return res, err
-	}
-	defer st.Close()
-	if _, err := migrations.Up(ctx, st, migrations.Params{Database: "bench"}, nil); err != nil {
-		return res, err
-	}
+	defer stop()
 
 	// Each tenant's records are numbered 1..n and spread evenly over the
 	// last cfg.Days days, as a writer would have chained them.

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"time"
 
@@ -16,9 +15,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
-	"github.com/tenantscope/tenantscope/engine"
 	"github.com/tenantscope/tenantscope/metering"
-	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/ui"
 )
 
@@ -87,28 +84,12 @@ func RunCost(ctx context.Context, cfg CostConfig, progress io.Writer) (CostResul
 		cfg.Loads = 100
 	}
 	res := CostResult{Events: cfg.Events, Spans: cfg.Spans, Tenants: cfg.Tenants}
-	if cfg.Dir == "" {
-		dir, err := os.MkdirTemp("", "tenantscope-bench-cost-")
-		if err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Dir = dir
-	}
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench cost: "+format+"\n", a...) }
-	local, err := engine.StartLocal(engine.Config{Dir: cfg.Dir, LibPath: cfg.LibPath, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
+	st, stop, err := migratedEngine(ctx, cfg.Dir, cfg.LibPath, "cost")
 	if err != nil {
 		return res, err
 	}
-	defer local.Close(context.Background()) //nolint:errcheck // benchmark teardown
-	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: "bench", Name: "bench"})
-	if err != nil {
-		return res, err
-	}
-	defer st.Close()
-	if _, err := migrations.Up(ctx, st, migrations.Params{Database: "bench"}, nil); err != nil {
-		return res, err
-	}
+	defer stop()
 	suite := config.Default()
 	for i := range cfg.Tenants {
 		suite.Tenants = append(suite.Tenants, config.Tenant{ID: fmt.Sprintf("t-%d", i), Region: "default"})

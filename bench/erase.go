@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -12,8 +11,6 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
-	"github.com/tenantscope/tenantscope/engine"
-	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -46,28 +43,12 @@ func RunErase(ctx context.Context, cfg EraseConfig, progress io.Writer) (EraseRe
 		cfg.Subject = 1000
 	}
 	res := EraseResult{Rows: cfg.Rows, SubjectRows: cfg.Subject}
-	if cfg.Dir == "" {
-		dir, err := os.MkdirTemp("", "tenantscope-bench-erase-")
-		if err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Dir = dir
-	}
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench erase: "+format+"\n", a...) }
-	local, err := engine.StartLocal(engine.Config{Dir: cfg.Dir, LibPath: cfg.LibPath, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
+	st, stop, err := migratedEngine(ctx, cfg.Dir, cfg.LibPath, "erase")
 	if err != nil {
 		return res, err
 	}
-	defer local.Close(context.Background()) //nolint:errcheck // benchmark teardown
-	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: "bench", Name: "bench"})
-	if err != nil {
-		return res, err
-	}
-	defer st.Close()
-	if _, err := migrations.Up(ctx, st, migrations.Params{Database: "bench"}, nil); err != nil {
-		return res, err
-	}
+	defer stop()
 	suite := config.Default()
 	suite.Tenants = []config.Tenant{{ID: "acme", Region: "default"}}
 	every := cfg.Rows / cfg.Subject // one row in every this many names the subject

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
@@ -180,4 +181,24 @@ func Fail(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		WriteError(w, r, http.StatusInternalServerError, "internal", "internal error")
 	}
+}
+
+// WriteJSON writes v as the JSON body with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) //nolint:errcheck // client gone
+}
+
+// DecodeJSON reads a request body of at most limit bytes into v, refusing
+// unknown fields; on failure it writes a 400 naming the problem (hint says
+// what the body should be) and returns false.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64, hint string) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		WriteError(w, r, http.StatusBadRequest, "bad_request", "body must be "+hint+": "+err.Error())
+		return false
+	}
+	return true
 }

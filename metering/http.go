@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -43,10 +42,7 @@ func (a *API) require(w http.ResponseWriter, r *http.Request, c identity.Capabil
 	return a.Keys.Require(w, r, c, auditlog.Denied(a.Audit, s.StoreOf, s.log, r, c))
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v) //nolint:errcheck // client gone
-}
+func writeJSON(w http.ResponseWriter, v any) { identity.WriteJSON(w, http.StatusOK, v) }
 
 // period reads ?period=, defaulting to the current month.
 func (a *API) period(w http.ResponseWriter, r *http.Request) (Period, bool) {
@@ -192,10 +188,7 @@ func (a *API) adjust(w http.ResponseWriter, r *http.Request) {
 		Amount float64 `json:"amount"`
 		Reason string  `json:"reason"`
 	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, 8192))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", `body must be JSON {"period": "2026-10", "amount": -12.5, "reason": "…"}: `+err.Error())
+	if !identity.DecodeJSON(w, r, &body, 8192, `JSON {"period": "2026-10", "amount": -12.5, "reason": "…"}`) {
 		return
 	}
 	p, err := ParsePeriod(body.Period)
@@ -212,8 +205,7 @@ func (a *API) adjust(w http.ResponseWriter, r *http.Request) {
 	changes := map[string]any{"after": map[string]any{"amount": adj.Amount, "reason": adj.Reason}}
 	a.record(r, config.PlatformTenant, pr, "cost.adjusted", tenant, meta, changes)
 	a.record(r, tenant, pr, "cost.adjusted", tenant, meta, changes)
-	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, adj)
+	identity.WriteJSON(w, http.StatusCreated, adj)
 }
 
 // record audits a finance action.

@@ -1,9 +1,7 @@
 package retention
 
 import (
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"time"
 
@@ -44,21 +42,9 @@ func actor(p identity.Principal, r *http.Request) auditlog.Actor {
 	return auditlog.Actor{Type: "api_key", ID: p.Name, Name: p.Role, IP: r.RemoteAddr, UserAgent: r.UserAgent()}
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) //nolint:errcheck // client gone
-}
-
 // decode reads a small JSON body, refusing unknown fields.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "body: "+err.Error())
-		return false
-	}
-	return true
+	return identity.DecodeJSON(w, r, v, 16<<10, "a JSON object with the documented fields")
 }
 
 // Fail maps an engine error to the API's error body.
@@ -86,7 +72,7 @@ func (a *API) policies(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenant": tenant, "policies": pols, "bounds": map[string]any{
+	identity.WriteJSON(w, http.StatusOK, map[string]any{"tenant": tenant, "policies": pols, "bounds": map[string]any{
 		"minimum": a.Service.cfg.Retention.Minimum, "maximum": a.Service.cfg.Retention.Maximum}})
 }
 
@@ -107,7 +93,7 @@ func (a *API) setPolicy(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, pol)
+	identity.WriteJSON(w, http.StatusOK, pol)
 }
 
 func (a *API) holds(w http.ResponseWriter, r *http.Request) {
@@ -120,7 +106,7 @@ func (a *API) holds(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": hs})
+	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": hs})
 }
 
 func (a *API) placeHold(w http.ResponseWriter, r *http.Request) {
@@ -143,7 +129,7 @@ func (a *API) placeHold(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, h)
+	identity.WriteJSON(w, http.StatusCreated, h)
 }
 
 func (a *API) liftHold(w http.ResponseWriter, r *http.Request) {
@@ -162,7 +148,7 @@ func (a *API) liftHold(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, h)
+	identity.WriteJSON(w, http.StatusOK, h)
 }
 
 func (a *API) erasures(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +161,7 @@ func (a *API) erasures(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": es})
+	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": es})
 }
 
 func (a *API) erase(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +185,7 @@ func (a *API) erase(w http.ResponseWriter, r *http.Request) {
 	if e.Status == "blocked_by_hold" {
 		status = http.StatusConflict
 	}
-	writeJSON(w, status, e)
+	identity.WriteJSON(w, status, e)
 }
 
 func (a *API) purge(w http.ResponseWriter, r *http.Request) {
@@ -212,7 +198,7 @@ func (a *API) purge(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": rs})
+	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": rs})
 }
 
 func (a *API) purgeRuns(w http.ResponseWriter, r *http.Request) {
@@ -225,7 +211,7 @@ func (a *API) purgeRuns(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": rs})
+	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": rs})
 }
 
 func (a *API) residency(w http.ResponseWriter, r *http.Request) {
@@ -238,5 +224,5 @@ func (a *API) residency(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	identity.WriteJSON(w, http.StatusOK, rep)
 }
