@@ -31,11 +31,11 @@ engine: chdb build ## serve only the embedded ClickHouse engine on 127.0.0.1:812
 
 .PHONY: browser
 browser: ## install Debian's chromium for the browser test when it is missing
-	@scripts/install-chromium.sh
+	@scripts/apt-install.sh chromium chromium
 
 .PHONY: prometheus
 prometheus: ## install Debian's prometheus and promtool for the metrics tests when they are missing
-	@scripts/install-prometheus.sh
+	@scripts/apt-install.sh prometheus prometheus promtool
 
 .PHONY: test
 test: chdb browser prometheus ## run every test against the embedded NATS and ClickHouse engines (one package at a time: latency tests stay meaningful); screenshots land in test-output/

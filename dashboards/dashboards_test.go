@@ -210,9 +210,9 @@ func TestEveryPromQLExpressionParses(t *testing.T) {
 	tool, err := exec.LookPath("promtool")
 	if err != nil {
 		if os.Getenv("TENANTSCOPE_REQUIRE_PROMETHEUS") != "" {
-			t.Fatal("no promtool: run scripts/install-prometheus.sh (make test does)")
+			t.Fatal("no promtool: run scripts/apt-install.sh prometheus (make test does)")
 		}
-		t.Skip("no promtool: run scripts/install-prometheus.sh (make test does, and then requires it)")
+		t.Skip("no promtool: run scripts/apt-install.sh prometheus (make test does, and then requires it)")
 	}
 	var rules strings.Builder
 	rules.WriteString("groups:\n  - name: dashboards\n    rules:\n")

@@ -11,7 +11,7 @@ import (
 	"github.com/tenantscope/tenantscope/metering"
 )
 
-// promtool finds Debian's promtool (scripts/install-prometheus.sh, run by
+// promtool finds Debian's promtool (scripts/apt-install.sh prometheus, run by
 // make test, installs it when it is missing).
 func promtool(t *testing.T) string {
 	p, err := exec.LookPath("promtool")
@@ -19,9 +19,9 @@ func promtool(t *testing.T) string {
 		return p
 	}
 	if os.Getenv("TENANTSCOPE_REQUIRE_PROMETHEUS") != "" {
-		t.Fatal("no promtool: run scripts/install-prometheus.sh (make test does)")
+		t.Fatal("no promtool: run scripts/apt-install.sh prometheus (make test does)")
 	}
-	t.Skip("no promtool on this machine: run scripts/install-prometheus.sh (make test does, and then requires it)")
+	t.Skip("no promtool on this machine: run scripts/apt-install.sh prometheus (make test does, and then requires it)")
 	return ""
 }
 

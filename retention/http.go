@@ -17,19 +17,90 @@ type API struct {
 
 // Register mounts the routes.
 func (a *API) Register(mux *http.ServeMux) {
+	s := a.Service
+	type none struct{}
 	for pattern, h := range map[string]http.HandlerFunc{
-		"GET /api/v1/tenants/{tenantId}/retention":            a.policies,
-		"PUT /api/v1/tenants/{tenantId}/retention/{signal}":   a.setPolicy,
-		"GET /api/v1/tenants/{tenantId}/holds":                a.holds,
-		"POST /api/v1/tenants/{tenantId}/holds":               a.placeHold,
-		"POST /api/v1/tenants/{tenantId}/holds/{holdId}/lift": a.liftHold,
-		"GET /api/v1/tenants/{tenantId}/erasures":             a.erasures,
-		"POST /api/v1/tenants/{tenantId}/erasures":            a.erase,
-		"POST /api/v1/tenants/{tenantId}/purge":               a.purge,
-		"GET /api/v1/tenants/{tenantId}/purge-runs":           a.purgeRuns,
-		"GET /api/v1/tenants/{tenantId}/residency":            a.residency,
+		"GET /api/v1/tenants/{tenantId}/retention": route(a, identity.ReadRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
+			pols, err := s.Policies(r.Context(), tenant)
+			return map[string]any{"tenant": tenant, "policies": pols, "bounds": map[string]any{"minimum": s.cfg.Retention.Minimum, "maximum": s.cfg.Retention.Maximum}}, http.StatusOK, err
+		}),
+		"PUT /api/v1/tenants/{tenantId}/retention/{signal}": route(a, identity.ManageRetention, true, func(r *http.Request, p identity.Principal, tenant string, b struct {
+			Days   int    `json:"days"`
+			Reason string `json:"reason"`
+		}) (any, int, error) {
+			pol, err := s.SetPolicy(r.Context(), tenant, r.PathValue("signal"), b.Days, actor(p, r), b.Reason)
+			return pol, http.StatusOK, err
+		}),
+		"GET /api/v1/tenants/{tenantId}/holds": route(a, identity.ManageRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
+			hs, err := s.Holds(r.Context(), tenant)
+			return map[string]any{"data": hs}, http.StatusOK, err
+		}),
+		"POST /api/v1/tenants/{tenantId}/holds": route(a, identity.ManageRetention, true, func(r *http.Request, p identity.Principal, tenant string, b struct {
+			Kind    string     `json:"kind"`
+			Subject string     `json:"subject"`
+			From    *time.Time `json:"from"`
+			To      *time.Time `json:"to"`
+			Reason  string     `json:"reason"`
+		}) (any, int, error) {
+			h, err := s.PlaceHold(r.Context(), tenant, b.Kind, b.Subject, b.From, b.To, b.Reason, actor(p, r))
+			return h, http.StatusCreated, err
+		}),
+		"POST /api/v1/tenants/{tenantId}/holds/{holdId}/lift": route(a, identity.ManageRetention, true, func(r *http.Request, p identity.Principal, tenant string, b struct {
+			Reason string `json:"reason"`
+		}) (any, int, error) {
+			h, err := s.LiftHold(r.Context(), tenant, r.PathValue("holdId"), b.Reason, actor(p, r))
+			return h, http.StatusOK, err
+		}),
+		"GET /api/v1/tenants/{tenantId}/erasures": route(a, identity.ManageRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
+			es, err := s.Erasures(r.Context(), tenant)
+			return map[string]any{"data": es}, http.StatusOK, err
+		}),
+		"POST /api/v1/tenants/{tenantId}/erasures": route(a, identity.ManageRetention, true, func(r *http.Request, p identity.Principal, tenant string, b struct {
+			Subject string `json:"subject"`
+			DryRun  bool   `json:"dry_run"`
+		}) (any, int, error) {
+			e, err := s.Erase(r.Context(), tenant, b.Subject, b.DryRun, p.Name)
+			if e.Status == "blocked_by_hold" {
+				return e, http.StatusConflict, err
+			}
+			return e, http.StatusOK, err
+		}),
+		"POST /api/v1/tenants/{tenantId}/purge": route(a, identity.ManageRetention, false, func(r *http.Request, p identity.Principal, tenant string, _ none) (any, int, error) {
+			rs, err := s.Purge(r.Context(), tenant, "on demand", actor(p, r))
+			return map[string]any{"data": rs}, http.StatusOK, err
+		}),
+		"GET /api/v1/tenants/{tenantId}/purge-runs": route(a, identity.ReadRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
+			rs, err := s.PurgeRuns(r.Context(), tenant, 50)
+			return map[string]any{"data": rs}, http.StatusOK, err
+		}),
+		"GET /api/v1/tenants/{tenantId}/residency": route(a, identity.ReadRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
+			rep, err := s.Residency(r.Context(), tenant)
+			return rep, http.StatusOK, err
+		}),
 	} {
 		mux.Handle(pattern, identity.WithCorrelation(h))
+	}
+}
+
+// route is one handler: the caller must hold c for the path's tenant; with
+// withBody the JSON body (unknown fields refused) is decoded into B; do's
+// answer is written with its status, or its error mapped.
+func route[B any](a *API, c identity.Capability, withBody bool, do func(r *http.Request, p identity.Principal, tenant string, b B) (any, int, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, tenant, ok := a.require(w, r, c)
+		if !ok {
+			return
+		}
+		var b B
+		if withBody && !identity.DecodeJSON(w, r, &b, 16<<10, "a JSON object with the documented fields") {
+			return
+		}
+		v, status, err := do(r, p, tenant, b)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		identity.WriteJSON(w, status, v)
 	}
 }
 
@@ -40,11 +111,6 @@ func (a *API) require(w http.ResponseWriter, r *http.Request, c identity.Capabil
 
 func actor(p identity.Principal, r *http.Request) auditlog.Actor {
 	return auditlog.Actor{Type: "api_key", ID: p.Name, Name: p.Role, IP: r.RemoteAddr, UserAgent: r.UserAgent()}
-}
-
-// decode reads a small JSON body, refusing unknown fields.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	return identity.DecodeJSON(w, r, v, 16<<10, "a JSON object with the documented fields")
 }
 
 // Fail maps an engine error to the API's error body.
@@ -60,169 +126,4 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		a.Service.log.Error().Err(err).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("retention")
 		identity.WriteError(w, r, http.StatusInternalServerError, "internal", "the retention engine failed; see the logs with this correlation id")
 	}
-}
-
-func (a *API) policies(w http.ResponseWriter, r *http.Request) {
-	_, tenant, ok := a.require(w, r, identity.ReadRetention)
-	if !ok {
-		return
-	}
-	pols, err := a.Service.Policies(r.Context(), tenant)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusOK, map[string]any{"tenant": tenant, "policies": pols, "bounds": map[string]any{
-		"minimum": a.Service.cfg.Retention.Minimum, "maximum": a.Service.cfg.Retention.Maximum}})
-}
-
-func (a *API) setPolicy(w http.ResponseWriter, r *http.Request) {
-	p, tenant, ok := a.require(w, r, identity.ManageRetention)
-	if !ok {
-		return
-	}
-	var body struct {
-		Days   int    `json:"days"`
-		Reason string `json:"reason"`
-	}
-	if !decode(w, r, &body) {
-		return
-	}
-	pol, err := a.Service.SetPolicy(r.Context(), tenant, r.PathValue("signal"), body.Days, actor(p, r), body.Reason)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusOK, pol)
-}
-
-func (a *API) holds(w http.ResponseWriter, r *http.Request) {
-	_, tenant, ok := a.require(w, r, identity.ManageRetention)
-	if !ok {
-		return
-	}
-	hs, err := a.Service.Holds(r.Context(), tenant)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": hs})
-}
-
-func (a *API) placeHold(w http.ResponseWriter, r *http.Request) {
-	p, tenant, ok := a.require(w, r, identity.ManageRetention)
-	if !ok {
-		return
-	}
-	var body struct {
-		Kind    string     `json:"kind"`
-		Subject string     `json:"subject"`
-		From    *time.Time `json:"from"`
-		To      *time.Time `json:"to"`
-		Reason  string     `json:"reason"`
-	}
-	if !decode(w, r, &body) {
-		return
-	}
-	h, err := a.Service.PlaceHold(r.Context(), tenant, body.Kind, body.Subject, body.From, body.To, body.Reason, actor(p, r))
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusCreated, h)
-}
-
-func (a *API) liftHold(w http.ResponseWriter, r *http.Request) {
-	p, tenant, ok := a.require(w, r, identity.ManageRetention)
-	if !ok {
-		return
-	}
-	var body struct {
-		Reason string `json:"reason"`
-	}
-	if !decode(w, r, &body) {
-		return
-	}
-	h, err := a.Service.LiftHold(r.Context(), tenant, r.PathValue("holdId"), body.Reason, actor(p, r))
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusOK, h)
-}
-
-func (a *API) erasures(w http.ResponseWriter, r *http.Request) {
-	_, tenant, ok := a.require(w, r, identity.ManageRetention)
-	if !ok {
-		return
-	}
-	es, err := a.Service.Erasures(r.Context(), tenant)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": es})
-}
-
-func (a *API) erase(w http.ResponseWriter, r *http.Request) {
-	p, tenant, ok := a.require(w, r, identity.ManageRetention)
-	if !ok {
-		return
-	}
-	var body struct {
-		Subject string `json:"subject"`
-		DryRun  bool   `json:"dry_run"`
-	}
-	if !decode(w, r, &body) {
-		return
-	}
-	e, err := a.Service.Erase(r.Context(), tenant, body.Subject, body.DryRun, p.Name)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	status := http.StatusOK
-	if e.Status == "blocked_by_hold" {
-		status = http.StatusConflict
-	}
-	identity.WriteJSON(w, status, e)
-}
-
-func (a *API) purge(w http.ResponseWriter, r *http.Request) {
-	p, tenant, ok := a.require(w, r, identity.ManageRetention)
-	if !ok {
-		return
-	}
-	rs, err := a.Service.Purge(r.Context(), tenant, "on demand", actor(p, r))
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": rs})
-}
-
-func (a *API) purgeRuns(w http.ResponseWriter, r *http.Request) {
-	_, tenant, ok := a.require(w, r, identity.ReadRetention)
-	if !ok {
-		return
-	}
-	rs, err := a.Service.PurgeRuns(r.Context(), tenant, 50)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": rs})
-}
-
-func (a *API) residency(w http.ResponseWriter, r *http.Request) {
-	_, tenant, ok := a.require(w, r, identity.ReadRetention)
-	if !ok {
-		return
-	}
-	rep, err := a.Service.Residency(r.Context(), tenant)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	identity.WriteJSON(w, http.StatusOK, rep)
 }

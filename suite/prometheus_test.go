@@ -27,9 +27,9 @@ func TestPrometheusScrapesTheSuite(t *testing.T) {
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
 		if os.Getenv("TENANTSCOPE_REQUIRE_PROMETHEUS") != "" {
-			t.Fatal("no prometheus: run scripts/install-prometheus.sh (make test does)")
+			t.Fatal("no prometheus: run scripts/apt-install.sh prometheus (make test does)")
 		}
-		t.Skip("no prometheus: run scripts/install-prometheus.sh (make test does, and then requires it)")
+		t.Skip("no prometheus: run scripts/apt-install.sh prometheus (make test does, and then requires it)")
 	}
 	e := newEnv(t)
 	card := filepath.Join(e.data, "ratecard.yaml")

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// chromiumPath finds Debian's chromium (scripts/install-chromium.sh, run by
+// chromiumPath finds Debian's chromium (scripts/apt-install.sh chromium, run by
 // `make test`, installs it when it is missing).
 func chromiumPath(t *testing.T) string {
 	for _, name := range []string{os.Getenv("TENANTSCOPE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
@@ -27,9 +27,9 @@ func chromiumPath(t *testing.T) string {
 		}
 	}
 	if os.Getenv("TENANTSCOPE_REQUIRE_BROWSER") != "" {
-		t.Fatal("no chromium: run scripts/install-chromium.sh (make test does)")
+		t.Fatal("no chromium: run scripts/apt-install.sh chromium (make test does)")
 	}
-	t.Skip("no chromium on this machine: run scripts/install-chromium.sh (make test does, and then requires it)")
+	t.Skip("no chromium on this machine: run scripts/apt-install.sh chromium (make test does, and then requires it)")
 	return ""
 }
 
