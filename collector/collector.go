@@ -42,6 +42,9 @@ type Config struct {
 	// RetentionFor, when set, gives each tenant's retention (the retention
 	// engine's policies and holds) and replaces Retention.
 	RetentionFor func(tenant, signal string) uint16
+	// ShredEvent, when set, encrypts a tenant's personal event fields before
+	// they are stored (crypto-shredding); an error retries the batch.
+	ShredEvent func(ctx context.Context, tenant, actor string, payload []byte) ([]byte, error)
 	// NakDelay is the first redelivery delay after a failed insert (doubles up to 30s).
 	NakDelay time.Duration
 	// PIISalts key each tenant's hashed PII (tenant id -> salt).
@@ -477,6 +480,13 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 		e, err := DecodeEvent(meta, body, s.retention(meta.Tenant, SignalEvent, "events"))
 		if err != nil {
 			return rows{}, "", err
+		}
+		if s.cfg.ShredEvent != nil {
+			p, err := s.cfg.ShredEvent(context.Background(), e.TenantID, e.Actor, []byte(e.Payload))
+			if err != nil {
+				return rows{}, "", fmt.Errorf("encrypt personal fields: %w", err)
+			}
+			e.Payload = string(p)
 		}
 		r.events = append(r.events, e)
 	case SignalLog:

@@ -33,6 +33,9 @@ type Bootstrap struct {
 	AuditVerifierKey string `json:"audit_verifier_key"`
 	// SessionKey signs UI session cookies (hex).
 	SessionKey string `json:"ui_session_key"`
+	// ShredKEK is the key-encryption key of crypto-shredding (hex, 32
+	// bytes) when retention.kek does not set one.
+	ShredKEK string `json:"shred_kek"`
 }
 
 // Secret is one generated secret, shown once.
@@ -125,11 +128,13 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 			changed = true
 		}
 	}
-	if b.SessionKey == "" {
-		k := make([]byte, 32)
-		_, _ = rand.Read(k) //nolint:errcheck // crypto/rand.Read never fails on Linux
-		b.SessionKey = hex.EncodeToString(k)
-		changed = true
+	for _, key := range []*string{&b.SessionKey, &b.ShredKEK} {
+		if *key == "" {
+			k := make([]byte, 32)
+			_, _ = rand.Read(k) //nolint:errcheck // crypto/rand.Read never fails on Linux
+			*key = hex.EncodeToString(k)
+			changed = true
+		}
 	}
 	if b.AuditSignerKey == "" {
 		skey, vkey, err := note.GenerateKey(rand.Reader, "tenantscope-audit")

@@ -8,6 +8,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,18 @@ type Retention struct {
 	ErasureDeadline Duration `yaml:"erasure_deadline"`
 	// PurgeEvery is how often the purge run enforces policies and holds.
 	PurgeEvery Duration `yaml:"purge_every"`
+	// KEK is the crypto-shredding key-encryption key (hex, 32 bytes); empty
+	// uses one generated at first start (<data>/bootstrap.json).
+	KEK string `yaml:"kek"`
+}
+
+// Shred names a tenant's personal event fields (dot paths in the payload)
+// and where the data subject they belong to is named (a payload path, or
+// "actor"). Each subject's fields are encrypted with the subject's own key;
+// destroying the key erases every copy, exports and backups included.
+type Shred struct {
+	Subject string   `yaml:"subject"`
+	Fields  []string `yaml:"fields"`
 }
 
 // Signals are the kinds of tenant data with a retention policy.
@@ -186,6 +199,9 @@ type Tenant struct {
 	Redact []RedactRule `yaml:"redact"`
 	// SLO overrides metering.slo for this tenant, field by field.
 	SLO SLO `yaml:"slo"`
+	// Shred encrypts personal fields of this tenant's events at ingest with
+	// a key per data subject (crypto-shredding).
+	Shred Shred `yaml:"shred"`
 	// PIISalt keys hashed PII; empty uses a salt generated at first start
 	// (<data>/bootstrap.json). Set it when collectors do not share a data directory.
 	PIISalt string `yaml:"pii_salt"`
@@ -773,6 +789,25 @@ func (c Config) validateRetention(bad func(field, format string, a ...any)) {
 			if !identifierRe.MatchString(id) {
 				bad(fmt.Sprintf("retention.identifiers.%s[%d]", sig, i), "%q is not a column (actor, entity, actor_id, target_id), payload.<path> or attributes.<key>", id)
 			}
+		}
+	}
+	for i, t := range c.Tenants {
+		if len(t.Shred.Fields) == 0 {
+			continue
+		}
+		f := fmt.Sprintf("tenants[%d].shred", i)
+		if t.Shred.Subject != "actor" && !jsonPathRe.MatchString(t.Shred.Subject) {
+			bad(f+".subject", "%q is not actor or a payload dot path", t.Shred.Subject)
+		}
+		for j, p := range t.Shred.Fields {
+			if !jsonPathRe.MatchString(p) {
+				bad(fmt.Sprintf("%s.fields[%d]", f, j), "%q is not a payload dot path", p)
+			}
+		}
+	}
+	if k := r.KEK; k != "" {
+		if b, err := hex.DecodeString(k); err != nil || len(b) != 32 {
+			bad("retention.kek", "is not 32 bytes in hex")
 		}
 	}
 	if r.ErasureDeadline <= 0 {

@@ -102,6 +102,8 @@ const (
 	// ManageRetention changes them (holds and erasures: compliance only).
 	ReadRetention   Capability = "retention:read"
 	ManageRetention Capability = "retention:manage"
+	// ReadEvents reads a tenant's stored domain events.
+	ReadEvents Capability = "events:read"
 )
 
 // cross lists the roles that may use a capability for every tenant; own the
@@ -109,10 +111,11 @@ const (
 var (
 	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}, Export: {config.RoleCompliance},
 		ReadCost: {config.RoleFinance}, ManageCost: {config.RoleFinance}, ReadSLA: {config.RoleSRE, config.RoleFinance},
-		ReadRetention: {config.RoleCompliance}, ManageRetention: {config.RoleCompliance}}
+		ReadRetention: {config.RoleCompliance}, ManageRetention: {config.RoleCompliance}, ReadEvents: {config.RoleCompliance}}
 	own = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}, Export: {config.RoleTenantAdmin},
 		ManageKeys: {config.RoleTenantAdmin}, ReadCost: {config.RoleTenantAdmin},
-		ReadSLA: {config.RoleTenantAdmin, config.RoleTenantViewer}, ReadRetention: {config.RoleTenantAdmin}}
+		ReadSLA: {config.RoleTenantAdmin, config.RoleTenantViewer}, ReadRetention: {config.RoleTenantAdmin},
+		ReadEvents: {config.RoleTenantAdmin, config.RoleTenantViewer}}
 )
 
 // Scope is the one tenant-access rule: p may use c on tenant's data when its

@@ -51,6 +51,10 @@ type Certificate struct {
 	ChainBefore   ChainPos          `json:"chain_before"`
 	ChainRecordID string            `json:"chain_record_id"` // the audit record that carries this certificate
 	Verified      bool              `json:"verified_zero_rows_remain"`
+	// KeyDestroyed is the subject's crypto-shredding key, destroyed: copies
+	// of its encrypted fields outside the store (exports, backups) are
+	// unreadable too.
+	KeyDestroyed string `json:"key_destroyed,omitempty"`
 }
 
 // ChainPos is a position in a tenant's audit chain.
@@ -176,6 +180,17 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	} else {
 		remaining += uint64(left)
 	}
+	keyID := ""
+	if s.Shred != nil {
+		id, err := s.Shred.Keys.Destroy(ctx, tenant, subject, by)
+		switch {
+		case err == nil, errors.Is(err, ErrConflict):
+			keyID = id
+		case errors.Is(err, ErrNotFound):
+		default:
+			return e, err
+		}
+	}
 	done := s.Now().UTC().Truncate(time.Millisecond)
 	e.CompletedAt = &done
 	e.Status = "completed"
@@ -184,7 +199,7 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	}
 	cert := Certificate{Version: 1, Request: e.ID, Tenant: tenant, SubjectHash: e.SubjectHash, Deleted: deleted,
 		Retained: map[string]uint64{"audit_records": e.Counts["audit_records"]}, RequestedBy: by, ExecutedBy: by,
-		RequestedAt: e.RequestedAt, CompletedAt: done, ChainBefore: before, Verified: remaining == 0}
+		RequestedAt: e.RequestedAt, CompletedAt: done, ChainBefore: before, Verified: remaining == 0, KeyDestroyed: keyID}
 	if cert.Retained["audit_records"] > 0 {
 		cert.RetainedWhy = "audit records are kept under the legal obligation to keep a tamper-evident audit trail"
 	}

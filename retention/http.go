@@ -73,6 +73,10 @@ func (a *API) Register(mux *http.ServeMux) {
 			rs, err := s.PurgeRuns(r.Context(), tenant, 50)
 			return map[string]any{"data": rs}, http.StatusOK, err
 		}),
+		"GET /api/v1/tenants/{tenantId}/events": route(a, identity.ReadEvents, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
+			evs, err := s.Events(r.Context(), tenant, r.URL.Query().Get("action"), 100)
+			return map[string]any{"data": evs}, http.StatusOK, err
+		}),
 		"GET /api/v1/tenants/{tenantId}/residency": route(a, identity.ReadRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
 			rep, err := s.Residency(r.Context(), tenant)
 			return rep, http.StatusOK, err

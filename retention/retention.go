@@ -55,6 +55,9 @@ type Service struct {
 	js     jetstream.JetStream // dead letters (may be nil)
 	signer string              // signs erasure certificates (note signer key)
 	log    zerolog.Logger
+	// Shred, when set, holds the crypto-shredding keys: an erasure also
+	// destroys the subject's key.
+	Shred *Shredder
 	// Now is the clock.
 	Now func() time.Time
 }

@@ -154,6 +154,20 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := retention.RegisterMetrics(s.reg, cfg); err != nil {
 		return err
 	}
+	kek := cfg.Retention.KEK
+	if kek == "" {
+		kek = s.boot.ShredKEK
+	}
+	if kek != "" {
+		keys, err := retention.NewKeyring(kek, s.storeOf)
+		if err != nil {
+			return err
+		}
+		s.retention.Shred = retention.NewShredder(keys, cfg)
+		if o.Collector.ShredEvent == nil {
+			o.Collector.ShredEvent = s.retention.Shred.Event
+		}
+	}
 	if o.Components.Collector && o.Collector.RetentionFor == nil {
 		cache, err := s.retention.NewCache(ctx)
 		if err != nil {

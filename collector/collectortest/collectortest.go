@@ -39,6 +39,8 @@ type Pipeline struct {
 	// Retention is the policy cache the collector writes retention from
 	// (Load it after changing policies in a test).
 	Retention *retention.Cache
+	// Shredder encrypts the tenants' configured personal fields at ingest.
+	Shredder *retention.Shredder
 }
 
 // Start runs a pipeline for the given tenant ids, stopped at the test's end.
@@ -99,7 +101,13 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	if err != nil {
 		t.Fatal(err)
 	}
-	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer, RetentionFor: cache.Days},
+	keys, err := retention.NewKeyring(b.ShredKEK, func(string) (*chstore.Store, error) { return st, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	shredder := retention.NewShredder(keys, cfg)
+	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer, RetentionFor: cache.Days,
+		ShredEvent: shredder.Event},
 		js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +127,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	for _, tn := range cfg.Tenants {
 		pw[tn.ID] = b.NATS[tn.NATS.User]
 	}
-	return &Pipeline{Config: cfg, Store: st, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache}
+	return &Pipeline{Config: cfg, Store: st, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
 }
 
 // Count runs a count query against the pipeline's database.
