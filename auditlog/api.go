@@ -31,6 +31,8 @@ type API struct {
 	stores func(tenant string) (*chstore.Store, error)
 	pub    Publisher
 	log    zerolog.Logger
+	// Open decrypts crypto-shredded actor fields (nil: shown as stored).
+	Open Opener
 }
 
 // Publisher hands an audit record to the pipeline (NATS `._audit`, where the
@@ -62,6 +64,55 @@ type Filter struct {
 	Fields                               []string
 	// Progress, when set, is called by Stream after each page.
 	Progress func(records int)
+	// Open, when set, decrypts crypto-shredded actor fields for reading.
+	Open Opener
+}
+
+// Opener decrypts a crypto-shredded value of tenant (a destroyed key reads
+// as "[erased]"); other values come back as they are.
+type Opener func(ctx context.Context, tenant, value string) (string, error)
+
+// Sealer encrypts a personal value of a data subject of tenant (returning
+// it as it is when the tenant does not shred).
+type Sealer func(ctx context.Context, tenant, subject, value string) (string, error)
+
+// shredded are the actor fields a tenant's writer seals: personal, and not
+// needed to filter the trail (the actor id stays, as a pseudonym).
+var shredded = []string{"actor_name", "actor_ip", "user_agent"}
+
+// reveal opens the shredded fields of a listed row.
+func reveal(ctx context.Context, open Opener, tenant string, row map[string]any) error {
+	if open == nil {
+		return nil
+	}
+	for _, k := range shredded {
+		if v, ok := row[k].(string); ok && v != "" {
+			plain, err := open(ctx, tenant, v)
+			if err != nil {
+				return err
+			}
+			row[k] = plain
+		}
+	}
+	return nil
+}
+
+// RevealRecord opens the shredded actor fields of a record.
+func RevealRecord(ctx context.Context, open Opener, r *Record) error {
+	if open == nil {
+		return nil
+	}
+	for _, v := range []*string{&r.Actor.Name, &r.Actor.IP, &r.Actor.UserAgent} {
+		if *v == "" {
+			continue
+		}
+		plain, err := open(ctx, r.TenantID, *v)
+		if err != nil {
+			return err
+		}
+		*v = plain
+	}
+	return nil
 }
 
 // Fields is what a caller may select, in output order.
@@ -277,6 +328,9 @@ func List(ctx context.Context, st *chstore.Store, tenant string, f Filter) ([]ma
 	out := make([]map[string]any, len(rows))
 	for i, r := range rows {
 		out[i] = r.fields(f.Fields)
+		if err := reveal(ctx, f.Open, tenant, out[i]); err != nil {
+			return nil, "", err
+		}
 	}
 	return out, next, nil
 }
@@ -306,6 +360,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	f.Open = a.Open
 	data, next, err := List(r.Context(), st, tenant, f)
 	if err != nil {
 		a.log.Error().Err(err).Str("tenant_id", tenant).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("audit query")

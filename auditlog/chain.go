@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,11 @@ func GenerateKey() (signer, verifier string, err error) {
 
 // Writer is the one ordered writer of every tenant's chain in this process.
 type Writer struct {
+	// Seal, when set, encrypts each record's personal actor fields (name,
+	// IP, user agent) with its actor's key before the record is hashed: the
+	// chain commits to the ciphertext, so destroying the key later leaves it
+	// verifiable.
+	Seal    Sealer
 	stores  func(tenant string) (*chstore.Store, error)
 	signer  note.Signer
 	every   int
@@ -146,6 +152,16 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 		}
 		r.Time = r.Time.UTC().Truncate(time.Millisecond)
 		r.SchemaVersion = SchemaVersion
+		if w.Seal != nil {
+			for _, v := range []*string{&r.Actor.Name, &r.Actor.IP, &r.Actor.UserAgent} {
+				if *v == "" || strings.HasPrefix(*v, "enc:v1:") {
+					continue
+				}
+				if *v, err = w.Seal(ctx, tenant, r.Actor.ID, *v); err != nil {
+					return nil, fmt.Errorf("seal actor fields: %w", err)
+				}
+			}
+		}
 		seq++
 		r.Seq, r.PrevHash = seq, prev
 		// Stored in canonical form, so verification can hash the stored bytes.

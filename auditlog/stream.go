@@ -184,6 +184,7 @@ func (a *API) exportTrail(w http.ResponseWriter, r *http.Request) {
 		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	f.Open = a.Open
 	w.Header().Set("Content-Type", TrailContentType(format))
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-audit-%s.%s"`, tenant, time.Now().UTC().Format("20060102-150405"), format))
 	n, err := WriteTrail(r.Context(), st, tenant, f, format, w)

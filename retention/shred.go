@@ -417,6 +417,20 @@ func (s *Shredder) Event(ctx context.Context, tenant, actor string, payload []by
 	return json.Marshal(doc)
 }
 
+// SealAudit encrypts a personal audit field of subject for the audit
+// writer (auditlog.Sealer): as it is for tenants that do not shred, and
+// Erased for a subject whose key is destroyed (the record is still chained).
+func (s *Shredder) SealAudit(ctx context.Context, tenant, subject, value string) (string, error) {
+	if _, ok := s.tenants[tenant]; !ok || subject == "" {
+		return value, nil
+	}
+	tok, err := s.Keys.Seal(ctx, tenant, subject, []byte(value))
+	if errors.Is(err, ErrConflict) {
+		return Erased, nil
+	}
+	return tok, err
+}
+
 // Reveal decrypts the encrypted fields of a stored payload for reading
 // (erased ones read as Erased).
 func (s *Shredder) Reveal(ctx context.Context, tenant string, payload []byte) ([]byte, error) {

@@ -153,3 +153,47 @@ func firstToken(s string) string {
 	j := strings.IndexAny(s[i:], `"\`)
 	return s[i : i+j]
 }
+
+// A shredding tenant's audit records carry their actor's personal fields
+// encrypted: the chain commits to the ciphertext, reads decrypt, and after
+// the actor's key is destroyed they read as erased while the chain verifies.
+func TestCryptoShreddedAuditRecordsStayVerifiable(t *testing.T) {
+	p := collectortest.Start(t, func(c *config.Config) {
+		c.Tenants[0].Shred = config.Shred{Subject: "customer.id", Fields: []string{"customer.email"}}
+	}, "acme", "globex")
+	ctx := context.Background()
+	skey, vkey, err := auditlog.GenerateKey()
+	require.NoError(t, err)
+	w, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return p.Store, nil }, skey, 10)
+	require.NoError(t, err)
+	w.Seal = p.Shredder.SealAudit
+	for _, tenant := range []string{"acme", "globex"} {
+		_, err = w.Append(ctx, tenant, []auditlog.Record{{TenantID: tenant, Actor: auditlog.Actor{Type: "user", ID: "c-3", Name: "Cleo Three", IP: "10.1.2.3", UserAgent: "Firefox"},
+			Action: "profile.viewed", Outcome: "success"}})
+		require.NoError(t, err)
+	}
+	require.NoError(t, w.Checkpoint(ctx, "acme"))
+	require.Zero(t, p.Count(t, "SELECT count() FROM audit_records WHERE tenant_id = 'acme' AND (actor_name LIKE '%Cleo%' OR actor_ip = '10.1.2.3')"), "stored encrypted")
+	require.EqualValues(t, 1, p.Count(t, "SELECT count() FROM audit_records WHERE tenant_id = 'globex' AND actor_ip = '10.1.2.3'"), "a tenant that does not shred stores as sent")
+	list := func() map[string]any {
+		rows, _, err := auditlog.List(ctx, p.Store, "acme", auditlog.Filter{Desc: true, Limit: 10, Open: p.Shredder.Keys.Open})
+		require.NoError(t, err)
+		require.Len(t, rows, 1)
+		return rows[0]
+	}
+	require.Equal(t, "Cleo Three", list()["actor_name"])
+	require.Equal(t, "10.1.2.3", list()["actor_ip"])
+	require.Equal(t, "c-3", list()["actor_id"], "the actor id stays, as a pseudonym the trail is filtered by")
+
+	_, err = p.Shredder.Keys.Destroy(ctx, "acme", "c-3", "carol")
+	require.NoError(t, err)
+	require.Equal(t, retention.Erased, list()["actor_name"])
+	require.Equal(t, retention.Erased, list()["actor_ip"])
+	rep, err := auditlog.Verify(ctx, p.Store, "acme", 1, vkey)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "the chain commits to the ciphertext: %v", rep.Problem)
+	// A later record of the erased actor is still chained, its fields erased.
+	_, err = w.Append(ctx, "acme", []auditlog.Record{{TenantID: "acme", Actor: auditlog.Actor{Type: "user", ID: "c-3", IP: "10.9.9.9"}, Action: "x", Outcome: "success"}})
+	require.NoError(t, err)
+	require.Zero(t, p.Count(t, "SELECT count() FROM audit_records WHERE actor_ip = '10.9.9.9'"))
+}

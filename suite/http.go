@@ -65,7 +65,11 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		}
 		keys.Managed = s.apiKeys
 		(&apikeys.API{Keys: keys, Store: s.apiKeys}).Register(mux)
-		auditlog.NewAPI(keys, s.storeOf, s.publishAudit, s.log).Register(mux)
+		auditAPI := auditlog.NewAPI(keys, s.storeOf, s.publishAudit, s.log)
+		if s.retention.Shred != nil {
+			auditAPI.Open = s.retention.Shred.Keys.Open
+		}
+		auditAPI.Register(mux)
 		b := s.boot
 		sessionKey, err := hex.DecodeString(b.SessionKey)
 		if err != nil || len(sessionKey) < 16 {
@@ -77,6 +81,9 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		s.metering = metering.New(s.cfg, s.stores, s.card, s.log)
 		pages.Metering = s.metering
 		pages.Retention = s.retention
+		if s.retention.Shred != nil {
+			pages.Open = s.retention.Shred.Keys.Open
+		}
 		(&retention.API{Keys: keys, Service: s.retention}).Register(mux)
 		(&metering.API{Keys: keys, Service: s.metering, Audit: s.publishAudit}).Register(mux)
 		s.requests = metering.NewRequests(s.metering)

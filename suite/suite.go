@@ -190,6 +190,9 @@ func Run(ctx context.Context, o Options) (err error) {
 			if err != nil {
 				return err
 			}
+			if s.retention.Shred != nil {
+				w.Seal = s.retention.Shred.SealAudit
+			}
 			o.Collector.Audit = w
 			g.Go(func() error { return s.auditLoop(gctx, w, b.AuditVerifierKey) })
 			g.Go(func() error {

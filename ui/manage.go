@@ -138,6 +138,7 @@ func (u *UI) exportTrail(w http.ResponseWriter, r *http.Request, s *Session) {
 	delete(q, "format")
 	delete(q, "limit")
 	f, err := auditlog.ParseFilter(q)
+	f.Open = u.Open
 	if err == nil && !slices.Contains(auditlog.TrailFormats, format) {
 		err = fmt.Errorf("format must be one of %s", strings.Join(auditlog.TrailFormats, ", "))
 	}

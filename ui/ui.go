@@ -164,6 +164,8 @@ type UI struct {
 	Keys *apikeys.Store
 	// Metering serves the cost and SLA pages (nil: they say it is not running).
 	Metering *metering.Service
+	// Open decrypts crypto-shredded audit fields (nil: shown as stored).
+	Open auditlog.Opener
 	// Retention serves the compliance retention page (nil: it says so).
 	Retention    *retention.Service
 	retentionCfg config.Retention
@@ -383,6 +385,7 @@ func (u *UI) auditTrail(w http.ResponseWriter, r *http.Request, s *Session) {
 		u.render(w, r, http.StatusBadRequest, errorPage(s, http.StatusBadRequest, err.Error()))
 		return
 	}
+	f.Open = u.Open
 	rows, next, err := auditlog.List(r.Context(), st, tenant, f)
 	if err != nil {
 		u.log.Error().Err(err).Str("tenant_id", tenant).Msg("audit page")
@@ -415,6 +418,9 @@ func (u *UI) detail(w http.ResponseWriter, r *http.Request, s *Session) {
 		u.log.Error().Err(err).Str("tenant_id", tenant).Msg("audit detail")
 		u.render(w, r, http.StatusInternalServerError, errorPage(s, http.StatusInternalServerError, "The record could not be read."))
 		return
+	}
+	if err := auditlog.RevealRecord(r.Context(), u.Open, &rs.Record); err != nil {
+		u.log.Error().Err(err).Str("tenant_id", tenant).Msg("audit detail: decrypt")
 	}
 	before, after, changed := diff(rs.Record.Changes)
 	u.render(w, r, http.StatusOK, detailPage(s, tenant, rs, before, after, changed))
