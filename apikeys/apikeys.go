@@ -269,20 +269,13 @@ func (s *Store) Revoke(ctx context.Context, tenant, id string, by Actor) (Key, e
 }
 
 func (s *Store) record(ctx context.Context, k Key, action string, by Actor, before, after map[string]any) {
-	if s.audit == nil {
-		return
-	}
 	rec := auditlog.Record{TenantID: k.TenantID, Time: time.Now().UTC(), Actor: by, Action: action,
 		Target: auditlog.Target{Type: "api_key", ID: k.ID, Name: k.Name}, Outcome: "success", SourceService: "tenantscope",
 		CorrelationID: identity.CorrelationID(ctx), Metadata: map[string]string{"role": k.Role}}
 	if ch, err := json.Marshal(map[string]any{"before": before, "after": after}); err == nil {
 		rec.Changes = ch
 	}
-	body, err := json.Marshal(rec)
-	if err == nil {
-		err = s.audit(context.WithoutCancel(ctx), k.TenantID, "", body)
-	}
-	if err != nil {
+	if err := s.audit.Record(ctx, rec); err != nil {
 		s.log.Warn().Err(err).Str("tenant_id", k.TenantID).Str("key_id", k.ID).Msg("could not audit an API key change")
 	}
 }

@@ -1,7 +1,6 @@
 package apikeys
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/tenantscope/tenantscope/auditlog"
@@ -30,11 +29,6 @@ func (a *API) require(w http.ResponseWriter, r *http.Request) (identity.Principa
 	return a.Keys.Require(w, r, identity.ManageKeys, auditlog.Denied(s.audit, s.stores, s.log, r, identity.ManageKeys))
 }
 
-// actor is the audit actor for an API caller.
-func actor(p identity.Principal, r *http.Request) Actor {
-	return Actor{Type: "api_key", ID: p.Name, Name: p.Role, IP: r.RemoteAddr, UserAgent: r.UserAgent()}
-}
-
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	_, tenant, ok := a.require(w, r)
 	if !ok {
@@ -60,7 +54,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	if !identity.DecodeJSON(w, r, &body, 4096, `JSON {"name": …, "role": …}`) {
 		return
 	}
-	k, raw, err := a.Store.Create(r.Context(), tenant, body.Name, body.Role, actor(p, r))
+	k, raw, err := a.Store.Create(r.Context(), tenant, body.Name, body.Role, auditlog.KeyActor(p, r))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -74,7 +68,7 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	k, err := a.Store.Revoke(r.Context(), tenant, r.PathValue("keyId"), actor(p, r))
+	k, err := a.Store.Revoke(r.Context(), tenant, r.PathValue("keyId"), auditlog.KeyActor(p, r))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -82,16 +76,12 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": k})
 }
 
+var answers = []identity.Answer{
+	{Err: ErrInvalid, Status: http.StatusBadRequest, Code: "bad_request"},
+	{Err: ErrNotFound, Status: http.StatusNotFound, Code: "not_found"},
+	{Err: ErrRevoked, Status: http.StatusConflict, Code: "conflict"},
+}
+
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, ErrInvalid):
-		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
-	case errors.Is(err, ErrNotFound):
-		identity.WriteError(w, r, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, ErrRevoked):
-		identity.WriteError(w, r, http.StatusConflict, "conflict", err.Error())
-	default:
-		a.Store.log.Error().Err(err).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("API keys")
-		identity.WriteError(w, r, http.StatusInternalServerError, "internal", "internal error")
-	}
+	identity.FailWith(w, r, err, answers, a.Store.log, "API keys", "internal error")
 }

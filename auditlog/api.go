@@ -408,11 +408,7 @@ func Denied(pub Publisher, stores func(string) (*chstore.Store, error), log zero
 			Outcome: "denied", Reason: "credential lacks " + string(c) + " for this tenant", SourceService: "tenantscope",
 			CorrelationID: identity.CorrelationID(r.Context()),
 		}
-		body, err := json.Marshal(rec)
-		if err == nil {
-			err = pub(r.Context(), tenant, "", body)
-		}
-		if err != nil {
+		if err := pub.Record(r.Context(), rec); err != nil {
 			log.Warn().Err(err).Str("tenant_id", tenant).Str("correlation_id", rec.CorrelationID).Msg("could not audit a denied access")
 		}
 	}
@@ -511,4 +507,22 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(map[string]string{"record_id": rec.RecordID.String(), "status": "accepted"}) //nolint:errcheck // client gone
+}
+
+// Record queues rec in its tenant's chain (rec.TenantID), outliving the
+// request's cancellation; a nil Publisher records nothing.
+func (p Publisher) Record(ctx context.Context, rec Record) error {
+	if p == nil {
+		return nil
+	}
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return p(context.WithoutCancel(ctx), rec.TenantID, "", body)
+}
+
+// KeyActor is the audit actor of an API-key caller.
+func KeyActor(p identity.Principal, r *http.Request) Actor {
+	return Actor{Type: "api_key", ID: p.Name, Name: p.Role, IP: r.RemoteAddr, UserAgent: r.UserAgent()}
 }

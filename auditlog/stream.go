@@ -200,9 +200,7 @@ func (a *API) exportTrail(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		rec.Outcome, rec.Reason = "failure", err.Error()
 	}
-	if body, merr := json.Marshal(rec); merr == nil {
-		if perr := a.pub(context.WithoutCancel(r.Context()), tenant, "", body); perr != nil {
-			a.log.Warn().Err(perr).Str("tenant_id", tenant).Msg("could not audit an audit export")
-		}
+	if err := a.pub.Record(r.Context(), rec); err != nil {
+		a.log.Warn().Err(err).Str("tenant_id", tenant).Msg("could not audit an audit export")
 	}
 }

@@ -2,7 +2,6 @@ package export
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -59,9 +58,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		Action: "export.downloaded", Target: auditlog.Target{Type: "tenant", ID: tenant}, Outcome: outcome,
 		SourceService: "tenantscope", CorrelationID: identity.CorrelationID(r.Context()), Metadata: meta,
 	}
-	if body, merr := json.Marshal(rec); merr == nil && h.Audit != nil {
-		if aerr := h.Audit(context.WithoutCancel(r.Context()), tenant, "", body); aerr != nil {
-			h.Log.Warn().Err(aerr).Str("tenant_id", tenant).Msg("could not audit an export")
-		}
+	if err := auditlog.Publisher(h.Audit).Record(r.Context(), rec); err != nil {
+		h.Log.Warn().Err(err).Str("tenant_id", tenant).Msg("could not audit an export")
 	}
 }

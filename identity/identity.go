@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/rs/zerolog"
+
 	"github.com/tenantscope/tenantscope/config"
 )
 
@@ -204,4 +206,25 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any, limit int64, hint
 		return false
 	}
 	return true
+}
+
+// Answer is the HTTP answer to a domain's sentinel error.
+type Answer struct {
+	Err    error
+	Status int
+	Code   string
+}
+
+// FailWith writes the answer of the first sentinel err matches (with err's
+// text); anything else is logged under what and answered 500 with
+// internal as the message.
+func FailWith(w http.ResponseWriter, r *http.Request, err error, answers []Answer, log zerolog.Logger, what, internal string) {
+	for _, a := range answers {
+		if errors.Is(err, a.Err) {
+			WriteError(w, r, a.Status, a.Code, err.Error())
+			return
+		}
+	}
+	log.Error().Err(err).Str("correlation_id", CorrelationID(r.Context())).Msg(what)
+	WriteError(w, r, http.StatusInternalServerError, "internal", internal)
 }

@@ -27,13 +27,12 @@ type LineItem struct {
 
 // TenantCost is a tenant's bill for a period.
 type TenantCost struct {
-	Tenant    string     `json:"tenant"`
-	Lines     []LineItem `json:"line_items"`
-	Total     float64    `json:"total"`
-	Usage     Usage      `json:"usage"`
-	ClosedAt  *time.Time `json:"closed_at,omitempty"`
-	ClosedBy  string     `json:"closed_by,omitempty"`
-	Computing string     `json:"-"`
+	Tenant   string     `json:"tenant"`
+	Lines    []LineItem `json:"line_items"`
+	Total    float64    `json:"total"`
+	Usage    Usage      `json:"usage"`
+	ClosedAt *time.Time `json:"closed_at,omitempty"`
+	ClosedBy string     `json:"closed_by,omitempty"`
 }
 
 // CostReport is every tenant's bill for a period.

@@ -1,9 +1,7 @@
 package metering
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -24,14 +22,14 @@ type API struct {
 // Register mounts the routes.
 func (a *API) Register(mux *http.ServeMux) {
 	for pattern, h := range map[string]http.HandlerFunc{
-		"GET /api/v1/cost":                                 a.cost,
-		"GET /api/v1/tenants/{tenantId}/cost":              a.tenantCost,
-		"GET /api/v1/tenants/{tenantId}/usage":             a.usage,
+		"GET /api/v1/cost":                                 a.report(identity.ReadCost, a.cost),
+		"GET /api/v1/tenants/{tenantId}/cost":              a.report(identity.ReadCost, a.tenantCost),
+		"GET /api/v1/tenants/{tenantId}/usage":             a.report(identity.ReadCost, a.usage),
 		"POST /api/v1/cost/periods/{period}/close":         a.close,
 		"POST /api/v1/tenants/{tenantId}/cost/adjustments": a.adjust,
-		"GET /api/v1/sla":                                  a.slaAll,
-		"GET /api/v1/tenants/{tenantId}/sla":               a.sla,
-		"GET /api/v1/margin":                               a.margin,
+		"GET /api/v1/sla":                                  a.report(identity.ReadSLA, a.slaAll),
+		"GET /api/v1/tenants/{tenantId}/sla":               a.report(identity.ReadSLA, a.sla),
+		"GET /api/v1/margin":                               a.report(identity.ReadCost, a.margin),
 	} {
 		mux.Handle(pattern, identity.WithCorrelation(h))
 	}
@@ -62,16 +60,77 @@ func (a *API) period(w http.ResponseWriter, r *http.Request) (Period, bool) {
 	return p, true
 }
 
+var answers = []identity.Answer{
+	{Err: ErrInvalid, Status: http.StatusBadRequest, Code: "bad_request"},
+	{Err: ErrFuture, Status: http.StatusBadRequest, Code: "bad_request"},
+	{Err: ErrNoRateCard, Status: http.StatusBadRequest, Code: "bad_request"},
+	{Err: ErrClosed, Status: http.StatusConflict, Code: "conflict"},
+	{Err: ErrOpen, Status: http.StatusConflict, Code: "conflict"},
+}
+
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, ErrInvalid), errors.Is(err, ErrFuture), errors.Is(err, ErrNoRateCard):
-		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
-	case errors.Is(err, ErrClosed), errors.Is(err, ErrOpen):
-		identity.WriteError(w, r, http.StatusConflict, "conflict", err.Error())
-	default:
-		a.Service.log.Error().Err(err).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("metering")
-		identity.WriteError(w, r, http.StatusInternalServerError, "internal", "the report could not be computed")
+	identity.FailWith(w, r, err, answers, a.Service.log, "metering", "the report could not be computed")
+}
+
+// report is a GET route: the caller holds c (for the path's tenant when
+// there is one), ?period= is read (default: this month), and do's answer is
+// written (a cost report as ?format=json or csv).
+func (a *API) report(c identity.Capability, do func(r *http.Request, tenant string, p Period) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, tenant, ok := a.require(w, r, c)
+		if !ok {
+			return
+		}
+		p, ok := a.period(w, r)
+		if !ok {
+			return
+		}
+		v, err := do(r, tenant, p)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if rep, isCost := v.(CostReport); isCost {
+			a.writeCost(w, r, rep)
+			return
+		}
+		writeJSON(w, v)
 	}
+}
+
+func (a *API) cost(r *http.Request, _ string, p Period) (any, error) {
+	return a.Service.Cost(r.Context(), p)
+}
+
+func (a *API) tenantCost(r *http.Request, tenant string, p Period) (any, error) {
+	rep, err := a.Service.Cost(r.Context(), p)
+	return rep.Only(tenant), err
+}
+
+func (a *API) usage(r *http.Request, tenant string, p Period) (any, error) {
+	days, err := a.Service.DailyUsage(r.Context(), tenant, p.From, p.To)
+	total := Usage{}
+	for _, d := range days {
+		for m, v := range d.Usage {
+			total[m] += v
+		}
+	}
+	return map[string]any{"tenant": tenant, "period": p.Name, "usage": total, "days": days}, err
+}
+
+func (a *API) slaAll(r *http.Request, _ string, p Period) (any, error) {
+	sla, err := a.Service.SLAByTenant(r.Context(), p.From, p.To)
+	return map[string]any{"period": p.Name, "tenants": sla}, err
+}
+
+func (a *API) sla(r *http.Request, tenant string, p Period) (any, error) {
+	sla, err := a.Service.TenantSLA(r.Context(), tenant, p.From, p.To)
+	return map[string]any{"period": p.Name, "tenant": tenant, "sla": sla}, err
+}
+
+func (a *API) margin(r *http.Request, _ string, p Period) (any, error) {
+	ms, currency, err := a.Service.Margins(r.Context(), p)
+	return map[string]any{"period": p.Name, "currency": currency, "tenants": ms}, err
 }
 
 // writeCost answers in ?format=json (default) or csv.
@@ -89,22 +148,6 @@ func (a *API) writeCost(w http.ResponseWriter, r *http.Request, rep CostReport) 
 	}
 }
 
-func (a *API) cost(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := a.require(w, r, identity.ReadCost); !ok {
-		return
-	}
-	p, ok := a.period(w, r)
-	if !ok {
-		return
-	}
-	rep, err := a.Service.Cost(r.Context(), p)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	a.writeCost(w, r, rep)
-}
-
 // Only is rep narrowed to one tenant (the scoping of every per-tenant read
 // of a report).
 func (rep CostReport) Only(tenant string) CostReport {
@@ -117,46 +160,6 @@ func (rep CostReport) Only(tenant string) CostReport {
 		}
 	}
 	return out
-}
-
-func (a *API) tenantCost(w http.ResponseWriter, r *http.Request) {
-	_, tenant, ok := a.require(w, r, identity.ReadCost)
-	if !ok {
-		return
-	}
-	p, ok := a.period(w, r)
-	if !ok {
-		return
-	}
-	rep, err := a.Service.Cost(r.Context(), p)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	a.writeCost(w, r, rep.Only(tenant))
-}
-
-func (a *API) usage(w http.ResponseWriter, r *http.Request) {
-	_, tenant, ok := a.require(w, r, identity.ReadCost)
-	if !ok {
-		return
-	}
-	p, ok := a.period(w, r)
-	if !ok {
-		return
-	}
-	days, err := a.Service.DailyUsage(r.Context(), tenant, p.From, p.To)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	total := Usage{}
-	for _, d := range days {
-		for m, v := range d.Usage {
-			total[m] += v
-		}
-	}
-	writeJSON(w, map[string]any{"tenant": tenant, "period": p.Name, "usage": total, "days": days})
 }
 
 func (a *API) close(w http.ResponseWriter, r *http.Request) {
@@ -210,69 +213,13 @@ func (a *API) adjust(w http.ResponseWriter, r *http.Request) {
 
 // record audits a finance action.
 func (a *API) record(r *http.Request, chain string, p identity.Principal, action, target string, meta map[string]string, changes any) {
-	if a.Audit == nil {
-		return
-	}
 	rec := auditlog.Record{TenantID: chain, Time: time.Now().UTC(), Actor: auditlog.Actor{Type: "api_key", ID: p.Name, Name: p.Role, UserAgent: r.UserAgent()},
 		Action: action, Target: auditlog.Target{Type: "cost_period", ID: target}, Outcome: "success", SourceService: "tenantscope",
 		CorrelationID: identity.CorrelationID(r.Context()), Metadata: meta}
 	if changes != nil {
 		rec.Changes, _ = json.Marshal(changes) //nolint:errcheck // plain values
 	}
-	body, err := json.Marshal(rec)
-	if err == nil {
-		err = a.Audit(context.WithoutCancel(r.Context()), chain, "", body)
-	}
-	if err != nil {
+	if err := a.Audit.Record(r.Context(), rec); err != nil {
 		a.Service.log.Warn().Err(err).Str("action", action).Msg("could not audit a finance action")
 	}
-}
-
-func (a *API) slaAll(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := a.require(w, r, identity.ReadSLA); !ok {
-		return
-	}
-	p, ok := a.period(w, r)
-	if !ok {
-		return
-	}
-	sla, err := a.Service.SLAByTenant(r.Context(), p.From, p.To)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, map[string]any{"period": p.Name, "tenants": sla})
-}
-
-func (a *API) sla(w http.ResponseWriter, r *http.Request) {
-	_, tenant, ok := a.require(w, r, identity.ReadSLA)
-	if !ok {
-		return
-	}
-	p, ok := a.period(w, r)
-	if !ok {
-		return
-	}
-	sla, err := a.Service.TenantSLA(r.Context(), tenant, p.From, p.To)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, map[string]any{"period": p.Name, "tenant": tenant, "sla": sla})
-}
-
-func (a *API) margin(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := a.require(w, r, identity.ReadCost); !ok {
-		return
-	}
-	p, ok := a.period(w, r)
-	if !ok {
-		return
-	}
-	ms, currency, err := a.Service.Margins(r.Context(), p)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, map[string]any{"period": p.Name, "currency": currency, "tenants": ms})
 }

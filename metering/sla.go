@@ -66,12 +66,8 @@ func (s *Service) finish(tenant string, r slaRow) SLA {
 }
 
 func (s *Service) tenant(id string) (config.Tenant, bool) {
-	for _, t := range s.cfg.Tenants {
-		if t.ID == id {
-			return t, true
-		}
-	}
-	return config.Tenant{}, false
+	t, ok := s.tenants[id]
+	return t, ok
 }
 
 // credit is the SLA credit owed for an availability: the largest credit

@@ -22,17 +22,22 @@ import (
 
 // Service reads usage, cost and SLAs from every region's store.
 type Service struct {
-	cfg    config.Config
-	stores map[string]*chstore.Store // by region
-	card   *RateCard
-	log    zerolog.Logger
+	cfg     config.Config
+	tenants map[string]config.Tenant  // by id (request counting looks tenants up per request)
+	stores  map[string]*chstore.Store // by region
+	card    *RateCard
+	log     zerolog.Logger
 	// Now is the clock (tests move it).
 	Now func() time.Time
 }
 
 // New builds a Service. card may be nil (usage without prices).
 func New(cfg config.Config, stores map[string]*chstore.Store, card *RateCard, log zerolog.Logger) *Service {
-	return &Service{cfg: cfg, stores: stores, card: card, log: log.With().Str("component", "metering").Logger(), Now: time.Now}
+	s := &Service{cfg: cfg, tenants: map[string]config.Tenant{}, stores: stores, card: card, log: log.With().Str("component", "metering").Logger(), Now: time.Now}
+	for _, t := range cfg.Tenants {
+		s.tenants[t.ID] = t
+	}
+	return s
 }
 
 // StoreOf is the region store of tenant: the one place metering finds a

@@ -247,9 +247,6 @@ func VerifyCertificate(signed, verifierKey string) (Certificate, error) {
 }
 
 func (s *Service) recordCertificate(ctx context.Context, tenant string, by auditlog.Actor, c Certificate, signed string) {
-	if s.audit == nil {
-		return
-	}
 	rec := auditlog.Record{TenantID: tenant, Time: c.CompletedAt, Actor: by, Action: "erasure.completed",
 		Target: auditlog.Target{Type: "data_subject", ID: c.SubjectHash}, Outcome: "success", SourceService: "tenantscope-retention",
 		Metadata: map[string]string{"request_id": c.Request, "certificate": signed}}
@@ -261,11 +258,7 @@ func (s *Service) recordCertificate(ctx context.Context, tenant string, by audit
 	if !c.Verified {
 		rec.Outcome, rec.Reason = "failure", "rows remained after the deletes"
 	}
-	body, err := json.Marshal(rec)
-	if err == nil {
-		err = s.audit(context.WithoutCancel(ctx), tenant, "", body)
-	}
-	if err != nil {
+	if err := s.audit.Record(ctx, rec); err != nil {
 		s.log.Error().Err(err).Str("tenant_id", tenant).Str("request_id", c.Request).Msg("could not chain an erasure certificate")
 	}
 }

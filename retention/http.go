@@ -1,7 +1,6 @@
 package retention
 
 import (
-	"errors"
 	"net/http"
 	"time"
 
@@ -28,7 +27,7 @@ func (a *API) Register(mux *http.ServeMux) {
 			Days   int    `json:"days"`
 			Reason string `json:"reason"`
 		}) (any, int, error) {
-			pol, err := s.SetPolicy(r.Context(), tenant, r.PathValue("signal"), b.Days, actor(p, r), b.Reason)
+			pol, err := s.SetPolicy(r.Context(), tenant, r.PathValue("signal"), b.Days, auditlog.KeyActor(p, r), b.Reason)
 			return pol, http.StatusOK, err
 		}),
 		"GET /api/v1/tenants/{tenantId}/holds": route(a, identity.ManageRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
@@ -42,13 +41,13 @@ func (a *API) Register(mux *http.ServeMux) {
 			To      *time.Time `json:"to"`
 			Reason  string     `json:"reason"`
 		}) (any, int, error) {
-			h, err := s.PlaceHold(r.Context(), tenant, b.Kind, b.Subject, b.From, b.To, b.Reason, actor(p, r))
+			h, err := s.PlaceHold(r.Context(), tenant, b.Kind, b.Subject, b.From, b.To, b.Reason, auditlog.KeyActor(p, r))
 			return h, http.StatusCreated, err
 		}),
 		"POST /api/v1/tenants/{tenantId}/holds/{holdId}/lift": route(a, identity.ManageRetention, true, func(r *http.Request, p identity.Principal, tenant string, b struct {
 			Reason string `json:"reason"`
 		}) (any, int, error) {
-			h, err := s.LiftHold(r.Context(), tenant, r.PathValue("holdId"), b.Reason, actor(p, r))
+			h, err := s.LiftHold(r.Context(), tenant, r.PathValue("holdId"), b.Reason, auditlog.KeyActor(p, r))
 			return h, http.StatusOK, err
 		}),
 		"GET /api/v1/tenants/{tenantId}/erasures": route(a, identity.ManageRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
@@ -66,7 +65,7 @@ func (a *API) Register(mux *http.ServeMux) {
 			return e, http.StatusOK, err
 		}),
 		"POST /api/v1/tenants/{tenantId}/purge": route(a, identity.ManageRetention, false, func(r *http.Request, p identity.Principal, tenant string, _ none) (any, int, error) {
-			rs, err := s.Purge(r.Context(), tenant, "on demand", actor(p, r))
+			rs, err := s.Purge(r.Context(), tenant, "on demand", auditlog.KeyActor(p, r))
 			return map[string]any{"data": rs}, http.StatusOK, err
 		}),
 		"GET /api/v1/tenants/{tenantId}/purge-runs": route(a, identity.ReadRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
@@ -113,21 +112,13 @@ func (a *API) require(w http.ResponseWriter, r *http.Request, c identity.Capabil
 	return a.Keys.Require(w, r, c, auditlog.Denied(s.audit, s.StoreOf, s.log, r, c))
 }
 
-func actor(p identity.Principal, r *http.Request) auditlog.Actor {
-	return auditlog.Actor{Type: "api_key", ID: p.Name, Name: p.Role, IP: r.RemoteAddr, UserAgent: r.UserAgent()}
+var answers = []identity.Answer{
+	{Err: ErrInvalid, Status: http.StatusBadRequest, Code: "bad_request"},
+	{Err: ErrNotFound, Status: http.StatusNotFound, Code: "not_found"},
+	{Err: ErrConflict, Status: http.StatusConflict, Code: "conflict"},
 }
 
-// Fail maps an engine error to the API's error body.
+// fail maps an engine error to the API's error body.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, ErrInvalid):
-		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
-	case errors.Is(err, ErrNotFound):
-		identity.WriteError(w, r, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, ErrConflict):
-		identity.WriteError(w, r, http.StatusConflict, "conflict", err.Error())
-	default:
-		a.Service.log.Error().Err(err).Str("correlation_id", identity.CorrelationID(r.Context())).Msg("retention")
-		identity.WriteError(w, r, http.StatusInternalServerError, "internal", "the retention engine failed; see the logs with this correlation id")
-	}
+	identity.FailWith(w, r, err, answers, a.Service.log, "retention", "the retention engine failed; see the logs with this correlation id")
 }

@@ -153,10 +153,6 @@ func (s *Service) SetPolicy(ctx context.Context, tenant, signal string, days int
 	return p, nil
 }
 
-// DaysFor is what the collector writes on a new row (the policy, or held).
-// It reads policies from the store with a short cache (see Cache).
-type DaysFor func(tenant, signal string) uint16
-
 // subject builds the condition matching a data subject in a signal's table
 // from the configured identifier fields, with bound values.
 func (s *Service) subject(signal, value string) (string, []any, error) {
@@ -228,17 +224,10 @@ func (s *Service) record(ctx context.Context, chain string, by auditlog.Actor, a
 	rec := auditlog.Record{RecordID: uuid.New(), TenantID: chain, Time: s.Now().UTC(), Actor: by, Action: action,
 		Target: auditlog.Target{Type: targetType, ID: target}, Outcome: "success", Reason: reason, SourceService: "tenantscope-retention", Metadata: meta}
 	id := rec.RecordID.String()
-	if s.audit == nil {
-		return id
-	}
 	if changes != nil {
 		rec.Changes, _ = json.Marshal(changes) //nolint:errcheck // plain values
 	}
-	body, err := json.Marshal(rec)
-	if err == nil {
-		err = s.audit(context.WithoutCancel(ctx), chain, "", body)
-	}
-	if err != nil {
+	if err := s.audit.Record(ctx, rec); err != nil {
 		s.log.Warn().Err(err).Str("tenant_id", chain).Str("action", action).Msg("could not audit a retention action")
 	}
 	return id

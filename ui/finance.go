@@ -72,17 +72,36 @@ type CostView struct {
 	Message string
 }
 
-func (u *UI) costPage(w http.ResponseWriter, r *http.Request, s *Session) {
-	if !u.crossOnly(w, r, s, identity.ReadCost, "read cost reports") {
-		return
+// costOf checks s may read the cost of the path's tenant (every tenant's
+// without one), reads ?period= and computes the report (the tenant's only
+// when there is one), rendering the error page otherwise.
+func (u *UI) costOf(w http.ResponseWriter, r *http.Request, s *Session) (string, metering.Period, metering.CostReport, bool) {
+	tenant := r.PathValue("tenantId")
+	if tenant == "" {
+		if !u.crossOnly(w, r, s, identity.ReadCost, "read cost reports") {
+			return "", metering.Period{}, metering.CostReport{}, false
+		}
+	} else if _, _, ok := u.allow(w, r, s, identity.ReadCost, "read this tenant's cost"); !ok || !u.needMetering(w, r, s) {
+		return "", metering.Period{}, metering.CostReport{}, false
 	}
 	p, ok := u.period(w, r, s)
 	if !ok {
-		return
+		return "", p, metering.CostReport{}, false
 	}
 	rep, err := u.Metering.Cost(r.Context(), p)
 	if err != nil {
 		u.reportError(w, r, s, err)
+		return "", p, rep, false
+	}
+	if tenant != "" {
+		rep = rep.Only(tenant)
+	}
+	return tenant, p, rep, true
+}
+
+func (u *UI) costPage(w http.ResponseWriter, r *http.Request, s *Session) {
+	_, p, rep, ok := u.costOf(w, r, s)
+	if !ok {
 		return
 	}
 	sortBy := r.URL.Query().Get("sort")
@@ -97,25 +116,9 @@ func (u *UI) costPage(w http.ResponseWriter, r *http.Request, s *Session) {
 }
 
 func (u *UI) costDownload(w http.ResponseWriter, r *http.Request, s *Session) {
-	tenant := r.PathValue("tenantId")
-	if tenant == "" {
-		if !u.crossOnly(w, r, s, identity.ReadCost, "read cost reports") {
-			return
-		}
-	} else if _, _, ok := u.allow(w, r, s, identity.ReadCost, "read this tenant's cost"); !ok || !u.needMetering(w, r, s) {
-		return
-	}
-	p, ok := u.period(w, r, s)
+	tenant, p, rep, ok := u.costOf(w, r, s)
 	if !ok {
 		return
-	}
-	rep, err := u.Metering.Cost(r.Context(), p)
-	if err != nil {
-		u.reportError(w, r, s, err)
-		return
-	}
-	if tenant != "" {
-		rep = rep.Only(tenant)
 	}
 	format := r.PathValue("format")
 	if format != "csv" && format != "json" {
@@ -173,20 +176,10 @@ type DayValue struct {
 }
 
 func (u *UI) tenantCostPage(w http.ResponseWriter, r *http.Request, s *Session) {
-	tenant, _, ok := u.allow(w, r, s, identity.ReadCost, "read this tenant's cost")
-	if !ok || !u.needMetering(w, r, s) {
-		return
-	}
-	p, ok := u.period(w, r, s)
+	tenant, p, rep, ok := u.costOf(w, r, s)
 	if !ok {
 		return
 	}
-	rep, err := u.Metering.Cost(r.Context(), p)
-	if err != nil {
-		u.reportError(w, r, s, err)
-		return
-	}
-	rep = rep.Only(tenant)
 	var tc metering.TenantCost
 	if len(rep.Tenants) == 1 {
 		tc = rep.Tenants[0]

@@ -1,9 +1,7 @@
 package ui
 
 import (
-	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -185,14 +183,7 @@ func (u *UI) auditExport(r *http.Request, s *Session, tenant, action string, err
 
 // publish queues rec in its tenant's chain; a failure is logged.
 func (u *UI) publish(r *http.Request, rec auditlog.Record) {
-	if u.audit == nil {
-		return
-	}
-	body, err := json.Marshal(rec)
-	if err == nil {
-		err = u.audit(context.WithoutCancel(r.Context()), rec.TenantID, "", body)
-	}
-	if err != nil {
+	if err := auditlog.Publisher(u.audit).Record(r.Context(), rec); err != nil {
 		u.log.Warn().Err(err).Str("tenant_id", rec.TenantID).Str("action", rec.Action).Msg("could not audit")
 	}
 }

@@ -322,9 +322,6 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 // auditSignIn records a sign-in in the user's tenant's chain, or in the
 // platform chain for platform users and unknown names.
 func (u *UI) auditSignIn(r *http.Request, usr config.User, name, outcome string) {
-	if u.audit == nil {
-		return
-	}
 	chain := usr.Tenant
 	if chain == "" {
 		chain = config.PlatformTenant
@@ -332,11 +329,7 @@ func (u *UI) auditSignIn(r *http.Request, usr config.User, name, outcome string)
 	rec := auditlog.Record{TenantID: chain, Time: time.Now().UTC(),
 		Actor:  auditlog.Actor{Type: "user", ID: name, IP: r.RemoteAddr, UserAgent: r.UserAgent()},
 		Action: "ui.sign_in", Target: auditlog.Target{Type: "user", ID: name}, Outcome: outcome, SourceService: "tenantscope-ui"}
-	if body, err := json.Marshal(rec); err == nil {
-		if err := u.audit(context.WithoutCancel(r.Context()), chain, "", body); err != nil {
-			u.log.Warn().Err(err).Str("tenant_id", chain).Msg("could not audit a sign-in")
-		}
-	}
+	u.publish(r, rec)
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request) {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"text/tabwriter"
 
 	"github.com/rs/zerolog"
 
@@ -119,8 +118,6 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 func writeRows(w io.Writer, format string, header []string, rows func(yield func([]any))) error {
 	switch format {
 	case "csv":
-		tw := tabwriter.NewWriter(io.Discard, 0, 0, 0, ' ', 0)
-		_ = tw
 		line := func(vals []string) {
 			for i, v := range vals {
 				if i > 0 {
