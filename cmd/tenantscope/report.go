@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 
 	"github.com/rs/zerolog"
 
@@ -118,24 +118,17 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 func writeRows(w io.Writer, format string, header []string, rows func(yield func([]any))) error {
 	switch format {
 	case "csv":
-		line := func(vals []string) {
-			for i, v := range vals {
-				if i > 0 {
-					fmt.Fprint(w, ",")
-				}
-				fmt.Fprint(w, strconv.Quote(v)[1:len(strconv.Quote(v))-1])
-			}
-			fmt.Fprintln(w)
-		}
-		line(header)
+		cw := csv.NewWriter(w)
+		_ = cw.Write(header) //nolint:errcheck // Flush reports
 		rows(func(r []any) {
 			vals := make([]string, len(r))
 			for i, v := range r {
 				vals[i] = fmt.Sprint(v)
 			}
-			line(vals)
+			_ = cw.Write(vals) //nolint:errcheck // Flush reports
 		})
-		return nil
+		cw.Flush()
+		return cw.Error()
 	case "json":
 		var out []map[string]any
 		rows(func(r []any) {

@@ -62,3 +62,11 @@ func TestDispatch(t *testing.T) {
 	_, err = runCmd(t, "migrate", "sideways")
 	require.ErrorIs(t, err, errUsage)
 }
+
+func TestWriteRowsQuotesCSV(t *testing.T) {
+	var b bytes.Buffer
+	require.NoError(t, writeRows(&b, "csv", []string{"tenant", "note"}, func(yield func([]any)) {
+		yield([]any{"acme", `a, "quoted" value`})
+	}))
+	require.Equal(t, "tenant,note\nacme,\"a, \"\"quoted\"\" value\"\n", b.String())
+}
