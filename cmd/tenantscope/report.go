@@ -18,6 +18,22 @@ import (
 
 // openMetering opens every region and the configured rate card.
 func openMetering(ctx context.Context, cfg config.Config) (*metering.Service, func(), error) {
+	stores, closeAll, err := openRegions(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var card *metering.RateCard
+	if cfg.Metering.RateCard != "" {
+		if card, err = metering.LoadRateCard(cfg.Metering.RateCard, cfg); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+	}
+	return metering.New(cfg, stores, card, zerolog.Nop()), closeAll, nil
+}
+
+// openRegions opens every region's store; closeAll closes them.
+func openRegions(ctx context.Context, cfg config.Config) (map[string]*chstore.Store, func(), error) {
 	stores := map[string]*chstore.Store{}
 	closeAll := func() {
 		for _, st := range stores {
@@ -32,15 +48,7 @@ func openMetering(ctx context.Context, cfg config.Config) (*metering.Service, fu
 		}
 		stores[r.Name] = st
 	}
-	var card *metering.RateCard
-	if cfg.Metering.RateCard != "" {
-		var err error
-		if card, err = metering.LoadRateCard(cfg.Metering.RateCard, cfg); err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-	}
-	return metering.New(cfg, stores, card, zerolog.Nop()), closeAll, nil
+	return stores, closeAll, nil
 }
 
 // runReport prints the cost, SLA or margin report of a period.

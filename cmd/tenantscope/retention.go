@@ -13,7 +13,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tenantscope/tenantscope/auditlog"
-	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/retention"
 )
@@ -21,30 +20,19 @@ import (
 // openRetention reaches a running suite's stores and NATS (for audit
 // records and dead letters) the way the other admin commands do.
 func openRetention(ctx context.Context, cfg config.Config) (*retention.Service, func(), error) {
-	stores := map[string]*chstore.Store{}
-	var nc *nats.Conn
-	closeAll := func() {
-		for _, st := range stores {
-			_ = st.Close() //nolint:errcheck // short-lived
-		}
-		if nc != nil {
-			nc.Close()
-		}
-	}
-	for _, r := range cfg.Regions {
-		st, err := openRegion(ctx, cfg, r)
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		stores[r.Name] = st
-	}
-	js, conn, err := adminJetStream(cfg)
+	stores, closeStores, err := openRegions(ctx, cfg)
 	if err != nil {
-		closeAll()
 		return nil, nil, err
 	}
-	nc = conn
+	js, nc, err := adminJetStream(cfg)
+	if err != nil {
+		closeStores()
+		return nil, nil, err
+	}
+	closeAll := func() {
+		closeStores()
+		nc.Close()
+	}
 	b, err := config.LoadBootstrap(cfg.Data)
 	if err != nil {
 		closeAll()
