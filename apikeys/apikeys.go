@@ -52,6 +52,7 @@ var (
 	ErrInvalid  = errors.New("invalid API key request")
 	ErrNotFound = errors.New("no such API key in this tenant")
 	ErrRevoked  = errors.New("the API key is already revoked")
+	ErrMoving   = errors.New("the tenant is being moved to another region; try again when the move ends")
 )
 
 // Roles a tenant admin may give a key: the tenant roles.
@@ -66,7 +67,9 @@ type Store struct {
 	stores  func(tenant string) (*chstore.Store, error)
 	regions func() []*chstore.Store
 	tenants map[string]bool
-	audit   auditlog.Publisher
+	// placement pauses writes of a tenant being moved to another region.
+	placement *config.Placement
+	audit     auditlog.Publisher
 	log     zerolog.Logger
 
 	mu     sync.Mutex
@@ -77,7 +80,7 @@ type Store struct {
 // New builds a Store. stores finds a tenant's region store, regions lists
 // every region store; audit (optional) records creations and revocations.
 func New(cfg config.Config, stores func(string) (*chstore.Store, error), regions func() []*chstore.Store, audit auditlog.Publisher, log zerolog.Logger) *Store {
-	s := &Store{stores: stores, regions: regions, tenants: map[string]bool{}, audit: audit, log: log.With().Str("component", "apikeys").Logger(),
+	s := &Store{stores: stores, regions: regions, tenants: map[string]bool{}, placement: cfg.Placement(), audit: audit, log: log.With().Str("component", "apikeys").Logger(),
 		byHash: map[string]Key{}, used: map[string]time.Time{}}
 	for _, t := range cfg.Tenants {
 		s.tenants[t.ID] = true
@@ -156,10 +159,20 @@ func (s *Store) Flush(ctx context.Context) error {
 	s.mu.Unlock()
 	var errs []error
 	for _, u := range uses {
+		release, ok := s.placement.Write(u.tenant)
+		if !ok { // being moved: written after the move, into its new region
+			s.mu.Lock()
+			if at, seen := s.used[u.id]; !seen || at.Before(u.at) {
+				s.used[u.id] = u.at
+			}
+			s.mu.Unlock()
+			continue
+		}
 		st, err := s.stores(u.tenant)
 		if err == nil {
 			err = st.Exec(ctx, "INSERT INTO api_key_uses (tenant_id, key_id, used_at) VALUES (?, ?, ?)", u.tenant, u.id, u.at)
 		}
+		release()
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -167,6 +180,11 @@ func (s *Store) Flush(ctx context.Context) error {
 
 // write stores k as its newest version and updates the cache.
 func (s *Store) write(ctx context.Context, k Key) error {
+	release, ok := s.placement.Write(k.TenantID)
+	if !ok {
+		return ErrMoving
+	}
+	defer release()
 	st, err := s.stores(k.TenantID)
 	if err != nil {
 		return err

@@ -80,6 +80,7 @@ var answers = []identity.Answer{
 	{Err: ErrInvalid, Status: http.StatusBadRequest, Code: "bad_request"},
 	{Err: ErrNotFound, Status: http.StatusNotFound, Code: "not_found"},
 	{Err: ErrRevoked, Status: http.StatusConflict, Code: "conflict"},
+	{Err: ErrMoving, Status: http.StatusConflict, Code: "conflict"},
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {

@@ -90,7 +90,10 @@ type Service struct {
 	// redactors hold each tenant's PII rules (nil: none).
 	redactors map[string]*Redactor
 	stores    map[string]*chstore.Store // by region
-	log       zerolog.Logger
+	// suite gives each tenant's region now (after region moves) and pauses
+	// a tenant being moved.
+	suite config.Config
+	log   zerolog.Logger
 	m         *metrics
 	tracer    trace.Tracer
 }
@@ -131,8 +134,8 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 			errs = append(errs, fmt.Errorf("collector: tenant %q: %w", t.ID, err))
 		}
 		redactors[t.ID] = r
-		if stores[t.Region] == nil {
-			errs = append(errs, fmt.Errorf("collector: no store for region %q of tenant %q", t.Region, t.ID))
+		if r := suite.TenantRegion(t); stores[r] == nil {
+			errs = append(errs, fmt.Errorf("collector: no store for region %q of tenant %q", r, t.ID))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -145,7 +148,7 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, redactors: redactors, stores: stores, log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer}, nil
+	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, redactors: redactors, stores: stores, suite: suite, log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer}, nil
 }
 
 // Run consumes until ctx ends. Each tenant's stream is pulled by its own
@@ -343,10 +346,20 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 	}()
 	byRegion := map[string]*rows{}
 	var good []jetstream.Msg
+	// A tenant's rows are written only while no region move holds it: each
+	// tenant of the batch is held for writing until the batch is stored.
+	writing := map[string]func(){}
+	defer func() {
+		for _, release := range writing {
+			if release != nil {
+				release()
+			}
+		}
+	}()
 	for _, msg := range msgs {
-		r, region, err := s.decode(msg)
-		if errors.Is(err, errNotMine) {
-			_ = msg.NakWithDelay(250 * time.Millisecond) //nolint:errcheck // redelivered after AckWait anyway
+		r, region, err := s.decode(msg, writing)
+		if errors.Is(err, errNotMine) || errors.Is(err, errMoving) {
+			_ = msg.NakWithDelay(deferDelay(err)) //nolint:errcheck // redelivered after AckWait anyway
 			s.m.deferred.Inc()
 			continue
 		}
@@ -417,6 +430,28 @@ const maxHeaders = 64
 // records, when this one does not write the chains).
 var errNotMine = errors.New("left to the audit-writing collector")
 
+// errMoving marks a message of a tenant being moved to another region: it
+// waits in the tenant's stream until the move ends.
+var errMoving = errors.New("tenant being moved to another region")
+
+func deferDelay(err error) time.Duration {
+	if errors.Is(err, errMoving) {
+		return time.Second
+	}
+	return 250 * time.Millisecond
+}
+
+// hold holds tenant for writing, once per batch (writing keeps the release
+// functions, nil for a tenant refused): false while a region move holds it.
+func (s *Service) hold(tenant string, writing map[string]func()) bool {
+	if release, seen := writing[tenant]; seen {
+		return release != nil
+	}
+	release, ok := s.suite.Placement().Write(tenant)
+	writing[tenant] = release
+	return ok
+}
+
 // OriginalMsgIDHeader carries a replayed message's first Nats-Msg-Id, so its
 // row gets the same id as if it had been stored the first time.
 const OriginalMsgIDHeader = "Original-Msg-Id"
@@ -430,7 +465,7 @@ func firstNonEmpty(vs ...string) string {
 	return ""
 }
 
-func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
+func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, string, error) {
 	sub, err := ParseSubject(msg.Subject())
 	if err != nil {
 		return rows{}, "", err
@@ -450,9 +485,13 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 	if hdrTenant != sub.Tenant {
 		return rows{}, "", bad(ReasonTenantMismatch, "Tenant-Id header %q does not match subject tenant %q", hdrTenant, sub.Tenant)
 	}
+	if !s.hold(t.ID, writing) {
+		return rows{}, "", errMoving
+	}
 	// Residency: data that says it must live elsewhere is not written here.
-	if region := h.Get(RegionHeader); region != "" && region != t.Region {
-		return rows{}, "", bad(ReasonWrongRegion, "the %s header says %q but tenant %s lives in region %q", RegionHeader, region, sub.Tenant, t.Region)
+	home := s.suite.TenantRegion(t)
+	if region := h.Get(RegionHeader); region != "" && region != home {
+		return rows{}, "", bad(ReasonWrongRegion, "the %s header says %q but tenant %s lives in region %q", RegionHeader, region, sub.Tenant, home)
 	}
 	md, err := msg.Metadata()
 	if err != nil {
@@ -511,7 +550,7 @@ func (s *Service) decode(msg jetstream.Msg) (rows, string, error) {
 		}
 		r.audit = append(r.audit, a)
 	}
-	return r, t.Region, nil
+	return r, home, nil
 }
 
 // deadLetter publishes the message to deadletter.{tenant}.{reason} with its

@@ -58,6 +58,9 @@ type Config struct {
 	// Retention holds retention defaults and bounds, where data subjects
 	// are named, and the erasure deadline.
 	Retention Retention `yaml:"retention"`
+
+	// placement is where tenants live after region moves, shared by copies.
+	placement *Placement
 }
 
 // Retention configures the retention engine.
@@ -319,6 +322,7 @@ func Default() Config {
 		Log:        Log{Level: "info"},
 		Shutdown:   Duration(20 * time.Second),
 		Quotas:     Quota{EventsPerSecond: 20000, BytesPerSecond: 32 << 20},
+		placement:  NewPlacement(),
 		Retention: Retention{
 			Defaults: map[string]int{"events": 90, "logs": 30, "spans": 14, "audit_records": 2555},
 			Minimum:  map[string]int{"events": 1, "logs": 1, "spans": 1, "audit_records": 2555},
@@ -626,8 +630,9 @@ func (c Config) RegionDSN(r Region, engineAddr string) string {
 func (c Config) RegionOf(tenant string) (Region, bool) {
 	for _, t := range c.ChainTenants() {
 		if t.ID == tenant {
+			region := c.TenantRegion(t)
 			for _, r := range c.Regions {
-				if r.Name == t.Region {
+				if r.Name == region {
 					return r, true
 				}
 			}

@@ -60,11 +60,21 @@ func (q *Requests) Flush(ctx context.Context) error {
 	q.mu.Unlock()
 	var errs []error
 	for k, n := range counts {
+		// A tenant being moved to another region keeps its counts for a
+		// later flush (into its new region).
+		release, writable := q.svc.cfg.Placement().Write(k.tenant)
+		if !writable {
+			q.mu.Lock()
+			q.counts[k] += n
+			q.mu.Unlock()
+			continue
+		}
 		st, err := q.svc.StoreOf(k.tenant)
 		if err == nil {
 			err = st.Exec(ctx, "INSERT INTO usage_hourly (tenant_id, hour, signal, service, count, bytes, duration_ns, errors) VALUES (?, ?, ?, ?, ?, 0, 0, 0)",
 				k.tenant, k.hour, k.signal, k.group, n)
 		}
+		release()
 		if err != nil {
 			// Kept for the next flush.
 			q.mu.Lock()

@@ -88,6 +88,9 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	if subject == "" {
 		return Erasure{}, fmt.Errorf("%w: name the data subject's identifier", ErrInvalid)
 	}
+	if err := s.writable(tenant); err != nil && !dryRun {
+		return Erasure{}, err
+	}
 	now := s.Now().UTC().Truncate(time.Millisecond)
 	e := Erasure{ID: newID("erase_"), Tenant: tenant, SubjectHash: subjectHash(tenant, subject), Counts: map[string]uint64{},
 		RequestedBy: by, RequestedAt: now, Deadline: now.Add(time.Duration(s.cfg.Retention.ErasureDeadline))}
@@ -206,7 +209,7 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	actor := auditlog.Actor{Type: "user", ID: by}
 	// The record id is chosen first so the certificate can name it.
 	cert.ChainRecordID = uuid.New().String()
-	signed, err := s.sign(cert)
+	signed, err := s.signNote(CertificateOrigin(cert.Tenant), cert)
 	if err != nil {
 		return e, err
 	}
@@ -215,35 +218,44 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	return e, s.saveErasure(ctx, e, "")
 }
 
-func (s *Service) sign(c Certificate) (string, error) {
+// signNote signs v as JSON under origin: a note any holder of the
+// verifier key can check offline.
+func (s *Service) signNote(origin string, v any) (string, error) {
 	signer, err := note.NewSigner(s.signer)
 	if err != nil {
-		return "", fmt.Errorf("erasure certificate signer: %w", err)
+		return "", fmt.Errorf("note signer: %w", err)
 	}
-	body, err := json.Marshal(c)
+	body, err := json.Marshal(v)
 	if err != nil {
 		return "", err
 	}
-	n, err := note.Sign(&note.Note{Text: CertificateOrigin(c.Tenant) + "\n" + string(body) + "\n"}, signer)
+	n, err := note.Sign(&note.Note{Text: origin + "\n" + string(body) + "\n"}, signer)
 	return string(n), err
+}
+
+// openNote checks a signed note made by signNote and decodes its body into
+// v; origin gives the origin line v must carry.
+func openNote(signed, verifierKey, what string, v any, origin func() string) error {
+	ver, err := note.NewVerifier(verifierKey)
+	if err != nil {
+		return err
+	}
+	n, err := note.Open([]byte(signed), note.VerifierList(ver))
+	if err != nil {
+		return fmt.Errorf("%s does not verify: %w", what, err)
+	}
+	o, body, ok := strings.Cut(n.Text, "\n")
+	if !ok || json.Unmarshal([]byte(body), v) != nil || o != origin() {
+		return fmt.Errorf("%s: not a %s", what, what)
+	}
+	return nil
 }
 
 // VerifyCertificate checks a certificate's signature and returns it.
 func VerifyCertificate(signed, verifierKey string) (Certificate, error) {
-	v, err := note.NewVerifier(verifierKey)
-	if err != nil {
-		return Certificate{}, err
-	}
-	n, err := note.Open([]byte(signed), note.VerifierList(v))
-	if err != nil {
-		return Certificate{}, fmt.Errorf("erasure certificate does not verify: %w", err)
-	}
-	origin, body, ok := strings.Cut(n.Text, "\n")
 	var c Certificate
-	if !ok || json.Unmarshal([]byte(body), &c) != nil || origin != CertificateOrigin(c.Tenant) {
-		return c, errors.New("erasure certificate: not a certificate")
-	}
-	return c, nil
+	err := openNote(signed, verifierKey, "erasure certificate", &c, func() string { return CertificateOrigin(c.Tenant) })
+	return c, err
 }
 
 func (s *Service) recordCertificate(ctx context.Context, tenant string, by auditlog.Actor, c Certificate, signed string) {

@@ -47,6 +47,9 @@ func (s *Service) Holds(ctx context.Context, tenant string) ([]Hold, error) {
 // at once.
 func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, from, to *time.Time, reason string, by auditlog.Actor) (Hold, error) {
 	st, err := s.StoreOf(tenant)
+	if err == nil {
+		err = s.writable(tenant)
+	}
 	if err != nil {
 		return Hold{}, err
 	}
@@ -90,6 +93,9 @@ func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, f
 // is past it goes at the next purge run, which this runs).
 func (s *Service) LiftHold(ctx context.Context, tenant, id, reason string, by auditlog.Actor) (Hold, error) {
 	st, err := s.StoreOf(tenant)
+	if err == nil {
+		err = s.writable(tenant)
+	}
 	if err != nil {
 		return Hold{}, err
 	}

@@ -80,6 +80,17 @@ func (a *API) Register(mux *http.ServeMux) {
 			rep, err := s.Residency(r.Context(), tenant)
 			return rep, http.StatusOK, err
 		}),
+		"GET /api/v1/tenants/{tenantId}/region-moves": route(a, identity.ReadRetention, false, func(r *http.Request, _ identity.Principal, tenant string, _ none) (any, int, error) {
+			ms, err := s.Moves(r.Context(), tenant)
+			return map[string]any{"data": ms}, http.StatusOK, err
+		}),
+		"POST /api/v1/tenants/{tenantId}/region-moves": route(a, identity.ManageRetention, true, func(r *http.Request, p identity.Principal, tenant string, b struct {
+			To     string `json:"to_region"`
+			Reason string `json:"reason"`
+		}) (any, int, error) {
+			m, err := s.StartMove(r.Context(), tenant, b.To, auditlog.KeyActor(p, r), b.Reason)
+			return m, http.StatusAccepted, err
+		}),
 	} {
 		mux.Handle(pattern, identity.WithCorrelation(h))
 	}

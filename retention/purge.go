@@ -62,8 +62,12 @@ func (s *Service) Purge(ctx context.Context, tenant, trigger string, by auditlog
 	if tenant == "" {
 		ids = nil
 		for _, t := range s.cfg.Tenants {
-			ids = append(ids, t.ID)
+			if s.writable(t.ID) == nil { // a tenant being moved is purged after the move
+				ids = append(ids, t.ID)
+			}
 		}
+	} else if err := s.writable(tenant); err != nil {
+		return nil, err
 	}
 	run := newID("run_")
 	var out []Receipt
@@ -228,16 +232,26 @@ func (s *Service) NextPurge(last time.Time) time.Time {
 func (s *Service) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Duration(s.cfg.Retention.PurgeEvery))
 	defer t.Stop()
+	resume := time.NewTicker(MoveStale / 2)
+	defer resume.Stop()
 	system := auditlog.Actor{Type: "system", ID: "purge-scheduler", Name: "tenantscope retention"}
 	for {
 		if _, err := s.Purge(ctx, "", "schedule", system); err != nil && ctx.Err() == nil {
 			s.log.Error().Err(err).Msg("purge run failed")
 		}
 		s.remind(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+		for purge := false; !purge; {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-resume.C:
+				// A region move whose process stopped is finished or undone.
+				if err := s.ResumeMoves(ctx); err != nil && ctx.Err() == nil {
+					s.log.Error().Err(err).Msg("interrupted region moves not resumed")
+				}
+			case <-t.C:
+				purge = true
+			}
 		}
 	}
 }

@@ -60,6 +60,19 @@ type Service struct {
 	Shred *Shredder
 	// Now is the clock.
 	Now func() time.Time
+	// MoveSettle is how long a region move waits after pausing the tenant
+	// before it copies, so collectors in other processes notice the pause
+	// (they reload the placement every few seconds). Zero when the move runs
+	// in the only process that writes.
+	MoveSettle time.Duration
+}
+
+// writable refuses changes to a tenant's data while it is being moved.
+func (s *Service) writable(tenant string) error {
+	if s.cfg.Placement().Moving(tenant) {
+		return fmt.Errorf("%w: tenant %s is being moved to another region; try again when the move ends", ErrConflict, tenant)
+	}
+	return nil
 }
 
 // New builds the engine. audit records every action in the tenant's chain;
@@ -132,6 +145,9 @@ func (s *Service) SetPolicy(ctx context.Context, tenant, signal string, days int
 		return Policy{}, fmt.Errorf("%w: a reason is required", ErrInvalid)
 	}
 	st, err := s.StoreOf(tenant)
+	if err == nil {
+		err = s.writable(tenant)
+	}
 	if err != nil {
 		return Policy{}, err
 	}

@@ -127,12 +127,13 @@ func (s *Suite) index(w http.ResponseWriter, r *http.Request) {
 	}{Engine: s.engAddr}
 	for _, t := range s.cfg.Tenants {
 		var n uint64
-		if st := s.stores[t.Region]; st != nil {
+		region := s.cfg.TenantRegion(t)
+		if st := s.stores[region]; st != nil {
 			if err := st.QueryRow(r.Context(), []any{&n}, "SELECT count() FROM events WHERE tenant_id = ?", t.ID); err != nil {
 				s.log.Warn().Err(err).Str("tenant_id", t.ID).Msg("count events")
 			}
 		}
-		data.Tenants = append(data.Tenants, row{t.ID, t.Name, t.Region, n})
+		data.Tenants = append(data.Tenants, row{t.ID, t.Name, region, n})
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := indexTmpl.Execute(w, data); err != nil {

@@ -130,6 +130,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer cancel()
 		err = errors.Join(err, tp.Shutdown(sctx))
 	}()
+	cfg.InitPlacement()
 	s := &Suite{cfg: cfg, log: o.Log, reg: prometheus.NewRegistry(), stores: map[string]*chstore.Store{}, tracer: tp.Tracer("tenantscope"), health: auditlog.NewHealthBoard()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	defer func() {
@@ -154,6 +155,13 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := retention.RegisterMetrics(s.reg, cfg); err != nil {
 		return err
 	}
+	// Region moves: every process follows the placement; a move started in
+	// an embedded serve pauses the only writer at once, otherwise it waits
+	// for the other processes to notice.
+	if !cfg.Embedded() {
+		s.retention.MoveSettle = 3 * PlacementEvery
+	}
+	g.Go(func() error { return s.retention.WatchPlacement(gctx, PlacementEvery) })
 	kek := cfg.Retention.KEK
 	if kek == "" {
 		kek = s.boot.ShredKEK
@@ -177,7 +185,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		g.Go(func() error { return cache.Run(gctx, 10*time.Second) })
 	}
 	if o.Components.AuditWriter {
-		// One process runs the scheduled purges (and erasure reminders).
+		// One process runs the scheduled purges and erasure reminders, and
+		// finishes or undoes a region move a stopped process left.
 		g.Go(func() error { return s.retention.Run(gctx) })
 	}
 	if o.Components.Collector {
@@ -289,6 +298,10 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 		}
 	}
 	s.migrated.Store(true)
+	// Where tenants live after region moves, before anything writes.
+	if err := retention.New(s.cfg, s.stores, nil, nil, "", s.log).LoadPlacement(ctx); err != nil {
+		return err
+	}
 	return s.registerTenants(ctx)
 }
 
@@ -346,9 +359,14 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 			return nil
 		case <-checkpoint.C:
 			for _, t := range s.cfg.ChainTenants() {
+				release, ok := s.cfg.Placement().Write(t.ID)
+				if !ok {
+					continue // being moved to another region: checkpointed after the move
+				}
 				if err := w.Checkpoint(ctx, t.ID); err != nil && ctx.Err() == nil {
 					s.log.Warn().Err(err).Str("tenant_id", t.ID).Msg("audit checkpoint")
 				}
+				release()
 			}
 		case <-verifyTick.C:
 			verify()
@@ -360,14 +378,18 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 // gauges recomputed.
 var MeteringEvery = 30 * time.Second
 
+// PlacementEvery is how often a process reloads where tenants live (region
+// moves made by other processes).
+var PlacementEvery = 2 * time.Second
+
 // AuditVerifyEvery is how often serve verifies every audit chain.
 var AuditVerifyEvery = 15 * time.Minute
 
 // registerTenants records each tenant in its region's store.
 func (s *Suite) registerTenants(ctx context.Context) error {
 	for _, t := range s.cfg.Tenants {
-		st := s.stores[t.Region]
-		if err := st.Exec(ctx, "INSERT INTO tenants (tenant_id, name, region) VALUES (?, ?, ?)", t.ID, t.Name, t.Region); err != nil {
+		region := s.cfg.TenantRegion(t)
+		if err := s.stores[region].Exec(ctx, "INSERT INTO tenants (tenant_id, name, region) VALUES (?, ?, ?)", t.ID, t.Name, region); err != nil {
 			return fmt.Errorf("register tenant %s: %w", t.ID, err)
 		}
 	}

@@ -5,6 +5,7 @@ package collectortest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -26,8 +27,10 @@ import (
 
 // Pipeline is a running pipeline.
 type Pipeline struct {
-	Config   config.Config
+	Config config.Config
+	// Store is the first region's; Stores has every region's, by name.
 	Store    *chstore.Store
+	Stores   map[string]*chstore.Store
 	NATS     *natsbus.Server
 	URL      string
 	Registry *prometheus.Registry
@@ -44,6 +47,8 @@ type Pipeline struct {
 }
 
 // Start runs a pipeline for the given tenant ids, stopped at the test's end.
+// The tenants live in region "default"; a region mutate adds with no
+// database gets a fresh database of the same engine.
 func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeline {
 	t.Helper()
 	db := enginetest.New(t)
@@ -65,13 +70,29 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: db.Name, Name: "default"})
-	if err != nil {
-		t.Fatal(err)
+	stores := map[string]*chstore.Store{}
+	for i, r := range cfg.Regions {
+		if r.Database == "" {
+			r.Database = enginetest.New(t).Name
+			cfg.Regions[i] = r
+		}
+		st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: r.Database, Name: r.Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		if _, err := migrations.Up(ctx, st, migrations.Params{Database: r.Database}, nil); err != nil {
+			t.Fatal(err)
+		}
+		stores[r.Name] = st
 	}
-	t.Cleanup(func() { _ = st.Close() })
-	if _, err := migrations.Up(ctx, st, migrations.Params{Database: db.Name}, nil); err != nil {
-		t.Fatal(err)
+	st := stores[cfg.Regions[0].Name]
+	storeOf := func(tenant string) (*chstore.Store, error) {
+		r, ok := cfg.RegionOf(tenant)
+		if !ok {
+			return nil, fmt.Errorf("unknown tenant %q", tenant)
+		}
+		return stores[r.Name], nil
 	}
 	srv, err := natsbus.Embedded(cfg, zerolog.Nop())
 	if err != nil {
@@ -93,22 +114,22 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	if os.Getenv("TENANTSCOPE_TEST_LOG") != "" {
 		log = zerolog.New(os.Stderr).With().Timestamp().Logger()
 	}
-	writer, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return st, nil }, b.AuditSignerKey, 10)
+	writer, err := auditlog.NewWriter(storeOf, b.AuditSignerKey, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := retention.New(cfg, map[string]*chstore.Store{"default": st}, nil, js, "", log).NewCache(ctx)
+	cache, err := retention.New(cfg, stores, nil, js, "", log).NewCache(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := retention.NewKeyring(b.ShredKEK, func(string) (*chstore.Store, error) { return st, nil })
+	keys, err := retention.NewKeyring(b.ShredKEK, storeOf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	shredder := retention.NewShredder(keys, cfg)
 	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer, RetentionFor: cache.Days,
 		ShredEvent: shredder.Event},
-		js, cfg, map[string]*chstore.Store{"default": st}, log, reg, nil)
+		js, cfg, stores, log, reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +148,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	for _, tn := range cfg.Tenants {
 		pw[tn.ID] = b.NATS[tn.NATS.User]
 	}
-	return &Pipeline{Config: cfg, Store: st, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
+	return &Pipeline{Config: cfg, Store: st, Stores: stores, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
 }
 
 // Count runs a count query against the pipeline's database.

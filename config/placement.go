@@ -1,0 +1,119 @@
+package config
+
+import "sync"
+
+// Placement is where tenants live now. A region move (the retention
+// engine's job, recorded in the platform store) overrides the region a
+// tenant is configured with, and a tenant being moved is paused: nothing
+// writes its data until the move ends. Copies of a Config share one
+// Placement, so every component of a process sees a move at once.
+type Placement struct {
+	mu     sync.Mutex
+	region map[string]string        // tenant -> region after a move
+	moving map[string]bool          // tenants being moved
+	locks  map[string]*sync.RWMutex // writers of a tenant's data hold it for reading
+}
+
+// NewPlacement is a placement with no moves.
+func NewPlacement() *Placement {
+	return &Placement{region: map[string]string{}, moving: map[string]bool{}, locks: map[string]*sync.RWMutex{}}
+}
+
+func (p *Placement) lock(tenant string) *sync.RWMutex {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.locks[tenant]
+	if l == nil {
+		l = &sync.RWMutex{}
+		p.locks[tenant] = l
+	}
+	return l
+}
+
+// Moved returns the region a move put tenant in, if any.
+func (p *Placement) Moved(tenant string) (string, bool) {
+	if p == nil {
+		return "", false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.region[tenant]
+	return r, ok
+}
+
+// Moving reports whether tenant is being moved.
+func (p *Placement) Moving(tenant string) bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.moving[tenant]
+}
+
+// Write is called before writing tenant's data: ok is false while the
+// tenant is being moved (the caller leaves the data for later); otherwise
+// release must be called when the write is done, and a move waits for it.
+func (p *Placement) Write(tenant string) (release func(), ok bool) {
+	if p == nil {
+		return func() {}, true
+	}
+	l := p.lock(tenant)
+	l.RLock()
+	if p.Moving(tenant) {
+		l.RUnlock()
+		return nil, false
+	}
+	return l.RUnlock, true
+}
+
+// Pause marks tenant as being moved, after the writes in progress in this
+// process end.
+func (p *Placement) Pause(tenant string) {
+	l := p.lock(tenant)
+	l.Lock()
+	defer l.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.moving[tenant] = true
+}
+
+// Set records where tenant lives (region, when not empty) and whether it is
+// being moved.
+func (p *Placement) Set(tenant, region string, moving bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if region != "" {
+		p.region[tenant] = region
+	}
+	if moving {
+		p.moving[tenant] = true
+	} else {
+		delete(p.moving, tenant)
+	}
+}
+
+// InitPlacement gives c a placement of its own if it has none (a Config
+// built field by field); copies made afterwards share it.
+func (c *Config) InitPlacement() {
+	if c.placement == nil {
+		c.placement = NewPlacement()
+	}
+}
+
+// Placement is the configuration's shared placement (nil for a Config not
+// made by Default, Parse or Load: then every tenant is where it is
+// configured).
+func (c Config) Placement() *Placement { return c.placement }
+
+// TenantRegion is the name of the region tenant t lives in: where a move put
+// it, else its configured region.
+func (c Config) TenantRegion(t Tenant) string {
+	if r, ok := c.placement.Moved(t.ID); ok {
+		return r
+	}
+	return t.Region
+}
+
+// SetPlacement gives c (and the copies made afterwards) placement p.
+func (c *Config) SetPlacement(p *Placement) { c.placement = p }

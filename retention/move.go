@@ -1,0 +1,652 @@
+package retention
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/config"
+)
+
+// Region move states.
+const (
+	// MoveCopying: the tenant is paused (nothing writes its data) while its
+	// rows are copied to the destination and verified there.
+	MoveCopying = "copying"
+	// MoveDeleting: the copies verified; the tenant lives in the destination
+	// (and is writable again) while its rows are deleted at the source.
+	MoveDeleting = "deleting"
+	// MoveCompleted: nothing of the tenant is left at the source; the signed
+	// transfer record is in the tenant's and the platform's audit chains.
+	MoveCompleted = "completed"
+	// MoveFailed: the copies were removed; the tenant stays where it was.
+	MoveFailed = "failed"
+)
+
+// derivedTables are filled by materialized views from tables that are
+// copied (usage_hourly, meter_hourly): a copy regenerates them, so they are
+// not copied themselves (that would count them twice), only deleted at the
+// source.
+var derivedTables = []string{"usage_daily", "meter_daily"}
+
+// platformTables hold rows about tenants that belong to the platform store.
+var platformTables = []string{"region_moves", "schema_migrations"}
+
+// MovedTable is one table of a move: its rows of the tenant and the sum of
+// their cityHash64, the same at the source before and the destination after.
+type MovedTable struct {
+	Table string `json:"table"`
+	Rows  uint64 `json:"rows"`
+	Hash  string `json:"sum_cityhash64"`
+}
+
+// Move is a job that moves a tenant's data to another region.
+type Move struct {
+	ID          string       `json:"id"`
+	Tenant      string       `json:"tenant"`
+	From        string       `json:"from_region"`
+	To          string       `json:"to_region"`
+	State       string       `json:"state"`
+	Detail      string       `json:"detail,omitempty"`
+	Reason      string       `json:"reason"`
+	RequestedBy string       `json:"requested_by"`
+	Tables      []MovedTable `json:"tables,omitempty"`
+	ChainHead   ChainPos     `json:"chain_head"`
+	Transfer    string       `json:"transfer,omitempty"`
+	StartedAt   time.Time    `json:"started_at"`
+	FinishedAt  *time.Time   `json:"finished_at,omitempty"`
+	// UpdatedAt is the move's last heartbeat or change: a running move
+	// beats every MoveHeartbeat, so one not updated for long was interrupted.
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// MoveHeartbeat is how often a running move updates its record;
+// ResumeMoves takes a move not updated for MoveStale as interrupted.
+var (
+	MoveHeartbeat = 20 * time.Second
+	MoveStale     = 2 * time.Minute
+)
+
+// Transfer is the signed record of a completed move, appended to the
+// tenant's audit chain (in its new region) and the platform's.
+type Transfer struct {
+	Version     int          `json:"v"`
+	Move        string       `json:"move_id"`
+	Tenant      string       `json:"tenant"`
+	From        string       `json:"from_region"`
+	To          string       `json:"to_region"`
+	Tables      []MovedTable `json:"tables"`
+	Regenerated []string     `json:"regenerated"`
+	ChainHead   ChainPos     `json:"chain_head"`
+	Reason      string       `json:"reason"`
+	RequestedBy string       `json:"requested_by"`
+	StartedAt   time.Time    `json:"started_at"`
+	CompletedAt time.Time    `json:"completed_at"`
+	// SourceEmpty: no row of the tenant is left in any table at the source.
+	SourceEmpty   bool   `json:"verified_source_empty"`
+	ChainRecordID string `json:"chain_record_id"`
+}
+
+// TransferOrigin is the origin line of transfer record notes.
+func TransferOrigin(tenant string) string { return "tenantscope/region-move/" + tenant }
+
+// VerifyTransfer checks a transfer record's signature and returns it.
+func VerifyTransfer(signed, verifierKey string) (Transfer, error) {
+	var t Transfer
+	err := openNote(signed, verifierKey, "transfer record", &t, func() string { return TransferOrigin(t.Tenant) })
+	return t, err
+}
+
+// moving serializes the moves a process runs.
+var moving sync.Mutex
+
+func (s *Service) platformStore() *chstore.Store { return s.stores[s.cfg.Regions[0].Name] }
+
+// LoadPlacement reads the region moves from the platform store into the
+// configuration's placement: where each moved tenant lives, and which are
+// being moved. A move to a region no longer configured is an error.
+func (s *Service) LoadPlacement(ctx context.Context) error {
+	p := s.cfg.Placement()
+	if p == nil {
+		return errors.New("retention: the configuration has no placement")
+	}
+	moves, err := s.Moves(ctx, "")
+	if err != nil {
+		return err
+	}
+	last := map[string]Move{}
+	region := map[string]string{}
+	for _, m := range moves { // newest first
+		if _, ok := last[m.Tenant]; !ok {
+			last[m.Tenant] = m
+		}
+		if _, ok := region[m.Tenant]; !ok && (m.State == MoveCompleted || m.State == MoveDeleting) {
+			region[m.Tenant] = m.To
+		}
+	}
+	var errs []error
+	for tenant, m := range last {
+		r := region[tenant]
+		if r != "" && !slices.ContainsFunc(s.cfg.Regions, func(c config.Region) bool { return c.Name == r }) {
+			errs = append(errs, fmt.Errorf("tenant %s was moved to region %q (move %s), which is not configured", tenant, r, m.ID))
+			continue
+		}
+		p.Set(tenant, r, m.State == MoveCopying)
+	}
+	return errors.Join(errs...)
+}
+
+// WatchPlacement reloads the placement every interval, so processes other
+// than the one that runs a move pause the tenant and follow it.
+func (s *Service) WatchPlacement(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.LoadPlacement(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error().Err(err).Msg("region placement not reloaded")
+			}
+		}
+	}
+}
+
+// Moves lists region moves, newest first: of one tenant, or all ("").
+func (s *Service) Moves(ctx context.Context, tenant string) ([]Move, error) {
+	var rows []struct {
+		ID       string     `ch:"id"`
+		Tenant   string     `ch:"tenant_id"`
+		From     string     `ch:"from_region"`
+		To       string     `ch:"to_region"`
+		State    string     `ch:"state"`
+		Detail   string     `ch:"detail"`
+		Reason   string     `ch:"reason"`
+		Tables   string     `ch:"tables"`
+		Transfer string     `ch:"transfer"`
+		By       string     `ch:"requested_by"`
+		Started  time.Time  `ch:"started_at"`
+		Finished *time.Time `ch:"finished_at"`
+		Version  uint64     `ch:"version"`
+	}
+	q := "SELECT id, tenant_id, from_region, to_region, state, detail, reason, tables, transfer, requested_by, started_at, finished_at, version FROM region_moves FINAL"
+	var args []any
+	if tenant != "" {
+		q += " WHERE tenant_id = ?"
+		args = append(args, tenant)
+	}
+	if err := s.platformStore().Select(ctx, &rows, q+" ORDER BY started_at DESC, id DESC", args...); err != nil {
+		return nil, fmt.Errorf("region moves: %w", err)
+	}
+	out := make([]Move, 0, len(rows))
+	for _, r := range rows {
+		m := Move{ID: r.ID, Tenant: r.Tenant, From: r.From, To: r.To, State: r.State, Detail: r.Detail, Reason: r.Reason,
+			Transfer: r.Transfer, RequestedBy: r.By, StartedAt: r.Started.UTC(), FinishedAt: r.Finished, UpdatedAt: time.Unix(0, int64(r.Version)).UTC()}
+		var st moveState
+		if r.Tables != "" {
+			if err := json.Unmarshal([]byte(r.Tables), &st); err != nil {
+				return nil, fmt.Errorf("region move %s: %w", r.ID, err)
+			}
+		}
+		m.Tables, m.ChainHead = st.Tables, st.Chain
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// moveState is what a move has verified so far (the tables column).
+type moveState struct {
+	Tables []MovedTable `json:"tables"`
+	Chain  ChainPos     `json:"chain"`
+}
+
+func (s *Service) saveMove(ctx context.Context, m Move) error {
+	st, err := json.Marshal(moveState{Tables: m.Tables, Chain: m.ChainHead})
+	if err != nil {
+		return err
+	}
+	err = s.platformStore().Exec(ctx, `INSERT INTO region_moves (id, tenant_id, from_region, to_region, state, detail, reason, tables, transfer, requested_by, started_at, finished_at, version)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.ID, m.Tenant, m.From, m.To, m.State, m.Detail, m.Reason, string(st), m.Transfer,
+		m.RequestedBy, m.StartedAt, m.FinishedAt, uint64(s.Now().UnixNano()))
+	if err != nil {
+		return fmt.Errorf("save region move %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// BeginMove checks a move of tenant to region to, records it and pauses the
+// tenant: from here nothing in this process writes the tenant's data, and
+// other processes stop within a reload of their placement. RunMove does the
+// rest. Nothing is changed when it refuses.
+func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.Actor, reason string) (Move, error) {
+	if strings.TrimSpace(reason) == "" {
+		return Move{}, fmt.Errorf("%w: a region move needs a reason", ErrInvalid)
+	}
+	if tenant == config.PlatformTenant {
+		return Move{}, fmt.Errorf("%w: the platform chain lives in the first region and does not move", ErrInvalid)
+	}
+	from, ok := s.cfg.RegionOf(tenant)
+	if !ok {
+		return Move{}, fmt.Errorf("%w: unknown tenant %q", ErrNotFound, tenant)
+	}
+	var names []string
+	var dst config.Region
+	for _, r := range s.cfg.Regions {
+		names = append(names, r.Name)
+		if r.Name == to {
+			dst = r
+		}
+	}
+	if dst.Name == "" {
+		return Move{}, fmt.Errorf("%w: unknown region %q (configured: %s)", ErrInvalid, to, strings.Join(names, ", "))
+	}
+	if dst.Name == from.Name {
+		return Move{}, fmt.Errorf("%w: tenant %s already lives in region %s", ErrInvalid, tenant, to)
+	}
+	if dst.DSN != from.DSN {
+		return Move{}, fmt.Errorf("%w: regions %s and %s are on different ClickHouse servers; a move copies inside one server (INSERT … SELECT across databases), so give both regions the same server or copy with clickhouse-backup and register the move by hand", ErrInvalid, from.Name, to)
+	}
+	if !moving.TryLock() {
+		return Move{}, fmt.Errorf("%w: another region move is running in this process", ErrConflict)
+	}
+	unlock := true
+	defer func() {
+		if unlock {
+			moving.Unlock()
+		}
+	}()
+	if s.cfg.Placement().Moving(tenant) {
+		return Move{}, fmt.Errorf("%w: tenant %s is being moved already", ErrConflict, tenant)
+	}
+	src, dstStore := s.stores[from.Name], s.stores[dst.Name]
+	tabs, err := tenantTables(ctx, src)
+	if err != nil {
+		return Move{}, err
+	}
+	for _, t := range tabs {
+		var n uint64
+		if err := dstStore.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+ident(t.name)+" WHERE tenant_id = ?", tenant); err != nil {
+			return Move{}, fmt.Errorf("region %s: %s: %w", to, t.name, err)
+		}
+		if n > 0 {
+			return Move{}, fmt.Errorf("%w: region %s already holds %d rows of tenant %s in %s; see the residency report", ErrConflict, to, n, tenant, t.name)
+		}
+	}
+	m := Move{ID: "mv_" + uuid.NewString(), Tenant: tenant, From: from.Name, To: to, State: MoveCopying, Reason: reason,
+		RequestedBy: by.ID, StartedAt: s.Now().UTC().Truncate(time.Millisecond)}
+	if err := s.saveMove(ctx, m); err != nil {
+		return Move{}, err
+	}
+	s.cfg.Placement().Pause(tenant)
+	unlock = false // RunMove unlocks
+	return m, nil
+}
+
+// StartMove begins a move and runs it in the background: its state is in
+// Moves (the API answers 202 with the move).
+func (s *Service) StartMove(ctx context.Context, tenant, to string, by auditlog.Actor, reason string) (Move, error) {
+	m, err := s.BeginMove(ctx, tenant, to, by, reason)
+	if err != nil {
+		return m, err
+	}
+	go func() {
+		if _, err := s.RunMove(context.WithoutCancel(ctx), m, nil); err != nil {
+			s.log.Error().Err(err).Str("tenant_id", tenant).Str("move_id", m.ID).Msg("region move")
+		}
+	}()
+	return m, nil
+}
+
+// tenantTable is a table with tenant rows and the columns a copy names.
+type tenantTable struct {
+	name    string
+	columns []string
+	// hashed are the columns as cityHash64 arguments: a Nullable column
+	// as (isNull, value), since one NULL argument makes the hash NULL.
+	hashed  []string
+	derived bool
+}
+
+// tenantTables lists st's tables that hold tenant rows (a tenant_id
+// column), with their stored columns.
+func tenantTables(ctx context.Context, st *chstore.Store) ([]tenantTable, error) {
+	var rows []struct {
+		Table string `ch:"table"`
+		Name  string `ch:"name"`
+		Type  string `ch:"type"`
+	}
+	err := st.Select(ctx, &rows, `SELECT c.table AS table, c.name AS name, c.type AS type FROM system.columns AS c
+		INNER JOIN system.tables AS t ON t.database = c.database AND t.name = c.table
+		WHERE c.database = currentDatabase() AND t.engine LIKE '%MergeTree' AND c.default_kind NOT IN ('MATERIALIZED', 'ALIAS', 'EPHEMERAL')
+		AND c.table IN (SELECT table FROM system.columns WHERE database = currentDatabase() AND name = 'tenant_id')
+		ORDER BY c.table, c.position`)
+	if err != nil {
+		return nil, fmt.Errorf("tenant tables: %w", err)
+	}
+	var out []tenantTable
+	for _, r := range rows {
+		if slices.Contains(platformTables, r.Table) {
+			continue
+		}
+		if len(out) == 0 || out[len(out)-1].name != r.Table {
+			out = append(out, tenantTable{name: r.Table, derived: slices.Contains(derivedTables, r.Table)})
+		}
+		t := &out[len(out)-1]
+		t.columns = append(t.columns, ident(r.Name))
+		h := ident(r.Name)
+		if strings.HasPrefix(r.Type, "Nullable(") {
+			h = "tuple(isNull(" + h + "), assumeNotNull(" + h + "))"
+		}
+		t.hashed = append(t.hashed, h)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("tenant tables: none found (are the migrations applied?)")
+	}
+	return out, nil
+}
+
+func ident(s string) string { return "`" + strings.ReplaceAll(s, "`", "\\`") + "`" }
+
+// fingerprint is the count and sum(cityHash64(columns)) of tenant's rows
+// in db.t.
+func fingerprint(ctx context.Context, st *chstore.Store, db string, t tenantTable, tenant string) (MovedTable, error) {
+	var n, h uint64
+	err := st.QueryRow(ctx, []any{&n, &h}, "SELECT count(), sum(cityHash64("+strings.Join(t.hashed, ", ")+")) FROM "+ident(db)+"."+ident(t.name)+" WHERE tenant_id = ?", tenant)
+	if err != nil {
+		return MovedTable{}, fmt.Errorf("fingerprint %s.%s: %w", db, t.name, err)
+	}
+	return MovedTable{Table: t.name, Rows: n, Hash: fmt.Sprintf("%016x", h)}, nil
+}
+
+// MoveProgress reports a move's steps as it goes.
+type MoveProgress func(step string, table string, done, total int)
+
+// RunMove copies the tenant's rows table by table (merges stopped on both
+// sides and none on insert, so counts and hashes hold still), verifies every table at the
+// destination against the source, switches the tenant to its new region,
+// deletes its rows at the source, verifies none remain, and appends the
+// signed transfer record to the tenant's and the platform's chains. On a
+// failure before the switch the copies are removed and the tenant stays.
+func (s *Service) RunMove(ctx context.Context, m Move, progress MoveProgress) (Move, error) {
+	defer moving.Unlock()
+	if progress == nil {
+		progress = func(string, string, int, int) {}
+	}
+	// A move finishes even if its caller goes away: half a move is worse.
+	ctx = context.WithoutCancel(ctx)
+	from, to := s.regionNamed(m.From), s.regionNamed(m.To)
+	src := s.stores[from.Name]
+	// The heartbeat stops before the next save, which must be the newest.
+	beat := s.heartbeat(ctx, m)
+	if s.MoveSettle > 0 {
+		progress("waiting for other processes to pause the tenant", "", 0, 0)
+		time.Sleep(s.MoveSettle)
+	}
+	tabs, err := tenantTables(ctx, src)
+	if err == nil {
+		m, err = s.copyTables(ctx, m, src, from.Database, to.Database, tabs, progress)
+	}
+	beat()
+	if err != nil {
+		return s.failMove(ctx, m, src, to.Database, tabs, err)
+	}
+	m.State = MoveDeleting
+	if err := s.saveMove(ctx, m); err != nil {
+		return s.failMove(ctx, m, src, to.Database, tabs, err)
+	}
+	s.cfg.Placement().Set(m.Tenant, m.To, false)
+	return s.finishMove(ctx, m, progress)
+}
+
+// heartbeat re-saves the copying move m every MoveHeartbeat until stopped,
+// so ResumeMoves in another process never takes it for interrupted.
+func (s *Service) heartbeat(ctx context.Context, m Move) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(MoveHeartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := s.saveMove(ctx, m); err != nil {
+					s.log.Warn().Err(err).Str("move_id", m.ID).Msg("region move heartbeat")
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func (s *Service) regionNamed(name string) config.Region {
+	for _, r := range s.cfg.Regions {
+		if r.Name == name {
+			return r
+		}
+	}
+	return config.Region{Name: name}
+}
+
+// merges stops or starts merges on the tables of both databases.
+func merges(ctx context.Context, st *chstore.Store, verb string, tabs []tenantTable, dbs ...string) error {
+	var errs []error
+	for _, db := range dbs {
+		for _, t := range tabs {
+			if err := st.Exec(ctx, "SYSTEM "+verb+" MERGES "+ident(db)+"."+ident(t.name)); err != nil {
+				errs = append(errs, fmt.Errorf("%s merges of %s.%s: %w", strings.ToLower(verb), db, t.name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) copyTables(ctx context.Context, m Move, src *chstore.Store, fromDB, toDB string, tabs []tenantTable, progress MoveProgress) (Move, error) {
+	if err := merges(ctx, src, "STOP", tabs, fromDB, toDB); err != nil {
+		return m, err
+	}
+	defer func() {
+		if err := merges(ctx, src, "START", tabs, fromDB, toDB); err != nil {
+			s.log.Error().Err(err).Str("move_id", m.ID).Msg("merges not restarted after a region move")
+		}
+	}()
+	head0, err := head(ctx, src, m.Tenant)
+	if err != nil {
+		return m, err
+	}
+	m.ChainHead = head0
+	m.Tables = nil
+	for i, t := range tabs {
+		if t.derived {
+			continue
+		}
+		progress("copying", t.name, i, len(tabs))
+		before, err := fingerprint(ctx, src, fromDB, t, m.Tenant)
+		if err != nil {
+			return m, err
+		}
+		if before.Rows > 0 {
+			cols := strings.Join(t.columns, ", ")
+			err := src.Exec(ctx, "INSERT INTO "+ident(toDB)+"."+ident(t.name)+" ("+cols+") SELECT "+cols+" FROM "+ident(fromDB)+"."+ident(t.name)+
+				" WHERE tenant_id = ? SETTINGS log_comment = '"+moveComment+"', optimize_on_insert = 0", m.Tenant)
+			if err != nil {
+				return m, fmt.Errorf("copy %s: %w", t.name, err)
+			}
+		}
+		after, err := fingerprint(ctx, src, toDB, t, m.Tenant)
+		if err != nil {
+			return m, err
+		}
+		if after != before {
+			return m, fmt.Errorf("verify %s: the source has %d rows (hash %s), the destination %d (hash %s)", t.name, before.Rows, before.Hash, after.Rows, after.Hash)
+		}
+		m.Tables = append(m.Tables, before)
+	}
+	// A write that reached the source after its table was copied would be
+	// lost with the source rows: check nothing changed while copying.
+	progress("verifying", "", len(tabs), len(tabs))
+	i := 0
+	for _, t := range tabs {
+		if t.derived {
+			continue
+		}
+		again, err := fingerprint(ctx, src, fromDB, t, m.Tenant)
+		if err != nil {
+			return m, err
+		}
+		if again != m.Tables[i] {
+			return m, fmt.Errorf("verify %s: the source changed during the copy (%d rows, then %d): something still writes the tenant's data", t.name, m.Tables[i].Rows, again.Rows)
+		}
+		i++
+	}
+	return m, nil
+}
+
+// failMove removes the copies and leaves the tenant where it was.
+func (s *Service) failMove(ctx context.Context, m Move, src *chstore.Store, toDB string, tabs []tenantTable, cause error) (Move, error) {
+	var errs []error
+	for _, t := range tabs {
+		if err := src.Exec(ctx, "ALTER TABLE "+ident(toDB)+"."+ident(t.name)+" DELETE WHERE tenant_id = ? SETTINGS mutations_sync = 2", m.Tenant); err != nil {
+			errs = append(errs, fmt.Errorf("remove the copies in %s: %w", t.name, err))
+		}
+	}
+	done := s.Now().UTC().Truncate(time.Millisecond)
+	m.State, m.Detail, m.FinishedAt = MoveFailed, cause.Error(), &done
+	if len(errs) > 0 {
+		m.Detail += "; " + errors.Join(errs...).Error()
+	}
+	errs = append(errs, s.saveMove(ctx, m))
+	s.cfg.Placement().Set(m.Tenant, "", false)
+	actor := auditlog.Actor{Type: "user", ID: m.RequestedBy}
+	meta := map[string]string{"move_id": m.ID, "from_region": m.From, "to_region": m.To}
+	for _, chain := range []string{m.Tenant, config.PlatformTenant} {
+		s.recordOutcome(ctx, chain, actor, "tenant.region_move_failed", m.Tenant, m.Reason, "failure", m.Detail, meta)
+	}
+	s.log.Error().Err(cause).Str("tenant_id", m.Tenant).Str("move_id", m.ID).Msg("region move failed; the tenant stays in its region")
+	return m, errors.Join(append([]error{fmt.Errorf("%w: region move failed, the tenant stays in %s: %w", ErrConflict, m.From, cause)}, errs...)...)
+}
+
+// finishMove deletes the tenant's rows at the source, checks none remain,
+// and issues the signed transfer record.
+func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress) (Move, error) {
+	if progress == nil {
+		progress = func(string, string, int, int) {}
+	}
+	src := s.stores[m.From]
+	tabs, err := tenantTables(ctx, src)
+	if err != nil {
+		return m, err
+	}
+	left := uint64(0)
+	for i, t := range tabs {
+		progress("deleting at the source", t.name, i, len(tabs))
+		if err := src.Exec(ctx, "ALTER TABLE "+ident(t.name)+" DELETE WHERE tenant_id = ? SETTINGS mutations_sync = 2", m.Tenant); err != nil {
+			return m, fmt.Errorf("delete %s at the source: %w", t.name, err)
+		}
+		var n uint64
+		if err := src.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+ident(t.name)+" WHERE tenant_id = ?", m.Tenant); err != nil {
+			return m, err
+		}
+		left += n
+	}
+	if left > 0 {
+		return m, fmt.Errorf("%d rows of tenant %s remain in region %s after the deletes; the move stays in state %s", left, m.Tenant, m.From, MoveDeleting)
+	}
+	done := s.Now().UTC().Truncate(time.Millisecond)
+	tr := Transfer{Version: 1, Move: m.ID, Tenant: m.Tenant, From: m.From, To: m.To, Tables: m.Tables, Regenerated: derivedTables,
+		ChainHead: m.ChainHead, Reason: m.Reason, RequestedBy: m.RequestedBy, StartedAt: m.StartedAt, CompletedAt: done,
+		SourceEmpty: true, ChainRecordID: uuid.NewString()}
+	signed, err := s.signNote(TransferOrigin(m.Tenant), tr)
+	if err != nil {
+		return m, err
+	}
+	m.State, m.Transfer, m.FinishedAt, m.Detail = MoveCompleted, signed, &done, ""
+	if err := s.saveMove(ctx, m); err != nil {
+		return m, err
+	}
+	actor := auditlog.Actor{Type: "user", ID: m.RequestedBy}
+	meta := map[string]string{"move_id": m.ID, "from_region": m.From, "to_region": m.To, "transfer": signed}
+	rec := auditlog.Record{RecordID: uuid.MustParse(tr.ChainRecordID), TenantID: m.Tenant, Time: done, Actor: actor, Action: "tenant.region_moved",
+		Target: auditlog.Target{Type: "tenant", ID: m.Tenant}, Outcome: "success", Reason: m.Reason, SourceService: "tenantscope-retention", Metadata: meta}
+	if err := s.audit.Record(ctx, rec); err != nil {
+		s.log.Error().Err(err).Str("tenant_id", m.Tenant).Str("move_id", m.ID).Msg("could not chain a transfer record")
+	}
+	s.recordOutcome(ctx, config.PlatformTenant, actor, "tenant.region_moved", m.Tenant, m.Reason, "success", "", meta)
+	progress("completed", "", len(tabs), len(tabs))
+	s.log.Info().Str("tenant_id", m.Tenant).Str("move_id", m.ID).Str("from", m.From).Str("to", m.To).Msg("tenant moved to another region")
+	return m, nil
+}
+
+func (s *Service) recordOutcome(ctx context.Context, chain string, by auditlog.Actor, action, tenant, reason, outcome, why string, meta map[string]string) {
+	rec := auditlog.Record{RecordID: uuid.New(), TenantID: chain, Time: s.Now().UTC(), Actor: by, Action: action,
+		Target: auditlog.Target{Type: "tenant", ID: tenant}, Outcome: outcome, Reason: reason, SourceService: "tenantscope-retention", Metadata: meta}
+	if why != "" {
+		rec.Reason = why
+	}
+	if err := s.audit.Record(ctx, rec); err != nil {
+		s.log.Error().Err(err).Str("tenant_id", chain).Str("action", action).Msg("could not audit a region move")
+	}
+}
+
+// ResumeMoves finishes what a process stopped in the middle of a move left:
+// a move still copying is undone (the copies removed, the tenant stays), a
+// move deleting at the source is finished. The process that runs purges
+// calls it at start.
+func (s *Service) ResumeMoves(ctx context.Context) error {
+	moves, err := s.Moves(ctx, "")
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for _, m := range moves {
+		if seen[m.Tenant] {
+			continue
+		}
+		seen[m.Tenant] = true
+		if (m.State != MoveCopying && m.State != MoveDeleting) || s.Now().Sub(m.UpdatedAt) < MoveStale {
+			continue
+		}
+		if !moving.TryLock() {
+			continue // a move runs in this process: it is not interrupted
+		}
+		if m.State == MoveCopying {
+			src := s.stores[m.From]
+			tabs, err := tenantTables(ctx, src)
+			if err == nil {
+				err = merges(ctx, src, "START", tabs, s.regionNamed(m.From).Database, s.regionNamed(m.To).Database)
+			}
+			if err != nil {
+				moving.Unlock()
+				errs = append(errs, err)
+				continue
+			}
+			_, err = s.failMove(ctx, m, src, s.regionNamed(m.To).Database, tabs, errors.New("interrupted while copying (the process stopped)"))
+			moving.Unlock()
+			s.log.Warn().Str("tenant_id", m.Tenant).Str("move_id", m.ID).Msg("an interrupted region move was undone")
+			if err != nil && !errors.Is(err, ErrConflict) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		_, err := s.finishMove(ctx, m, nil)
+		moving.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
