@@ -70,7 +70,7 @@ type Store struct {
 	// placement pauses writes of a tenant being moved to another region.
 	placement *config.Placement
 	audit     auditlog.Publisher
-	log     zerolog.Logger
+	log       zerolog.Logger
 
 	mu     sync.Mutex
 	byHash map[string]Key

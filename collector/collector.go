@@ -92,10 +92,10 @@ type Service struct {
 	stores    map[string]*chstore.Store // by region
 	// suite gives each tenant's region now (after region moves) and pauses
 	// a tenant being moved.
-	suite config.Config
-	log   zerolog.Logger
-	m         *metrics
-	tracer    trace.Tracer
+	suite  config.Config
+	log    zerolog.Logger
+	m      *metrics
+	tracer trace.Tracer
 }
 
 // retention is the retention_days a new row gets.
