@@ -14,6 +14,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/metering"
+	"github.com/tenantscope/tenantscope/retention"
 )
 
 // openMetering opens every region and the configured rate card.
@@ -32,7 +33,8 @@ func openMetering(ctx context.Context, cfg config.Config) (*metering.Service, fu
 	return metering.New(cfg, stores, card, zerolog.Nop()), closeAll, nil
 }
 
-// openRegions opens every region's store; closeAll closes them.
+// openRegions opens every region's store and reads where tenants live
+// after region moves (into cfg's placement); closeAll closes them.
 func openRegions(ctx context.Context, cfg config.Config) (map[string]*chstore.Store, func(), error) {
 	stores := map[string]*chstore.Store{}
 	closeAll := func() {
@@ -47,6 +49,10 @@ func openRegions(ctx context.Context, cfg config.Config) (map[string]*chstore.St
 			return nil, nil, err
 		}
 		stores[r.Name] = st
+	}
+	if err := retention.New(cfg, stores, nil, nil, "", zerolog.Nop()).LoadPlacement(ctx); err != nil {
+		closeAll()
+		return nil, nil, err
 	}
 	return stores, closeAll, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/retention"
+	"github.com/tenantscope/tenantscope/suite"
 )
 
 // openRetention reaches a running suite's stores and NATS (for audit
@@ -127,7 +128,7 @@ func runPurge(ctx context.Context, args []string, getenv func(string) string, st
 // runRetention shows or sets a tenant's policies, holds and residency.
 func runRetention(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: tenantscope retention show|set|hold|lift|residency --tenant T …", errUsage)
+		return fmt.Errorf("%w: tenantscope retention show|set|hold|lift|residency|move|moves --tenant T …", errUsage)
 	}
 	verb := args[0]
 	cf := newConfigFlags("retention "+verb, stderr)
@@ -139,6 +140,7 @@ func runRetention(ctx context.Context, args []string, getenv func(string) string
 	from := cf.fs.String("from", "", "hold: time range start (RFC 3339)")
 	to := cf.fs.String("to", "", "hold: time range end (RFC 3339)")
 	id := cf.fs.String("id", "", "lift: the hold")
+	region := cf.fs.String("region", "", "move: the region to move the tenant to")
 	reason := cf.fs.String("reason", "", "set, hold, lift: why (required)")
 	by := cf.fs.String("by", "", "who (audited)")
 	cfg, err := cf.parseAndLoad(args[1:], getenv)
@@ -151,7 +153,7 @@ func runRetention(ctx context.Context, args []string, getenv func(string) string
 	}
 	defer closeAll()
 	actor := auditlog.Actor{Type: "user", ID: *by}
-	if verb != "show" && verb != "residency" && *by == "" {
+	if verb != "show" && verb != "residency" && verb != "moves" && *by == "" {
 		return errors.New("--by is required: retention changes are audited")
 	}
 	parse := func(v string) *time.Time {
@@ -195,6 +197,39 @@ func runRetention(ctx context.Context, args []string, getenv func(string) string
 			return err
 		}
 		return printJSON(stdout, r)
+	case "moves":
+		ms, err := svc.Moves(ctx, *tenant)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, ms)
+	case "move":
+		return runMove(ctx, svc, *tenant, *region, actor, *reason, stdout, stderr)
 	}
-	return fmt.Errorf("%w: tenantscope retention show|set|hold|lift|residency", errUsage)
+	return fmt.Errorf("%w: tenantscope retention show|set|hold|lift|residency|move|moves", errUsage)
+}
+
+// runMove moves a tenant to another region, showing each step. The running
+// suite notices the pause within a reload of its placement, so the move
+// waits that long before it copies.
+func runMove(ctx context.Context, svc *retention.Service, tenant, region string, by auditlog.Actor, reason string, stdout, stderr io.Writer) error {
+	svc.MoveSettle = 3 * suite.PlacementEvery
+	m, err := svc.BeginMove(ctx, tenant, region, by, reason)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "move %s: tenant %s from region %s to %s; the tenant is paused (its messages wait in its stream)\n", m.ID, tenant, m.From, m.To)
+	t0 := time.Now()
+	m, err = svc.RunMove(ctx, m, func(step, table string, done, total int) {
+		if total > 0 {
+			fmt.Fprintf(stderr, "[%2d/%d] %s %s (%s)\n", min(done+1, total), total, step, table, time.Since(t0).Round(time.Millisecond))
+			return
+		}
+		fmt.Fprintf(stderr, "%s (%s)\n", step, time.Since(t0).Round(time.Millisecond))
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "moved in %s: %d tables verified, nothing left in %s\n", time.Since(t0).Round(time.Millisecond), len(m.Tables), m.From)
+	return printJSON(stdout, m)
 }

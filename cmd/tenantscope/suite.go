@@ -18,6 +18,7 @@ import (
 	"github.com/tenantscope/tenantscope/demo"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
+	"github.com/tenantscope/tenantscope/retention"
 	"github.com/tenantscope/tenantscope/suite"
 )
 
@@ -209,8 +210,20 @@ func openRegion(ctx context.Context, cfg config.Config, r config.Region) (*chsto
 	return st, nil
 }
 
-// openTenantRegion opens the store of a configured tenant's region.
+// openTenantRegion opens the store of a configured tenant's region: where
+// it lives after region moves (recorded in the first region's store).
 func openTenantRegion(ctx context.Context, cfg config.Config, tenant string) (*chstore.Store, error) {
+	first, err := openRegion(ctx, cfg, cfg.Regions[0])
+	if err != nil {
+		return nil, err
+	}
+	err = retention.New(cfg, map[string]*chstore.Store{cfg.Regions[0].Name: first}, nil, nil, "", zerolog.Nop()).LoadPlacement(ctx)
+	if cerr := first.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
 	r, ok := cfg.RegionOf(tenant)
 	if !ok {
 		return nil, fmt.Errorf("--tenant %q is not a configured tenant", tenant)
