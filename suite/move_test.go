@@ -40,7 +40,9 @@ users:
 		}
 	}
 	send(300)
-	require.Eventually(t, func() bool { return e.count(t, "ts_eu", "SELECT count() FROM events FINAL WHERE tenant_id = 'acme'") == 300 }, 30*time.Second, 100*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return e.count(t, "ts_eu", "SELECT count() FROM events FINAL WHERE tenant_id = 'acme'") == 300
+	}, 30*time.Second, 100*time.Millisecond)
 
 	call := func(method, path, key, body string) (int, map[string]any) {
 		req, err := http.NewRequest(method, "http://"+e.httpAddr+path, bytes.NewBufferString(body))
