@@ -24,7 +24,11 @@ type RetentionView struct {
 	Runs      []retention.Receipt
 	NextPurge string
 	Residency retention.Residency
-	Message   string
+	// Moves are the tenant's region moves, newest first; Targets the
+	// regions it may move to.
+	Moves   []retention.Move
+	Targets []string
+	Message string
 	Failed    bool
 }
 
@@ -48,6 +52,14 @@ func (u *UI) retentionView(r *http.Request, s *Session, tenant string) (Retentio
 	}
 	if v.Residency, err = u.Retention.Residency(ctx, tenant); err != nil {
 		return v, err
+	}
+	if v.Moves, err = u.Retention.Moves(ctx, tenant); err != nil {
+		return v, err
+	}
+	for _, r := range u.regions {
+		if r != v.Residency.Pinned {
+			v.Targets = append(v.Targets, r)
+		}
 	}
 	if v.Manage {
 		if v.Holds, err = u.Retention.Holds(ctx, tenant); err != nil {
@@ -174,6 +186,16 @@ func (u *UI) purgeNow(w http.ResponseWriter, r *http.Request, s *Session) {
 	u.renderRetention(w, r, s, tenant, http.StatusOK, "Purge run done; its receipt is below and in the audit trail.", err)
 }
 
+// moveTenant starts a region move; the page shows its state as it goes.
+func (u *UI) moveTenant(w http.ResponseWriter, r *http.Request, s *Session) {
+	tenant, ok := u.manage(w, r, s)
+	if !ok {
+		return
+	}
+	m, err := u.Retention.StartMove(r.Context(), tenant, r.PostFormValue("region"), s.actor(r), r.PostFormValue("reason"))
+	u.renderRetention(w, r, s, tenant, http.StatusAccepted, "Move "+m.ID+" to "+m.To+" started: the tenant is paused while its data is copied and verified. Reload to follow it.", err)
+}
+
 func holdRange(h retention.Hold) string {
 	if h.From == nil || h.To == nil {
 		return ""
@@ -203,4 +225,19 @@ func countsText(m map[string]uint64) string {
 		b.WriteString(k + " " + strconv.FormatUint(m[k], 10))
 	}
 	return b.String()
+}
+
+// movedText summarises a move's verified tables: how many, and the rows of
+// those that had any.
+func movedText(ts []retention.MovedTable) string {
+	if len(ts) == 0 {
+		return ""
+	}
+	rows := map[string]uint64{}
+	for _, t := range ts {
+		if t.Rows > 0 {
+			rows[t.Table] = t.Rows
+		}
+	}
+	return strconv.Itoa(len(ts)) + " tables: " + countsText(rows)
 }

@@ -3,8 +3,11 @@ package ui_test
 import (
 	"context"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/PuerkitoBio/goquery"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -70,4 +73,66 @@ func TestRetentionPageForCompliance(t *testing.T) {
 		code, _ := page(t, cu, "GET", f.url+"/ui/tenants/acme/retention", nil)
 		require.Equal(t, 403, code, u)
 	}
+}
+
+// A compliance officer moves a tenant to another region from the retention
+// page and follows it there; the signed transfer record is shown and
+// verifies. Tenant roles see the history but not the form.
+func TestRegionMoveFromTheRetentionPage(t *testing.T) {
+	f := startRegions(t, "us")
+	ctx := context.Background()
+	skey, vkey, err := auditlog.GenerateKey()
+	require.NoError(t, err)
+	f.ui.Retention = retention.New(f.cfg, f.stores, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
+	require.NoError(t, f.st.Exec(ctx, `INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, retention_days)
+		SELECT 'acme', 'crm', 'updated', now64(3) - toIntervalDay(1), generateUUIDv4(number), 'zoe', 'e', 1, '', 90 FROM numbers(4)`))
+
+	c, _, home := signIn(t, f, "carol", "pw-carol")
+	csrf := csrfOf(t, home)
+	code, doc := page(t, c, "GET", f.url+"/ui/tenants/acme/retention", nil)
+	require.Equal(t, 200, code)
+	require.Equal(t, []string{"us"}, doc.Find(`[data-testid="move-form"] option`).Map(func(_ int, s *goquery.Selection) string { return s.Text() }))
+	post := func(form url.Values) (int, string) {
+		form.Set("csrf", csrf)
+		code, doc := page(t, c, "POST", f.url+"/ui/tenants/acme/retention/move", form)
+		return code, doc.Find(`[data-testid="retention-message"]`).Text()
+	}
+	code, msg := post(url.Values{"region": {"mars"}, "reason": {"x"}})
+	require.Equal(t, 400, code)
+	require.Contains(t, msg, `unknown region "mars"`)
+	code, msg = post(url.Values{"region": {"us"}, "reason": {""}})
+	require.Equal(t, 400, code)
+	require.Contains(t, msg, "needs a reason")
+	code, msg = post(url.Values{"region": {"us"}, "reason": {"customer request"}})
+	require.Equal(t, 202, code, msg)
+	require.Contains(t, msg, "started")
+
+	var state string
+	require.Eventually(t, func() bool {
+		_, doc = page(t, c, "GET", f.url+"/ui/tenants/acme/retention", nil)
+		state = doc.Find(`[data-testid="move-state"]`).First().Text()
+		return strings.HasPrefix(state, "completed") || strings.HasPrefix(state, "failed")
+	}, 30*time.Second, 100*time.Millisecond)
+	require.True(t, strings.HasPrefix(state, "completed"), state)
+	tr, err := retention.VerifyTransfer(doc.Find(`[data-testid="transfer"]`).Text(), vkey)
+	require.NoError(t, err)
+	require.Equal(t, "us", tr.To)
+	require.Contains(t, doc.Find(`[data-testid="residency-summary"]`).Text(), "Pinned to us")
+	require.Equal(t, "default", doc.Find(`[data-testid="move-form"] option`).Text(), "it may move back")
+	var n uint64
+	require.NoError(t, f.stores["us"].QueryRow(ctx, []any{&n}, "SELECT count() FROM events WHERE tenant_id = 'acme'"))
+	require.EqualValues(t, 4, n)
+
+	// The tenant's admin sees the history, not the form, and may not move.
+	ca, _, ahome := signIn(t, f, "alice", "pw-alice")
+	code, doc = page(t, ca, "GET", f.url+"/ui/tenants/acme/retention", nil)
+	require.Equal(t, 200, code)
+	require.Equal(t, 1, doc.Find(`[data-testid="move-row"]`).Length())
+	require.Zero(t, doc.Find(`[data-testid="move-form"]`).Length())
+	code, _ = page(t, ca, "POST", f.url+"/ui/tenants/acme/retention/move", url.Values{"csrf": {csrfOf(t, ahome)}, "region": {"default"}, "reason": {"x"}})
+	require.Equal(t, 403, code)
+	// Another tenant's admin may not even read it.
+	cg, _, _ := signIn(t, f, "gina", "pw-gina")
+	code, _ = page(t, cg, "GET", f.url+"/ui/tenants/acme/retention", nil)
+	require.Equal(t, 403, code)
 }

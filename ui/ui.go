@@ -169,6 +169,7 @@ type UI struct {
 	// Retention serves the compliance retention page (nil: it says so).
 	Retention    *retention.Service
 	retentionCfg config.Retention
+	regions      []string // configured region names (region moves)
 	// Health shows each tenant's last chain verification on the home page.
 	Health *auditlog.HealthBoard
 }
@@ -177,6 +178,9 @@ type UI struct {
 func New(cfg config.Config, sessionKey []byte, stores func(string) (*chstore.Store, error),
 	audit func(ctx context.Context, tenant, msgID string, body []byte) error, log zerolog.Logger) *UI {
 	u := &UI{users: map[string]config.User{}, key: sessionKey, stores: stores, audit: audit, log: log, retentionCfg: cfg.Retention}
+	for _, r := range cfg.Regions {
+		u.regions = append(u.regions, r.Name)
+	}
 	for _, usr := range cfg.Users {
 		u.users[usr.Name] = usr
 	}
@@ -212,6 +216,7 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/holds/{holdId}/lift", u.signedIn(u.liftHold))
 	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/erasures", u.signedIn(u.erase))
 	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/purge", u.signedIn(u.purgeNow))
+	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/move", u.signedIn(u.moveTenant))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/sla", u.signedIn(u.tenantSLAPage))
 }
 

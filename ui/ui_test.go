@@ -39,6 +39,7 @@ type fixture struct {
 	url      string
 	w        *auditlog.Writer
 	st       *chstore.Store
+	stores   map[string]*chstore.Store // by region
 	audited  []string
 	keys     *apikeys.Store
 	verifier string
@@ -46,7 +47,11 @@ type fixture struct {
 	cfg      config.Config
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T) *fixture { return startRegions(t) }
+
+// startRegions starts the UI with the tenants in region "default" and, for
+// each name in more, another region on a fresh database.
+func startRegions(t *testing.T, more ...string) *fixture {
 	ctx := context.Background()
 	st := chstoretest.Migrated(t)
 	skey, vkey, err := auditlog.GenerateKey()
@@ -69,13 +74,20 @@ func start(t *testing.T) *fixture {
 	require.NoError(t, w.Checkpoint(ctx, "acme"))
 	cfg := config.Default()
 	cfg.Tenants = []config.Tenant{{ID: "acme", Region: "default"}, {ID: "globex", Region: "default"}}
+	cfg.Regions = []config.Region{{Name: "default", Database: st.Database()}}
+	stores := map[string]*chstore.Store{"default": st}
+	for _, name := range more {
+		other := chstoretest.Migrated(t)
+		cfg.Regions = append(cfg.Regions, config.Region{Name: name, Database: other.Database()})
+		stores[name] = other
+	}
 	for _, u := range users {
 		h, err := bcrypt.GenerateFromPassword([]byte("pw-"+u.Name), bcrypt.MinCost)
 		require.NoError(t, err)
 		u.PasswordHash = string(h)
 		cfg.Users = append(cfg.Users, u)
 	}
-	f := &fixture{w: w, st: st, verifier: vkey}
+	f := &fixture{w: w, st: st, stores: stores, verifier: vkey}
 	u := ui.New(cfg, []byte("0123456789abcdef0123456789abcdef"), func(string) (*chstore.Store, error) { return st, nil },
 		func(_ context.Context, tenant, _ string, body []byte) error {
 			f.audited = append(f.audited, tenant+" "+string(body))
