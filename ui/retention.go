@@ -29,7 +29,7 @@ type RetentionView struct {
 	Moves   []retention.Move
 	Targets []string
 	Message string
-	Failed    bool
+	Failed  bool
 }
 
 func (u *UI) retentionView(r *http.Request, s *Session, tenant string) (RetentionView, error) {
