@@ -358,9 +358,14 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 	}()
 	for _, msg := range msgs {
 		r, region, err := s.decode(msg, writing)
-		if errors.Is(err, errNotMine) || errors.Is(err, errMoving) {
-			_ = msg.NakWithDelay(deferDelay(err)) //nolint:errcheck // redelivered after AckWait anyway
+		if errors.Is(err, errNotMine) {
+			_ = msg.NakWithDelay(250 * time.Millisecond) //nolint:errcheck // redelivered after AckWait anyway
 			s.m.deferred.Inc()
+			continue
+		}
+		if errors.Is(err, errMoving) {
+			_ = msg.NakWithDelay(time.Second) //nolint:errcheck // redelivered after AckWait anyway
+			s.m.moving.Inc()
 			continue
 		}
 		if err != nil {
@@ -433,13 +438,6 @@ var errNotMine = errors.New("left to the audit-writing collector")
 // errMoving marks a message of a tenant being moved to another region: it
 // waits in the tenant's stream until the move ends.
 var errMoving = errors.New("tenant being moved to another region")
-
-func deferDelay(err error) time.Duration {
-	if errors.Is(err, errMoving) {
-		return time.Second
-	}
-	return 250 * time.Millisecond
-}
 
 // hold holds tenant for writing, once per batch (writing keeps the release
 // functions, nil for a tenant refused): false while a region move holds it.
@@ -694,6 +692,7 @@ type metrics struct {
 	throttles     *prometheus.CounterVec
 	redelivered   *prometheus.CounterVec
 	deferred      prometheus.Counter
+	moving        prometheus.Counter
 	backlog       *prometheus.GaugeVec
 	fill          *prometheus.GaugeVec
 	// SLA counters of server spans, by tenant and service; a tenant's
@@ -758,6 +757,7 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant, maxServices 
 		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_messages", Help: "Messages per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_insert_seconds", Help: "Time to store a batch in ClickHouse.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		deferred:      prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantscope_collector_audit_deferred_total", Help: "Audit records left to the audit-writing collector process."}),
+		moving:        prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantscope_collector_move_deferred_total", Help: "Messages of a tenant being moved to another region, left in its stream until the move ends."}),
 		batchAge:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_age_seconds", Help: "Time from a batch's first message to its store.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		throttles:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_throttled_total", Help: "Times a tenant's pull waited for its quota."}, []string{"tenant"}),
 		redelivered:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_redelivered_total", Help: "Messages delivered more than once (after a crash or a failed insert); reads hide the duplicates."}, []string{"tenant"}),
@@ -767,7 +767,7 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant, maxServices 
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.throttles, m.redelivered, m.backlog, m.fill, m.slaRequests, m.slaErrors} {
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.moving, m.throttles, m.redelivered, m.backlog, m.fill, m.slaRequests, m.slaErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}
