@@ -50,6 +50,7 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(BIN) bench audit
 	$(BIN) bench cost
 	$(BIN) bench erase
+	$(BIN) bench move
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)

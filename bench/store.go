@@ -15,6 +15,16 @@ import (
 // empty) with a migrated database "bench"; stop closes everything and
 // removes a temporary directory.
 func migratedEngine(ctx context.Context, dir, lib, name string) (st *chstore.Store, stop func(), err error) {
+	stores, stop, err := migratedDatabases(ctx, dir, lib, name, "bench")
+	if err != nil {
+		return nil, nil, err
+	}
+	return stores["bench"], stop, nil
+}
+
+// migratedDatabases is migratedEngine with a migrated store for each
+// database named, all on the one engine.
+func migratedDatabases(ctx context.Context, dir, lib, name string, dbs ...string) (stores map[string]*chstore.Store, stop func(), err error) {
 	var cleanups []func()
 	stop = func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -37,12 +47,17 @@ func migratedEngine(ctx context.Context, dir, lib, name string) (st *chstore.Sto
 		return nil, nil, err
 	}
 	cleanups = append(cleanups, func() { _ = local.Close(context.Background()) }) //nolint:errcheck // benchmark teardown
-	if st, err = chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: "bench", Name: "bench"}); err != nil {
-		return nil, nil, err
+	stores = map[string]*chstore.Store{}
+	for _, db := range dbs {
+		st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: db, Name: db})
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanups = append(cleanups, func() { _ = st.Close() }) //nolint:errcheck // benchmark teardown
+		if _, err = migrations.Up(ctx, st, migrations.Params{Database: db}, nil); err != nil {
+			return nil, nil, err
+		}
+		stores[db] = st
 	}
-	cleanups = append(cleanups, func() { _ = st.Close() }) //nolint:errcheck // benchmark teardown
-	if _, err = migrations.Up(ctx, st, migrations.Params{Database: "bench"}, nil); err != nil {
-		return nil, nil, err
-	}
-	return st, stop, nil
+	return stores, stop, nil
 }

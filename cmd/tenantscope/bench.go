@@ -33,11 +33,26 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		res.Table(stdout)
 		return nil
 	}
+	if len(args) > 0 && args[0] == "move" {
+		fs := flag.NewFlagSet("bench move", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
+		rows := fs.Int("rows", 10_000_000, "rows of the moved tenant")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		res, err := bench.RunMove(ctx, bench.MoveConfig{LibPath: *lib, Rows: *rows}, stderr)
+		if err != nil {
+			return err
+		}
+		res.Table(stdout)
+		return nil
+	}
 	if len(args) > 0 && args[0] == "cost" {
 		return runBenchCost(ctx, args[1:], getenv, stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "engine" {
-		return fmt.Errorf("%w: tenantscope bench engine|ingest|audit|cost|erase [flags]", errUsage)
+		return fmt.Errorf("%w: tenantscope bench engine|ingest|audit|cost|erase|move [flags]", errUsage)
 	}
 	fs := flag.NewFlagSet("bench engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
