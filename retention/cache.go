@@ -64,15 +64,21 @@ func (c *Cache) Days(tenant, signal string) uint16 {
 
 // Run refreshes until ctx ends.
 func (c *Cache) Run(ctx context.Context, every time.Duration) error {
+	c.svc.reload(ctx, every, c.Load, "retention policies not refreshed")
+	return nil
+}
+
+// reload runs load every interval until ctx ends, logging its failures.
+func (s *Service) reload(ctx context.Context, every time.Duration, load func(context.Context) error, failed string) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
-			if err := c.Load(ctx); err != nil && ctx.Err() == nil {
-				c.svc.log.Warn().Err(err).Msg("retention policies not refreshed")
+			if err := load(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg(failed)
 			}
 		}
 	}

@@ -148,18 +148,8 @@ func (s *Service) LoadPlacement(ctx context.Context) error {
 // WatchPlacement reloads the placement every interval, so processes other
 // than the one that runs a move pause the tenant and follow it.
 func (s *Service) WatchPlacement(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := s.LoadPlacement(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error().Err(err).Msg("region placement not reloaded")
-			}
-		}
-	}
+	s.reload(ctx, every, s.LoadPlacement, "region placement not reloaded")
+	return nil
 }
 
 // Moves lists region moves, newest first: of one tenant, or all ("").

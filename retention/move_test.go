@@ -34,17 +34,7 @@ func startMove(t *testing.T) *moveFixture {
 	}, "acme", "globex")
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
-	publish := func(ctx context.Context, tenant, msgID string, body []byte) error {
-		m := nats.NewMsg("tenant." + tenant + ".tenantscope._audit")
-		m.Header.Set("Tenant-Id", tenant)
-		if msgID != "" {
-			m.Header.Set(nats.MsgIdHdr, msgID)
-		}
-		m.Data = body
-		_, err := p.JS.PublishMsg(ctx, m)
-		return err
-	}
-	return &moveFixture{p: p, svc: retention.New(p.Config, p.Stores, publish, p.JS, skey, zerolog.Nop()), vkey: vkey}
+	return &moveFixture{p: p, svc: retention.New(p.Config, p.Stores, auditlog.JetStreamPublisher(p.JS), p.JS, skey, zerolog.Nop()), vkey: vkey}
 }
 
 // publishEvents publishes n events of tenant with its service credentials.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tenantscope/tenantscope/apikeys"
@@ -153,12 +152,5 @@ func (s *Suite) regionStores() []*chstore.Store {
 // publishAudit queues an audit record on the tenant's `._audit` subject for
 // the chain writer, waiting for JetStream's acknowledgement.
 func (s *Suite) publishAudit(ctx context.Context, tenant, msgID string, body []byte) error {
-	m := nats.NewMsg("tenant." + tenant + ".tenantscope._audit")
-	m.Header.Set("Tenant-Id", tenant)
-	if msgID != "" {
-		m.Header.Set(nats.MsgIdHdr, msgID)
-	}
-	m.Data = body
-	_, err := s.js.PublishMsg(ctx, m)
-	return err
+	return auditlog.JetStreamPublisher(s.js)(ctx, tenant, msgID, body)
 }

@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/tenantscope/tenantscope/auditlog"
@@ -39,17 +38,7 @@ func openRetention(ctx context.Context, cfg config.Config) (*retention.Service, 
 		closeAll()
 		return nil, nil, err
 	}
-	publish := func(ctx context.Context, tenant, msgID string, body []byte) error {
-		m := nats.NewMsg("tenant." + tenant + ".tenantscope._audit")
-		m.Header.Set("Tenant-Id", tenant)
-		if msgID != "" {
-			m.Header.Set(nats.MsgIdHdr, msgID)
-		}
-		m.Data = body
-		_, err := js.PublishMsg(ctx, m)
-		return err
-	}
-	return retention.New(cfg, stores, publish, js, b.AuditSignerKey, zerolog.Nop()), closeAll, nil
+	return retention.New(cfg, stores, auditlog.JetStreamPublisher(js), js, b.AuditSignerKey, zerolog.Nop()), closeAll, nil
 }
 
 func printJSON(w io.Writer, v any) error {
