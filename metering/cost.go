@@ -52,6 +52,7 @@ var (
 	ErrClosed     = errors.New("the period is closed")
 	ErrOpen       = errors.New("the period is not closed")
 	ErrInvalid    = errors.New("invalid request")
+	ErrMoving     = errors.New("a tenant is being moved to another region; try again when the move ends")
 )
 
 func round(v float64) float64 { return math.Round(v*10000) / 10000 }
@@ -259,6 +260,11 @@ func (s *Service) Close(ctx context.Context, p Period, by string) (CostReport, e
 	if p.To.After(s.Now()) {
 		return CostReport{}, fmt.Errorf("%w: %s ends %s; close it after that", ErrInvalid, p.Name, p.To.Format(time.DateOnly))
 	}
+	for _, t := range s.cfg.Tenants {
+		if s.cfg.Placement().Moving(t.ID) {
+			return CostReport{}, fmt.Errorf("%w (tenant %s)", ErrMoving, t.ID)
+		}
+	}
 	if c, err := s.snapshot(ctx, p); err != nil {
 		return CostReport{}, err
 	} else if c != nil {
@@ -305,6 +311,9 @@ func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amount fl
 	st, err := s.StoreOf(tenant)
 	if err != nil {
 		return Adjustment{}, fmt.Errorf("%w: unknown tenant %q", ErrInvalid, tenant)
+	}
+	if s.cfg.Placement().Moving(tenant) {
+		return Adjustment{}, fmt.Errorf("%w (tenant %s)", ErrMoving, tenant)
 	}
 	reason = strings.TrimSpace(reason)
 	if reason == "" || len(reason) > 500 {

@@ -65,6 +65,7 @@ var answers = []identity.Answer{
 	{Err: ErrFuture, Status: http.StatusBadRequest, Code: "bad_request"},
 	{Err: ErrNoRateCard, Status: http.StatusBadRequest, Code: "bad_request"},
 	{Err: ErrClosed, Status: http.StatusConflict, Code: "conflict"},
+	{Err: ErrMoving, Status: http.StatusConflict, Code: "conflict"},
 	{Err: ErrOpen, Status: http.StatusConflict, Code: "conflict"},
 }
 

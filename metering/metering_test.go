@@ -146,6 +146,12 @@ func TestUsageMetersCostAndClosing(t *testing.T) {
 	// Closing snapshots the report; later data does not change it.
 	_, err = f.svc.Close(ctx, metering.Period{Name: "2026-11", From: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}, "frank")
 	require.ErrorIs(t, err, metering.ErrInvalid, "a period that has not ended cannot be closed")
+	// Nothing is closed while a tenant moves to another region (the
+	// snapshot would be written in the region it is leaving).
+	f.cfg.Placement().Pause("globex")
+	_, err = f.svc.Close(ctx, p, "frank")
+	require.ErrorIs(t, err, metering.ErrMoving)
+	f.cfg.Placement().Set("globex", "", false)
 	closed, err := f.svc.Close(ctx, p, "frank")
 	require.NoError(t, err)
 	require.True(t, closed.Closed)
@@ -162,6 +168,10 @@ func TestUsageMetersCostAndClosing(t *testing.T) {
 	require.ErrorIs(t, err, metering.ErrInvalid)
 	_, err = f.svc.Adjust(ctx, metering.Period{Name: "2026-11"}, "acme", -5, "goodwill", "frank")
 	require.ErrorIs(t, err, metering.ErrOpen)
+	f.cfg.Placement().Pause("acme")
+	_, err = f.svc.Adjust(ctx, p, "acme", -5, "goodwill after incident 42", "frank")
+	require.ErrorIs(t, err, metering.ErrMoving)
+	f.cfg.Placement().Set("acme", "", false)
 	a, err := f.svc.Adjust(ctx, p, "acme", -5, "goodwill after incident 42", "frank")
 	require.NoError(t, err)
 	again, err = f.svc.Cost(ctx, p)

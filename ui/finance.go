@@ -56,7 +56,7 @@ func (u *UI) reportError(w http.ResponseWriter, r *http.Request, s *Session, err
 	switch {
 	case errors.Is(err, metering.ErrNoRateCard), errors.Is(err, metering.ErrFuture), errors.Is(err, metering.ErrInvalid):
 		u.render(w, r, http.StatusBadRequest, errorPage(s, http.StatusBadRequest, err.Error()))
-	case errors.Is(err, metering.ErrClosed), errors.Is(err, metering.ErrOpen):
+	case errors.Is(err, metering.ErrClosed), errors.Is(err, metering.ErrOpen), errors.Is(err, metering.ErrMoving):
 		u.render(w, r, http.StatusConflict, errorPage(s, http.StatusConflict, err.Error()))
 	default:
 		u.log.Error().Err(err).Msg("report")
