@@ -302,7 +302,9 @@ type tenantTable struct {
 	name    string
 	columns []string
 	// hashed are the columns as cityHash64 arguments: a Nullable column
-	// as (isNull, value), since one NULL argument makes the hash NULL.
+	// as (isNull, value), since one NULL argument makes the hash NULL; an
+	// aggregate state by its value, since a state read and written again
+	// (a uniq set) may serialize in another order.
 	hashed  []string
 	derived bool
 }
@@ -334,8 +336,11 @@ func tenantTables(ctx context.Context, st *chstore.Store) ([]tenantTable, error)
 		t := &out[len(out)-1]
 		t.columns = append(t.columns, ident(r.Name))
 		h := ident(r.Name)
-		if strings.HasPrefix(r.Type, "Nullable(") {
+		switch {
+		case strings.HasPrefix(r.Type, "Nullable("):
 			h = "tuple(isNull(" + h + "), assumeNotNull(" + h + "))"
+		case strings.HasPrefix(r.Type, "AggregateFunction("):
+			h = "finalizeAggregation(" + h + ")"
 		}
 		t.hashed = append(t.hashed, h)
 	}
