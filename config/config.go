@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"net"
 	"os"
 	"path/filepath"
@@ -188,6 +189,10 @@ type Region struct {
 	Database string `yaml:"database"`
 	// DSN points the region at its own ClickHouse; empty uses clickhouse.dsn or the embedded engine.
 	DSN string `yaml:"dsn"`
+	// HTTPURL is the region's ClickHouse HTTP interface as other regions'
+	// servers reach it (http://user:password@host:8123), for moving a
+	// tenant to a region on another server; empty uses DSN when it is HTTP.
+	HTTPURL string `yaml:"http_url"`
 }
 
 // Tenant is a customer of the platform.
@@ -483,6 +488,11 @@ func (c Config) Validate() error {
 			bad(f+".database", "region %q uses the same store as region %q; each region needs its own", r.Name, other)
 		}
 		dbs[key] = r.Name
+		if r.HTTPURL != "" {
+			if u, err := url.Parse(r.HTTPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(f+".http_url", "%q must be the region's ClickHouse HTTP interface, like http://host:8123", redactDSN(r.HTTPURL))
+			}
+		}
 		if r.DSN != "" && c.Embedded() {
 			bad(f+".dsn", "set only with clickhouse.dsn (distributed mode); the embedded engine holds every region as a database")
 		}
@@ -679,6 +689,7 @@ func (c Config) Redacted() Config {
 	r.Regions = append([]Region(nil), c.Regions...)
 	for i := range r.Regions {
 		r.Regions[i].DSN = redactDSN(r.Regions[i].DSN)
+		r.Regions[i].HTTPURL = redactDSN(r.Regions[i].HTTPURL)
 	}
 	return r
 }

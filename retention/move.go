@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -243,8 +244,11 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 	if dst.Name == from.Name {
 		return Move{}, fmt.Errorf("%w: tenant %s already lives in region %s", ErrInvalid, tenant, to)
 	}
-	if dst.DSN != from.DSN {
-		return Move{}, fmt.Errorf("%w: regions %s and %s are on different ClickHouse servers; a move copies inside one server (INSERT … SELECT across databases), so give both regions the same server or copy with clickhouse-backup and register the move by hand", ErrInvalid, from.Name, to)
+	if !sameServer(from, dst) {
+		// The destination's server reads the source over HTTP.
+		if _, _, _, err := s.httpEndpoint(from); err != nil {
+			return Move{}, err
+		}
 	}
 	if !moving.TryLock() {
 		return Move{}, fmt.Errorf("%w: another region move is running in this process", ErrConflict)
@@ -354,11 +358,11 @@ func ident(s string) string { return "`" + strings.ReplaceAll(s, "`", "\\`") + "
 
 // fingerprint is the count and sum(cityHash64(columns)) of tenant's rows
 // in db.t.
-func fingerprint(ctx context.Context, st *chstore.Store, db string, t tenantTable, tenant string) (MovedTable, error) {
+func fingerprint(ctx context.Context, d side, t tenantTable, tenant string) (MovedTable, error) {
 	var n, h uint64
-	err := st.QueryRow(ctx, []any{&n, &h}, "SELECT count(), sum(cityHash64("+strings.Join(t.hashed, ", ")+")) FROM "+ident(db)+"."+ident(t.name)+" WHERE tenant_id = ?", tenant)
+	err := d.st.QueryRow(ctx, []any{&n, &h}, "SELECT count(), sum(cityHash64("+strings.Join(t.hashed, ", ")+")) FROM "+d.table(t)+" WHERE tenant_id = ?", tenant)
 	if err != nil {
-		return MovedTable{}, fmt.Errorf("fingerprint %s.%s: %w", db, t.name, err)
+		return MovedTable{}, fmt.Errorf("fingerprint %s in region %s: %w", t.name, d.region.Name, err)
 	}
 	return MovedTable{Table: t.name, Rows: n, Hash: fmt.Sprintf("%016x", h)}, nil
 }
@@ -379,25 +383,24 @@ func (s *Service) RunMove(ctx context.Context, m Move, progress MoveProgress) (M
 	}
 	// A move finishes even if its caller goes away: half a move is worse.
 	ctx = context.WithoutCancel(ctx)
-	from, to := s.regionNamed(m.From), s.regionNamed(m.To)
-	src := s.stores[from.Name]
+	src, dst := s.side(m.From), s.side(m.To)
 	// The heartbeat stops before the next save, which must be the newest.
 	beat := s.heartbeat(ctx, m)
 	if s.MoveSettle > 0 {
 		progress("waiting for other processes to pause the tenant", "", 0, 0)
 		time.Sleep(s.MoveSettle)
 	}
-	tabs, err := tenantTables(ctx, src)
+	tabs, err := tenantTables(ctx, src.st)
 	if err == nil {
-		m, err = s.copyTables(ctx, m, src, from.Database, to.Database, tabs, progress)
+		m, err = s.copyTables(ctx, m, src, dst, tabs, progress)
 	}
 	beat()
 	if err != nil {
-		return s.failMove(ctx, m, src, to.Database, tabs, err)
+		return s.failMove(ctx, m, dst, tabs, err)
 	}
 	m.State = MoveDeleting
 	if err := s.saveMove(ctx, m); err != nil {
-		return s.failMove(ctx, m, src, to.Database, tabs, err)
+		return s.failMove(ctx, m, dst, tabs, err)
 	}
 	s.cfg.Placement().Set(m.Tenant, m.To, false)
 	return s.finishMove(ctx, m, progress)
@@ -436,29 +439,46 @@ func (s *Service) regionNamed(name string) config.Region {
 	return config.Region{Name: name}
 }
 
-// merges stops or starts merges on the tables of both databases.
-func merges(ctx context.Context, st *chstore.Store, verb string, tabs []tenantTable, dbs ...string) error {
+// side is one end of a move: a region's store and database, and how the
+// other end's server reaches it over ClickHouse's HTTP interface.
+type side struct {
+	region config.Region
+	st     *chstore.Store
+}
+
+func (s *Service) side(region string) side {
+	r := s.regionNamed(region)
+	return side{region: r, st: s.stores[r.Name]}
+}
+
+// table is t qualified by the side's database.
+func (d side) table(t tenantTable) string { return ident(d.region.Database) + "." + ident(t.name) }
+
+// merges stops or starts merges on the tables of a side.
+func merges(ctx context.Context, d side, verb string, tabs []tenantTable) error {
 	var errs []error
-	for _, db := range dbs {
-		for _, t := range tabs {
-			if err := st.Exec(ctx, "SYSTEM "+verb+" MERGES "+ident(db)+"."+ident(t.name)); err != nil {
-				errs = append(errs, fmt.Errorf("%s merges of %s.%s: %w", strings.ToLower(verb), db, t.name, err))
-			}
+	for _, t := range tabs {
+		if err := d.st.Exec(ctx, "SYSTEM "+verb+" MERGES "+d.table(t)); err != nil {
+			errs = append(errs, fmt.Errorf("%s merges of %s.%s: %w", strings.ToLower(verb), d.region.Name, t.name, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (s *Service) copyTables(ctx context.Context, m Move, src *chstore.Store, fromDB, toDB string, tabs []tenantTable, progress MoveProgress) (Move, error) {
-	if err := merges(ctx, src, "STOP", tabs, fromDB, toDB); err != nil {
-		return m, err
+func (s *Service) copyTables(ctx context.Context, m Move, src, dst side, tabs []tenantTable, progress MoveProgress) (Move, error) {
+	err := merges(ctx, src, "STOP", tabs)
+	if err == nil {
+		err = merges(ctx, dst, "STOP", tabs)
 	}
 	defer func() {
-		if err := merges(ctx, src, "START", tabs, fromDB, toDB); err != nil {
+		if err := errors.Join(merges(ctx, src, "START", tabs), merges(ctx, dst, "START", tabs)); err != nil {
 			s.log.Error().Err(err).Str("move_id", m.ID).Msg("merges not restarted after a region move")
 		}
 	}()
-	head0, err := head(ctx, src, m.Tenant)
+	if err != nil {
+		return m, err
+	}
+	head0, err := head(ctx, src.st, m.Tenant)
 	if err != nil {
 		return m, err
 	}
@@ -469,19 +489,20 @@ func (s *Service) copyTables(ctx context.Context, m Move, src *chstore.Store, fr
 			continue
 		}
 		progress("copying", t.name, i, len(tabs))
-		before, err := fingerprint(ctx, src, fromDB, t, m.Tenant)
+		before, err := fingerprint(ctx, src, t, m.Tenant)
 		if err != nil {
 			return m, err
 		}
 		if before.Rows > 0 {
-			cols := strings.Join(t.columns, ", ")
-			err := src.Exec(ctx, "INSERT INTO "+ident(toDB)+"."+ident(t.name)+" ("+cols+") SELECT "+cols+" FROM "+ident(fromDB)+"."+ident(t.name)+
-				" WHERE tenant_id = ? SETTINGS log_comment = '"+moveComment+"', optimize_on_insert = 0", m.Tenant)
+			q, args, err := s.copySQL(src, dst, t, m.Tenant)
+			if err == nil {
+				err = dst.st.Exec(ctx, q, args...)
+			}
 			if err != nil {
 				return m, fmt.Errorf("copy %s: %w", t.name, err)
 			}
 		}
-		after, err := fingerprint(ctx, src, toDB, t, m.Tenant)
+		after, err := fingerprint(ctx, dst, t, m.Tenant)
 		if err != nil {
 			return m, err
 		}
@@ -498,7 +519,7 @@ func (s *Service) copyTables(ctx context.Context, m Move, src *chstore.Store, fr
 		if t.derived {
 			continue
 		}
-		again, err := fingerprint(ctx, src, fromDB, t, m.Tenant)
+		again, err := fingerprint(ctx, src, t, m.Tenant)
 		if err != nil {
 			return m, err
 		}
@@ -510,11 +531,87 @@ func (s *Service) copyTables(ctx context.Context, m Move, src *chstore.Store, fr
 	return m, nil
 }
 
+// copySQL is the statement, run at the destination, that copies the
+// tenant's rows of t: INSERT … SELECT from the source database when both
+// regions are on one server, else from the source server's HTTP interface
+// with the url() table function (Native format, so every type, aggregate
+// states included, arrives as it is stored).
+func (s *Service) copySQL(src, dst side, t tenantTable, tenant string) (string, []any, error) {
+	cols := strings.Join(t.columns, ", ")
+	insert := "INSERT INTO " + dst.table(t) + " (" + cols + ") SELECT " + cols + " FROM "
+	settings := " SETTINGS log_comment = '" + moveComment + "', optimize_on_insert = 0"
+	if sameServer(src.region, dst.region) {
+		return insert + src.table(t) + " WHERE tenant_id = ?" + settings, []any{tenant}, nil
+	}
+	base, user, password, err := s.httpEndpoint(src.region)
+	if err != nil {
+		return "", nil, err
+	}
+	q := url.Values{"database": {src.region.Database}, "param_tenant": {tenant},
+		"query": {"SELECT " + cols + " FROM " + ident(t.name) + " WHERE tenant_id = {tenant:String} FORMAT Native"}}
+	from := base + "/?" + q.Encode()
+	if user == "" {
+		return insert + "url(?, 'Native')" + settings, []any{from}, nil
+	}
+	return insert + "url(?, 'Native', headers('X-ClickHouse-User' = ?, 'X-ClickHouse-Key' = ?))" + settings, []any{from, user, password}, nil
+}
+
+// sameServer reports whether two regions' databases are on one ClickHouse
+// server: neither names a server of its own, or both name the same host.
+func sameServer(a, b config.Region) bool {
+	return serverOf(a.DSN) == serverOf(b.DSN)
+}
+
+func serverOf(dsn string) string {
+	if dsn == "" {
+		return ""
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn
+	}
+	return strings.ToLower(u.Host)
+}
+
+// httpEndpoint is where another ClickHouse server reaches region r over the
+// HTTP interface: its http_url, else its DSN when that is HTTP, else the
+// embedded engine; with the user and password to send.
+func (s *Service) httpEndpoint(r config.Region) (base, user, password string, err error) {
+	raw := r.HTTPURL
+	if raw == "" {
+		raw = r.DSN
+	}
+	if raw == "" {
+		raw = s.cfg.ClickHouse.DSN
+	}
+	if raw == "" {
+		if s.EngineAddr == "" {
+			return "", "", "", fmt.Errorf("%w: region %s is on the embedded engine, whose address this process does not know", ErrInvalid, r.Name)
+		}
+		return "http://" + s.EngineAddr, "", "", nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", "", "", fmt.Errorf("%w: region %s is reached with the native protocol; set regions[].http_url to its HTTP interface (http://host:8123) so the other region's server can read from it", ErrInvalid, r.Name)
+	}
+	if u.User != nil {
+		user = u.User.Username()
+		password, _ = u.User.Password()
+	}
+	if v := u.Query().Get("username"); v != "" {
+		user = v
+	}
+	if v := u.Query().Get("password"); v != "" {
+		password = v
+	}
+	return u.Scheme + "://" + u.Host, user, password, nil
+}
+
 // failMove removes the copies and leaves the tenant where it was.
-func (s *Service) failMove(ctx context.Context, m Move, src *chstore.Store, toDB string, tabs []tenantTable, cause error) (Move, error) {
+func (s *Service) failMove(ctx context.Context, m Move, dst side, tabs []tenantTable, cause error) (Move, error) {
 	var errs []error
 	for _, t := range tabs {
-		if err := src.Exec(ctx, "ALTER TABLE "+ident(toDB)+"."+ident(t.name)+" DELETE WHERE tenant_id = ? SETTINGS mutations_sync = 2", m.Tenant); err != nil {
+		if err := dst.st.Exec(ctx, "ALTER TABLE "+dst.table(t)+" DELETE WHERE tenant_id = ? SETTINGS mutations_sync = 2", m.Tenant); err != nil {
 			errs = append(errs, fmt.Errorf("remove the copies in %s: %w", t.name, err))
 		}
 	}
@@ -619,17 +716,17 @@ func (s *Service) ResumeMoves(ctx context.Context) error {
 			continue // a move runs in this process: it is not interrupted
 		}
 		if m.State == MoveCopying {
-			src := s.stores[m.From]
-			tabs, err := tenantTables(ctx, src)
+			src, dst := s.side(m.From), s.side(m.To)
+			tabs, err := tenantTables(ctx, src.st)
 			if err == nil {
-				err = merges(ctx, src, "START", tabs, s.regionNamed(m.From).Database, s.regionNamed(m.To).Database)
+				err = errors.Join(merges(ctx, src, "START", tabs), merges(ctx, dst, "START", tabs))
 			}
 			if err != nil {
 				moving.Unlock()
 				errs = append(errs, err)
 				continue
 			}
-			_, err = s.failMove(ctx, m, src, s.regionNamed(m.To).Database, tabs, errors.New("interrupted while copying (the process stopped)"))
+			_, err = s.failMove(ctx, m, dst, tabs, errors.New("interrupted while copying (the process stopped)"))
 			moving.Unlock()
 			s.log.Warn().Str("tenant_id", m.Tenant).Str("move_id", m.ID).Msg("an interrupted region move was undone")
 			if err != nil && !errors.Is(err, ErrConflict) {

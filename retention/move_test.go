@@ -16,6 +16,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -28,13 +29,18 @@ type moveFixture struct {
 	vkey string
 }
 
-func startMove(t *testing.T) *moveFixture {
+func startMove(t *testing.T, regions ...config.Region) *moveFixture {
+	if len(regions) == 0 {
+		regions = []config.Region{{Name: "us"}}
+	}
 	p := collectortest.Start(t, func(c *config.Config) {
-		c.Regions = append(c.Regions, config.Region{Name: "us"})
+		c.Regions = append(c.Regions, regions...)
 	}, "acme", "globex")
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
-	return &moveFixture{p: p, svc: retention.New(p.Config, p.Stores, auditlog.JetStreamPublisher(p.JS), p.JS, skey, zerolog.Nop()), vkey: vkey}
+	svc := retention.New(p.Config, p.Stores, auditlog.JetStreamPublisher(p.JS), p.JS, skey, zerolog.Nop())
+	svc.EngineAddr = p.EngineAddr
+	return &moveFixture{p: p, svc: svc, vkey: vkey}
 }
 
 // publishEvents publishes n events of tenant with its service credentials.
@@ -278,4 +284,55 @@ func TestRegionMoveRefusesAFullDestinationAndUndoesAnInterruptedCopy(t *testing.
 	require.NoError(t, err)
 	require.Equal(t, retention.MoveCompleted, m.State)
 	require.EqualValues(t, 20, f.count(t, "us", "SELECT count() FROM events WHERE tenant_id = 'globex'"))
+}
+
+// Regions on two ClickHouse servers: the destination's server reads the
+// tenant's rows from the source's HTTP interface (url(), Native format,
+// aggregate states included), and the move verifies, deletes and signs as
+// on one server — there and back.
+func TestRegionMoveBetweenServers(t *testing.T) {
+	far := enginetest.OtherServer(t)
+	f := startMove(t, config.Region{Name: "far", Database: "far_db", DSN: "http://" + far})
+	ctx := context.Background()
+	carol := auditlog.Actor{Type: "user", ID: "carol"}
+	f.publishEvents(t, "acme", 120)
+	f.publishEvents(t, "globex", 30)
+	require.Eventually(t, func() bool {
+		return f.count(t, "default", "SELECT count() FROM events WHERE tenant_id IN ('acme', 'globex')") == 150
+	}, 30*time.Second, 50*time.Millisecond)
+	require.NoError(t, f.p.Store.Exec(ctx, `INSERT INTO meter_hourly (tenant_id, meter, hour, group_key, count, sum, max, uniq, latest)
+		SELECT 'acme', 'active_users', toStartOfHour(now()), '', 50, 0, 0, uniqState(concat('user-', toString(number))), argMaxState(toFloat64(number), now64(3))
+		FROM numbers(50)`))
+
+	move := func(to string) retention.Move {
+		m, err := f.svc.BeginMove(ctx, "acme", to, carol, "data must live on the far server")
+		require.NoError(t, err)
+		m, err = f.svc.RunMove(ctx, m, nil)
+		require.NoError(t, err)
+		require.Equal(t, retention.MoveCompleted, m.State)
+		_, err = retention.VerifyTransfer(m.Transfer, f.vkey)
+		require.NoError(t, err)
+		return m
+	}
+	m := move("far")
+	require.Empty(t, f.rows(t, "default", "acme"))
+	require.EqualValues(t, 120, f.count(t, "far", "SELECT count() FROM events WHERE tenant_id = 'acme'"))
+	require.EqualValues(t, 50, f.count(t, "far", "SELECT finalizeAggregation(uniq) FROM meter_hourly WHERE tenant_id = 'acme'"))
+	require.EqualValues(t, 30, f.count(t, "default", "SELECT count() FROM events WHERE tenant_id = 'globex'"))
+	for _, tb := range m.Tables {
+		if tb.Table == "events" {
+			require.EqualValues(t, 120, tb.Rows)
+		}
+	}
+	// New messages go to the far server; then the tenant comes back.
+	f.publishEvents(t, "acme", 10)
+	require.Eventually(t, func() bool {
+		return f.count(t, "far", "SELECT count() FROM events WHERE tenant_id = 'acme'") == 130
+	}, 30*time.Second, 50*time.Millisecond)
+	move("default")
+	require.Empty(t, f.rows(t, "far", "acme"))
+	require.EqualValues(t, 130, f.count(t, "default", "SELECT count() FROM events WHERE tenant_id = 'acme'"))
+	rep, err := auditlog.Verify(ctx, f.p.Store, "acme", 1, f.p.AuditVerifierKey)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "%+v", rep.Problem)
 }

@@ -65,6 +65,9 @@ type Service struct {
 	// (they reload the placement every few seconds). Zero when the move runs
 	// in the only process that writes.
 	MoveSettle time.Duration
+	// EngineAddr is the embedded engine's HTTP address (host:port), which
+	// a region on another server reads from when a tenant moves there.
+	EngineAddr string
 }
 
 // writable refuses changes to a tenant's data while it is being moved.

@@ -152,6 +152,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	s.retention = retention.New(cfg, s.stores, s.publishAudit, s.js, s.boot.AuditSignerKey, s.log)
+	s.retention.EngineAddr = s.engAddr
 	if err := retention.RegisterMetrics(s.reg, cfg); err != nil {
 		return err
 	}

@@ -38,7 +38,9 @@ func openRetention(ctx context.Context, cfg config.Config) (*retention.Service, 
 		closeAll()
 		return nil, nil, err
 	}
-	return retention.New(cfg, stores, auditlog.JetStreamPublisher(js), js, b.AuditSignerKey, zerolog.Nop()), closeAll, nil
+	svc := retention.New(cfg, stores, auditlog.JetStreamPublisher(js), js, b.AuditSignerKey, zerolog.Nop())
+	svc.EngineAddr = cfg.ClickHouse.EngineListen // where a region on another server reads a moving tenant from
+	return svc, closeAll, nil
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -31,6 +31,8 @@ type Pipeline struct {
 	// Store is the first region's; Stores has every region's, by name.
 	Store    *chstore.Store
 	Stores   map[string]*chstore.Store
+	// EngineAddr is the shared embedded engine's HTTP address.
+	EngineAddr string
 	NATS     *natsbus.Server
 	URL      string
 	Registry *prometheus.Registry
@@ -76,7 +78,11 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 			r.Database = enginetest.New(t).Name
 			cfg.Regions[i] = r
 		}
-		st, err := chstore.Open(ctx, chstore.Options{DSN: db.URL(), Database: r.Database, Name: r.Name})
+		dsn := r.DSN
+		if dsn == "" {
+			dsn = db.URL()
+		}
+		st, err := chstore.Open(ctx, chstore.Options{DSN: dsn, Database: r.Database, Name: r.Name})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +154,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	for _, tn := range cfg.Tenants {
 		pw[tn.ID] = b.NATS[tn.NATS.User]
 	}
-	return &Pipeline{Config: cfg, Store: st, Stores: stores, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
+	return &Pipeline{Config: cfg, Store: st, Stores: stores, EngineAddr: db.Addr, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
 }
 
 // Count runs a count query against the pipeline's database.

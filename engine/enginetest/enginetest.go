@@ -9,11 +9,15 @@
 package enginetest
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,7 +147,61 @@ func (d *DB) DSN() string { return fmt.Sprintf("http://%s/%s", d.Addr, d.Name) }
 // Main runs a package's tests and then stops the shared engine; use it as
 // TestMain.
 func Main(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" {
+		os.Exit(serveChild(dir))
+	}
 	code := m.Run()
 	Cleanup()
 	os.Exit(code)
+}
+
+// childEnv makes the test binary serve an engine of its own (OtherServer).
+const childEnv = "TENANTSCOPE_ENGINE_TEST_CHILD_DIR"
+
+// OtherServer starts a second ClickHouse server for the test: the test
+// binary again, in a child process (one process holds one engine), serving
+// an engine on its own data directory. It returns the server's host:port;
+// the child stops at the test's end.
+func OtherServer(tb testing.TB) string {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+tb.TempDir())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = stdin.Close() //nolint:errcheck // the child stops when its stdin closes
+		_ = cmd.Wait()    //nolint:errcheck // its exit status does not matter
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		tb.Fatalf("second engine did not start: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// serveChild serves an engine on dir, prints its address and runs until
+// stdin closes.
+func serveChild(dir string) int {
+	e, err := Start(dir, engine.ServerConfig{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "engine:", err)
+		return 1
+	}
+	fmt.Println(e.Addr)
+	_, _ = io.Copy(io.Discard, os.Stdin) //nolint:errcheck // returns when the parent closes stdin
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "engine stop:", err)
+		return 1
+	}
+	return 0
 }
