@@ -403,11 +403,16 @@ func (s *Service) RunMove(ctx context.Context, m Move, progress MoveProgress) (M
 		return s.failMove(ctx, m, dst, tabs, err)
 	}
 	s.cfg.Placement().Set(m.Tenant, m.To, false)
-	return s.finishMove(ctx, m, progress)
+	m, err = s.finishMove(ctx, m, progress)
+	if err == nil {
+		moveTime.Observe(m.FinishedAt.Sub(m.StartedAt).Seconds())
+	}
+	return m, err
 }
 
-// heartbeat re-saves the copying move m every MoveHeartbeat until stopped,
-// so ResumeMoves in another process never takes it for interrupted.
+// heartbeat re-saves move m every MoveHeartbeat until stopped (stop may be
+// called more than once), so ResumeMoves in another process never takes it
+// for interrupted.
 func (s *Service) heartbeat(ctx context.Context, m Move) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -427,7 +432,8 @@ func (s *Service) heartbeat(ctx context.Context, m Move) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 func (s *Service) regionNamed(name string) config.Region {
@@ -622,6 +628,7 @@ func (s *Service) failMove(ctx context.Context, m Move, dst side, tabs []tenantT
 	}
 	errs = append(errs, s.saveMove(ctx, m))
 	s.cfg.Placement().Set(m.Tenant, "", false)
+	moveEnds.WithLabelValues(MoveFailed).Inc()
 	actor := auditlog.Actor{Type: "user", ID: m.RequestedBy}
 	meta := map[string]string{"move_id": m.ID, "from_region": m.From, "to_region": m.To}
 	for _, chain := range []string{m.Tenant, config.PlatformTenant} {
@@ -642,6 +649,10 @@ func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress)
 	if err != nil {
 		return m, err
 	}
+	// A long delete beats too, so no other process takes the move for
+	// interrupted and finishes it a second time.
+	beat := s.heartbeat(ctx, m)
+	defer beat()
 	left := uint64(0)
 	for i, t := range tabs {
 		progress("deleting at the source", t.name, i, len(tabs))
@@ -666,6 +677,7 @@ func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress)
 		return m, err
 	}
 	m.State, m.Transfer, m.FinishedAt, m.Detail = MoveCompleted, signed, &done, ""
+	beat() // the completed record must be the newest
 	if err := s.saveMove(ctx, m); err != nil {
 		return m, err
 	}
@@ -677,6 +689,7 @@ func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress)
 		s.log.Error().Err(err).Str("tenant_id", m.Tenant).Str("move_id", m.ID).Msg("could not chain a transfer record")
 	}
 	s.recordOutcome(ctx, config.PlatformTenant, actor, "tenant.region_moved", m.Tenant, m.Reason, "success", "", meta)
+	moveEnds.WithLabelValues(MoveCompleted).Inc()
 	progress("completed", "", len(tabs), len(tabs))
 	s.log.Info().Str("tenant_id", m.Tenant).Str("move_id", m.ID).Str("from", m.From).Str("to", m.To).Msg("tenant moved to another region")
 	return m, nil

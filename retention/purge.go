@@ -31,11 +31,13 @@ var (
 	purgedRows = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_retention_purged_rows_total", Help: "Rows removed by purge runs, by tenant and signal."}, []string{"tenant", "signal"})
 	heldRows   = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_retention_held_rows", Help: "Rows under a legal hold at the last purge run, by tenant and signal."}, []string{"tenant", "signal"})
 	lastPurge  = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tenantscope_retention_last_purge_timestamp_seconds", Help: "When the last purge run finished."})
+	moveEnds   = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_region_moves_total", Help: "Region moves that ended in this process, by outcome (completed or failed)."}, []string{"outcome"})
+	moveTime   = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_region_move_seconds", Help: "How long completed region moves took, pause to transfer record.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
 )
 
 // RegisterMetrics registers the purge metrics on reg.
 func RegisterMetrics(reg prometheus.Registerer, cfg config.Config) error {
-	for _, c := range []prometheus.Collector{purgedRows, heldRows, lastPurge, erasureDue} {
+	for _, c := range []prometheus.Collector{purgedRows, heldRows, lastPurge, erasureDue, moveEnds, moveTime} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("retention metrics: %w", err)
 		}
@@ -46,6 +48,8 @@ func RegisterMetrics(reg prometheus.Registerer, cfg config.Config) error {
 			heldRows.WithLabelValues(t.ID, sig)
 		}
 	}
+	moveEnds.WithLabelValues(MoveCompleted)
+	moveEnds.WithLabelValues(MoveFailed)
 	return nil
 }
 
