@@ -29,13 +29,13 @@ import (
 type Pipeline struct {
 	Config config.Config
 	// Store is the first region's; Stores has every region's, by name.
-	Store    *chstore.Store
-	Stores   map[string]*chstore.Store
+	Store  *chstore.Store
+	Stores map[string]*chstore.Store
 	// EngineAddr is the shared embedded engine's HTTP address.
 	EngineAddr string
-	NATS     *natsbus.Server
-	URL      string
-	Registry *prometheus.Registry
+	NATS       *natsbus.Server
+	URL        string
+	Registry   *prometheus.Registry
 	// Passwords are the tenants' NATS service passwords by tenant id.
 	Passwords map[string]string
 	JS        jetstream.JetStream // the suite's own (admin) connection
