@@ -19,11 +19,16 @@ type MoveConfig struct {
 	LibPath string
 	Dir     string
 	Rows    int // events, logs and spans of the moved tenant (half, a quarter, a quarter)
+	// OtherServer, when set, is the tenantscope binary: the destination
+	// region is then a second engine ("tenantscope engine") that reads the
+	// rows over HTTP, instead of another database of the same engine.
+	OtherServer string
 }
 
 // MoveResult is what it measured.
 type MoveResult struct {
 	Rows, OtherRows int
+	Servers         int // 1: regions in one engine; 2: on two servers
 	LoadSeconds     float64
 	// RawCopy is the engine alone copying the tenant's rows of the three
 	// big tables to another database (INSERT … SELECT), the floor for a move.
@@ -42,14 +47,33 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 	if cfg.Rows == 0 {
 		cfg.Rows = 10_000_000
 	}
-	res := MoveResult{Rows: cfg.Rows, OtherRows: cfg.Rows / 10}
+	res := MoveResult{Rows: cfg.Rows, OtherRows: cfg.Rows / 10, Servers: 1}
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench move: "+format+"\n", a...) }
-	stores, stop, err := migratedDatabases(ctx, cfg.Dir, cfg.LibPath, "move", "bench_from", "bench_to", "bench_raw")
+	stores, addr, stop, err := migratedDatabases(ctx, cfg.Dir, cfg.LibPath, "move", "bench_from", "bench_to", "bench_raw")
 	if err != nil {
 		return res, err
 	}
 	defer stop()
 	st := stores["bench_from"]
+	to := config.Region{Name: "to", Database: "bench_to"}
+	if cfg.OtherServer != "" {
+		res.Servers = 2
+		other, stopOther, err := otherServer(ctx, cfg.OtherServer, cfg.LibPath)
+		if err != nil {
+			return res, err
+		}
+		defer stopOther()
+		for _, db := range []string{"bench_to", "bench_raw"} {
+			s, err := openMigrated(ctx, other, db)
+			if err != nil {
+				return res, err
+			}
+			defer s.Close() //nolint:errcheck // benchmark teardown
+			stores[db] = s
+		}
+		to.DSN = "http://" + other
+		step("destination: a second engine at %s", other)
+	}
 	t0 := time.Now()
 	for _, tenant := range []struct {
 		id string
@@ -77,9 +101,14 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 	}
 	res.LoadSeconds = time.Since(t0).Seconds()
 
+	settle(ctx, st, step)
 	t1 := time.Now()
 	for _, table := range []string{"events", "logs", "spans"} {
-		if err := st.Exec(ctx, "INSERT INTO bench_raw."+table+" SELECT * FROM bench_from."+table+" WHERE tenant_id = 'acme'"); err != nil {
+		from := "bench_from." + table
+		if cfg.OtherServer != "" {
+			from = "url('http://" + addr + "/?database=bench_from&query=SELECT+*+FROM+" + table + "+WHERE+tenant_id+%3D+%27acme%27+FORMAT+Native', 'Native')"
+		}
+		if err := stores["bench_raw"].Exec(ctx, "INSERT INTO bench_raw."+table+" SELECT * FROM "+from+" WHERE tenant_id = 'acme'"); err != nil {
 			return res, fmt.Errorf("raw copy of %s: %w", table, err)
 		}
 	}
@@ -87,13 +116,15 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 	step("the engine alone copied acme's rows in %s", res.RawCopy.Round(time.Millisecond))
 
 	suite := config.Default()
-	suite.Regions = []config.Region{{Name: "from", Database: "bench_from"}, {Name: "to", Database: "bench_to"}}
+	suite.Regions = []config.Region{{Name: "from", Database: "bench_from"}, to}
 	suite.Tenants = []config.Tenant{{ID: "acme", Region: "from"}, {ID: "globex", Region: "from"}}
 	skey, _, err := auditlog.GenerateKey()
 	if err != nil {
 		return res, err
 	}
 	svc := retention.New(suite, map[string]*chstore.Store{"from": st, "to": stores["bench_to"]}, nil, nil, skey, zerolog.Nop())
+	svc.EngineAddr = addr
+	settle(ctx, st, step)
 	t2 := time.Now()
 	m, err := svc.BeginMove(ctx, "acme", "to", auditlog.Actor{Type: "user", ID: "bench"}, "benchmark")
 	if err != nil {
@@ -113,11 +144,30 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 	return res, nil
 }
 
+// settle waits (at most two minutes) for background merges to finish, so
+// the step timed next does not share the CPUs with them.
+func settle(ctx context.Context, st *chstore.Store, step func(string, ...any)) {
+	t0 := time.Now()
+	for time.Since(t0) < 2*time.Minute {
+		var n uint64
+		if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM system.merges"); err != nil || n == 0 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	step("merges settled after %s", time.Since(t0).Round(100*time.Millisecond))
+}
+
 // Table prints the result as a Markdown table.
 func (r MoveResult) Table(w io.Writer) {
-	fmt.Fprintf(w, "| region move of one tenant (%d rows; %d rows of another tenant stay) | value |\n|---|---|\n", r.Rows, r.OtherRows)
+	where := "another database of the same engine"
+	copyHow := "INSERT … SELECT"
+	if r.Servers == 2 {
+		where, copyHow = "a second server, reading over HTTP", "INSERT … SELECT FROM url(…, Native) on the destination"
+	}
+	fmt.Fprintf(w, "| region move of one tenant (%d rows; %d rows of another tenant stay) to %s | value |\n|---|---|\n", r.Rows, r.OtherRows, where)
 	fmt.Fprintf(w, "| load | %.0f s |\n", r.LoadSeconds)
-	fmt.Fprintf(w, "| the engine alone copying the rows (INSERT … SELECT of events, logs, spans) | %.1f s |\n", r.RawCopy.Seconds())
+	fmt.Fprintf(w, "| the engine alone copying the rows of events, logs, spans (%s) | %.1f s |\n", copyHow, r.RawCopy.Seconds())
 	fmt.Fprintf(w, "| the move: pause, copy + verify %d tables, switch, delete at the source, verify, sign | %.1f s |\n", r.Tables, r.Move.Seconds())
 	fmt.Fprintf(w, "| move ÷ raw copy | %.2f |\n", r.Move.Seconds()/r.RawCopy.Seconds())
 	fmt.Fprintf(w, "| rows moved per second | %.0f |\n", float64(r.Rows)/r.Move.Seconds())

@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -15,7 +19,7 @@ import (
 // empty) with a migrated database "bench"; stop closes everything and
 // removes a temporary directory.
 func migratedEngine(ctx context.Context, dir, lib, name string) (st *chstore.Store, stop func(), err error) {
-	stores, stop, err := migratedDatabases(ctx, dir, lib, name, "bench")
+	stores, _, stop, err := migratedDatabases(ctx, dir, lib, name, "bench")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -23,8 +27,8 @@ func migratedEngine(ctx context.Context, dir, lib, name string) (st *chstore.Sto
 }
 
 // migratedDatabases is migratedEngine with a migrated store for each
-// database named, all on the one engine.
-func migratedDatabases(ctx context.Context, dir, lib, name string, dbs ...string) (stores map[string]*chstore.Store, stop func(), err error) {
+// database named, all on the one engine, and the engine's HTTP address.
+func migratedDatabases(ctx context.Context, dir, lib, name string, dbs ...string) (stores map[string]*chstore.Store, addr string, stop func(), err error) {
 	var cleanups []func()
 	stop = func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -38,26 +42,70 @@ func migratedDatabases(ctx context.Context, dir, lib, name string, dbs ...string
 	}()
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "tenantscope-bench-"+name+"-"); err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		cleanups = append(cleanups, func() { _ = os.RemoveAll(dir) }) //nolint:errcheck // benchmark teardown
 	}
 	local, err := engine.StartLocal(engine.Config{Dir: dir, LibPath: lib, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	cleanups = append(cleanups, func() { _ = local.Close(context.Background()) }) //nolint:errcheck // benchmark teardown
 	stores = map[string]*chstore.Store{}
 	for _, db := range dbs {
 		st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: db, Name: db})
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		cleanups = append(cleanups, func() { _ = st.Close() }) //nolint:errcheck // benchmark teardown
 		if _, err = migrations.Up(ctx, st, migrations.Params{Database: db}, nil); err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		stores[db] = st
 	}
-	return stores, stop, nil
+	return stores, local.Addr, stop, nil
+}
+
+// openMigrated opens database db on the server at http://addr and applies
+// the migrations.
+func openMigrated(ctx context.Context, addr, db string) (*chstore.Store, error) {
+	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + addr, Database: db, Name: db})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := migrations.Up(ctx, st, migrations.Params{Database: db}, nil); err != nil {
+		_ = st.Close() //nolint:errcheck // already failing
+		return nil, err
+	}
+	return st, nil
+}
+
+// otherServer starts "tenantscope engine" (binary) on a temporary directory
+// as a second ClickHouse server and returns its HTTP address.
+func otherServer(ctx context.Context, binary, lib string) (addr string, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "tenantscope-bench-other-")
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, binary, "engine", "--data", dir, "--listen", "127.0.0.1:0", "--chdb-lib", lib)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop = func() {
+		_ = cmd.Process.Signal(os.Interrupt) //nolint:errcheck // benchmark teardown
+		_ = cmd.Wait()                       //nolint:errcheck // benchmark teardown
+		_ = os.RemoveAll(dir)                //nolint:errcheck // benchmark teardown
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	_, rest, ok := strings.Cut(line, " at http://")
+	if err != nil || !ok {
+		stop()
+		return "", nil, fmt.Errorf("second engine did not start (%q): %v", line, err)
+	}
+	addr, _, _ = strings.Cut(rest, " ")
+	return addr, stop, nil
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/tenantscope/tenantscope/bench"
@@ -38,10 +39,19 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		fs.SetOutput(stderr)
 		lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
 		rows := fs.Int("rows", 10_000_000, "rows of the moved tenant")
+		two := fs.Bool("two-servers", false, "move to a second engine (this binary's 'engine' command), which reads the rows over HTTP")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		res, err := bench.RunMove(ctx, bench.MoveConfig{LibPath: *lib, Rows: *rows}, stderr)
+		mc := bench.MoveConfig{LibPath: *lib, Rows: *rows}
+		if *two {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			mc.OtherServer = self
+		}
+		res, err := bench.RunMove(ctx, mc, stderr)
 		if err != nil {
 			return err
 		}
