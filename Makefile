@@ -51,6 +51,7 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(BIN) bench cost
 	$(BIN) bench erase
 	$(BIN) bench move
+	$(BIN) bench move --two-servers
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
