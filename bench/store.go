@@ -53,14 +53,11 @@ func migratedDatabases(ctx context.Context, dir, lib, name string, dbs ...string
 	cleanups = append(cleanups, func() { _ = local.Close(context.Background()) }) //nolint:errcheck // benchmark teardown
 	stores = map[string]*chstore.Store{}
 	for _, db := range dbs {
-		st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: db, Name: db})
+		st, err := openMigrated(ctx, local.Addr, db)
 		if err != nil {
 			return nil, "", nil, err
 		}
 		cleanups = append(cleanups, func() { _ = st.Close() }) //nolint:errcheck // benchmark teardown
-		if _, err = migrations.Up(ctx, st, migrations.Params{Database: db}, nil); err != nil {
-			return nil, "", nil, err
-		}
 		stores[db] = st
 	}
 	return stores, local.Addr, stop, nil
