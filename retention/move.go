@@ -378,23 +378,20 @@ type MoveProgress func(step string, table string, done, total int)
 // failure before the switch the copies are removed and the tenant stays.
 func (s *Service) RunMove(ctx context.Context, m Move, progress MoveProgress) (Move, error) {
 	defer moving.Unlock()
-	if progress == nil {
-		progress = func(string, string, int, int) {}
-	}
 	// A move finishes even if its caller goes away: half a move is worse.
 	ctx = context.WithoutCancel(ctx)
 	src, dst := s.side(m.From), s.side(m.To)
-	// The heartbeat stops before the next save, which must be the newest.
-	beat := s.heartbeat(ctx, m)
+	tr := s.track(ctx, m, progress)
 	if s.MoveSettle > 0 {
-		progress("waiting for other processes to pause the tenant", "", 0, 0)
+		tr.step(ctx, "waiting for other processes to pause the tenant", "", 0, 0)
 		time.Sleep(s.MoveSettle)
 	}
 	tabs, err := tenantTables(ctx, src.st)
 	if err == nil {
-		m, err = s.copyTables(ctx, m, src, dst, tabs, progress)
+		m, err = s.copyTables(ctx, m, src, dst, tabs, tr)
 	}
-	beat()
+	tr.stop()
+	m.Detail = ""
 	if err != nil {
 		return s.failMove(ctx, m, dst, tabs, err)
 	}
@@ -410,10 +407,25 @@ func (s *Service) RunMove(ctx context.Context, m Move, progress MoveProgress) (M
 	return m, err
 }
 
-// heartbeat re-saves move m every MoveHeartbeat until stopped (stop may be
-// called more than once), so ResumeMoves in another process never takes it
-// for interrupted.
-func (s *Service) heartbeat(ctx context.Context, m Move) (stop func()) {
+// tracker keeps a running move's record current: the step it is at (in
+// Detail, for the API and the page) at every step, and a heartbeat every
+// MoveHeartbeat, so ResumeMoves in another process never takes it for
+// interrupted. Saves are serialized; stop ends it before the move's next
+// save of its own, which must be the newest.
+type tracker struct {
+	s        *Service
+	progress MoveProgress
+	mu       sync.Mutex
+	m        Move
+	stopped  bool
+	stop     func()
+}
+
+func (s *Service) track(ctx context.Context, m Move, progress MoveProgress) *tracker {
+	if progress == nil {
+		progress = func(string, string, int, int) {}
+	}
+	tr := &tracker{s: s, m: m, progress: progress}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -426,14 +438,46 @@ func (s *Service) heartbeat(ctx context.Context, m Move) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				if err := s.saveMove(ctx, m); err != nil {
-					s.log.Warn().Err(err).Str("move_id", m.ID).Msg("region move heartbeat")
-				}
+				tr.save(ctx, nil)
 			}
 		}
 	}()
 	var once sync.Once
-	return func() { once.Do(func() { close(done); wg.Wait() }) }
+	tr.stop = func() {
+		once.Do(func() {
+			tr.mu.Lock()
+			tr.stopped = true
+			tr.mu.Unlock()
+			close(done)
+			wg.Wait()
+		})
+	}
+	return tr
+}
+
+// save stores the record, changed by change first (when not nil).
+func (tr *tracker) save(ctx context.Context, change func(*Move)) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.stopped {
+		return
+	}
+	if change != nil {
+		change(&tr.m)
+	}
+	if err := tr.s.saveMove(ctx, tr.m); err != nil {
+		tr.s.log.Warn().Err(err).Str("move_id", tr.m.ID).Msg("region move progress not saved")
+	}
+}
+
+// step reports a step to the caller and in the move's record.
+func (tr *tracker) step(ctx context.Context, step, table string, done, total int) {
+	tr.progress(step, table, done, total)
+	detail := step
+	if table != "" && total > 0 {
+		detail = fmt.Sprintf("%s %s (table %d of %d)", step, table, min(done+1, total), total)
+	}
+	tr.save(ctx, func(m *Move) { m.Detail = detail })
 }
 
 func (s *Service) regionNamed(name string) config.Region {
@@ -471,7 +515,7 @@ func merges(ctx context.Context, d side, verb string, tabs []tenantTable) error 
 	return errors.Join(errs...)
 }
 
-func (s *Service) copyTables(ctx context.Context, m Move, src, dst side, tabs []tenantTable, progress MoveProgress) (Move, error) {
+func (s *Service) copyTables(ctx context.Context, m Move, src, dst side, tabs []tenantTable, tr *tracker) (Move, error) {
 	err := merges(ctx, src, "STOP", tabs)
 	if err == nil {
 		err = merges(ctx, dst, "STOP", tabs)
@@ -494,7 +538,7 @@ func (s *Service) copyTables(ctx context.Context, m Move, src, dst side, tabs []
 		if t.derived {
 			continue
 		}
-		progress("copying", t.name, i, len(tabs))
+		tr.step(ctx, "copying", t.name, i, len(tabs))
 		before, err := fingerprint(ctx, src, t, m.Tenant)
 		if err != nil {
 			return m, err
@@ -519,7 +563,7 @@ func (s *Service) copyTables(ctx context.Context, m Move, src, dst side, tabs []
 	}
 	// A write that reached the source after its table was copied would be
 	// lost with the source rows: check nothing changed while copying.
-	progress("verifying", "", len(tabs), len(tabs))
+	tr.step(ctx, "verifying the source did not change", "", len(tabs), len(tabs))
 	i := 0
 	for _, t := range tabs {
 		if t.derived {
@@ -641,9 +685,6 @@ func (s *Service) failMove(ctx context.Context, m Move, dst side, tabs []tenantT
 // finishMove deletes the tenant's rows at the source, checks none remain,
 // and issues the signed transfer record.
 func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress) (Move, error) {
-	if progress == nil {
-		progress = func(string, string, int, int) {}
-	}
 	src := s.stores[m.From]
 	tabs, err := tenantTables(ctx, src)
 	if err != nil {
@@ -651,11 +692,11 @@ func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress)
 	}
 	// A long delete beats too, so no other process takes the move for
 	// interrupted and finishes it a second time.
-	beat := s.heartbeat(ctx, m)
-	defer beat()
+	tr := s.track(ctx, m, progress)
+	defer tr.stop()
 	left := uint64(0)
 	for i, t := range tabs {
-		progress("deleting at the source", t.name, i, len(tabs))
+		tr.step(ctx, "deleting at the source", t.name, i, len(tabs))
 		if err := src.Exec(ctx, "ALTER TABLE "+ident(t.name)+" DELETE WHERE tenant_id = ? SETTINGS mutations_sync = 2", m.Tenant); err != nil {
 			return m, fmt.Errorf("delete %s at the source: %w", t.name, err)
 		}
@@ -669,28 +710,28 @@ func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress)
 		return m, fmt.Errorf("%d rows of tenant %s remain in region %s after the deletes; the move stays in state %s", left, m.Tenant, m.From, MoveDeleting)
 	}
 	done := s.Now().UTC().Truncate(time.Millisecond)
-	tr := Transfer{Version: 1, Move: m.ID, Tenant: m.Tenant, From: m.From, To: m.To, Tables: m.Tables, Regenerated: derivedTables,
+	note := Transfer{Version: 1, Move: m.ID, Tenant: m.Tenant, From: m.From, To: m.To, Tables: m.Tables, Regenerated: derivedTables,
 		ChainHead: m.ChainHead, Reason: m.Reason, RequestedBy: m.RequestedBy, StartedAt: m.StartedAt, CompletedAt: done,
 		SourceEmpty: true, ChainRecordID: uuid.NewString()}
-	signed, err := s.signNote(TransferOrigin(m.Tenant), tr)
+	signed, err := s.signNote(TransferOrigin(m.Tenant), note)
 	if err != nil {
 		return m, err
 	}
 	m.State, m.Transfer, m.FinishedAt, m.Detail = MoveCompleted, signed, &done, ""
-	beat() // the completed record must be the newest
+	tr.stop() // the completed record must be the newest
 	if err := s.saveMove(ctx, m); err != nil {
 		return m, err
 	}
 	actor := auditlog.Actor{Type: "user", ID: m.RequestedBy}
 	meta := map[string]string{"move_id": m.ID, "from_region": m.From, "to_region": m.To, "transfer": signed}
-	rec := auditlog.Record{RecordID: uuid.MustParse(tr.ChainRecordID), TenantID: m.Tenant, Time: done, Actor: actor, Action: "tenant.region_moved",
+	rec := auditlog.Record{RecordID: uuid.MustParse(note.ChainRecordID), TenantID: m.Tenant, Time: done, Actor: actor, Action: "tenant.region_moved",
 		Target: auditlog.Target{Type: "tenant", ID: m.Tenant}, Outcome: "success", Reason: m.Reason, SourceService: "tenantscope-retention", Metadata: meta}
 	if err := s.audit.Record(ctx, rec); err != nil {
 		s.log.Error().Err(err).Str("tenant_id", m.Tenant).Str("move_id", m.ID).Msg("could not chain a transfer record")
 	}
 	s.recordOutcome(ctx, config.PlatformTenant, actor, "tenant.region_moved", m.Tenant, m.Reason, "success", "", meta)
 	moveEnds.WithLabelValues(MoveCompleted).Inc()
-	progress("completed", "", len(tabs), len(tabs))
+	tr.progress("completed", "", len(tabs), len(tabs))
 	s.log.Info().Str("tenant_id", m.Tenant).Str("move_id", m.ID).Str("from", m.From).Str("to", m.To).Msg("tenant moved to another region")
 	return m, nil
 }

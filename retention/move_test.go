@@ -142,12 +142,19 @@ func TestRegionMoveCopiesVerifiesDeletesAndSigns(t *testing.T) {
 	f.publishEvents(t, "acme", 100)
 	var mu sync.Mutex
 	var steps []string
+	var shown string // what the API and the page showed at the copy of logs
 	m, err = f.svc.RunMove(ctx, m, func(step, table string, done, total int) {
 		mu.Lock()
 		defer mu.Unlock()
 		steps = append(steps, step+" "+table)
+		if step == "copying" && table == "logs" {
+			ms, err := f.svc.Moves(ctx, "acme")
+			require.NoError(t, err)
+			shown = ms[0].State + ": " + ms[0].Detail
+		}
 	})
 	require.NoError(t, err)
+	require.Regexp(t, `^copying: copying \w+ \(table \d+ of \d+\)$`, shown, "a running move shows its step")
 	require.Equal(t, retention.MoveCompleted, m.State)
 	require.Contains(t, steps, "copying events")
 	require.Contains(t, steps, "deleting at the source events")
