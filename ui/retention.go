@@ -28,6 +28,8 @@ type RetentionView struct {
 	// regions it may move to.
 	Moves   []retention.Move
 	Targets []string
+	// Refresh reloads the page every this many seconds while a move runs.
+	Refresh int
 	Message string
 	Failed  bool
 }
@@ -60,6 +62,9 @@ func (u *UI) retentionView(r *http.Request, s *Session, tenant string) (Retentio
 		if r != v.Residency.Pinned {
 			v.Targets = append(v.Targets, r)
 		}
+	}
+	if len(v.Moves) > 0 && (v.Moves[0].State == retention.MoveCopying || v.Moves[0].State == retention.MoveDeleting) {
+		v.Refresh = 3
 	}
 	if v.Manage {
 		if v.Holds, err = u.Retention.Holds(ctx, tenant); err != nil {

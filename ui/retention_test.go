@@ -119,6 +119,18 @@ func TestRegionMoveFromTheRetentionPage(t *testing.T) {
 	require.Equal(t, "us", tr.To)
 	require.Contains(t, doc.Find(`[data-testid="residency-summary"]`).Text(), "Pinned to us")
 	require.Equal(t, "default", doc.Find(`[data-testid="move-form"] option`).Text(), "it may move back")
+	require.Zero(t, doc.Find(`meta[data-testid="refresh"]`).Length(), "nothing runs: no reloading")
+
+	// While a move runs the page reloads itself to follow it.
+	m, err := f.ui.Retention.BeginMove(ctx, "globex", "us", auditlog.Actor{Type: "user", ID: "carol"}, "follow me")
+	require.NoError(t, err)
+	_, doc = page(t, c, "GET", f.url+"/ui/tenants/globex/retention", nil)
+	require.True(t, strings.HasPrefix(doc.Find(`[data-testid="move-state"]`).First().Text(), "copying"))
+	require.Equal(t, 1, doc.Find(`meta[data-testid="refresh"]`).Length())
+	m, err = f.ui.Retention.RunMove(ctx, m, nil)
+	require.NoError(t, err)
+	_, doc = page(t, c, "GET", f.url+"/ui/tenants/globex/retention", nil)
+	require.Zero(t, doc.Find(`meta[data-testid="refresh"]`).Length())
 	var n uint64
 	require.NoError(t, f.stores["us"].QueryRow(ctx, []any{&n}, "SELECT count() FROM events WHERE tenant_id = 'acme'"))
 	require.EqualValues(t, 4, n)
