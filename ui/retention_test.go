@@ -127,7 +127,7 @@ func TestRegionMoveFromTheRetentionPage(t *testing.T) {
 	_, doc = page(t, c, "GET", f.url+"/ui/tenants/globex/retention", nil)
 	require.True(t, strings.HasPrefix(doc.Find(`[data-testid="move-state"]`).First().Text(), "copying"))
 	require.Equal(t, 1, doc.Find(`meta[data-testid="refresh"]`).Length())
-	m, err = f.ui.Retention.RunMove(ctx, m, nil)
+	_, err = f.ui.Retention.RunMove(ctx, m, nil)
 	require.NoError(t, err)
 	_, doc = page(t, c, "GET", f.url+"/ui/tenants/globex/retention", nil)
 	require.Zero(t, doc.Find(`meta[data-testid="refresh"]`).Length())
