@@ -261,7 +261,11 @@ func TestRegionMoveRefusesAFullDestinationAndUndoesAnInterruptedCopy(t *testing.
 	}, 30*time.Second, 50*time.Millisecond)
 	us := f.p.Stores["us"]
 	require.NoError(t, us.Exec(ctx, "INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, retention_days) SELECT 'globex', 'crm', 'stray', now64(3), generateUUIDv4(number), 'a', 'e', 1, '{}', 30 FROM numbers(3)"))
-	_, err := f.svc.BeginMove(ctx, "globex", "us", carol, "r")
+	res, err := f.svc.Residency(ctx, "globex")
+	require.NoError(t, err)
+	require.False(t, res.OK, "the report reads the stores: rows outside the pinned region show")
+	require.Contains(t, res.Locations, retention.Location{Region: "us", Table: "events", Rows: 3})
+	_, err = f.svc.BeginMove(ctx, "globex", "us", carol, "r")
 	require.ErrorIs(t, err, retention.ErrConflict)
 	require.ErrorContains(t, err, "region us already holds 3 rows of tenant globex in events")
 	require.False(t, f.p.Config.Placement().Moving("globex"))

@@ -23,7 +23,8 @@ type Residency struct {
 }
 
 // Residency reads, from every region's store itself, where the tenant's
-// rows are.
+// rows are: every table with tenant rows (found in system.columns, as a
+// region move copies them), not only the signals.
 func (s *Service) Residency(ctx context.Context, tenant string) (Residency, error) {
 	r, ok := s.cfg.RegionOf(tenant)
 	if !ok {
@@ -37,15 +38,19 @@ func (s *Service) Residency(ctx context.Context, tenant string) (Residency, erro
 	sort.Strings(names)
 	for _, region := range names {
 		st := s.stores[region]
-		for _, sig := range []string{"events", "logs", "spans", "audit_records"} {
+		tabs, err := tenantTables(ctx, st)
+		if err != nil {
+			return rep, fmt.Errorf("residency %s: %w", region, err)
+		}
+		for _, t := range tabs {
 			var n uint64
-			if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+tables[sig].name+" WHERE tenant_id = ?", tenant); err != nil {
+			if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+ident(t.name)+" WHERE tenant_id = ?", tenant); err != nil {
 				return rep, fmt.Errorf("residency %s: %w", region, err)
 			}
 			if n == 0 {
 				continue
 			}
-			rep.Locations = append(rep.Locations, Location{Region: region, Table: sig, Rows: n})
+			rep.Locations = append(rep.Locations, Location{Region: region, Table: t.name, Rows: n})
 			if region != r.Name {
 				rep.OK = false
 			}

@@ -267,7 +267,15 @@ func TestResidencyReportReadsTheStores(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, rep.OK)
 	require.Equal(t, "default", rep.Pinned)
-	require.Len(t, rep.Locations, 3)
+	at := map[string]uint64{}
+	for _, l := range rep.Locations {
+		at[l.Table] = l.Rows
+	}
+	require.EqualValues(t, 3, at["events"])
+	require.EqualValues(t, 3, at["logs"])
+	require.EqualValues(t, 3, at["spans"])
+	require.NotZero(t, at["usage_hourly"], "derived tables count too: all of the tenant's rows")
+	require.NotContains(t, at, "audit_records", "none were written")
 	_, err = f.svc.Residency(ctx, "nobody")
 	require.ErrorIs(t, err, retention.ErrNotFound)
 }
