@@ -67,6 +67,26 @@ func (p *Placement) Write(tenant string) (release func(), ok bool) {
 	return l.RUnlock, true
 }
 
+// WriteAll is Write for several tenants at once: blocked names a tenant
+// being moved (and nothing is held); otherwise release ends every write.
+func (p *Placement) WriteAll(tenants []string) (release func(), blocked string) {
+	var held []func()
+	release = func() {
+		for _, r := range held {
+			r()
+		}
+	}
+	for _, t := range tenants {
+		r, ok := p.Write(t)
+		if !ok {
+			release()
+			return nil, t
+		}
+		held = append(held, r)
+	}
+	return release, ""
+}
+
 // Pause marks tenant as being moved, after the writes in progress in this
 // process end.
 func (p *Placement) Pause(tenant string) {

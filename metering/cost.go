@@ -260,11 +260,17 @@ func (s *Service) Close(ctx context.Context, p Period, by string) (CostReport, e
 	if p.To.After(s.Now()) {
 		return CostReport{}, fmt.Errorf("%w: %s ends %s; close it after that", ErrInvalid, p.Name, p.To.Format(time.DateOnly))
 	}
+	// Every tenant is held for writing until its snapshot is stored: a
+	// region move waits, and one in progress refuses the close.
+	ids := make([]string, 0, len(s.cfg.Tenants))
 	for _, t := range s.cfg.Tenants {
-		if s.cfg.Placement().Moving(t.ID) {
-			return CostReport{}, fmt.Errorf("%w (tenant %s)", ErrMoving, t.ID)
-		}
+		ids = append(ids, t.ID)
 	}
+	release, blocked := s.cfg.Placement().WriteAll(ids)
+	if blocked != "" {
+		return CostReport{}, fmt.Errorf("%w (tenant %s)", ErrMoving, blocked)
+	}
+	defer release()
 	if c, err := s.snapshot(ctx, p); err != nil {
 		return CostReport{}, err
 	} else if c != nil {
@@ -312,9 +318,11 @@ func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amount fl
 	if err != nil {
 		return Adjustment{}, fmt.Errorf("%w: unknown tenant %q", ErrInvalid, tenant)
 	}
-	if s.cfg.Placement().Moving(tenant) {
+	release, writable := s.cfg.Placement().Write(tenant)
+	if !writable {
 		return Adjustment{}, fmt.Errorf("%w (tenant %s)", ErrMoving, tenant)
 	}
+	defer release()
 	reason = strings.TrimSpace(reason)
 	if reason == "" || len(reason) > 500 {
 		return Adjustment{}, fmt.Errorf("%w: a reason (1 to 500 characters) is required", ErrInvalid)
