@@ -1,22 +1,56 @@
 package config
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Placement is where tenants live now. A region move (the retention
 // engine's job, recorded in the platform store) overrides the region a
 // tenant is configured with, and a tenant being moved is paused: nothing
 // writes its data until the move ends. Copies of a Config share one
 // Placement, so every component of a process sees a move at once.
+//
+// Each entry carries the version of the move record it comes from: a
+// reload that read the records before the move's latest save cannot undo
+// what the process running the move set since.
 type Placement struct {
-	mu     sync.Mutex
-	region map[string]string        // tenant -> region after a move
-	moving map[string]bool          // tenants being moved
-	locks  map[string]*sync.RWMutex // writers of a tenant's data hold it for reading
+	mu      sync.Mutex
+	region  map[string]string        // tenant -> region after a move
+	moving  map[string]bool          // tenants being moved
+	version map[string]uint64        // tenant -> version of the move record behind its entry
+	locks   map[string]*sync.RWMutex // writers of a tenant's data hold it for reading
+	// maxStale, when set, makes Write refuse every tenant while the last
+	// successful reload (Loaded) is older: a process that cannot read the
+	// moves stops writing rather than write into a region being left.
+	maxStale time.Duration
+	loaded   time.Time
 }
 
 // NewPlacement is a placement with no moves.
 func NewPlacement() *Placement {
-	return &Placement{region: map[string]string{}, moving: map[string]bool{}, locks: map[string]*sync.RWMutex{}}
+	return &Placement{region: map[string]string{}, moving: map[string]bool{}, version: map[string]uint64{}, locks: map[string]*sync.RWMutex{}}
+}
+
+// FailClosedAfter makes Write refuse while the placement has not been
+// reloaded (Loaded) for longer than d, counting from now.
+func (p *Placement) FailClosedAfter(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.maxStale, p.loaded = d, time.Now()
+}
+
+// Loaded records a successful reload of the moves.
+func (p *Placement) Loaded() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.loaded = time.Now()
+}
+
+func (p *Placement) stale() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.maxStale > 0 && time.Since(p.loaded) > p.maxStale
 }
 
 func (p *Placement) lock(tenant string) *sync.RWMutex {
@@ -52,15 +86,17 @@ func (p *Placement) Moving(tenant string) bool {
 }
 
 // Write is called before writing tenant's data: ok is false while the
-// tenant is being moved (the caller leaves the data for later); otherwise
-// release must be called when the write is done, and a move waits for it.
+// tenant is being moved, or while the placement is stale (the caller leaves
+// the data for later); otherwise release must be called when the write is
+// done, and a move waits for it. Do not call it again for the same tenant
+// before releasing: a pending pause would block the second call.
 func (p *Placement) Write(tenant string) (release func(), ok bool) {
 	if p == nil {
 		return func() {}, true
 	}
 	l := p.lock(tenant)
 	l.RLock()
-	if p.Moving(tenant) {
+	if p.Moving(tenant) || p.stale() {
 		l.RUnlock()
 		return nil, false
 	}
@@ -87,22 +123,25 @@ func (p *Placement) WriteAll(tenants []string) (release func(), blocked string) 
 	return release, ""
 }
 
-// Pause marks tenant as being moved, after the writes in progress in this
-// process end.
-func (p *Placement) Pause(tenant string) {
+// Pause marks tenant as being moved (by the move record of this version),
+// after the writes in progress in this process end.
+func (p *Placement) Pause(tenant string, version uint64) {
 	l := p.lock(tenant)
 	l.Lock()
 	defer l.Unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.moving[tenant] = true
+	p.Set(tenant, "", true, version)
 }
 
-// Set records where tenant lives (region, when not empty) and whether it is
-// being moved.
-func (p *Placement) Set(tenant, region string, moving bool) {
+// Set records what the move record of this version says: where tenant
+// lives (region, when not empty) and whether it is being moved. A record
+// older than the one behind the tenant's entry changes nothing.
+func (p *Placement) Set(tenant, region string, moving bool, version uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if version < p.version[tenant] {
+		return
+	}
+	p.version[tenant] = version
 	if region != "" {
 		p.region[tenant] = region
 	}

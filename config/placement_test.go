@@ -20,7 +20,7 @@ func TestPlacementPauseWaitsForWrites(t *testing.T) {
 	require.True(t, ok)
 	var paused atomic.Bool
 	go func() {
-		p.Pause("a")
+		p.Pause("a", 1)
 		paused.Store(true)
 	}()
 	require.Never(t, paused.Load, 200*time.Millisecond, 10*time.Millisecond, "the pause waits for the write in progress")
@@ -30,11 +30,11 @@ func TestPlacementPauseWaitsForWrites(t *testing.T) {
 	require.False(t, ok)
 	_, blocked := p.WriteAll([]string{"b", "a"})
 	require.Equal(t, "a", blocked)
-	p.Pause("b") // returns at once: WriteAll released b
-	p.Set("b", "", false)
+	p.Pause("b", 2) // returns at once: WriteAll released b
+	p.Set("b", "", false, 3)
 
 	copied := cfg
-	p.Set("a", "us", false)
+	p.Set("a", "us", false, 4)
 	r, _ := copied.RegionOf("a")
 	require.Equal(t, "us", r.Name, "a copy sees the move")
 	release, ok = copied.Placement().Write("a")
@@ -42,4 +42,19 @@ func TestPlacementPauseWaitsForWrites(t *testing.T) {
 	release()
 	r, _ = cfg.RegionOf("b")
 	require.Equal(t, "eu", r.Name)
+
+	// A reload that read the moves before the latest save changes nothing.
+	p.Set("a", "eu", true, 3)
+	require.False(t, p.Moving("a"))
+	r, _ = cfg.RegionOf("a")
+	require.Equal(t, "us", r.Name)
+
+	// A process that cannot reload its placement stops writing.
+	p.FailClosedAfter(time.Millisecond)
+	require.Eventually(t, func() bool { _, ok := p.Write("b"); return !ok }, time.Second, time.Millisecond)
+	p.Loaded()
+	p.FailClosedAfter(time.Hour)
+	release, ok = p.Write("b")
+	require.True(t, ok)
+	release()
 }

@@ -314,8 +314,7 @@ type Adjustment struct {
 
 // Adjust adds a correction to a closed period of tenant.
 func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amount float64, reason, by string) (Adjustment, error) {
-	st, err := s.StoreOf(tenant)
-	if err != nil {
+	if _, err := s.StoreOf(tenant); err != nil {
 		return Adjustment{}, fmt.Errorf("%w: unknown tenant %q", ErrInvalid, tenant)
 	}
 	release, writable := s.cfg.Placement().Write(tenant)
@@ -323,6 +322,10 @@ func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amount fl
 		return Adjustment{}, fmt.Errorf("%w (tenant %s)", ErrMoving, tenant)
 	}
 	defer release()
+	st, err := s.StoreOf(tenant) // where the tenant lives while it is held
+	if err != nil {
+		return Adjustment{}, err
+	}
 	reason = strings.TrimSpace(reason)
 	if reason == "" || len(reason) > 500 {
 		return Adjustment{}, fmt.Errorf("%w: a reason (1 to 500 characters) is required", ErrInvalid)

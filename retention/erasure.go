@@ -80,6 +80,13 @@ func subjectHash(tenant, subject string) string {
 // compliance officer, and nothing is deleted. Audit records are kept (their
 // chain must stay verifiable) and listed as retained in the certificate.
 func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool, by string) (Erasure, error) {
+	if !dryRun {
+		release, err := s.hold(tenant)
+		if err != nil {
+			return Erasure{}, err
+		}
+		defer release()
+	}
 	st, err := s.StoreOf(tenant)
 	if err != nil {
 		return Erasure{}, err
@@ -87,9 +94,6 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	subject = strings.TrimSpace(subject)
 	if subject == "" {
 		return Erasure{}, fmt.Errorf("%w: name the data subject's identifier", ErrInvalid)
-	}
-	if err := s.writable(tenant); err != nil && !dryRun {
-		return Erasure{}, err
 	}
 	now := s.Now().UTC().Truncate(time.Millisecond)
 	e := Erasure{ID: newID("erase_"), Tenant: tenant, SubjectHash: subjectHash(tenant, subject), Counts: map[string]uint64{},

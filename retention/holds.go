@@ -46,10 +46,12 @@ func (s *Service) Holds(ctx context.Context, tenant string) ([]Hold, error) {
 // PlaceHold places a hold (a reason is required) and marks what it covers
 // at once.
 func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, from, to *time.Time, reason string, by auditlog.Actor) (Hold, error) {
-	st, err := s.StoreOf(tenant)
-	if err == nil {
-		err = s.writable(tenant)
+	release, err := s.hold(tenant)
+	if err != nil {
+		return Hold{}, err
 	}
+	defer release()
+	st, err := s.StoreOf(tenant)
 	if err != nil {
 		return Hold{}, err
 	}
@@ -83,6 +85,7 @@ func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, f
 		return Hold{}, err
 	}
 	s.record(ctx, tenant, by, "retention.hold_placed", "legal_hold", h.ID, reason, map[string]any{"after": map[string]any{"kind": kind, "subject": subject, "from": from, "to": to}}, nil)
+	release() // the purge holds the tenant itself
 	if _, err := s.Purge(ctx, tenant, "hold placed", by); err != nil {
 		return h, fmt.Errorf("hold placed; marking its data failed (the next purge run retries): %w", err)
 	}
@@ -92,10 +95,12 @@ func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, f
 // LiftHold lifts an active hold; its data returns to its policy (and what
 // is past it goes at the next purge run, which this runs).
 func (s *Service) LiftHold(ctx context.Context, tenant, id, reason string, by auditlog.Actor) (Hold, error) {
-	st, err := s.StoreOf(tenant)
-	if err == nil {
-		err = s.writable(tenant)
+	release, err := s.hold(tenant)
+	if err != nil {
+		return Hold{}, err
 	}
+	defer release()
+	st, err := s.StoreOf(tenant)
 	if err != nil {
 		return Hold{}, err
 	}
@@ -119,6 +124,7 @@ func (s *Service) LiftHold(ctx context.Context, tenant, id, reason string, by au
 			return h, err
 		}
 		s.record(ctx, tenant, by, "retention.hold_lifted", "legal_hold", h.ID, reason, map[string]any{"before": map[string]any{"active": true}, "after": map[string]any{"active": false}}, nil)
+		release() // the purge holds the tenant itself
 		if _, err := s.Purge(ctx, tenant, "hold lifted", by); err != nil {
 			return h, fmt.Errorf("hold lifted; releasing its data failed (the next purge run retries): %w", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,6 +69,8 @@ type Move struct {
 	// UpdatedAt is the move's last heartbeat or change: a running move
 	// beats every MoveHeartbeat, so one not updated for long was interrupted.
 	UpdatedAt time.Time `json:"updated_at"`
+	// Version orders the record's saves (its UnixNano when saved).
+	Version uint64 `json:"-"`
 }
 
 // MoveHeartbeat is how often a running move updates its record;
@@ -134,16 +137,27 @@ func (s *Service) LoadPlacement(ctx context.Context) error {
 			region[m.Tenant] = m.To
 		}
 	}
+	configured := func(r string) bool {
+		return slices.ContainsFunc(s.cfg.Regions, func(c config.Region) bool { return c.Name == r })
+	}
 	var errs []error
 	for tenant, m := range last {
 		r := region[tenant]
-		if r != "" && !slices.ContainsFunc(s.cfg.Regions, func(c config.Region) bool { return c.Name == r }) {
+		if r != "" && !configured(r) {
 			errs = append(errs, fmt.Errorf("tenant %s was moved to region %q (move %s), which is not configured", tenant, r, m.ID))
 			continue
 		}
-		p.Set(tenant, r, m.State == MoveCopying)
+		if (m.State == MoveCopying || m.State == MoveDeleting) && (!configured(m.From) || !configured(m.To)) {
+			errs = append(errs, fmt.Errorf("tenant %s is being moved from region %q to %q (move %s), and both must be configured until it ends", tenant, m.From, m.To, m.ID))
+			continue
+		}
+		p.Set(tenant, r, m.State == MoveCopying, m.Version)
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	p.Loaded()
+	return nil
 }
 
 // WatchPlacement reloads the placement every interval, so processes other
@@ -182,7 +196,7 @@ func (s *Service) Moves(ctx context.Context, tenant string) ([]Move, error) {
 	out := make([]Move, 0, len(rows))
 	for _, r := range rows {
 		m := Move{ID: r.ID, Tenant: r.Tenant, From: r.From, To: r.To, State: r.State, Detail: r.Detail, Reason: r.Reason,
-			Transfer: r.Transfer, RequestedBy: r.By, StartedAt: r.Started.UTC(), FinishedAt: r.Finished, UpdatedAt: time.Unix(0, int64(r.Version)).UTC()}
+			Transfer: r.Transfer, RequestedBy: r.By, StartedAt: r.Started.UTC(), FinishedAt: r.Finished, UpdatedAt: time.Unix(0, int64(r.Version)).UTC(), Version: r.Version}
 		var st moveState
 		if r.Tables != "" {
 			if err := json.Unmarshal([]byte(r.Tables), &st); err != nil {
@@ -201,18 +215,30 @@ type moveState struct {
 	Chain  ChainPos     `json:"chain"`
 }
 
-func (s *Service) saveMove(ctx context.Context, m Move) error {
+// lastVersion keeps the versions this process gives move records rising.
+var lastVersion atomic.Uint64
+
+// saveMove stores m as its newest version and returns the version.
+func (s *Service) saveMove(ctx context.Context, m Move) (uint64, error) {
 	st, err := json.Marshal(moveState{Tables: m.Tables, Chain: m.ChainHead})
 	if err != nil {
-		return err
+		return 0, err
+	}
+	v := uint64(time.Now().UnixNano())
+	for {
+		last := lastVersion.Load()
+		v = max(v, last+1)
+		if lastVersion.CompareAndSwap(last, v) {
+			break
+		}
 	}
 	err = s.platformStore().Exec(ctx, `INSERT INTO region_moves (id, tenant_id, from_region, to_region, state, detail, reason, tables, transfer, requested_by, started_at, finished_at, version)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.ID, m.Tenant, m.From, m.To, m.State, m.Detail, m.Reason, string(st), m.Transfer,
-		m.RequestedBy, m.StartedAt, m.FinishedAt, uint64(s.Now().UnixNano()))
+		m.RequestedBy, m.StartedAt, m.FinishedAt, v)
 	if err != nil {
-		return fmt.Errorf("save region move %s: %w", m.ID, err)
+		return 0, fmt.Errorf("save region move %s: %w", m.ID, err)
 	}
-	return nil
+	return v, nil
 }
 
 // BeginMove checks a move of tenant to region to, records it and pauses the
@@ -262,7 +288,18 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 	if s.cfg.Placement().Moving(tenant) {
 		return Move{}, fmt.Errorf("%w: tenant %s is being moved already", ErrConflict, tenant)
 	}
+	// Another process may be moving it (or have left a move to finish).
+	prev, err := s.Moves(ctx, tenant)
+	if err != nil {
+		return Move{}, err
+	}
+	if len(prev) > 0 && (prev[0].State == MoveCopying || prev[0].State == MoveDeleting) {
+		return Move{}, fmt.Errorf("%w: tenant %s has a move in state %s (%s); it is finished or undone first", ErrConflict, tenant, prev[0].State, prev[0].ID)
+	}
 	src, dstStore := s.stores[from.Name], s.stores[dst.Name]
+	if src == nil || dstStore == nil {
+		return Move{}, fmt.Errorf("retention: no store for region %s or %s", from.Name, dst.Name)
+	}
 	tabs, err := tenantTables(ctx, src)
 	if err != nil {
 		return Move{}, err
@@ -278,10 +315,11 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 	}
 	m := Move{ID: "mv_" + uuid.NewString(), Tenant: tenant, From: from.Name, To: to, State: MoveCopying, Reason: reason,
 		RequestedBy: by.ID, StartedAt: s.Now().UTC().Truncate(time.Millisecond)}
-	if err := s.saveMove(ctx, m); err != nil {
+	v, err := s.saveMove(ctx, m)
+	if err != nil {
 		return Move{}, err
 	}
-	s.cfg.Placement().Pause(tenant)
+	s.cfg.Placement().Pause(tenant, v)
 	unlock = false // RunMove unlocks
 	return m, nil
 }
@@ -395,16 +433,50 @@ func (s *Service) RunMove(ctx context.Context, m Move, progress MoveProgress) (M
 	if err != nil {
 		return s.failMove(ctx, m, dst, tabs, err)
 	}
-	m.State = MoveDeleting
-	if err := s.saveMove(ctx, m); err != nil {
-		return s.failMove(ctx, m, dst, tabs, err)
+	// The move must still be ours: a process that took it for interrupted
+	// (no heartbeat for MoveStale) may have undone it meanwhile.
+	cur, err := s.moveRecord(ctx, m)
+	if err != nil {
+		return m, fmt.Errorf("region move %s: %w; the tenant stays paused until the move is resumed or undone", m.ID, err)
 	}
-	s.cfg.Placement().Set(m.Tenant, m.To, false)
+	if cur.State != MoveCopying {
+		return s.failMove(ctx, m, dst, tabs, fmt.Errorf("the move was %s by another process meanwhile", cur.State))
+	}
+	m.State = MoveDeleting
+	v, err := s.saveMove(ctx, m)
+	if err != nil {
+		// The save may have landed anyway: read it back before undoing.
+		cur, rerr := s.moveRecord(ctx, m)
+		switch {
+		case rerr == nil && cur.State == MoveCopying:
+			m.State = MoveCopying
+			return s.failMove(ctx, m, dst, tabs, err)
+		case rerr == nil && cur.State == MoveDeleting:
+			v = cur.Version
+		default:
+			return m, fmt.Errorf("region move %s: the switch could not be recorded or read back: %w; the tenant stays paused until the move is resumed", m.ID, errors.Join(err, rerr))
+		}
+	}
+	s.cfg.Placement().Set(m.Tenant, m.To, false, v)
 	m, err = s.finishMove(ctx, m, progress)
 	if err == nil {
 		moveTime.Observe(m.FinishedAt.Sub(m.StartedAt).Seconds())
 	}
 	return m, err
+}
+
+// moveRecord reads m's stored record.
+func (s *Service) moveRecord(ctx context.Context, m Move) (Move, error) {
+	ms, err := s.Moves(ctx, m.Tenant)
+	if err != nil {
+		return Move{}, err
+	}
+	for _, x := range ms {
+		if x.ID == m.ID {
+			return x, nil
+		}
+	}
+	return Move{}, fmt.Errorf("region move %s is not recorded", m.ID)
 }
 
 // tracker keeps a running move's record current: the step it is at (in
@@ -465,7 +537,7 @@ func (tr *tracker) save(ctx context.Context, change func(*Move)) {
 	if change != nil {
 		change(&tr.m)
 	}
-	if err := tr.s.saveMove(ctx, tr.m); err != nil {
+	if _, err := tr.s.saveMove(ctx, tr.m); err != nil {
 		tr.s.log.Warn().Err(err).Str("move_id", tr.m.ID).Msg("region move progress not saved")
 	}
 }
@@ -589,7 +661,9 @@ func (s *Service) copyTables(ctx context.Context, m Move, src, dst side, tabs []
 func (s *Service) copySQL(src, dst side, t tenantTable, tenant string) (string, []any, error) {
 	cols := strings.Join(t.columns, ", ")
 	insert := "INSERT INTO " + dst.table(t) + " (" + cols + ") SELECT " + cols + " FROM "
-	settings := " SETTINGS log_comment = '" + moveComment + "', optimize_on_insert = 0"
+	// No merge on insert (it would collapse rows before they are counted),
+	// no deduplication of blocks a retried move inserts again.
+	settings := " SETTINGS log_comment = '" + moveComment + "', optimize_on_insert = 0, insert_deduplicate = 0"
 	if sameServer(src.region, dst.region) {
 		return insert + src.table(t) + " WHERE tenant_id = ?" + settings, []any{tenant}, nil
 	}
@@ -670,8 +744,12 @@ func (s *Service) failMove(ctx context.Context, m Move, dst side, tabs []tenantT
 	if len(errs) > 0 {
 		m.Detail += "; " + errors.Join(errs...).Error()
 	}
-	errs = append(errs, s.saveMove(ctx, m))
-	s.cfg.Placement().Set(m.Tenant, "", false)
+	v, err := s.saveMove(ctx, m)
+	errs = append(errs, err)
+	if v == 0 { // not recorded: this process stops waiting all the same
+		v = uint64(time.Now().UnixNano())
+	}
+	s.cfg.Placement().Set(m.Tenant, "", false, v)
 	moveEnds.WithLabelValues(MoveFailed).Inc()
 	actor := auditlog.Actor{Type: "user", ID: m.RequestedBy}
 	meta := map[string]string{"move_id": m.ID, "from_region": m.From, "to_region": m.To}
@@ -686,6 +764,9 @@ func (s *Service) failMove(ctx context.Context, m Move, dst side, tabs []tenantT
 // and issues the signed transfer record.
 func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress) (Move, error) {
 	src := s.stores[m.From]
+	if src == nil {
+		return m, fmt.Errorf("region move %s: region %s is not configured", m.ID, m.From)
+	}
 	tabs, err := tenantTables(ctx, src)
 	if err != nil {
 		return m, err
@@ -719,7 +800,7 @@ func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress)
 	}
 	m.State, m.Transfer, m.FinishedAt, m.Detail = MoveCompleted, signed, &done, ""
 	tr.stop() // the completed record must be the newest
-	if err := s.saveMove(ctx, m); err != nil {
+	if _, err := s.saveMove(ctx, m); err != nil {
 		return m, err
 	}
 	actor := auditlog.Actor{Type: "user", ID: m.RequestedBy}
@@ -771,6 +852,11 @@ func (s *Service) ResumeMoves(ctx context.Context) error {
 		}
 		if m.State == MoveCopying {
 			src, dst := s.side(m.From), s.side(m.To)
+			if src.st == nil || dst.st == nil {
+				moving.Unlock()
+				errs = append(errs, fmt.Errorf("region move %s: region %s or %s is not configured", m.ID, m.From, m.To))
+				continue
+			}
 			tabs, err := tenantTables(ctx, src.st)
 			if err == nil {
 				err = errors.Join(merges(ctx, src, "START", tabs), merges(ctx, dst, "START", tabs))

@@ -66,17 +66,21 @@ func (s *Service) Purge(ctx context.Context, tenant, trigger string, by auditlog
 	if tenant == "" {
 		ids = nil
 		for _, t := range s.cfg.Tenants {
-			if s.writable(t.ID) == nil { // a tenant being moved is purged after the move
-				ids = append(ids, t.ID)
-			}
+			ids = append(ids, t.ID)
 		}
-	} else if err := s.writable(tenant); err != nil {
-		return nil, err
 	}
 	run := newID("run_")
 	var out []Receipt
 	for _, id := range ids {
+		release, err := s.hold(id)
+		if err != nil {
+			if tenant == "" {
+				continue // a tenant being moved is purged after the move
+			}
+			return nil, err
+		}
 		r, err := s.purgeTenant(ctx, id, run, trigger, by)
+		release()
 		if err != nil {
 			return out, fmt.Errorf("purge %s: %w", id, err)
 		}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -70,12 +71,17 @@ type Service struct {
 	EngineAddr string
 }
 
-// writable refuses changes to a tenant's data while it is being moved.
-func (s *Service) writable(tenant string) error {
-	if s.cfg.Placement().Moving(tenant) {
-		return fmt.Errorf("%w: tenant %s is being moved to another region; try again when the move ends", ErrConflict, tenant)
+// hold holds a tenant's data for a change until release (which may be
+// called more than once), so a region move waits for it; while a move runs
+// the change is refused. The tenant's store is looked up after this, so it
+// is the one the change lands in.
+func (s *Service) hold(tenant string) (release func(), err error) {
+	r, ok := s.cfg.Placement().Write(tenant)
+	if !ok {
+		return func() {}, fmt.Errorf("%w: tenant %s is being moved to another region (or where it lives could not be read); try again when the move ends", ErrConflict, tenant)
 	}
-	return nil
+	var once sync.Once
+	return func() { once.Do(r) }, nil
 }
 
 // New builds the engine. audit records every action in the tenant's chain;
@@ -147,10 +153,12 @@ func (s *Service) SetPolicy(ctx context.Context, tenant, signal string, days int
 	if strings.TrimSpace(reason) == "" {
 		return Policy{}, fmt.Errorf("%w: a reason is required", ErrInvalid)
 	}
-	st, err := s.StoreOf(tenant)
-	if err == nil {
-		err = s.writable(tenant)
+	release, err := s.hold(tenant)
+	if err != nil {
+		return Policy{}, err
 	}
+	defer release()
+	st, err := s.StoreOf(tenant)
 	if err != nil {
 		return Policy{}, err
 	}
@@ -166,6 +174,7 @@ func (s *Service) SetPolicy(ctx context.Context, tenant, signal string, days int
 	}
 	s.record(ctx, tenant, by, "retention.policy_changed", "retention_policy", signal, reason,
 		map[string]any{"before": map[string]any{"days": before.Days}, "after": map[string]any{"days": days}}, map[string]string{"version": fmt.Sprint(p.Version)})
+	release() // the purge holds the tenant itself
 	if _, err := s.Purge(ctx, tenant, "policy change", by); err != nil {
 		return p, fmt.Errorf("policy stored, applying it failed (the next purge run retries): %w", err)
 	}

@@ -159,8 +159,12 @@ func Run(ctx context.Context, o Options) (err error) {
 	// Region moves: every process follows the placement; a move started in
 	// an embedded serve pauses the only writer at once, otherwise it waits
 	// for the other processes to notice.
+	// A process that cannot reload where tenants live stops writing their
+	// data (messages wait in JetStream) rather than write into a region a
+	// tenant is leaving.
+	cfg.Placement().FailClosedAfter(PlacementStale)
 	if !cfg.Embedded() {
-		s.retention.MoveSettle = 3 * PlacementEvery
+		s.retention.MoveSettle = MoveSettle
 	}
 	g.Go(func() error { return s.retention.WatchPlacement(gctx, PlacementEvery) })
 	kek := cfg.Retention.KEK
@@ -380,8 +384,15 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 var MeteringEvery = 30 * time.Second
 
 // PlacementEvery is how often a process reloads where tenants live (region
-// moves made by other processes).
-var PlacementEvery = 2 * time.Second
+// moves made by other processes); after PlacementStale without a
+// successful reload it stops writing tenant data; a move that may have
+// writers in other processes waits MoveSettle after pausing the tenant, by
+// which time each of them has seen the pause or stopped writing.
+var (
+	PlacementEvery = 2 * time.Second
+	PlacementStale = 6 * time.Second
+	MoveSettle     = PlacementStale + PlacementEvery
+)
 
 // AuditVerifyEvery is how often serve verifies every audit chain.
 var AuditVerifyEvery = 15 * time.Minute
@@ -389,8 +400,14 @@ var AuditVerifyEvery = 15 * time.Minute
 // registerTenants records each tenant in its region's store.
 func (s *Suite) registerTenants(ctx context.Context) error {
 	for _, t := range s.cfg.Tenants {
+		release, ok := s.cfg.Placement().Write(t.ID)
+		if !ok {
+			continue // being moved: its row moves with it
+		}
 		region := s.cfg.TenantRegion(t)
-		if err := s.stores[region].Exec(ctx, "INSERT INTO tenants (tenant_id, name, region) VALUES (?, ?, ?)", t.ID, t.Name, region); err != nil {
+		err := s.stores[region].Exec(ctx, "INSERT INTO tenants (tenant_id, name, region) VALUES (?, ?, ?)", t.ID, t.Name, region)
+		release()
+		if err != nil {
 			return fmt.Errorf("register tenant %s: %w", t.ID, err)
 		}
 	}

@@ -204,7 +204,7 @@ func runRetention(ctx context.Context, args []string, getenv func(string) string
 // suite notices the pause within a reload of its placement, so the move
 // waits that long before it copies.
 func runMove(ctx context.Context, svc *retention.Service, tenant, region string, by auditlog.Actor, reason string, stdout, stderr io.Writer) error {
-	svc.MoveSettle = 3 * suite.PlacementEvery
+	svc.MoveSettle = suite.MoveSettle
 	m, err := svc.BeginMove(ctx, tenant, region, by, reason)
 	if err != nil {
 		return err
