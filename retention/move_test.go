@@ -139,6 +139,11 @@ func TestRegionMoveCopiesVerifiesDeletesAndSigns(t *testing.T) {
 	// While paused: changes are refused, and new messages wait in the stream.
 	_, err = f.svc.SetPolicy(ctx, "acme", "events", 300, carol, "x")
 	require.ErrorIs(t, err, retention.ErrConflict)
+	_, err = f.svc.Erase(ctx, "acme", "agent-1", false, "carol")
+	require.ErrorIs(t, err, retention.ErrConflict, "an erasure waits for the move")
+	dry, err := f.svc.Erase(ctx, "acme", "agent-1", true, "carol")
+	require.NoError(t, err, "a dry run only reads")
+	require.NotZero(t, dry.Counts["events"])
 	f.publishEvents(t, "acme", 100)
 	var mu sync.Mutex
 	var steps []string
@@ -274,6 +279,9 @@ func TestRegionMoveRefusesAFullDestinationAndUndoesAnInterruptedCopy(t *testing.
 	// "copying", and some rows reached the destination.
 	require.NoError(t, f.p.Stores["default"].Exec(ctx, `INSERT INTO region_moves (id, tenant_id, from_region, to_region, state, detail, reason, tables, transfer, requested_by, started_at, finished_at, version)
 		VALUES ('mv_old', 'globex', 'default', 'us', 'copying', '', 'r', '', '', 'carol', now64(3) - 600, NULL, ?)`, uint64(time.Now().Add(-10*time.Minute).UnixNano())))
+	_, err = f.svc.BeginMove(ctx, "globex", "us", carol, "r")
+	require.ErrorIs(t, err, retention.ErrConflict, "a move recorded by another process is in the way")
+	require.ErrorContains(t, err, "has a move in state copying (mv_old)")
 	cfg := f.p.Config
 	require.NoError(t, f.svc.LoadPlacement(ctx))
 	require.True(t, cfg.Placement().Moving("globex"), "a process that starts during a move keeps the tenant paused")
