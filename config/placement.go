@@ -47,10 +47,12 @@ func (p *Placement) Loaded() {
 	p.loaded = time.Now()
 }
 
-func (p *Placement) stale() bool {
+// blocked reports whether tenant's data may not be written now: it is
+// being moved, or the placement is stale.
+func (p *Placement) blocked(tenant string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.maxStale > 0 && time.Since(p.loaded) > p.maxStale
+	return p.moving[tenant] || (p.maxStale > 0 && time.Since(p.loaded) > p.maxStale)
 }
 
 func (p *Placement) lock(tenant string) *sync.RWMutex {
@@ -96,7 +98,7 @@ func (p *Placement) Write(tenant string) (release func(), ok bool) {
 	}
 	l := p.lock(tenant)
 	l.RLock()
-	if p.Moving(tenant) || p.stale() {
+	if p.blocked(tenant) {
 		l.RUnlock()
 		return nil, false
 	}

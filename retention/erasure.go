@@ -80,17 +80,15 @@ func subjectHash(tenant, subject string) string {
 // compliance officer, and nothing is deleted. Audit records are kept (their
 // chain must stay verifiable) and listed as retained in the certificate.
 func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool, by string) (Erasure, error) {
+	st, err := s.StoreOf(tenant) // a dry run only reads
+	release := func() {}
 	if !dryRun {
-		release, err := s.hold(tenant)
-		if err != nil {
-			return Erasure{}, err
-		}
-		defer release()
+		st, release, err = s.change(tenant)
 	}
-	st, err := s.StoreOf(tenant)
 	if err != nil {
 		return Erasure{}, err
 	}
+	defer release()
 	subject = strings.TrimSpace(subject)
 	if subject == "" {
 		return Erasure{}, fmt.Errorf("%w: name the data subject's identifier", ErrInvalid)

@@ -46,15 +46,11 @@ func (s *Service) Holds(ctx context.Context, tenant string) ([]Hold, error) {
 // PlaceHold places a hold (a reason is required) and marks what it covers
 // at once.
 func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, from, to *time.Time, reason string, by auditlog.Actor) (Hold, error) {
-	release, err := s.hold(tenant)
+	st, release, err := s.change(tenant)
 	if err != nil {
 		return Hold{}, err
 	}
 	defer release()
-	st, err := s.StoreOf(tenant)
-	if err != nil {
-		return Hold{}, err
-	}
 	reason = strings.TrimSpace(reason)
 	var problems []string
 	if reason == "" {
@@ -95,15 +91,11 @@ func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, f
 // LiftHold lifts an active hold; its data returns to its policy (and what
 // is past it goes at the next purge run, which this runs).
 func (s *Service) LiftHold(ctx context.Context, tenant, id, reason string, by auditlog.Actor) (Hold, error) {
-	release, err := s.hold(tenant)
+	st, release, err := s.change(tenant)
 	if err != nil {
 		return Hold{}, err
 	}
 	defer release()
-	st, err := s.StoreOf(tenant)
-	if err != nil {
-		return Hold{}, err
-	}
 	if strings.TrimSpace(reason) == "" {
 		return Hold{}, fmt.Errorf("%w: a reason is required", ErrInvalid)
 	}

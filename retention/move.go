@@ -115,15 +115,20 @@ var moving sync.Mutex
 
 func (s *Service) platformStore() *chstore.Store { return s.stores[s.cfg.Regions[0].Name] }
 
-// LoadPlacement reads the region moves from the platform store into the
-// configuration's placement: where each moved tenant lives, and which are
-// being moved. A move to a region no longer configured is an error.
+// LoadPlacement reads the region moves into the configuration's placement.
 func (s *Service) LoadPlacement(ctx context.Context) error {
-	p := s.cfg.Placement()
+	return LoadPlacement(ctx, s.cfg, s.platformStore())
+}
+
+// LoadPlacement reads the region moves from the platform store (the first
+// region's) into cfg's placement: where each moved tenant lives, and which
+// are being moved. A move to a region no longer configured is an error.
+func LoadPlacement(ctx context.Context, cfg config.Config, platform *chstore.Store) error {
+	p := cfg.Placement()
 	if p == nil {
 		return errors.New("retention: the configuration has no placement")
 	}
-	moves, err := s.Moves(ctx, "")
+	moves, err := listMoves(ctx, platform, "")
 	if err != nil {
 		return err
 	}
@@ -138,7 +143,7 @@ func (s *Service) LoadPlacement(ctx context.Context) error {
 		}
 	}
 	configured := func(r string) bool {
-		return slices.ContainsFunc(s.cfg.Regions, func(c config.Region) bool { return c.Name == r })
+		return slices.ContainsFunc(cfg.Regions, func(c config.Region) bool { return c.Name == r })
 	}
 	var errs []error
 	for tenant, m := range last {
@@ -169,6 +174,10 @@ func (s *Service) WatchPlacement(ctx context.Context, every time.Duration) error
 
 // Moves lists region moves, newest first: of one tenant, or all ("").
 func (s *Service) Moves(ctx context.Context, tenant string) ([]Move, error) {
+	return listMoves(ctx, s.platformStore(), tenant)
+}
+
+func listMoves(ctx context.Context, platform *chstore.Store, tenant string) ([]Move, error) {
 	var rows []struct {
 		ID       string     `ch:"id"`
 		Tenant   string     `ch:"tenant_id"`
@@ -190,7 +199,7 @@ func (s *Service) Moves(ctx context.Context, tenant string) ([]Move, error) {
 		q += " WHERE tenant_id = ?"
 		args = append(args, tenant)
 	}
-	if err := s.platformStore().Select(ctx, &rows, q+" ORDER BY started_at DESC, id DESC", args...); err != nil {
+	if err := platform.Select(ctx, &rows, q+" ORDER BY started_at DESC, id DESC", args...); err != nil {
 		return nil, fmt.Errorf("region moves: %w", err)
 	}
 	out := make([]Move, 0, len(rows))

@@ -84,6 +84,17 @@ func (s *Service) hold(tenant string) (release func(), err error) {
 	return func() { once.Do(r) }, nil
 }
 
+// change holds tenant (see hold) and returns the store its change goes to.
+func (s *Service) change(tenant string) (st *chstore.Store, release func(), err error) {
+	if release, err = s.hold(tenant); err != nil {
+		return nil, release, err
+	}
+	if st, err = s.StoreOf(tenant); err != nil {
+		release()
+	}
+	return st, release, err
+}
+
 // New builds the engine. audit records every action in the tenant's chain;
 // js (optional) reaches the dead-letter stream; signerKey signs erasure
 // certificates.
@@ -153,15 +164,11 @@ func (s *Service) SetPolicy(ctx context.Context, tenant, signal string, days int
 	if strings.TrimSpace(reason) == "" {
 		return Policy{}, fmt.Errorf("%w: a reason is required", ErrInvalid)
 	}
-	release, err := s.hold(tenant)
+	st, release, err := s.change(tenant)
 	if err != nil {
 		return Policy{}, err
 	}
 	defer release()
-	st, err := s.StoreOf(tenant)
-	if err != nil {
-		return Policy{}, err
-	}
 	cur, err := s.Policies(ctx, tenant)
 	if err != nil {
 		return Policy{}, err

@@ -59,12 +59,17 @@ func NewKeyring(kekHex string, stores func(string) (*chstore.Store, error)) (*Ke
 		deks: map[string]subjectKey{}, byHash: map[string]string{}}, nil
 }
 
-func seal(key, plain []byte) ([]byte, error) {
+// aead is AES-GCM with key (AES-256 for the 32-byte keys used here).
+func aead(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
-	gcm, err := cipher.NewGCM(block)
+	return cipher.NewGCM(block)
+}
+
+func seal(key, plain []byte) ([]byte, error) {
+	gcm, err := aead(key)
 	if err != nil {
 		return nil, err
 	}
@@ -74,11 +79,7 @@ func seal(key, plain []byte) ([]byte, error) {
 }
 
 func open(key, sealed []byte) ([]byte, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	gcm, err := cipher.NewGCM(block)
+	gcm, err := aead(key)
 	if err != nil {
 		return nil, err
 	}

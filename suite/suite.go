@@ -304,7 +304,7 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 	}
 	s.migrated.Store(true)
 	// Where tenants live after region moves, before anything writes.
-	if err := retention.New(s.cfg, s.stores, nil, nil, "", s.log).LoadPlacement(ctx); err != nil {
+	if err := retention.LoadPlacement(ctx, s.cfg, s.stores[s.cfg.Regions[0].Name]); err != nil {
 		return err
 	}
 	return s.registerTenants(ctx)

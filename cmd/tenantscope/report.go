@@ -50,7 +50,7 @@ func openRegions(ctx context.Context, cfg config.Config) (map[string]*chstore.St
 		}
 		stores[r.Name] = st
 	}
-	if err := retention.New(cfg, stores, nil, nil, "", zerolog.Nop()).LoadPlacement(ctx); err != nil {
+	if err := retention.LoadPlacement(ctx, cfg, stores[cfg.Regions[0].Name]); err != nil {
 		closeAll()
 		return nil, nil, err
 	}

@@ -217,14 +217,15 @@ func openTenantRegion(ctx context.Context, cfg config.Config, tenant string) (*c
 	if err != nil {
 		return nil, err
 	}
-	err = retention.New(cfg, map[string]*chstore.Store{cfg.Regions[0].Name: first}, nil, nil, "", zerolog.Nop()).LoadPlacement(ctx)
-	if cerr := first.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := retention.LoadPlacement(ctx, cfg, first); err != nil {
+		_ = first.Close() //nolint:errcheck // already failing
 		return nil, err
 	}
 	r, ok := cfg.RegionOf(tenant)
+	if ok && r.Name == cfg.Regions[0].Name {
+		return first, nil
+	}
+	_ = first.Close() //nolint:errcheck // only read the placement
 	if !ok {
 		return nil, fmt.Errorf("--tenant %q is not a configured tenant", tenant)
 	}
