@@ -1,15 +1,11 @@
 package apikeys_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -17,11 +13,13 @@ import (
 
 	"github.com/tenantscope/tenantscope/apikeys"
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/auditlog/audittest"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/chstore/chstoretest"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/identity/identitytest"
 )
 
 func TestMain(m *testing.M) { enginetest.Main(m) }
@@ -30,8 +28,7 @@ type fixture struct {
 	cfg     config.Config
 	st      *chstore.Store
 	store   *apikeys.Store
-	mu      sync.Mutex
-	audited []auditlog.Record
+	audited audittest.Recorder
 }
 
 func (f *fixture) newStore() *apikeys.Store {
@@ -40,19 +37,7 @@ func (f *fixture) newStore() *apikeys.Store {
 			return nil, fmt.Errorf("no tenant %s", tenant)
 		}
 		return f.st, nil
-	}, func() []*chstore.Store { return []*chstore.Store{f.st} }, func(_ context.Context, tenant, _ string, body []byte) error {
-		var r auditlog.Record
-		if err := json.Unmarshal(body, &r); err != nil {
-			return err
-		}
-		if r.TenantID != tenant {
-			return fmt.Errorf("record of %s published to %s", r.TenantID, tenant)
-		}
-		f.mu.Lock()
-		f.audited = append(f.audited, r)
-		f.mu.Unlock()
-		return nil
-	}, zerolog.Nop())
+	}, func() []*chstore.Store { return []*chstore.Store{f.st} }, f.audited.Publish, zerolog.Nop())
 }
 
 func start(t *testing.T) *fixture {
@@ -122,11 +107,12 @@ func TestCreateLookupRevokeAndLastUsed(t *testing.T) {
 	_, ok = f.store.Lookup(config.HashAPIKey(secret))
 	require.False(t, ok)
 
-	require.Len(t, f.audited, 2)
-	require.Equal(t, "api_key.created", f.audited[0].Action)
-	require.Equal(t, "api_key.revoked", f.audited[1].Action)
-	require.Equal(t, k.ID, f.audited[1].Target.ID)
-	require.Equal(t, "alice", f.audited[1].Actor.ID)
+	audited := f.audited.Records()
+	require.Len(t, audited, 2)
+	require.Equal(t, "api_key.created", audited[0].Action)
+	require.Equal(t, "api_key.revoked", audited[1].Action)
+	require.Equal(t, k.ID, audited[1].Target.ID)
+	require.Equal(t, "alice", audited[1].Actor.ID)
 }
 
 func TestCreateRefusesBadInputAndWritesNothing(t *testing.T) {
@@ -147,22 +133,7 @@ func TestCreateRefusesBadInputAndWritesNothing(t *testing.T) {
 	var n uint64
 	require.NoError(t, f.st.QueryRow(ctx, []any{&n}, "SELECT count() FROM api_keys"))
 	require.Zero(t, n)
-	require.Empty(t, f.audited)
-}
-
-func call(t *testing.T, method, u, key, body string) (int, map[string]any) {
-	req, err := http.NewRequest(method, u, bytes.NewBufferString(body))
-	require.NoError(t, err)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	var out map[string]any
-	require.NoError(t, json.Unmarshal(b, &out), string(b))
-	return res.StatusCode, out
+	require.Empty(t, f.audited.Records())
 }
 
 // Every role on every key route, for its own tenant and a foreign one.
@@ -185,48 +156,48 @@ func TestAPIRoleMatrixAndKeyLifecycle(t *testing.T) {
 			if caller == "" {
 				want = 401
 			}
-			code, _ := call(t, "GET", base+tenant+"/api-keys", caller, "")
+			code, _ := identitytest.CallJSON(t, "GET", base+tenant+"/api-keys", caller, "")
 			require.Equal(t, want, code, "%s lists %s", caller, tenant)
 			wantCreate, wantRevoke := want, want
 			if allowed {
 				wantCreate, wantRevoke = 201, 404
 			}
-			code, body := call(t, "POST", base+tenant+"/api-keys", caller, `{"name":"k-`+caller+`","role":"tenant-viewer"}`)
+			code, body := identitytest.CallJSON(t, "POST", base+tenant+"/api-keys", caller, `{"name":"k-`+caller+`","role":"tenant-viewer"}`)
 			require.Equal(t, wantCreate, code, "%s creates in %s: %v", caller, tenant, body)
-			code, _ = call(t, "DELETE", base+tenant+"/api-keys/key_0000", caller, "")
+			code, _ = identitytest.CallJSON(t, "DELETE", base+tenant+"/api-keys/key_0000", caller, "")
 			require.Equal(t, wantRevoke, code, "%s revokes in %s", caller, tenant)
 		}
 	}
 
-	code, body := call(t, "POST", base+"acme/api-keys", "acme-admin", `{"name":"ci","role":"tenant-viewer"}`)
+	code, body := identitytest.CallJSON(t, "POST", base+"acme/api-keys", "acme-admin", `{"name":"ci","role":"tenant-viewer"}`)
 	require.Equal(t, 201, code)
 	secret := body["key"].(string)
 	id := body["data"].(map[string]any)["id"].(string)
 	_, hasHash := body["data"].(map[string]any)["key_hash"]
 	require.False(t, hasHash)
 	// The new key reads its tenant's trail, not another's, and cannot manage keys.
-	code, _ = call(t, "GET", base+"acme/audit-events", secret, "")
+	code, _ = identitytest.CallJSON(t, "GET", base+"acme/audit-events", secret, "")
 	require.Equal(t, 200, code)
-	code, _ = call(t, "GET", base+"globex/audit-events", secret, "")
+	code, _ = identitytest.CallJSON(t, "GET", base+"globex/audit-events", secret, "")
 	require.Equal(t, 403, code)
-	code, _ = call(t, "GET", base+"acme/api-keys", secret, "")
+	code, _ = identitytest.CallJSON(t, "GET", base+"acme/api-keys", secret, "")
 	require.Equal(t, 403, code)
 	// The listing never shows the key; the foreign admin cannot revoke it.
-	code, body = call(t, "GET", base+"acme/api-keys", "acme-admin", "")
+	code, body = identitytest.CallJSON(t, "GET", base+"acme/api-keys", "acme-admin", "")
 	require.Equal(t, 200, code)
 	require.NotContains(t, fmt.Sprint(body), secret)
-	code, _ = call(t, "DELETE", base+"globex/api-keys/"+id, "globex-admin", "")
+	code, _ = identitytest.CallJSON(t, "DELETE", base+"globex/api-keys/"+id, "globex-admin", "")
 	require.Equal(t, 404, code)
-	code, _ = call(t, "DELETE", base+"acme/api-keys/"+id, "acme-admin", "")
+	code, _ = identitytest.CallJSON(t, "DELETE", base+"acme/api-keys/"+id, "acme-admin", "")
 	require.Equal(t, 200, code)
-	code, _ = call(t, "GET", base+"acme/audit-events", secret, "")
+	code, _ = identitytest.CallJSON(t, "GET", base+"acme/audit-events", secret, "")
 	require.Equal(t, 401, code, "revoked at once")
-	code, _ = call(t, "DELETE", base+"acme/api-keys/"+id, "acme-admin", "")
+	code, _ = identitytest.CallJSON(t, "DELETE", base+"acme/api-keys/"+id, "acme-admin", "")
 	require.Equal(t, 409, code)
 
 	// Bad bodies.
 	for _, b := range []string{`{"name":"x","role":"tenant-viewer","extra":1}`, `not json`, `{"name":"","role":"tenant-viewer"}`, `{"name":"x","role":"compliance"}`} {
-		code, body := call(t, "POST", base+"acme/api-keys", "acme-admin", b)
+		code, body := identitytest.CallJSON(t, "POST", base+"acme/api-keys", "acme-admin", b)
 		require.Equal(t, 400, code, b)
 		require.NotEmpty(t, body["error"].(map[string]any)["correlation_id"])
 	}

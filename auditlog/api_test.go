@@ -21,6 +21,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/identity/identitytest"
 )
 
 // keys: one API key per role, the tenant roles for acme.
@@ -63,18 +64,10 @@ func apiServer(t *testing.T, c *chain) string {
 }
 
 func get(t *testing.T, u, key string) (int, map[string]any, http.Header) {
-	req, err := http.NewRequest("GET", u, nil)
-	require.NoError(t, err)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
+	status, b, h := identitytest.Call(t, "GET", u, key, "")
 	var body map[string]any
 	require.NoError(t, json.Unmarshal(b, &body), string(b))
-	return res.StatusCode, body, res.Header
+	return status, body, h
 }
 
 // Every role, its own tenant and a foreign one, on every audit route.

@@ -1,10 +1,8 @@
 package metering_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +15,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/identity/identitytest"
 	"github.com/tenantscope/tenantscope/metering"
 )
 
@@ -48,16 +47,8 @@ func TestAPIRoleMatrix(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	call := func(method, path, key, body string) (int, string) {
-		req, err := http.NewRequest(method, srv.URL+path, bytes.NewBufferString(body))
-		require.NoError(t, err)
-		if key != "" {
-			req.Header.Set("Authorization", "Bearer "+key)
-		}
-		res, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
+		status, b, _ := identitytest.Call(t, method, srv.URL+path, key, body)
+		return status, string(b)
 	}
 	own := func(roles ...string) func(caller, tenant string) bool {
 		return func(caller, tenant string) bool {

@@ -1,8 +1,6 @@
 package retention_test
 
 import (
-	"bytes"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/identity/identitytest"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -33,14 +32,8 @@ func TestAPIRoleMatrix(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	call := func(method, path, key, body string) (int, string) {
-		req, err := http.NewRequest(method, srv.URL+path, bytes.NewBufferString(body))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+key)
-		res, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
+		status, b, _ := identitytest.Call(t, method, srv.URL+path, key, body)
+		return status, string(b)
 	}
 	reads := []string{"retention", "purge-runs", "residency"}
 	manages := []struct{ method, path, body string }{

@@ -3,10 +3,8 @@ package retention_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/auditlog/audittest"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/config"
@@ -30,8 +29,7 @@ type fixture struct {
 	st       *chstore.Store
 	svc      *retention.Service
 	verifier string
-	mu       sync.Mutex
-	audited  []auditlog.Record
+	audited  audittest.Recorder
 }
 
 var carol = auditlog.Actor{Type: "user", ID: "carol", Name: "compliance"}
@@ -43,19 +41,7 @@ func start(t *testing.T) *fixture {
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
 	f := &fixture{p: p, st: p.Store, verifier: vkey}
-	f.svc = retention.New(p.Config, map[string]*chstore.Store{"default": p.Store}, func(_ context.Context, tenant, _ string, body []byte) error {
-		var r auditlog.Record
-		if err := json.Unmarshal(body, &r); err != nil {
-			return err
-		}
-		if r.TenantID != tenant {
-			return fmt.Errorf("record of %s sent to %s", r.TenantID, tenant)
-		}
-		f.mu.Lock()
-		f.audited = append(f.audited, r)
-		f.mu.Unlock()
-		return nil
-	}, p.JS, skey, zerolog.Nop())
+	f.svc = retention.New(p.Config, map[string]*chstore.Store{"default": p.Store}, f.audited.Publish, p.JS, skey, zerolog.Nop())
 	return f
 }
 
@@ -80,10 +66,8 @@ func (f *fixture) seed(t *testing.T, tenant, actor string, n, days int) {
 }
 
 func (f *fixture) actions() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	var out []string
-	for _, r := range f.audited {
+	for _, r := range f.audited.Records() {
 		out = append(out, r.TenantID+":"+r.Action)
 	}
 	return out
@@ -242,9 +226,10 @@ func TestErasureLeavesZeroRowsAndAVerifiableCertificate(t *testing.T) {
 	_, err = retention.VerifyCertificate(e.Certificate+"x", f.verifier)
 	require.Error(t, err)
 	var chained *auditlog.Record
-	for i, r := range f.audited {
+	audited := f.audited.Records()
+	for i, r := range audited {
 		if r.Action == "erasure.completed" {
-			chained = &f.audited[i]
+			chained = &audited[i]
 		}
 	}
 	require.NotNil(t, chained)

@@ -1,9 +1,7 @@
 package suite_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -14,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/identity/identitytest"
 )
 
 // A compliance officer moves a tenant to another region through the API
@@ -45,16 +44,7 @@ users:
 	}, 30*time.Second, 100*time.Millisecond)
 
 	call := func(method, path, key, body string) (int, map[string]any) {
-		req, err := http.NewRequest(method, "http://"+e.httpAddr+path, bytes.NewBufferString(body))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer res.Body.Close()
-		var out map[string]any
-		require.NoError(t, json.NewDecoder(res.Body).Decode(&out))
-		return res.StatusCode, out
+		return identitytest.CallJSON(t, method, "http://"+e.httpAddr+path, key, body)
 	}
 	const moves = "/api/v1/tenants/acme/region-moves"
 	// Refused: other roles, bad input.
