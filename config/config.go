@@ -638,14 +638,19 @@ func (c Config) RegionDSN(r Region, engineAddr string) string {
 
 // RegionOf returns a tenant's region.
 func (c Config) RegionOf(tenant string) (Region, bool) {
-	for _, t := range c.ChainTenants() {
-		if t.ID == tenant {
-			region := c.TenantRegion(t)
-			for _, r := range c.Regions {
-				if r.Name == region {
-					return r, true
-				}
-			}
+	region := ""
+	if tenant == PlatformTenant {
+		region = c.Regions[0].Name
+	}
+	for i := range c.Tenants {
+		if c.Tenants[i].ID == tenant {
+			region = c.TenantRegion(c.Tenants[i])
+			break
+		}
+	}
+	for _, r := range c.Regions {
+		if region != "" && r.Name == region {
+			return r, true
 		}
 	}
 	return Region{}, false

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -128,13 +129,23 @@ func LoadPlacement(ctx context.Context, cfg config.Config, platform *chstore.Sto
 	if p == nil {
 		return errors.New("retention: the configuration has no placement")
 	}
-	moves, err := listMoves(ctx, platform, "")
-	if err != nil {
-		return err
+	// Only what the placement needs: this runs every few seconds in every
+	// process, and the records' transfer notes and tables are large.
+	var moves []struct {
+		ID      string `ch:"id"`
+		Tenant  string `ch:"tenant_id"`
+		From    string `ch:"from_region"`
+		To      string `ch:"to_region"`
+		State   string `ch:"state"`
+		Version uint64 `ch:"version"`
+	}
+	if err := platform.Select(ctx, &moves, "SELECT id, tenant_id, from_region, to_region, state, version FROM region_moves FINAL ORDER BY started_at DESC, id DESC"); err != nil {
+		return fmt.Errorf("region moves: %w", err)
 	}
 	last := map[string]Move{}
 	region := map[string]string{}
-	for _, m := range moves { // newest first
+	for _, r := range moves { // newest first
+		m := Move{ID: r.ID, Tenant: r.Tenant, From: r.From, To: r.To, State: r.State, Version: r.Version}
 		if _, ok := last[m.Tenant]; !ok {
 			last[m.Tenant] = m
 		}
@@ -313,14 +324,12 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 	if err != nil {
 		return Move{}, err
 	}
-	for _, t := range tabs {
-		var n uint64
-		if err := dstStore.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+ident(t.name)+" WHERE tenant_id = ?", tenant); err != nil {
-			return Move{}, fmt.Errorf("region %s: %s: %w", to, t.name, err)
-		}
-		if n > 0 {
-			return Move{}, fmt.Errorf("%w: region %s already holds %d rows of tenant %s in %s; see the residency report", ErrConflict, to, n, tenant, t.name)
-		}
+	held, err := rowCounts(ctx, dstStore, tabs, tenant)
+	if err != nil {
+		return Move{}, fmt.Errorf("region %s: %w", to, err)
+	}
+	if len(held) > 0 {
+		return Move{}, fmt.Errorf("%w: region %s already holds %d rows of tenant %s in %s; see the residency report", ErrConflict, to, held[0].Rows, tenant, held[0].Table)
 	}
 	m := Move{ID: "mv_" + uuid.NewString(), Tenant: tenant, From: from.Name, To: to, State: MoveCopying, Reason: reason,
 		RequestedBy: by.ID, StartedAt: s.Now().UTC().Truncate(time.Millisecond)}
@@ -397,6 +406,29 @@ func tenantTables(ctx context.Context, st *chstore.Store) ([]tenantTable, error)
 	}
 	if len(out) == 0 {
 		return nil, errors.New("tenant tables: none found (are the migrations applied?)")
+	}
+	return out, nil
+}
+
+// rowCounts counts tenant's rows in each of tabs with one query, and
+// returns the tables that have any, in the order of tabs.
+func rowCounts(ctx context.Context, st *chstore.Store, tabs []tenantTable, tenant string) ([]MovedTable, error) {
+	parts := make([]string, len(tabs))
+	args := make([]any, len(tabs))
+	for i, t := range tabs {
+		parts[i] = "SELECT toUInt32(" + strconv.Itoa(i) + ") AS i, count() AS n FROM " + ident(t.name) + " WHERE tenant_id = ?"
+		args[i] = tenant
+	}
+	var rows []struct {
+		I uint32 `ch:"i"`
+		N uint64 `ch:"n"`
+	}
+	if err := st.Select(ctx, &rows, "SELECT i, n FROM ("+strings.Join(parts, " UNION ALL ")+") WHERE n > 0 ORDER BY i", args...); err != nil {
+		return nil, fmt.Errorf("count tenant rows: %w", err)
+	}
+	out := make([]MovedTable, len(rows))
+	for k, r := range rows {
+		out[k] = MovedTable{Table: tabs[r.I].name, Rows: r.N}
 	}
 	return out, nil
 }
@@ -784,20 +816,22 @@ func (s *Service) finishMove(ctx context.Context, m Move, progress MoveProgress)
 	// interrupted and finishes it a second time.
 	tr := s.track(ctx, m, progress)
 	defer tr.stop()
-	left := uint64(0)
 	for i, t := range tabs {
 		tr.step(ctx, "deleting at the source", t.name, i, len(tabs))
 		if err := src.Exec(ctx, "ALTER TABLE "+ident(t.name)+" DELETE WHERE tenant_id = ? SETTINGS mutations_sync = 2", m.Tenant); err != nil {
 			return m, fmt.Errorf("delete %s at the source: %w", t.name, err)
 		}
-		var n uint64
-		if err := src.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+ident(t.name)+" WHERE tenant_id = ?", m.Tenant); err != nil {
-			return m, err
-		}
-		left += n
 	}
-	if left > 0 {
-		return m, fmt.Errorf("%d rows of tenant %s remain in region %s after the deletes; the move stays in state %s", left, m.Tenant, m.From, MoveDeleting)
+	left, err := rowCounts(ctx, src, tabs, m.Tenant)
+	if err != nil {
+		return m, err
+	}
+	if len(left) > 0 {
+		n := uint64(0)
+		for _, t := range left {
+			n += t.Rows
+		}
+		return m, fmt.Errorf("%d rows of tenant %s remain in region %s after the deletes; the move stays in state %s", n, m.Tenant, m.From, MoveDeleting)
 	}
 	done := s.Now().UTC().Truncate(time.Millisecond)
 	note := Transfer{Version: 1, Move: m.ID, Tenant: m.Tenant, From: m.From, To: m.To, Tables: m.Tables, Regenerated: derivedTables,

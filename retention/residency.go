@@ -42,15 +42,12 @@ func (s *Service) Residency(ctx context.Context, tenant string) (Residency, erro
 		if err != nil {
 			return rep, fmt.Errorf("residency %s: %w", region, err)
 		}
-		for _, t := range tabs {
-			var n uint64
-			if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+ident(t.name)+" WHERE tenant_id = ?", tenant); err != nil {
-				return rep, fmt.Errorf("residency %s: %w", region, err)
-			}
-			if n == 0 {
-				continue
-			}
-			rep.Locations = append(rep.Locations, Location{Region: region, Table: t.name, Rows: n})
+		held, err := rowCounts(ctx, st, tabs, tenant)
+		if err != nil {
+			return rep, fmt.Errorf("residency %s: %w", region, err)
+		}
+		for _, t := range held {
+			rep.Locations = append(rep.Locations, Location{Region: region, Table: t.Table, Rows: t.Rows})
 			if region != r.Name {
 				rep.OK = false
 			}

@@ -31,17 +31,18 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 	if *key == "" {
 		return errors.New("verify: no checkpoint verifier key: pass --verifier-key or run where <data>/bootstrap.json is")
 	}
+	stores, closeAll, err := openRegions(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
 	failed := 0
 	for _, t := range cfg.ChainTenants() {
 		if *tenant != "" && t.ID != *tenant {
 			continue
 		}
-		st, err := openTenantRegion(ctx, cfg, t.ID)
-		if err != nil {
-			return err
-		}
-		rep, err := auditlog.Verify(ctx, st, t.ID, *from, *key)
-		_ = st.Close() //nolint:errcheck // short-lived
+		r, _ := cfg.RegionOf(t.ID)
+		rep, err := auditlog.Verify(ctx, stores[r.Name], t.ID, *from, *key)
 		if err != nil {
 			return err
 		}
