@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
 	"github.com/tenantscope/tenantscope/identity/identitytest"
@@ -137,21 +138,30 @@ func TestAPIRoleMatrix(t *testing.T) {
 
 func TestRequestsAreCountedPerTenant(t *testing.T) {
 	f := start(t)
-	q := metering.NewRequests(f.svc)
+	// A tenant whose id is also a path segment ("ui") is counted under its
+	// own route group too.
+	cfg := f.cfg
+	cfg.Tenants = append(append([]config.Tenant(nil), cfg.Tenants...), config.Tenant{ID: "ui", Region: "default"})
+	svc := metering.New(cfg, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
+	q := metering.NewRequests(svc)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/tenants/{tenantId}/audit-events", func(w http.ResponseWriter, _ *http.Request) {})
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit", func(w http.ResponseWriter, _ *http.Request) {})
 	srv := httptest.NewServer(q.Middleware(mux))
 	t.Cleanup(srv.Close)
-	for _, p := range []string{"/api/v1/tenants/acme/audit-events", "/api/v1/tenants/acme/audit-events", "/ui/tenants/acme/audit", "/api/v1/tenants/globex/audit-events", "/api/v1/tenants/nobody/audit-events", "/healthz"} {
+	for _, p := range []string{"/api/v1/tenants/acme/audit-events", "/api/v1/tenants/acme/audit-events", "/ui/tenants/acme/audit", "/api/v1/tenants/globex/audit-events", "/api/v1/tenants/nobody/audit-events", "/healthz", "/ui/tenants/ui/audit"} {
 		res, err := http.Get(srv.URL + p)
 		require.NoError(t, err)
 		res.Body.Close()
 	}
 	require.NoError(t, q.Flush(context.Background()))
-	usage, err := f.svc.UsageByTenant(context.Background(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	usage, err := svc.UsageByTenant(context.Background(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
 	require.NoError(t, err)
 	require.EqualValues(t, 2, usage["acme"]["api_requests"])
 	require.EqualValues(t, 1, usage["acme"]["ui_requests"])
 	require.EqualValues(t, 1, usage["globex"]["api_requests"])
+	var groups []string
+	require.NoError(t, f.st.QueryRow(context.Background(), []any{&groups}, "SELECT arraySort(groupUniqArray(toString(service))) FROM usage_hourly WHERE signal IN ('api_requests', 'ui_requests')"))
+	require.Equal(t, []string{"audit", "audit-events"}, groups, "requests are grouped by the route after the tenant")
+	require.EqualValues(t, 1, usage["ui"]["ui_requests"])
 }

@@ -43,8 +43,10 @@ func (q *Requests) Middleware(next http.Handler) http.Handler {
 		if strings.HasPrefix(r.URL.Path, "/ui/") {
 			signal = "ui_requests"
 		}
-		// The route group: the path after the tenant, without ids.
-		rest := strings.TrimPrefix(r.URL.Path[strings.Index(r.URL.Path, "/"+tenant)+len(tenant)+1:], "/")
+		// The route group: the path segment after the tenant (every counted
+		// route has /tenants/{tenantId}/; a tenant named "api" or "ui" must
+		// not match an earlier segment).
+		_, rest, _ := strings.Cut(r.URL.Path+"/", "/tenants/"+tenant+"/")
 		group, _, _ := strings.Cut(rest, "/")
 		q.mu.Lock()
 		q.counts[requestKey{tenant, signal, group, time.Now().UTC().Truncate(time.Hour)}]++
