@@ -73,12 +73,17 @@ type Filter struct {
 type Opener func(ctx context.Context, tenant, value string) (string, error)
 
 // Sealer encrypts a personal value of a data subject of tenant (returning
-// it as it is when the tenant does not shred).
+// it as it is when the tenant does not shred, or when it is sealed already).
 type Sealer func(ctx context.Context, tenant, subject, value string) (string, error)
 
 // shredded are the actor fields a tenant's writer seals: personal, and not
-// needed to filter the trail (the actor id stays, as a pseudonym).
+// needed to filter the trail (the actor id stays, as a pseudonym); as
+// columns, and as fields of a Record (actorPII).
 var shredded = []string{"actor_name", "actor_ip", "user_agent"}
+
+func (r *Record) actorPII() []*string {
+	return []*string{&r.Actor.Name, &r.Actor.IP, &r.Actor.UserAgent}
+}
 
 // reveal opens the shredded fields of a listed row.
 func reveal(ctx context.Context, open Opener, tenant string, row map[string]any) error {
@@ -102,7 +107,7 @@ func RevealRecord(ctx context.Context, open Opener, r *Record) error {
 	if open == nil {
 		return nil
 	}
-	for _, v := range []*string{&r.Actor.Name, &r.Actor.IP, &r.Actor.UserAgent} {
+	for _, v := range r.actorPII() {
 		if *v == "" {
 			continue
 		}

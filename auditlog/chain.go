@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -153,8 +152,8 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 		r.Time = r.Time.UTC().Truncate(time.Millisecond)
 		r.SchemaVersion = SchemaVersion
 		if w.Seal != nil {
-			for _, v := range []*string{&r.Actor.Name, &r.Actor.IP, &r.Actor.UserAgent} {
-				if *v == "" || strings.HasPrefix(*v, "enc:v1:") {
+			for _, v := range r.actorPII() {
+				if *v == "" {
 					continue
 				}
 				if *v, err = w.Seal(ctx, tenant, r.Actor.ID, *v); err != nil {

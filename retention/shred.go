@@ -422,8 +422,8 @@ func (s *Shredder) Event(ctx context.Context, tenant, actor string, payload []by
 // writer (auditlog.Sealer): as it is for tenants that do not shred, and
 // Erased for a subject whose key is destroyed (the record is still chained).
 func (s *Shredder) SealAudit(ctx context.Context, tenant, subject, value string) (string, error) {
-	if _, ok := s.tenants[tenant]; !ok || subject == "" {
-		return value, nil
+	if _, ok := s.tenants[tenant]; !ok || subject == "" || strings.HasPrefix(value, tokenPrefix) {
+		return value, nil // not shredded, or sealed already
 	}
 	tok, err := s.Keys.Seal(ctx, tenant, subject, []byte(value))
 	if errors.Is(err, ErrConflict) {
