@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -25,6 +26,9 @@ type Bootstrap struct {
 	UserHashes map[string]string `json:"user_password_hashes"`
 	KeyHashes  map[string]string `json:"api_key_hashes"`
 	NATS       map[string]string `json:"nats_service_passwords"`
+	// NATSNkeySeeds are the tenants' service nkey seeds (by tenant), for
+	// 'tenantscope nats creds' on the embedded server.
+	NATSNkeySeeds map[string]string `json:"nats_service_nkey_seeds"`
 	// PIISalts are the per-tenant salts of hashed PII (redact action hash).
 	PIISalts map[string]string `json:"pii_salts"`
 	// AuditSignerKey signs audit checkpoints (a golang.org/x/mod/sumdb/note
@@ -48,7 +52,7 @@ func BootstrapPath(data string) string { return filepath.Join(data, "bootstrap.j
 
 // LoadBootstrap reads the bootstrap file; a missing file is empty.
 func LoadBootstrap(data string) (*Bootstrap, error) {
-	b := &Bootstrap{UserHashes: map[string]string{}, KeyHashes: map[string]string{}, NATS: map[string]string{}, PIISalts: map[string]string{}}
+	b := &Bootstrap{UserHashes: map[string]string{}, KeyHashes: map[string]string{}, NATS: map[string]string{}, PIISalts: map[string]string{}, NATSNkeySeeds: map[string]string{}}
 	raw, err := os.ReadFile(BootstrapPath(data))
 	if errors.Is(err, fs.ErrNotExist) {
 		return b, nil
@@ -61,6 +65,9 @@ func LoadBootstrap(data string) (*Bootstrap, error) {
 	}
 	if b.PIISalts == nil {
 		b.PIISalts = map[string]string{}
+	}
+	if b.NATSNkeySeeds == nil {
+		b.NATSNkeySeeds = map[string]string{}
 	}
 	return b, nil
 }
@@ -122,6 +129,33 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 		t.NATS.PasswordHash = string(h)
 	}
 	changed := false
+	for i := range cfg.Tenants {
+		t := &cfg.Tenants[i]
+		if t.NATS.Nkey != "" || !cfg.EmbeddedNATS() {
+			continue
+		}
+		seed, ok := b.NATSNkeySeeds[t.ID]
+		if !ok {
+			kp, err := nkeys.CreateUser()
+			if err != nil {
+				return nil, fmt.Errorf("nats nkey: %w", err)
+			}
+			s, err := kp.Seed()
+			if err != nil {
+				return nil, fmt.Errorf("nats nkey: %w", err)
+			}
+			seed = string(s)
+			b.NATSNkeySeeds[t.ID] = seed
+			changed = true
+		}
+		kp, err := nkeys.FromSeed([]byte(seed))
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey of tenant %s: %w", t.ID, err)
+		}
+		if t.NATS.Nkey, err = kp.PublicKey(); err != nil {
+			return nil, fmt.Errorf("nats nkey of tenant %s: %w", t.ID, err)
+		}
+	}
 	for _, t := range cfg.Tenants {
 		if _, ok := b.PIISalts[t.ID]; !ok {
 			b.PIISalts[t.ID] = randomSecret(24)

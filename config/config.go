@@ -270,6 +270,10 @@ func (c Config) QuotaOf(t Tenant) Quota {
 type Credentials struct {
 	User         string `yaml:"user"`
 	PasswordHash string `yaml:"password_hash"`
+	// Nkey is the public nkey (U...) a service may sign in with instead of
+	// the password, with the seed from 'tenantscope nats creds'. Empty: the
+	// embedded server's key from the bootstrap file.
+	Nkey string `yaml:"nkey"`
 }
 
 // User is a person signing in to the UI.

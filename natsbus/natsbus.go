@@ -5,12 +5,14 @@
 package natsbus
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 
@@ -89,18 +92,37 @@ func Embedded(cfg config.Config, log zerolog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// serverConfig writes the accounts: the suite's user may do anything in the
-// account; each tenant's service user may publish only under its own tenant
-// token and receive only replies.
+// TenantAccount names a tenant's own NATS account.
+func TenantAccount(tenant string) string { return "TENANT_" + tenant }
+
+// serverConfig writes the accounts. The suite's account holds the streams,
+// the consumers and the suite's inboxes; its user may do anything there.
+// Each tenant has an account of its own whose users may publish only under
+// their tenant's token: the subjects reach the suite's account through a
+// service import (so JetStream's publish acks come back as replies) and the
+// users may subscribe only to their own account's inboxes. A tenant thus
+// observes nothing of the suite's account or of another tenant's: no
+// deliveries, no JetStream API, no advisories.
 func (s *Server) serverConfig(cfg config.Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "accounts {\n  %s {\n    jetstream: enabled\n    users: [\n", Account)
 	fmt.Fprintf(&b, "      {user: %q, password: %q}\n", s.user, s.passwordHash)
+	b.WriteString("    ]\n    exports: [\n")
 	for _, t := range cfg.Tenants {
-		fmt.Fprintf(&b, "      {user: %q, password: %q, permissions: {publish: {allow: [%q]}, subscribe: {allow: [\"_INBOX.>\"]}}}\n",
-			t.NATS.User, t.NATS.PasswordHash, "tenant."+t.ID+".>")
+		fmt.Fprintf(&b, "      {service: %q, accounts: [%q]}\n", "tenant."+t.ID+".>", TenantAccount(t.ID))
 	}
-	b.WriteString("    ]\n  }\n}\nno_auth_user: \"\"\n")
+	b.WriteString("    ]\n  }\n")
+	for _, t := range cfg.Tenants {
+		perms := fmt.Sprintf("permissions: {publish: {allow: [%q]}, subscribe: {allow: [\"_INBOX.>\"]}}", "tenant."+t.ID+".>")
+		fmt.Fprintf(&b, "  %s {\n    users: [\n", TenantAccount(t.ID))
+		fmt.Fprintf(&b, "      {user: %q, password: %q, %s}\n", t.NATS.User, t.NATS.PasswordHash, perms)
+		if pub := t.NATS.Nkey; pub != "" {
+			fmt.Fprintf(&b, "      {nkey: %q, %s}\n", pub, perms)
+		}
+		fmt.Fprintf(&b, "    ]\n    imports: [\n      {service: {account: %q, subject: %q}}\n    ]\n  }\n",
+			Account, "tenant."+t.ID+".>")
+	}
+	b.WriteString("}\nno_auth_user: \"\"\n")
 	return b.String()
 }
 
@@ -211,3 +233,30 @@ func (l *logAdapter) Fatalf(format string, v ...any)  { l.log.Error().Msgf(forma
 func (l *logAdapter) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
 func (l *logAdapter) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
 func (l *logAdapter) Tracef(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }
+
+// NkeyOption signs in with an nkey seed (raw or decorated).
+func NkeyOption(seed []byte) (nats.Option, error) {
+	kp, err := nkeys.ParseDecoratedNKey(seed)
+	if err != nil {
+		return nil, fmt.Errorf("nats: nkey seed: %w", err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("nats: nkey seed: %w", err)
+	}
+	return nats.Nkey(pub, kp.Sign), nil
+}
+
+// CredsOption signs in with a credentials file: a user JWT and its seed
+// (NATS decentralized auth, written by 'tenantscope nats creds' for a
+// cluster) or a bare nkey seed (the embedded server).
+func CredsOption(path string) (nats.Option, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("nats: credentials: %w", err)
+	}
+	if bytes.Contains(raw, []byte("BEGIN NATS USER JWT")) {
+		return nats.UserCredentials(path), nil
+	}
+	return NkeyOption(raw)
+}
