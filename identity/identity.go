@@ -12,7 +12,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -39,33 +41,83 @@ type Keys struct {
 	Managed interface {
 		Lookup(hash string) (Principal, bool)
 	}
+	// Failures limits wrong keys per client address (KeyFailureLimits).
+	// Set OnFailures, Now or replace it before serving.
+	Failures *Throttle
+	// OnFailures receives the first wrong key of an address's burst and its
+	// summaries (nil: not recorded), e.g. into the platform's audit chain.
+	OnFailures func(Burst)
+	// Now is the throttle's clock (nil: time.Now).
+	Now func() time.Time
 }
 
-// NewKeys indexes the configured API keys by hash.
+// KeyFailureLimits are the defaults for wrong API keys per client address:
+// 10 free, then 1 s doubling up to 15 min; forgotten after an hour's quiet.
+func KeyFailureLimits() ThrottleConfig {
+	return ThrottleConfig{Free: 10, Base: time.Second, Max: 15 * time.Minute, Window: time.Hour, MaxKeys: 10_000}
+}
+
+// NewKeys indexes the configured API keys by hash and limits wrong keys
+// per client address.
 func NewKeys(cfg config.Config) *Keys {
 	k := &Keys{byHash: map[string]config.APIKey{}}
 	for _, key := range cfg.APIKeys {
 		k.byHash[key.KeyHash] = key
 	}
+	limits := KeyFailureLimits()
+	limits.Now = func() time.Time {
+		if k.Now != nil {
+			return k.Now()
+		}
+		return time.Now()
+	}
+	limits.Report = func(b Burst) {
+		if k.OnFailures != nil {
+			k.OnFailures(b)
+		}
+	}
+	k.Failures = NewThrottle(limits)
 	return k
 }
 
-// Authenticate reads the bearer key of r.
+// Authenticate reads the bearer key of r. A request without a key is
+// ErrUnauthenticated and not counted; a wrong key counts against the
+// client's address, and an address that must wait gets a *WaitError
+// (ErrTooManyAttempts) even for a right key. An authenticated principal is
+// noted in the request's Caller (WithCaller), if any.
 func (k *Keys) Authenticate(r *http.Request) (Principal, error) {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || raw == "" {
 		return Principal{}, ErrUnauthenticated
 	}
-	hash := config.HashAPIKey(raw)
-	if key, found := k.byHash[hash]; found {
-		return Principal{Name: key.Name, Role: key.Role, Tenant: key.Tenant}, nil
-	}
-	if k.Managed != nil {
-		if p, found := k.Managed.Lookup(hash); found {
-			return p, nil
+	addr, attempt := ClientAddr(r), Attempt{Addr: ClientAddr(r), UserAgent: r.UserAgent()}
+	if k.Failures != nil {
+		if wait := k.Failures.Begin(addr, attempt); wait > 0 {
+			return Principal{}, &WaitError{Wait: wait}
 		}
 	}
-	return Principal{}, ErrUnauthenticated
+	p, found := k.lookup(config.HashAPIKey(raw))
+	if !found {
+		if k.Failures != nil {
+			k.Failures.Fail(addr, attempt)
+		}
+		return Principal{}, ErrUnauthenticated
+	}
+	if k.Failures != nil {
+		k.Failures.Undo(addr)
+	}
+	SetCaller(r.Context(), p)
+	return p, nil
+}
+
+func (k *Keys) lookup(hash string) (Principal, bool) {
+	if key, found := k.byHash[hash]; found {
+		return Principal{Name: key.Name, Role: key.Role, Tenant: key.Tenant}, true
+	}
+	if k.Managed != nil {
+		return k.Managed.Lookup(hash)
+	}
+	return Principal{}, false
 }
 
 // Require authenticates r and scopes it to the path's {tenantId} for c. On
@@ -178,7 +230,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, status int, code, messag
 
 // Fail writes the error body for an authentication or authorization error.
 func Fail(w http.ResponseWriter, r *http.Request, err error) {
+	var wait *WaitError
 	switch {
+	case errors.As(err, &wait):
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfter(wait.Wait)))
+		WriteError(w, r, http.StatusTooManyRequests, "too_many_attempts", wait.Error())
 	case errors.Is(err, ErrUnauthenticated):
 		WriteError(w, r, http.StatusUnauthorized, "unauthenticated", err.Error())
 	case errors.Is(err, ErrForbidden):

@@ -58,6 +58,7 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		}
 		rcv.Register(mux)
 		keys := identity.NewKeys(s.cfg)
+		keys.OnFailures = auditlog.ReportFailures(s.publishAudit, s.log, auditlog.KeyFailures)
 		s.apiKeys = apikeys.New(s.cfg, s.storeOf, s.regionStores, s.publishAudit, s.log)
 		if err := s.apiKeys.Load(ctx); err != nil {
 			return err

@@ -172,12 +172,31 @@ type UI struct {
 	regions      []string // configured region names (region moves)
 	// Health shows each tenant's last chain verification on the home page.
 	Health *auditlog.HealthBoard
+	// Now is the sign-in throttle's clock (nil: time.Now).
+	Now func() time.Time
+	// signIns limits failed sign-ins per user name and reports their
+	// bursts to the platform chain; signInAddrs per client address.
+	signIns, signInAddrs *identity.Throttle
+}
+
+// SignInLimits are the defaults for failed sign-ins per user name (5 free,
+// then 1 s doubling up to 15 min) and per client address (20 free, a
+// shared office or NAT); both forget a key after an hour's quiet.
+func SignInLimits() (perUser, perAddress identity.ThrottleConfig) {
+	perUser = identity.ThrottleConfig{Free: 5, Base: time.Second, Max: 15 * time.Minute, Window: time.Hour, MaxKeys: 10_000}
+	perAddress = perUser
+	perAddress.Free = 20
+	return perUser, perAddress
 }
 
 // New builds the UI. sessionKey signs session cookies.
 func New(cfg config.Config, sessionKey []byte, stores func(string) (*chstore.Store, error),
 	audit func(ctx context.Context, tenant, msgID string, body []byte) error, log zerolog.Logger) *UI {
 	u := &UI{users: map[string]config.User{}, key: sessionKey, stores: stores, audit: audit, log: log, retentionCfg: cfg.Retention}
+	perUser, perAddress := SignInLimits()
+	perUser.Now, perAddress.Now = u.now, u.now
+	perUser.Report = auditlog.ReportFailures(audit, log, auditlog.SignInFailures)
+	u.signIns, u.signInAddrs = identity.NewThrottle(perUser), identity.NewThrottle(perAddress)
 	for _, r := range cfg.Regions {
 		u.regions = append(u.regions, r.Name)
 	}
@@ -292,26 +311,71 @@ func (u *UI) loginForm(w http.ResponseWriter, r *http.Request) {
 // dummyHash keeps the time of a failed sign-in the same for unknown users.
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("tenantscope"), bcrypt.DefaultCost) //nolint:errcheck // constant input
 
+func (u *UI) now() time.Time {
+	if u.Now != nil {
+		return u.Now()
+	}
+	return time.Now()
+}
+
+// maxLoginBody bounds the sign-in form (a user name of 256 bytes, a
+// password, the CSRF token, all URL-encoded).
+const maxLoginBody = 8 << 10
+
+// login signs a user in. Failures are throttled per user name and per
+// client address (SignInLimits): once a key must wait, every attempt, even
+// with the right password, is answered 429 with Retry-After. The first
+// failure of a burst and then summaries go to the platform chain
+// (auditlog.SignInFailures); a success goes to the user's tenant chain.
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
+	if err := r.ParseForm(); err != nil {
+		status, msg := http.StatusBadRequest, "The sign-in form could not be read."
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			status, msg = http.StatusRequestEntityTooLarge, "The sign-in form is too large."
+		}
+		u.render(w, r, status, errorPage(nil, status, msg))
+		return
+	}
 	c, err := r.Cookie(csrfCookie)
-	if err != nil || c.Value == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostFormValue("csrf"))) != 1 {
+	if err != nil || c.Value == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostForm.Get("csrf"))) != 1 {
 		u.render(w, r, http.StatusForbidden, errorPage(nil, http.StatusForbidden, "The sign-in form expired or was not ours (CSRF check). Reload the page and try again."))
 		return
 	}
-	name, pw := r.PostFormValue("username"), r.PostFormValue("password")
-	usr, ok := u.users[name]
-	hash := []byte(usr.PasswordHash)
-	if !ok || len(hash) == 0 {
-		hash = dummyHash
+	name, pw := r.PostForm.Get("username"), r.PostForm.Get("password")
+	shown := identity.Clip(name) // what records, logs and the throttle keep
+	addr := identity.ClientAddr(r)
+	at := identity.Attempt{Addr: addr, UserAgent: r.UserAgent()}
+	if wait := u.signInAddrs.Begin(addr, at); wait > 0 {
+		u.tooManySignIns(w, r, wait)
+		return
 	}
-	if bcrypt.CompareHashAndPassword(hash, []byte(pw)) != nil || !ok {
-		u.log.Warn().Str("user", name).Str("ip", r.RemoteAddr).Msg("failed sign-in")
-		u.auditSignIn(r, usr, name, "failure")
+	if wait := u.signIns.Begin(shown, at); wait > 0 {
+		u.signInAddrs.Undo(addr)
+		u.tooManySignIns(w, r, wait)
+		return
+	}
+	usr, ok := u.users[name]
+	if !identity.ValidName(name) {
+		ok = false // not a name we accept: refused like a wrong password, without bcrypt
+	} else {
+		hash := []byte(usr.PasswordHash)
+		if !ok || len(hash) == 0 {
+			hash = dummyHash
+		}
+		ok = bcrypt.CompareHashAndPassword(hash, []byte(pw)) == nil && ok
+	}
+	if !ok {
+		u.log.Warn().Str("user", shown).Str("ip", addr).Msg("failed sign-in")
+		u.signIns.Fail(shown, at)
+		u.signInAddrs.Fail(addr, at)
 		csrf := token()
 		u.setCookie(w, csrfCookie, csrf, 10*time.Minute)
 		u.render(w, r, http.StatusUnauthorized, loginPage(csrf, "Wrong user or password."))
 		return
 	}
+	u.signIns.Forget(shown)
+	u.signInAddrs.Undo(addr)
 	s := Session{User: usr.Name, Role: usr.Role, Tenant: usr.Tenant, CSRF: token(), Expires: time.Now().Add(sessionTTL).Unix()}
 	payload, err := json.Marshal(s)
 	if err != nil {
@@ -320,20 +384,29 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	u.setCookie(w, sessionCookie, u.sign(payload), sessionTTL)
 	u.setCookie(w, csrfCookie, "", -time.Second)
-	u.auditSignIn(r, usr, name, "success")
+	u.auditSignIn(r, usr)
 	http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 }
 
-// auditSignIn records a sign-in in the user's tenant's chain, or in the
-// platform chain for platform users and unknown names.
-func (u *UI) auditSignIn(r *http.Request, usr config.User, name, outcome string) {
+func (u *UI) tooManySignIns(w http.ResponseWriter, r *http.Request, wait time.Duration) {
+	secs := identity.RetryAfter(wait)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	csrf := token()
+	u.setCookie(w, csrfCookie, csrf, 10*time.Minute)
+	u.render(w, r, http.StatusTooManyRequests, loginPage(csrf, "Too many failed sign-ins. Try again in "+strconv.Itoa(secs)+" s."))
+}
+
+// auditSignIn records a successful sign-in in the user's tenant's chain, or
+// in the platform chain for platform users. (Failures are summarized in the
+// platform chain by the throttle.)
+func (u *UI) auditSignIn(r *http.Request, usr config.User) {
 	chain := usr.Tenant
 	if chain == "" {
 		chain = config.PlatformTenant
 	}
 	rec := auditlog.Record{TenantID: chain, Time: time.Now().UTC(),
-		Actor:  auditlog.Actor{Type: "user", ID: name, IP: r.RemoteAddr, UserAgent: r.UserAgent()},
-		Action: "ui.sign_in", Target: auditlog.Target{Type: "user", ID: name}, Outcome: outcome, SourceService: "tenantscope-ui"}
+		Actor:  auditlog.Actor{Type: "user", ID: usr.Name, IP: r.RemoteAddr, UserAgent: identity.Clip(r.UserAgent())},
+		Action: "ui.sign_in", Target: auditlog.Target{Type: "user", ID: usr.Name}, Outcome: "success", SourceService: "tenantscope-ui"}
 	u.publish(r, rec)
 }
 
