@@ -136,23 +136,50 @@ func TestAPIRoleMatrix(t *testing.T) {
 	require.Contains(t, actions, "acme:api.access_denied", "refused tenant reads are audited in the tenant's chain")
 }
 
+// requestMux serves a tenant API route and a UI route that authenticate
+// with keys (the UI's session check notes its principal the same way).
+func requestMux(keys *identity.Keys) *http.ServeMux {
+	mux := http.NewServeMux()
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if _, _, ok := keys.Require(w, r, identity.ReadAudit, nil); ok {
+			w.WriteHeader(http.StatusOK)
+		}
+	}
+	mux.HandleFunc("GET /api/v1/tenants/{tenantId}/audit-events", h)
+	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit", h)
+	mux.HandleFunc("GET /api/v1/tenants/{tenantId}/broken", func(w http.ResponseWriter, r *http.Request) {
+		if _, _, ok := keys.Require(w, r, identity.ReadAudit, nil); ok {
+			http.Error(w, "boom", http.StatusInternalServerError)
+		}
+	})
+	return mux
+}
+
+func withKeys(cfg config.Config, keys map[string]config.APIKey) config.Config {
+	cfg.APIKeys = nil
+	for k, v := range keys {
+		v.Name, v.KeyHash = k, config.HashAPIKey(k)
+		cfg.APIKeys = append(cfg.APIKeys, v)
+	}
+	return cfg
+}
+
 func TestRequestsAreCountedPerTenant(t *testing.T) {
 	f := start(t)
 	// A tenant whose id is also a path segment ("ui") is counted under its
 	// own route group too.
 	cfg := f.cfg
 	cfg.Tenants = append(append([]config.Tenant(nil), cfg.Tenants...), config.Tenant{ID: "ui", Region: "default"})
+	cfg = withKeys(cfg, map[string]config.APIKey{"acme-key": {Role: config.RoleTenantAdmin, Tenant: "acme"},
+		"globex-key": {Role: config.RoleTenantAdmin, Tenant: "globex"}, "ui-key": {Role: config.RoleTenantAdmin, Tenant: "ui"}})
 	svc := metering.New(cfg, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
 	q := metering.NewRequests(svc)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/tenants/{tenantId}/audit-events", func(w http.ResponseWriter, _ *http.Request) {})
-	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit", func(w http.ResponseWriter, _ *http.Request) {})
-	srv := httptest.NewServer(q.Middleware(mux))
+	srv := httptest.NewServer(q.Middleware(requestMux(identity.NewKeys(cfg))))
 	t.Cleanup(srv.Close)
-	for _, p := range []string{"/api/v1/tenants/acme/audit-events", "/api/v1/tenants/acme/audit-events", "/ui/tenants/acme/audit", "/api/v1/tenants/globex/audit-events", "/api/v1/tenants/nobody/audit-events", "/healthz", "/ui/tenants/ui/audit"} {
-		res, err := http.Get(srv.URL + p)
-		require.NoError(t, err)
-		res.Body.Close()
+	for _, c := range []struct{ path, key string }{{"/api/v1/tenants/acme/audit-events", "acme-key"}, {"/api/v1/tenants/acme/audit-events", "acme-key"},
+		{"/ui/tenants/acme/audit", "acme-key"}, {"/api/v1/tenants/globex/audit-events", "globex-key"}, {"/api/v1/tenants/nobody/audit-events", "acme-key"},
+		{"/healthz", "acme-key"}, {"/ui/tenants/ui/audit", "ui-key"}} {
+		identitytest.Call(t, "GET", srv.URL+c.path, c.key, "")
 	}
 	require.NoError(t, q.Flush(context.Background()))
 	usage, err := svc.UsageByTenant(context.Background(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
@@ -164,4 +191,41 @@ func TestRequestsAreCountedPerTenant(t *testing.T) {
 	require.NoError(t, f.st.QueryRow(context.Background(), []any{&groups}, "SELECT arraySort(groupUniqArray(toString(service))) FROM usage_hourly WHERE signal IN ('api_requests', 'ui_requests')"))
 	require.Equal(t, []string{"audit", "audit-events"}, groups, "requests are grouped by the route after the tenant")
 	require.EqualValues(t, 1, usage["ui"]["ui_requests"])
+}
+
+// Only served, authenticated calls are billed, to the caller's tenant:
+// anonymous calls (401), refused ones (403), failures (5xx) and calls by
+// cross-tenant roles (compliance, finance, sre) are not on a tenant's bill.
+func TestAnonymousAndRefusedCallsAreNotBilled(t *testing.T) {
+	f := start(t)
+	cfg := withKeys(f.cfg, map[string]config.APIKey{"acme-key": {Role: config.RoleTenantAdmin, Tenant: "acme"},
+		"globex-key": {Role: config.RoleTenantAdmin, Tenant: "globex"}, "compliance-key": {Role: config.RoleCompliance}})
+	svc := metering.New(cfg, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
+	q := metering.NewRequests(svc)
+	srv := httptest.NewServer(q.Middleware(requestMux(identity.NewKeys(cfg))))
+	t.Cleanup(srv.Close)
+	for range 200 {
+		status, _, _ := identitytest.Call(t, "GET", srv.URL+"/api/v1/tenants/acme/audit-events", "", "")
+		require.Equal(t, 401, status)
+	}
+	for _, c := range []struct {
+		path, key string
+		status    int
+	}{
+		{"/api/v1/tenants/acme/audit-events", "acme-key", 200},
+		{"/api/v1/tenants/acme/audit-events", "acme-key", 200},
+		{"/api/v1/tenants/acme/audit-events", "acme-key", 200},
+		{"/api/v1/tenants/acme/audit-events", "globex-key", 403},
+		{"/api/v1/tenants/acme/audit-events", "compliance-key", 200},
+		{"/api/v1/tenants/acme/broken", "acme-key", 500},
+		{"/api/v1/tenants/globex/audit-events", "globex-key", 200},
+	} {
+		status, _, _ := identitytest.Call(t, "GET", srv.URL+c.path, c.key, "")
+		require.Equal(t, c.status, status, "%s %s", c.key, c.path)
+	}
+	require.NoError(t, q.Flush(context.Background()))
+	usage, err := svc.UsageByTenant(context.Background(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.EqualValues(t, 3, usage["acme"]["api_requests"], "acme pays for its own three served calls, not for 200 anonymous ones, globex's refused one or compliance's")
+	require.EqualValues(t, 1, usage["globex"]["api_requests"])
 }

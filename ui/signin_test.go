@@ -1,9 +1,11 @@
 package ui_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -11,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/metering"
 )
 
 type testClock struct {
@@ -135,4 +140,38 @@ func TestSignInLongUserNames(t *testing.T) {
 	for _, a := range f.audited {
 		require.Less(t, len(a), 4096, "no record carries the whole name")
 	}
+}
+
+// UI pages are billed as ui_requests to the signed-in user's tenant only:
+// not to the path's tenant for anonymous visitors (sent to sign in) or for
+// a compliance officer reading it.
+func TestUIRequestsAreBilledToTheSignedInTenant(t *testing.T) {
+	f := start(t)
+	svc := metering.New(f.cfg, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
+	q := metering.NewRequests(svc)
+	mux := http.NewServeMux()
+	f.ui.Register(mux)
+	srv := httptest.NewServer(q.Middleware(mux))
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	for range 50 {
+		res, err := http.Get(srv.URL + "/ui/tenants/acme/audit")
+		require.NoError(t, err)
+		res.Body.Close()
+	}
+	alice, _, _ := signIn(t, f, "alice", "pw-alice")
+	carol, _, _ := signIn(t, f, "carol", "pw-carol")
+	for range 2 {
+		code, _ := page(t, alice, "GET", srv.URL+"/ui/tenants/acme/audit", nil)
+		require.Equal(t, 200, code)
+		code, _ = page(t, carol, "GET", srv.URL+"/ui/tenants/acme/audit", nil)
+		require.Equal(t, 200, code)
+	}
+	code, _ := page(t, alice, "GET", srv.URL+"/ui/tenants/globex/audit", nil)
+	require.Equal(t, 403, code)
+	require.NoError(t, q.Flush(context.Background()))
+	usage, err := svc.UsageByTenant(context.Background(), time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, usage["acme"]["ui_requests"])
+	require.EqualValues(t, 0, usage["globex"]["ui_requests"])
 }

@@ -427,6 +427,7 @@ func (u *UI) signedIn(h func(http.ResponseWriter, *http.Request, *Session)) http
 			http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 			return
 		}
+		identity.SetCaller(r.Context(), s.principal()) // for metering
 		h(w, r, s)
 	}
 }
