@@ -176,7 +176,7 @@ func RunCost(ctx context.Context, cfg CostConfig, progress io.Writer) (CostResul
 		if i > 0 { // the first run warms the caches
 			costs = append(costs, time.Since(t1))
 		}
-		res.Total = rep.Total
+		res.Total = rep.Total.InexactFloat64()
 		step("cost report %d/%d: %d tenants, total %.2f %s in %s", i, cfg.Runs, len(rep.Tenants), rep.Total, rep.Currency, time.Since(t1).Round(time.Millisecond))
 	}
 	slices.Sort(costs)

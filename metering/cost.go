@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"time"
@@ -15,34 +14,36 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// LineItem is one line of a tenant's bill.
+// LineItem is one line of a tenant's bill. Quantities and amounts are
+// exact decimals (JSON strings, e.g. "7.5000"); see money.go for the
+// rounding rule.
 type LineItem struct {
-	Kind     string  `json:"kind"` // usage, shared, discount, sla_credit, adjustment
-	Meter    string  `json:"meter,omitempty"`
-	Quantity float64 `json:"quantity,omitempty"`
-	Unit     float64 `json:"unit,omitempty"`
-	Detail   string  `json:"detail,omitempty"`
-	Amount   float64 `json:"amount"`
+	Kind     string          `json:"kind"` // usage, shared, discount, sla_credit, adjustment
+	Meter    string          `json:"meter,omitempty"`
+	Quantity decimal.Decimal `json:"quantity"`
+	Unit     decimal.Decimal `json:"unit"`
+	Detail   string          `json:"detail,omitempty"`
+	Amount   decimal.Decimal `json:"amount"`
 }
 
 // TenantCost is a tenant's bill for a period.
 type TenantCost struct {
-	Tenant   string     `json:"tenant"`
-	Lines    []LineItem `json:"line_items"`
-	Total    float64    `json:"total"`
-	Usage    Usage      `json:"usage"`
-	ClosedAt *time.Time `json:"closed_at,omitempty"`
-	ClosedBy string     `json:"closed_by,omitempty"`
+	Tenant   string          `json:"tenant"`
+	Lines    []LineItem      `json:"line_items"`
+	Total    decimal.Decimal `json:"total"`
+	Usage    Usage           `json:"usage"`
+	ClosedAt *time.Time      `json:"closed_at,omitempty"`
+	ClosedBy string          `json:"closed_by,omitempty"`
 }
 
 // CostReport is every tenant's bill for a period.
 type CostReport struct {
-	Period   string       `json:"period"`
-	Currency string       `json:"currency"`
-	RateCard string       `json:"rate_card"`
-	Closed   bool         `json:"closed"`
-	Tenants  []TenantCost `json:"tenants"`
-	Total    float64      `json:"total"`
+	Period   string          `json:"period"`
+	Currency string          `json:"currency"`
+	RateCard string          `json:"rate_card"`
+	Closed   bool            `json:"closed"`
+	Tenants  []TenantCost    `json:"tenants"`
+	Total    decimal.Decimal `json:"total"`
 }
 
 // Errors callers map to statuses.
@@ -55,30 +56,43 @@ var (
 	ErrMoving     = errors.New("a tenant is being moved to another region; try again when the move ends")
 )
 
-func round(v float64) float64 { return math.Round(v*10000) / 10000 }
-
-// tiered prices units (already divided by the price's unit).
-func tiered(p Price, units float64) (float64, string) {
-	if len(p.Tiers) == 0 {
-		return units * p.Price, fmt.Sprintf("%g × %g", units, p.Price)
+// priced is the amount of quantity q of p and its detail. A flat price is
+// q × price ÷ unit, rounded once. Tiers count units (q ÷ unit, to
+// unitScale places) and price each tier's units at its price (the caller
+// rounds the sum).
+func priced(p Price, q, unit decimal.Decimal) (decimal.Decimal, string) {
+	per := func(q decimal.Decimal) string {
+		if unit.Equal(decimal.NewFromInt(1)) {
+			return q.String()
+		}
+		return q.String() + " / " + unit.String()
 	}
-	total, prev := 0.0, 0.0
+	if len(p.Tiers) == 0 {
+		return q.Mul(p.Price.Decimal).DivRound(unit, AmountScale), per(q) + " × " + p.Price.String()
+	}
+	units := q.DivRound(unit, unitScale)
+	total, prev := decimal.Zero, decimal.Zero
 	var parts []string
 	for _, t := range p.Tiers {
-		upper := t.UpTo
-		if upper == 0 || upper > units {
+		upper := t.UpTo.Decimal
+		if upper.IsZero() || upper.GreaterThan(units) {
 			upper = units
 		}
-		if upper > prev {
-			total += (upper - prev) * t.Price
-			parts = append(parts, fmt.Sprintf("%g × %g", upper-prev, t.Price))
+		if upper.GreaterThan(prev) {
+			n := upper.Sub(prev)
+			total = total.Add(n.Mul(t.Price.Decimal))
+			parts = append(parts, n.String()+" × "+t.Price.String())
 			prev = upper
 		}
-		if prev >= units {
+		if prev.GreaterThanOrEqual(units) {
 			break
 		}
 	}
-	return total, strings.Join(parts, " + ")
+	detail := strings.Join(parts, " + ")
+	if !unit.Equal(decimal.NewFromInt(1)) {
+		detail = per(q) + " units: " + detail
+	}
+	return total, detail
 }
 
 // prices is a tenant's price list: the version's, overridden by meter.
@@ -126,12 +140,12 @@ func (s *Service) Cost(ctx context.Context, p Period) (CostReport, error) {
 		t := &rep.Tenants[i]
 		for _, a := range adj[t.Tenant] {
 			t.Lines = append(t.Lines, LineItem{Kind: "adjustment", Detail: a.Reason + " (" + a.ID + ", by " + a.By + ")", Amount: a.Amount})
-			t.Total = round(t.Total + a.Amount)
+			t.Total = t.Total.Add(a.Amount)
 		}
 	}
-	rep.Total = 0
+	rep.Total = decimal.Zero
 	for _, t := range rep.Tenants {
-		rep.Total = round(rep.Total + t.Total)
+		rep.Total = rep.Total.Add(t.Total)
 	}
 	return rep, nil
 }
@@ -160,56 +174,98 @@ func (s *Service) compute(ctx context.Context, p Period) (CostReport, error) {
 		tc := TenantCost{Tenant: id, Usage: u}
 		for _, pr := range v.prices(id) {
 			q := u[pr.Meter]
-			unit := pr.Unit
-			if unit == 0 {
-				unit = 1
+			unit := pr.Unit.Decimal
+			if unit.IsZero() {
+				unit = decimal.NewFromInt(1)
 			}
-			amount, detail := tiered(pr, q/unit)
-			tc.Lines = append(tc.Lines, LineItem{Kind: "usage", Meter: pr.Meter, Quantity: q, Unit: unit, Detail: detail, Amount: round(amount)})
+			a, detail := priced(pr, q, unit)
+			tc.Lines = append(tc.Lines, LineItem{Kind: "usage", Meter: pr.Meter, Quantity: q, Unit: unit, Detail: detail, Amount: amount(a)})
 		}
 		rep.Tenants = append(rep.Tenants, tc)
 	}
+	hundred := decimal.NewFromInt(100)
 	for _, sh := range v.Shared {
-		var weights []float64
-		total := 0.0
+		var weights []decimal.Decimal
+		total := decimal.Zero
 		for _, t := range rep.Tenants {
-			w := 1.0
+			w := decimal.NewFromInt(1)
 			if sh.Split == "usage_share" {
 				w = t.Usage[sh.Meter]
 			}
 			weights = append(weights, w)
-			total += w
+			total = total.Add(w)
 		}
+		shares := split(amount(sh.Amount.Decimal), weights)
 		for i := range rep.Tenants {
-			share := 0.0
-			if total > 0 {
-				share = weights[i] / total
+			pct := decimal.Zero
+			if total.IsPositive() {
+				pct = weights[i].Mul(hundred).DivRound(total, 2)
 			}
-			rep.Tenants[i].Lines = append(rep.Tenants[i].Lines, LineItem{Kind: "shared", Detail: fmt.Sprintf("%s: %.2f%% of %g (%s)", sh.Name, share*100, sh.Amount, sh.Split), Amount: round(sh.Amount * share)})
+			rep.Tenants[i].Lines = append(rep.Tenants[i].Lines, LineItem{Kind: "shared",
+				Detail: fmt.Sprintf("%s: %s%% of %s (%s)", sh.Name, pct.StringFixed(2), sh.Amount.String(), sh.Split), Amount: shares[i]})
 		}
 	}
 	for i := range rep.Tenants {
 		t := &rep.Tenants[i]
-		sub := decimal.Zero
-		for _, l := range t.Lines {
-			sub = sub.Add(decimal.NewFromFloat(l.Amount))
-		}
-		subtotal, _ := sub.Float64()
-		if d := v.Tenants[t.Tenant].DiscountPercent; d > 0 {
-			t.Lines = append(t.Lines, LineItem{Kind: "discount", Detail: fmt.Sprintf("%g%%", d), Amount: round(-subtotal * d / 100)})
-			subtotal += -subtotal * d / 100
+		subtotal := sum(t.Lines)
+		if d := v.Tenants[t.Tenant].DiscountPercent.Decimal; d.IsPositive() {
+			t.Lines = append(t.Lines, LineItem{Kind: "discount", Detail: d.String() + "%", Amount: amount(subtotal.Mul(d).Shift(-2).Neg())})
+			subtotal = sum(t.Lines)
 		}
 		if credit, detail := s.credit(sla[t.Tenant]); credit > 0 {
-			t.Lines = append(t.Lines, LineItem{Kind: "sla_credit", Detail: detail, Amount: round(-subtotal * credit / 100)})
+			c := decimal.NewFromFloat(credit)
+			t.Lines = append(t.Lines, LineItem{Kind: "sla_credit", Detail: detail, Amount: amount(subtotal.Mul(c).Shift(-2).Neg())})
 		}
-		total := decimal.Zero
-		for _, l := range t.Lines {
-			total = total.Add(decimal.NewFromFloat(l.Amount))
-		}
-		t.Total, _ = total.Round(4).Float64()
-		rep.Total = round(rep.Total + t.Total)
+		t.Total = sum(t.Lines)
+		rep.Total = rep.Total.Add(t.Total)
 	}
 	return rep, nil
+}
+
+// split divides total (≥ 0, AmountScale places) in proportion to weights
+// (≥ 0): each share is rounded down to AmountScale places, and what is left
+// goes one smallest unit (0.0001) each to the largest remainders (the first
+// on ties), so the shares add up to total exactly.
+func split(total decimal.Decimal, weights []decimal.Decimal) []decimal.Decimal {
+	out := make([]decimal.Decimal, len(weights))
+	sumW := decimal.Zero
+	for _, w := range weights {
+		sumW = sumW.Add(w)
+	}
+	if !sumW.IsPositive() {
+		return out
+	}
+	rems := make([]decimal.Decimal, len(weights))
+	left := total
+	for i, w := range weights {
+		exact := total.Mul(w).DivRound(sumW, AmountScale+12)
+		out[i] = exact.RoundDown(AmountScale)
+		rems[i] = exact.Sub(out[i])
+		left = left.Sub(out[i])
+	}
+	order := make([]int, len(weights))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return rems[order[a]].GreaterThan(rems[order[b]]) })
+	unit := decimal.New(1, -AmountScale)
+	for _, i := range order {
+		if !left.IsPositive() {
+			break
+		}
+		out[i] = out[i].Add(unit)
+		left = left.Sub(unit)
+	}
+	return out
+}
+
+// sum is the exact sum of the (rounded) line amounts.
+func sum(lines []LineItem) decimal.Decimal {
+	total := decimal.Zero
+	for _, l := range lines {
+		total = total.Add(l.Amount)
+	}
+	return total
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -243,7 +299,7 @@ func (s *Service) snapshot(ctx context.Context, p Period) (*CostReport, error) {
 			}{&tc.Lines, &tc.Usage}); err != nil {
 				return nil, fmt.Errorf("cost snapshot of %s: %w", r.Tenant, err)
 			}
-			tc.Total, _ = r.Total.Float64()
+			tc.Total = r.Total
 			rep.Currency, rep.RateCard = r.Currency, r.RateCard
 			rep.Tenants = append(rep.Tenants, tc)
 		}
@@ -292,7 +348,7 @@ func (s *Service) Close(ctx context.Context, p Period, by string) (CostReport, e
 			return rep, err
 		}
 		if err := st.Exec(ctx, "INSERT INTO cost_snapshots (period, tenant_id, line_items, total, currency, rate_card, closed_at, closed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-			p.Name, t.Tenant, string(body), decimal.NewFromFloat(t.Total), rep.Currency, rep.RateCard, now, by); err != nil {
+			p.Name, t.Tenant, string(body), t.Total, rep.Currency, rep.RateCard, now, by); err != nil {
 			return rep, fmt.Errorf("close %s: %w", p.Name, err)
 		}
 		t.ClosedAt, t.ClosedBy = &now, by
@@ -303,17 +359,18 @@ func (s *Service) Close(ctx context.Context, p Period, by string) (CostReport, e
 
 // Adjustment is an explicit correction of a closed period.
 type Adjustment struct {
-	ID     string    `json:"id"`
-	Period string    `json:"period"`
-	Tenant string    `json:"tenant"`
-	Amount float64   `json:"amount"`
-	Reason string    `json:"reason"`
-	At     time.Time `json:"created_at"`
-	By     string    `json:"created_by"`
+	ID     string          `json:"id"`
+	Period string          `json:"period"`
+	Tenant string          `json:"tenant"`
+	Amount decimal.Decimal `json:"amount"`
+	Reason string          `json:"reason"`
+	At     time.Time       `json:"created_at"`
+	By     string          `json:"created_by"`
 }
 
-// Adjust adds a correction to a closed period of tenant.
-func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amount float64, reason, by string) (Adjustment, error) {
+// Adjust adds a correction to a closed period of tenant: a non-zero amount
+// of at most 10^12 with at most AmountScale decimal places.
+func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amt decimal.Decimal, reason, by string) (Adjustment, error) {
 	if _, err := s.StoreOf(tenant); err != nil {
 		return Adjustment{}, fmt.Errorf("%w: unknown tenant %q", ErrInvalid, tenant)
 	}
@@ -330,8 +387,8 @@ func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amount fl
 	if reason == "" || len(reason) > 500 {
 		return Adjustment{}, fmt.Errorf("%w: a reason (1 to 500 characters) is required", ErrInvalid)
 	}
-	if amount == 0 || math.IsNaN(amount) || math.IsInf(amount, 0) || math.Abs(amount) > 1e12 {
-		return Adjustment{}, fmt.Errorf("%w: amount must be a non-zero number", ErrInvalid)
+	if amt.IsZero() || amt.Abs().GreaterThan(decimal.New(1, 12)) || !amt.Equal(amount(amt)) {
+		return Adjustment{}, fmt.Errorf("%w: amount must be a non-zero number of at most 10^12 with at most %d decimal places", ErrInvalid, AmountScale)
 	}
 	c, err := s.snapshot(ctx, p)
 	if err != nil {
@@ -342,9 +399,9 @@ func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amount fl
 	}
 	b := make([]byte, 6)
 	_, _ = rand.Read(b) //nolint:errcheck // never fails
-	a := Adjustment{ID: "adj_" + hex.EncodeToString(b), Period: p.Name, Tenant: tenant, Amount: round(amount), Reason: reason, At: s.Now().UTC().Truncate(time.Millisecond), By: by}
+	a := Adjustment{ID: "adj_" + hex.EncodeToString(b), Period: p.Name, Tenant: tenant, Amount: amount(amt), Reason: reason, At: s.Now().UTC().Truncate(time.Millisecond), By: by}
 	if err := st.Exec(ctx, "INSERT INTO cost_adjustments (id, period, tenant_id, amount, reason, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-		a.ID, a.Period, a.Tenant, decimal.NewFromFloat(a.Amount), a.Reason, a.At, a.By); err != nil {
+		a.ID, a.Period, a.Tenant, a.Amount, a.Reason, a.At, a.By); err != nil {
 		return a, err
 	}
 	return a, nil
@@ -366,8 +423,7 @@ func (s *Service) Adjustments(ctx context.Context, p Period) (map[string][]Adjus
 			return nil, fmt.Errorf("adjustments: %w", err)
 		}
 		for _, r := range rows {
-			a := Adjustment{ID: r.ID, Period: p.Name, Tenant: r.Tenant, Reason: r.Reason, At: r.At, By: r.By}
-			a.Amount, _ = r.Amount.Float64()
+			a := Adjustment{ID: r.ID, Period: p.Name, Tenant: r.Tenant, Amount: r.Amount, Reason: r.Reason, At: r.At, By: r.By}
 			out[a.Tenant] = append(out[a.Tenant], a)
 		}
 	}

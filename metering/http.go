@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
@@ -113,7 +115,7 @@ func (a *API) usage(r *http.Request, tenant string, p Period) (any, error) {
 	total := Usage{}
 	for _, d := range days {
 		for m, v := range d.Usage {
-			total[m] += v
+			total[m] = total[m].Add(v)
 		}
 	}
 	return map[string]any{"tenant": tenant, "period": p.Name, "usage": total, "days": days}, err
@@ -153,7 +155,7 @@ func (a *API) writeCost(w http.ResponseWriter, r *http.Request, rep CostReport) 
 // of a report).
 func (rep CostReport) Only(tenant string) CostReport {
 	out := rep
-	out.Tenants, out.Total = nil, 0
+	out.Tenants, out.Total = nil, decimal.Zero
 	for _, t := range rep.Tenants {
 		if t.Tenant == tenant {
 			out.Tenants = append(out.Tenants, t)
@@ -188,9 +190,9 @@ func (a *API) adjust(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body struct {
-		Period string  `json:"period"`
-		Amount float64 `json:"amount"`
-		Reason string  `json:"reason"`
+		Period string          `json:"period"` // amount: a JSON number or string, read exactly
+		Amount decimal.Decimal `json:"amount"`
+		Reason string          `json:"reason"`
 	}
 	if !identity.DecodeJSON(w, r, &body, 8192, `JSON {"period": "2026-10", "amount": -12.5, "reason": "…"}`) {
 		return

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/shopspring/decimal"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantscope/tenantscope/chstore"
@@ -102,14 +103,19 @@ func TestUsageMetersCostAndClosing(t *testing.T) {
 	require.NoError(t, err)
 	usage, err := f.svc.UsageByTenant(ctx, p.From, p.To)
 	require.NoError(t, err)
-	require.EqualValues(t, 200, usage["acme"]["events"])
-	require.EqualValues(t, 300, usage["globex"]["events"])
-	require.EqualValues(t, 1000, usage["acme"]["spans"])
-	require.InDelta(t, 160*20, usage["acme"]["orders_total"], 1e-9, "order.placed is 4 of 5 events, amount 20 each")
-	require.EqualValues(t, 7, usage["acme"]["customers"], "unique customers across the period")
-	require.Greater(t, usage["acme"]["event_bytes"], 0.0)
-	require.Greater(t, usage["acme"]["stored_bytes"], 0.0)
-	require.InDelta(t, 50.5*1000/1000, usage["acme"]["compute_seconds"], 1e-6, "server span time: mean 50.5 ms")
+	require.Equal(t, "200", usage["acme"]["events"].String())
+	require.Equal(t, "300", usage["globex"]["events"].String())
+	require.Equal(t, "1000", usage["acme"]["spans"].String())
+	require.Equal(t, "3200", usage["acme"]["orders_total"].String(), "order.placed is 4 of 5 events, amount 20 each")
+	require.Equal(t, "7", usage["acme"]["customers"].String(), "unique customers across the period")
+	require.True(t, usage["acme"]["event_bytes"].IsPositive())
+	require.True(t, usage["acme"]["stored_bytes"].IsPositive())
+	for _, u := range usage {
+		for _, m := range []string{"event_bytes", "span_bytes", "stored_bytes", "events", "spans"} {
+			require.True(t, u[m].IsInteger(), "%s is a whole number: %s", m, u[m])
+		}
+	}
+	require.Equal(t, "50.5", usage["acme"]["compute_seconds"].String(), "server span time: mean 50.5 ms, exact")
 
 	rep, err := f.svc.Cost(ctx, p)
 	require.NoError(t, err)
@@ -119,29 +125,28 @@ func TestUsageMetersCostAndClosing(t *testing.T) {
 	for _, tc := range rep.Tenants {
 		byTenant[tc.Tenant] = tc
 	}
-	line := func(tc metering.TenantCost, kind, meter string) float64 {
+	line := func(tc metering.TenantCost, kind, meter string) string {
 		for _, l := range tc.Lines {
 			if l.Kind == kind && (meter == "" || l.Meter == meter) {
-				return l.Amount
+				return l.Amount.StringFixed(4)
 			}
 		}
 		t.Fatalf("no %s line %s for %s: %+v", kind, meter, tc.Tenant, tc.Lines)
-		return 0
+		return ""
 	}
 	acme, globex := byTenant["acme"], byTenant["globex"]
-	require.InDelta(t, 10, line(acme, "usage", "events"), 1e-9, "200 events / 10 × 0.5")
-	require.InDelta(t, 5*1+5*0.5, line(acme, "usage", "spans"), 1e-9, "10 hundred spans: 5 at 1, 5 at 0.5")
-	require.InDelta(t, 32, line(acme, "usage", "orders_total"), 1e-9)
-	require.InDelta(t, 12, line(acme, "shared", ""), 1e-9, "200 of 500 events: 40% of 30")
-	require.InDelta(t, 18, line(globex, "shared", ""), 1e-9)
-	require.InDelta(t, -(10+7.5+32+12)*0.1, line(acme, "discount", ""), 1e-9)
+	require.Equal(t, "10.0000", line(acme, "usage", "events"), "200 events / 10 × 0.5")
+	require.Equal(t, "7.5000", line(acme, "usage", "spans"), "10 hundred spans: 5 at 1, 5 at 0.5")
+	require.Equal(t, "32.0000", line(acme, "usage", "orders_total"))
+	require.Equal(t, "12.0000", line(acme, "shared", ""), "200 of 500 events: 40% of 30")
+	require.Equal(t, "18.0000", line(globex, "shared", ""))
+	require.Equal(t, "-6.1500", line(acme, "discount", ""), "10% of 61.5")
 	// acme: 5 errors in 1,000 (99.5% < 99.9%): 10% credit on the discounted bill.
-	require.InDelta(t, -(10+7.5+32+12)*0.9*0.1, line(acme, "sla_credit", ""), 1e-9)
-	require.InDelta(t, (10+7.5+32+12)*0.9*0.9, acme.Total, 1e-9)
+	require.Equal(t, "-5.5350", line(acme, "sla_credit", ""), "10% of 55.35")
+	require.Equal(t, "49.8150", acme.Total.StringFixed(4))
 	// globex: 10% errors, availability 90% < 95%: 50% credit.
-	credit := line(globex, "sla_credit", "")
-	require.Less(t, credit, 0.0)
-	require.InDelta(t, globex.Total, -credit, 1e-9, "a 50% credit halves the bill")
+	require.Equal(t, "-23.5000", line(globex, "sla_credit", ""))
+	require.Equal(t, "23.5000", globex.Total.StringFixed(4), "a 50% credit halves the bill")
 
 	// Closing snapshots the report; later data does not change it.
 	_, err = f.svc.Close(ctx, metering.Period{Name: "2026-11", From: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}, "frank")
@@ -161,22 +166,23 @@ func TestUsageMetersCostAndClosing(t *testing.T) {
 	again, err := f.svc.Cost(ctx, p)
 	require.NoError(t, err)
 	require.True(t, again.Closed)
-	require.Equal(t, rep.Total, again.Total, "a closed period's report never changes")
+	require.True(t, rep.Total.Equal(again.Total), "a closed period's report never changes: %s, then %s", rep.Total, again.Total)
 
 	// Corrections are explicit lines.
-	_, err = f.svc.Adjust(ctx, p, "acme", -5, "", "frank")
+	five := decimal.NewFromInt(-5)
+	_, err = f.svc.Adjust(ctx, p, "acme", five, "", "frank")
 	require.ErrorIs(t, err, metering.ErrInvalid)
-	_, err = f.svc.Adjust(ctx, metering.Period{Name: "2026-11"}, "acme", -5, "goodwill", "frank")
+	_, err = f.svc.Adjust(ctx, metering.Period{Name: "2026-11"}, "acme", five, "goodwill", "frank")
 	require.ErrorIs(t, err, metering.ErrOpen)
 	f.cfg.Placement().Pause("acme", 3)
-	_, err = f.svc.Adjust(ctx, p, "acme", -5, "goodwill after incident 42", "frank")
+	_, err = f.svc.Adjust(ctx, p, "acme", five, "goodwill after incident 42", "frank")
 	require.ErrorIs(t, err, metering.ErrMoving)
 	f.cfg.Placement().Set("acme", "", false, 4)
-	a, err := f.svc.Adjust(ctx, p, "acme", -5, "goodwill after incident 42", "frank")
+	a, err := f.svc.Adjust(ctx, p, "acme", five, "goodwill after incident 42", "frank")
 	require.NoError(t, err)
 	again, err = f.svc.Cost(ctx, p)
 	require.NoError(t, err)
-	require.InDelta(t, rep.Total-5, again.Total, 1e-9)
+	require.Equal(t, rep.Total.Sub(decimal.NewFromInt(5)).String(), again.Total.String())
 	require.Contains(t, fmt.Sprint(again.Tenants[0].Lines), a.ID)
 
 	// A future period is refused.

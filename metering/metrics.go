@@ -98,12 +98,12 @@ func (e *Exporter) Update(ctx context.Context) error {
 	}
 	for id, u := range usage {
 		for m, v := range u {
-			e.usage.WithLabelValues(id, m).Set(v)
+			e.usage.WithLabelValues(id, m).Set(v.InexactFloat64()) // a gauge is a float
 		}
 	}
 	if rep, err := s.Cost(ctx, p); err == nil {
 		for _, t := range rep.Tenants {
-			e.cost.WithLabelValues(t.Tenant, rep.Currency).Set(t.Total)
+			e.cost.WithLabelValues(t.Tenant, rep.Currency).Set(t.Total.InexactFloat64())
 		}
 	}
 	e.updated.SetToCurrentTime()

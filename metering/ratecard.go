@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shopspring/decimal"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tenantscope/tenantscope/chstore"
@@ -47,34 +47,34 @@ type Version struct {
 // Price prices a meter per Unit units: one Price, or graduated Tiers (each
 // tier's units at its price; the last tier has no UpTo).
 type Price struct {
-	Meter string  `yaml:"meter"`
-	Unit  float64 `yaml:"unit"`
-	Price float64 `yaml:"price"`
-	Tiers []Tier  `yaml:"tiers"`
-	Line  int     `yaml:"-"`
+	Meter string `yaml:"meter"`
+	Unit  Dec    `yaml:"unit"`
+	Price Dec    `yaml:"price"`
+	Tiers []Tier `yaml:"tiers"`
+	Line  int    `yaml:"-"`
 }
 
 // Tier is one step of a graduated price; UpTo counts priced units (after
 // dividing by Unit), 0 for the last tier.
 type Tier struct {
-	UpTo  float64 `yaml:"up_to"`
-	Price float64 `yaml:"price"`
-	Line  int     `yaml:"-"`
+	UpTo  Dec `yaml:"up_to"`
+	Price Dec `yaml:"price"`
+	Line  int `yaml:"-"`
 }
 
 // Shared is a platform cost split between tenants: evenly, or by their
 // share of Meter ("usage_share").
 type Shared struct {
-	Name   string  `yaml:"name"`
-	Amount float64 `yaml:"amount"`
-	Split  string  `yaml:"split"`
-	Meter  string  `yaml:"meter"`
-	Line   int     `yaml:"-"`
+	Name   string `yaml:"name"`
+	Amount Dec    `yaml:"amount"`
+	Split  string `yaml:"split"`
+	Meter  string `yaml:"meter"`
+	Line   int    `yaml:"-"`
 }
 
 // TenantOverride replaces prices by meter and discounts a tenant's bill.
 type TenantOverride struct {
-	DiscountPercent float64 `yaml:"discount_percent"`
+	DiscountPercent Dec     `yaml:"discount_percent"`
 	Prices          []Price `yaml:"prices"`
 	Line            int     `yaml:"-"`
 }
@@ -211,24 +211,24 @@ func (rc *RateCard) check(cfg config.Config, name string) error {
 		if !slices.Contains(meters, p.Meter) {
 			bad(p.Line, "unknown meter %q (built-in: %s; or one of metering.meters)", p.Meter, strings.Join(config.BuiltinMeters, ", "))
 		}
-		if p.Unit < 0 || math.IsNaN(p.Unit) {
+		if p.Unit.IsNegative() {
 			bad(p.Line, "unit %v is negative", p.Unit)
 		}
-		if p.Price < 0 {
+		if p.Price.IsNegative() {
 			bad(p.Line, "price %v is negative", p.Price)
 		}
-		if p.Price != 0 && len(p.Tiers) > 0 {
+		if !p.Price.IsZero() && len(p.Tiers) > 0 {
 			bad(p.Line, "give price or tiers, not both")
 		}
 		for i, t := range p.Tiers {
-			if t.Price < 0 {
+			if t.Price.IsNegative() {
 				bad(t.Line, "price %v is negative", t.Price)
 			}
 			last := i == len(p.Tiers)-1
-			if !last && (t.UpTo <= 0 || (i > 0 && t.UpTo <= p.Tiers[i-1].UpTo)) {
+			if !last && (!t.UpTo.IsPositive() || (i > 0 && t.UpTo.LessThanOrEqual(p.Tiers[i-1].UpTo.Decimal))) {
 				bad(t.Line, "up_to must grow from tier to tier")
 			}
-			if last && t.UpTo != 0 {
+			if last && !t.UpTo.IsZero() {
 				bad(t.Line, "the last tier has no up_to")
 			}
 		}
@@ -255,7 +255,7 @@ func (rc *RateCard) check(cfg config.Config, name string) error {
 			checkPrice(p)
 		}
 		for _, sh := range v.Shared {
-			if sh.Amount < 0 {
+			if sh.Amount.IsNegative() {
 				bad(sh.Line, "amount %v is negative", sh.Amount)
 			}
 			switch sh.Split {
@@ -272,7 +272,7 @@ func (rc *RateCard) check(cfg config.Config, name string) error {
 			if !tenants[id] {
 				bad(o.Line, "unknown tenant %q", id)
 			}
-			if o.DiscountPercent < 0 || o.DiscountPercent > 100 {
+			if o.DiscountPercent.IsNegative() || o.DiscountPercent.GreaterThan(decimal.NewFromInt(100)) {
 				bad(o.Line, "discount_percent %v is not 0..100", o.DiscountPercent)
 			}
 			for _, p := range o.Prices {

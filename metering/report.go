@@ -8,6 +8,8 @@ import (
 	"io"
 	"sort"
 	"strconv"
+
+	"github.com/shopspring/decimal"
 )
 
 // WriteCost writes the report as "csv" (one row per line item and a total
@@ -21,12 +23,17 @@ func WriteCost(w io.Writer, rep CostReport, format string) error {
 	case "csv":
 		cw := csv.NewWriter(w)
 		_ = cw.Write([]string{"period", "tenant", "kind", "meter", "quantity", "unit", "detail", "amount", "currency", "rate_card", "closed"}) //nolint:errcheck // Flush reports
-		f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+		// Quantities and units as their exact decimal text (whole numbers
+		// for counts and bytes), amounts with exactly AmountScale places.
 		for _, t := range rep.Tenants {
 			for _, l := range t.Lines {
-				_ = cw.Write([]string{rep.Period, t.Tenant, l.Kind, l.Meter, f(l.Quantity), f(l.Unit), l.Detail, f(l.Amount), rep.Currency, rep.RateCard, strconv.FormatBool(rep.Closed)}) //nolint:errcheck // Flush reports
+				q, u := "", ""
+				if l.Kind == "usage" {
+					q, u = l.Quantity.String(), l.Unit.String()
+				}
+				_ = cw.Write([]string{rep.Period, t.Tenant, l.Kind, l.Meter, q, u, l.Detail, fixed(l.Amount), rep.Currency, rep.RateCard, strconv.FormatBool(rep.Closed)}) //nolint:errcheck // Flush reports
 			}
-			_ = cw.Write([]string{rep.Period, t.Tenant, "total", "", "", "", "", f(t.Total), rep.Currency, rep.RateCard, strconv.FormatBool(rep.Closed)}) //nolint:errcheck // Flush reports
+			_ = cw.Write([]string{rep.Period, t.Tenant, "total", "", "", "", "", fixed(t.Total), rep.Currency, rep.RateCard, strconv.FormatBool(rep.Closed)}) //nolint:errcheck // Flush reports
 		}
 		cw.Flush()
 		return cw.Error()
@@ -34,14 +41,15 @@ func WriteCost(w io.Writer, rep CostReport, format string) error {
 	return fmt.Errorf("%w: format %q is not csv or json", ErrInvalid, format)
 }
 
-// Margin is a tenant's revenue against the compute its requests used.
+// Margin is a tenant's revenue against the compute its requests used
+// (exact decimals; amounts rounded to AmountScale places, the percent to 2).
 type Margin struct {
-	Tenant         string  `json:"tenant"`
-	Revenue        float64 `json:"revenue"`
-	ComputeSeconds float64 `json:"compute_seconds"`
-	ComputeCost    float64 `json:"compute_cost"`
-	Margin         float64 `json:"margin"`
-	MarginPercent  float64 `json:"margin_percent"`
+	Tenant         string          `json:"tenant"`
+	Revenue        decimal.Decimal `json:"revenue"`
+	ComputeSeconds decimal.Decimal `json:"compute_seconds"`
+	ComputeCost    decimal.Decimal `json:"compute_cost"`
+	Margin         decimal.Decimal `json:"margin"`
+	MarginPercent  decimal.Decimal `json:"margin_percent"`
 }
 
 // Margins reconciles each tenant's bill with the cost of the server time
@@ -59,11 +67,11 @@ func (s *Service) Margins(ctx context.Context, p Period) ([]Margin, string, erro
 	}
 	for _, st := range s.regions() {
 		var rows []struct {
-			Tenant  string  `ch:"tenant_id"`
-			Service string  `ch:"service"`
-			Seconds float64 `ch:"seconds"`
+			Tenant  string `ch:"tenant_id"`
+			Service string `ch:"service"`
+			NS      uint64 `ch:"ns"`
 		}
-		if err := st.Select(ctx, &rows, `SELECT tenant_id, service, sum(duration_ns) / 1e9 AS seconds FROM usage_hourly
+		if err := st.Select(ctx, &rows, `SELECT tenant_id, service, sum(duration_ns) AS ns FROM usage_hourly
 			WHERE signal = 'spans' AND hour >= ? AND hour < ? GROUP BY tenant_id, service`, p.From, p.To); err != nil {
 			return nil, "", fmt.Errorf("margin: %w", err)
 		}
@@ -76,16 +84,17 @@ func (s *Service) Margins(ctx context.Context, p Period) ([]Margin, string, erro
 			if !ok {
 				rate = rates["*"]
 			}
-			m.ComputeSeconds += r.Seconds
-			m.ComputeCost += r.Seconds * rate
+			secs := decimal.NewFromUint64(r.NS).Shift(-9)
+			m.ComputeSeconds = m.ComputeSeconds.Add(secs)
+			m.ComputeCost = m.ComputeCost.Add(secs.Mul(decimal.NewFromFloat(rate)))
 		}
 	}
 	out := make([]Margin, 0, len(byTenant))
 	for _, m := range byTenant {
-		m.ComputeCost = round(m.ComputeCost)
-		m.Margin = round(m.Revenue - m.ComputeCost)
-		if m.Revenue != 0 {
-			m.MarginPercent = round(100 * m.Margin / m.Revenue)
+		m.ComputeCost = amount(m.ComputeCost)
+		m.Margin = m.Revenue.Sub(m.ComputeCost)
+		if !m.Revenue.IsZero() {
+			m.MarginPercent = m.Margin.Mul(decimal.NewFromInt(100)).DivRound(m.Revenue, 2)
 		}
 		out = append(out, *m)
 	}

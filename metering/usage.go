@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/shopspring/decimal"
 
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
@@ -80,8 +81,9 @@ func ParsePeriod(v string) (Period, error) {
 	return Period{Name: v, From: t, To: t.AddDate(0, 1, 0)}, nil
 }
 
-// Usage is one tenant's metered quantities in a period.
-type Usage map[string]float64
+// Usage is one tenant's metered quantities in a period: exact decimals,
+// whole numbers for counts and bytes (JSON strings).
+type Usage map[string]decimal.Decimal
 
 // UsageByTenant reads every tenant's built-in and user-defined meters for
 // [from, to) from the rollups.
@@ -90,22 +92,22 @@ func (s *Service) UsageByTenant(ctx context.Context, from, to time.Time) (map[st
 	for _, t := range s.cfg.Tenants {
 		out[t.ID] = Usage{}
 	}
-	add := func(tenant, meter string, v float64) {
+	add := func(tenant, meter string, v decimal.Decimal) {
 		if u, ok := out[tenant]; ok {
-			u[meter] += v
+			u[meter] = u[meter].Add(v)
 		}
 	}
 	type signalRow struct {
-		Tenant   string  `ch:"tenant_id"`
-		Signal   string  `ch:"signal"`
-		Count    uint64  `ch:"count"`
-		Bytes    uint64  `ch:"bytes"`
-		Duration float64 `ch:"seconds"`
+		Tenant   string `ch:"tenant_id"`
+		Signal   string `ch:"signal"`
+		Count    uint64 `ch:"count"`
+		Bytes    uint64 `ch:"bytes"`
+		Duration uint64 `ch:"ns"`
 	}
 	for _, st := range s.regions() {
 		var rows []signalRow
 		table, col, lo, hi := rollup(from, to, "usage")
-		if err := st.Select(ctx, &rows, `SELECT tenant_id, signal, sum(count) AS count, sum(bytes) AS bytes, sum(duration_ns) / 1e9 AS seconds
+		if err := st.Select(ctx, &rows, `SELECT tenant_id, signal, sum(count) AS count, sum(bytes) AS bytes, sum(duration_ns) AS ns
 			FROM `+table+` WHERE `+col+` >= ? AND `+col+` < ? GROUP BY tenant_id, signal`, lo, hi); err != nil {
 			return nil, fmt.Errorf("usage: %w", err)
 		}
@@ -119,7 +121,7 @@ func (s *Service) UsageByTenant(ctx context.Context, from, to time.Time) (map[st
 			return nil, err
 		}
 		for tenant, b := range stored {
-			add(tenant, "stored_bytes", b)
+			add(tenant, "stored_bytes", decimal.NewFromUint64(b))
 		}
 		meters, err := s.meterValues(ctx, st, from, to, "")
 		if err != nil {
@@ -142,42 +144,47 @@ func rollup(from, to time.Time, kind string) (table, col string, lo, hi any) {
 	return kind + "_hourly", "hour", from, to
 }
 
-// signalMeters maps a usage_hourly signal to built-in meters.
-func signalMeters(signal string, count, bytes uint64, seconds float64) map[string]float64 {
+// signalMeters maps a usage_hourly signal to built-in meters: counts and
+// bytes as whole numbers, server time (ns) as exact seconds.
+func signalMeters(signal string, count, bytes, ns uint64) map[string]decimal.Decimal {
+	n, b := decimal.NewFromUint64(count), decimal.NewFromUint64(bytes)
 	switch signal {
 	case "events":
-		return map[string]float64{"events": float64(count), "event_bytes": float64(bytes)}
+		return map[string]decimal.Decimal{"events": n, "event_bytes": b}
 	case "logs":
-		return map[string]float64{"logs": float64(count), "log_bytes": float64(bytes)}
+		return map[string]decimal.Decimal{"logs": n, "log_bytes": b}
 	case "spans":
-		return map[string]float64{"spans": float64(count), "span_bytes": float64(bytes), "compute_seconds": seconds}
+		return map[string]decimal.Decimal{"spans": n, "span_bytes": b, "compute_seconds": decimal.NewFromUint64(ns).Shift(-9)}
 	case "audit_records":
-		return map[string]float64{"audit_records": float64(count)}
+		return map[string]decimal.Decimal{"audit_records": n}
 	case "exports":
-		return map[string]float64{"exports": float64(count), "audit_records": float64(count)}
+		return map[string]decimal.Decimal{"exports": n, "audit_records": n}
 	case "api_requests", "ui_requests":
-		return map[string]float64{signal: float64(count)}
+		return map[string]decimal.Decimal{signal: n}
 	}
 	return nil
 }
 
 // storedBytes attributes each table's bytes on disk to tenants by their
 // share of the bytes ingested into it (ClickHouse reports storage per
-// table, not per tenant).
-func storedBytes(ctx context.Context, st *chstore.Store) (map[string]float64, error) {
+// table, not per tenant). The rounding rule: per table, a tenant's share is
+// disk bytes × its ingested bytes ÷ all ingested bytes, rounded down to a
+// whole byte (integer arithmetic, once); its stored_bytes is the sum of
+// those shares, so the shares never add up to more than the disk use.
+func storedBytes(ctx context.Context, st *chstore.Store) (map[string]uint64, error) {
 	var rows []struct {
-		Tenant string  `ch:"tenant_id"`
-		Bytes  float64 `ch:"stored"`
+		Tenant string `ch:"tenant_id"`
+		Bytes  uint64 `ch:"stored"`
 	}
 	if err := st.Select(ctx, &rows, `WITH disk AS (
 			SELECT multiIf(table = 'events', 'events', table = 'logs', 'logs', table = 'spans', 'spans', 'audit_records') AS signal,
-			       toFloat64(sum(bytes_on_disk)) AS bytes
+			       toUInt64(sum(bytes_on_disk)) AS bytes
 			FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('events', 'logs', 'spans', 'audit_records')
 			GROUP BY signal),
 		ingested AS (
-			SELECT tenant_id, if(signal = 'exports', 'audit_records', signal) AS signal, toFloat64(sum(bytes)) AS b
+			SELECT tenant_id, if(signal = 'exports', 'audit_records', signal) AS signal, toUInt64(sum(bytes)) AS b
 			FROM usage_daily WHERE signal IN ('events', 'logs', 'spans', 'audit_records', 'exports') GROUP BY tenant_id, signal)
-		SELECT tenant_id, sum(disk.bytes * ingested.b / totals.total) AS stored
+		SELECT tenant_id, toUInt64(sum(toUInt64(intDiv(toUInt128(disk.bytes) * ingested.b, totals.total)))) AS stored
 		FROM ingested
 		JOIN disk USING (signal)
 		JOIN (SELECT signal, sum(b) AS total FROM ingested GROUP BY signal) AS totals USING (signal)
@@ -185,7 +192,7 @@ func storedBytes(ctx context.Context, st *chstore.Store) (map[string]float64, er
 		GROUP BY tenant_id`); err != nil {
 		return nil, fmt.Errorf("stored bytes: %w", err)
 	}
-	out := map[string]float64{}
+	out := map[string]uint64{}
 	for _, r := range rows {
 		out[r.Tenant] = r.Bytes
 	}
@@ -209,10 +216,10 @@ func (s *Service) DailyUsage(ctx context.Context, tenant string, from, to time.T
 		Signal   string    `ch:"signal"`
 		Count    uint64    `ch:"count"`
 		Bytes    uint64    `ch:"bytes"`
-		Duration float64   `ch:"seconds"`
+		Duration uint64    `ch:"ns"`
 	}
 	table, col, lo, hi := rollup(from, to, "usage")
-	if err := st.Select(ctx, &rows, `SELECT toDate(`+col+`) AS d, signal, sum(count) AS count, sum(bytes) AS bytes, sum(duration_ns) / 1e9 AS seconds
+	if err := st.Select(ctx, &rows, `SELECT toDate(`+col+`) AS d, signal, sum(count) AS count, sum(bytes) AS bytes, sum(duration_ns) AS ns
 		FROM `+table+` WHERE tenant_id = ? AND `+col+` >= ? AND `+col+` < ? GROUP BY d, signal ORDER BY d`, tenant, lo, hi); err != nil {
 		return nil, fmt.Errorf("daily usage: %w", err)
 	}
@@ -226,7 +233,7 @@ func (s *Service) DailyUsage(ctx context.Context, tenant string, from, to time.T
 			continue
 		}
 		for m, v := range signalMeters(r.Signal, r.Count, r.Bytes, r.Duration) {
-			u[m] += v
+			u[m] = u[m].Add(v)
 		}
 	}
 	meters, err := s.meterValues(ctx, st, from, to, tenant)
@@ -235,7 +242,7 @@ func (s *Service) DailyUsage(ctx context.Context, tenant string, from, to time.T
 	}
 	for _, m := range meters {
 		if u := byDay[m.Day]; u != nil {
-			u[m.Meter] += m.Value
+			u[m.Meter] = u[m.Meter].Add(m.Value)
 		}
 	}
 	out := make([]Daily, 0, len(byDay))
@@ -345,7 +352,7 @@ type MeterValue struct {
 	Tenant string
 	Meter  string
 	Day    time.Time
-	Value  float64
+	Value  decimal.Decimal
 }
 
 func (s *Service) meterValues(ctx context.Context, st *chstore.Store, from, to time.Time, tenant string) ([]MeterValue, error) {
@@ -379,7 +386,21 @@ func (s *Service) meterValues(ctx context.Context, st *chstore.Store, from, to t
 	}
 	out := make([]MeterValue, 0, len(rows))
 	for _, r := range rows {
-		v := map[string]float64{"count": float64(r.Count), "sum": r.Sum, "max": r.Max, "unique_count": float64(r.Uniq), "latest": r.Latest}[agg[r.Meter]]
+		// Counts are whole; sum, max and latest are Float64 in ClickHouse,
+		// rounded to MeterScale places here (once).
+		var v decimal.Decimal
+		switch agg[r.Meter] {
+		case "count":
+			v = decimal.NewFromUint64(r.Count)
+		case "unique_count":
+			v = decimal.NewFromUint64(r.Uniq)
+		case "sum":
+			v = decimal.NewFromFloat(r.Sum).Round(MeterScale)
+		case "max":
+			v = decimal.NewFromFloat(r.Max).Round(MeterScale)
+		case "latest":
+			v = decimal.NewFromFloat(r.Latest).Round(MeterScale)
+		}
 		out = append(out, MeterValue{Tenant: r.Tenant, Meter: r.Meter, Day: r.Day.UTC(), Value: v})
 	}
 	return out, nil

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/a-h/templ"
+	"github.com/shopspring/decimal"
 
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
@@ -110,7 +111,7 @@ func (u *UI) costPage(w http.ResponseWriter, r *http.Request, s *Session) {
 		sort.Slice(rep.Tenants, func(i, j int) bool { return rep.Tenants[i].Tenant < rep.Tenants[j].Tenant })
 	default:
 		sortBy = "total"
-		sort.SliceStable(rep.Tenants, func(i, j int) bool { return rep.Tenants[i].Total > rep.Tenants[j].Total })
+		sort.SliceStable(rep.Tenants, func(i, j int) bool { return rep.Tenants[i].Total.GreaterThan(rep.Tenants[j].Total) })
 	}
 	u.render(w, r, http.StatusOK, costPage(s, CostView{Period: p.Name, Sort: sortBy, Report: rep}))
 }
@@ -192,13 +193,13 @@ func (u *UI) tenantCostPage(w http.ResponseWriter, r *http.Request, s *Session) 
 	// Each usage line's amount spread over the days by their share of its meter.
 	var series []DayValue
 	for _, d := range days {
-		v := 0.0
+		v := decimal.Zero
 		for _, l := range tc.Lines {
-			if l.Kind == "usage" && l.Quantity > 0 {
-				v += l.Amount * d.Usage[l.Meter] / l.Quantity
+			if l.Kind == "usage" && l.Quantity.IsPositive() {
+				v = v.Add(l.Amount.Mul(d.Usage[l.Meter]).DivRound(l.Quantity, 4))
 			}
 		}
-		series = append(series, DayValue{Day: d.Day.Format("01-02"), Value: v})
+		series = append(series, DayValue{Day: d.Day.Format("01-02"), Value: v.InexactFloat64()}) // a bar's height
 	}
 	u.render(w, r, http.StatusOK, tenantCostPage(s, TenantCostView{Period: p.Name, Tenant: tenant, Cost: tc, Report: rep,
 		Chart: barChart("Daily cost of usage, "+tenant+", "+p.Name+" ("+rep.Currency+")", series, "%.2f"), Days: series}))

@@ -16,7 +16,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/a-h/templ"
 	"github.com/rs/zerolog"
+	"github.com/shopspring/decimal"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tenantscope/tenantscope/apikeys"
@@ -64,23 +64,26 @@ func sortState(active bool, dir string) string {
 	return "none"
 }
 
-func num(v float64) string {
-	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-		return strconv.FormatFloat(v, 'f', 0, 64)
+// num shows a quantity: whole numbers as they are, others to 2 places.
+func num(v decimal.Decimal) string {
+	if v.IsInteger() {
+		return v.String()
 	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
+	return v.StringFixed(2)
 }
 
-func money(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+// money shows an amount to the cent (the bill keeps 4 places).
+func money(v decimal.Decimal) string { return v.StringFixed(2) }
 
-func bytes(v float64) string {
+func bytes(v decimal.Decimal) string {
 	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	k := decimal.NewFromInt(1024)
 	i := 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
+	for v.GreaterThanOrEqual(k) && i < len(units)-1 {
+		v = v.DivRound(k, 6)
 		i++
 	}
-	return strconv.FormatFloat(v, 'f', 1, 64) + " " + units[i]
+	return v.StringFixed(1) + " " + units[i]
 }
 
 func yesNo(b bool) string {

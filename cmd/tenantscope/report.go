@@ -11,6 +11,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/metering"
@@ -194,7 +196,7 @@ func runPeriod(ctx context.Context, args []string, getenv func(string) string, s
 		_, err = fmt.Fprintf(stdout, "closed %s: %d tenants, total %.2f %s (rate card %s); its report will not change\n", p.Name, len(rep.Tenants), rep.Total, rep.Currency, rep.RateCard)
 		return err
 	}
-	a, err := svc.Adjust(ctx, p, *tenant, *amount, *reason, *by)
+	a, err := svc.Adjust(ctx, p, *tenant, decimal.NewFromFloat(*amount), *reason, *by) // the flag's shortest decimal text, exactly
 	if err != nil {
 		return err
 	}
