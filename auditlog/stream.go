@@ -2,7 +2,6 @@ package auditlog
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/export/csvcell"
 	"github.com/tenantscope/tenantscope/identity"
 )
 
@@ -70,7 +70,8 @@ func WriteTrailProgress(ctx context.Context, st *chstore.Store, tenant string, f
 		enc.SetEscapeHTML(false)
 		return Stream(ctx, st, tenant, f, func(r map[string]any) error { return enc.Encode(r) })
 	case "csv":
-		cw := csv.NewWriter(w)
+		// Cells a spreadsheet would run as formulas are neutralized (OWASP).
+		cw := csvcell.NewWriter(w)
 		if err := cw.Write(fields); err != nil {
 			return 0, err
 		}

@@ -2,7 +2,6 @@ package metering
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/tenantscope/tenantscope/export/csvcell"
 )
 
 // WriteCost writes the report as "csv" (one row per line item and a total
@@ -21,7 +22,8 @@ func WriteCost(w io.Writer, rep CostReport, format string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	case "csv":
-		cw := csv.NewWriter(w)
+		// Cells a spreadsheet would run as formulas are neutralized (OWASP).
+		cw := csvcell.NewWriter(w)
 		_ = cw.Write([]string{"period", "tenant", "kind", "meter", "quantity", "unit", "detail", "amount", "currency", "rate_card", "closed"}) //nolint:errcheck // Flush reports
 		// Quantities and units as their exact decimal text (whole numbers
 		// for counts and bytes), amounts with exactly AmountScale places.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/export/csvcell"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/retention"
 )
@@ -134,7 +134,8 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 func writeRows(w io.Writer, format string, header []string, rows func(yield func([]any))) error {
 	switch format {
 	case "csv":
-		cw := csv.NewWriter(w)
+		// Cells a spreadsheet would run as formulas are neutralized (OWASP).
+		cw := csvcell.NewWriter(w)
 		_ = cw.Write(header) //nolint:errcheck // Flush reports
 		rows(func(r []any) {
 			vals := make([]string, len(r))
