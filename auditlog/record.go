@@ -13,8 +13,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -64,7 +67,23 @@ type Record struct {
 	Purged bool `json:"purged,omitempty"`
 }
 
-// Validate checks what a caller must provide.
+// The column keeps DateTime64(3) from 1900 to 2299, and clickhouse-go
+// writes it through time.UnixNano, which overflows after 2262-04-11: a time
+// outside [MinStoredTime, MaxStoredTime] would come back different (2299 came
+// back as 1715) and break the record's hash.
+var (
+	MinStoredTime = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxStoredTime = time.Unix(0, math.MaxInt64).UTC().Truncate(time.Millisecond)
+)
+
+// Validate checks what a caller must provide, and that the record can be
+// stored and verified later: the writer refuses anything Validate refuses.
+// Its time must be one the column keeps; every text must be UTF-8 (the
+// canonical form writes invalid bytes as U+FFFD, so two different stored
+// values would hash the same, and a JSON hop would change them); changes
+// must be JSON whose canonical form keeps it exactly (no number that
+// float64 rounds or cannot hold, no key twice in an object). Records from
+// outside the suite pass CheckSubmitted as well.
 func (r Record) Validate() error {
 	var errs []error
 	if r.TenantID == "" {
@@ -81,15 +100,149 @@ func (r Record) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("outcome %q is not success, failure or denied", r.Outcome))
 	}
-	// The store keeps DateTime64(3) between 1900 and 2299; a time outside
-	// would come back different and break the record's hash.
-	if !r.Time.IsZero() && (r.Time.Year() < 1900 || r.Time.Year() > 2299) {
-		errs = append(errs, fmt.Errorf("time %s is outside 1900..2299", r.Time.Format(time.RFC3339)))
+	if !r.Time.IsZero() && (r.Time.Before(MinStoredTime) || r.Time.After(MaxStoredTime)) {
+		errs = append(errs, fmt.Errorf("time %s is outside what the store keeps (%s to %s)", r.Time.UTC().Format(time.RFC3339Nano),
+			MinStoredTime.Format(time.RFC3339), MaxStoredTime.Format(time.RFC3339Nano)))
 	}
-	if len(r.Changes) > 0 && !json.Valid(r.Changes) {
-		errs = append(errs, errors.New("changes must be JSON"))
+	for _, f := range r.textFields() {
+		if !utf8.ValidString(f.value) {
+			errs = append(errs, fmt.Errorf("%s is not valid UTF-8", f.name))
+		}
+	}
+	for k, v := range r.Metadata {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			errs = append(errs, fmt.Errorf("metadata %q is not valid UTF-8", strings.ToValidUTF8(k, "\ufffd")))
+		}
+	}
+	if len(r.Changes) > 0 {
+		if err := exactJSON(r.Changes); err != nil {
+			errs = append(errs, fmt.Errorf("changes: %w", err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+type textField struct{ name, value string }
+
+// textFields are a record's text fields and their JSON names.
+func (r Record) textFields() []textField {
+	return []textField{{"tenant_id", r.TenantID}, {"actor.type", r.Actor.Type}, {"actor.id", r.Actor.ID}, {"actor.name", r.Actor.Name},
+		{"actor.ip", r.Actor.IP}, {"actor.user_agent", r.Actor.UserAgent}, {"action", r.Action}, {"target.type", r.Target.Type},
+		{"target.id", r.Target.ID}, {"target.name", r.Target.Name}, {"outcome", r.Outcome}, {"reason", r.Reason},
+		{"source_service", r.SourceService}, {"correlation_id", r.CorrelationID}}
+}
+
+// exactJSON checks that raw is one JSON value that the canonical form
+// (compactJSON: decoded into Go values, encoded again) keeps exactly.
+func exactJSON(raw []byte) error {
+	if !json.Valid(raw) {
+		return errors.New("must be JSON")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	type frame struct {
+		object, wantKey bool
+		keys            map[string]struct{}
+	}
+	var stack []*frame
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("must be JSON: %w", err)
+		}
+		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].wantKey {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:n-1]
+				valueDone()
+				continue
+			}
+			k, _ := tok.(string)
+			if _, dup := stack[n-1].keys[k]; dup {
+				return fmt.Errorf("key %q appears twice in one object (only one would be kept)", k)
+			}
+			stack[n-1].keys[k] = struct{}{}
+			stack[n-1].wantKey = false
+			continue
+		}
+		switch x := tok.(type) {
+		case json.Delim:
+			switch x {
+			case '{':
+				stack = append(stack, &frame{object: true, wantKey: true, keys: map[string]struct{}{}})
+			case '[':
+				stack = append(stack, &frame{})
+			default: // ']' ('}' is handled with the keys)
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+		case json.Number:
+			if !exactNumber(string(x)) {
+				return fmt.Errorf("the number %s cannot be kept exactly (a float64 rounds it or cannot hold it); send it as a string", clip(string(x), 40))
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+}
+
+// exactNumber reports whether the JSON number n has the same value as the
+// float64 that the canonical form writes for it.
+func exactNumber(n string) bool {
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil {
+		return false
+	}
+	neg, digits, exp, ok := decimalParts(n)
+	fneg, fdigits, fexp, fok := decimalParts(strconv.FormatFloat(f, 'e', -1, 64))
+	if !ok || !fok || digits != fdigits {
+		return false
+	}
+	return digits == "" || neg == fneg && exp == fexp
+}
+
+// decimalParts writes a decimal number as sign, significant digits and
+// exponent (value = 0.digits × 10^exp); zero has no digits.
+func decimalParts(s string) (neg bool, digits string, exp int, ok bool) {
+	if strings.HasPrefix(s, "-") {
+		neg, s = true, s[1:]
+	}
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		e, err := strconv.Atoi(s[i+1:])
+		if err != nil || e > 1<<20 || e < -(1<<20) {
+			return false, "", 0, false
+		}
+		s, exp = s[:i], e
+	}
+	whole, frac, _ := strings.Cut(s, ".")
+	all := whole + frac
+	exp += len(whole)
+	trimmed := strings.TrimLeft(all, "0")
+	exp -= len(all) - len(trimmed)
+	digits = strings.TrimRight(trimmed, "0")
+	if digits == "" {
+		return false, "", 0, true
+	}
+	return neg, digits, exp, true
+}
+
+// clip cuts s to at most n bytes without splitting a character.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Canonical is the byte string the chain commits to: a JSON object with a
