@@ -122,7 +122,7 @@ func RevealRecord(ctx context.Context, open Opener, r *Record) error {
 
 // Fields is what a caller may select, in output order.
 var Fields = []string{"seq", "record_id", "time", "actor_type", "actor_id", "actor_name", "actor_ip", "user_agent", "action",
-	"target_type", "target_id", "target_name", "outcome", "reason", "source_service", "correlation_id", "changes", "metadata", "hash", "prev_hash"}
+	"target_type", "target_id", "target_name", "outcome", "reason", "source_service", "submitted_by", "correlation_id", "changes", "metadata", "hash", "prev_hash"}
 
 // ErrBadRequest wraps invalid query parameters.
 var ErrBadRequest = errors.New("bad request")
@@ -271,7 +271,7 @@ func Query(tenant string, f Filter) (string, []any) {
 	if !f.Desc {
 		order = "ASC"
 	}
-	cols := "seq, record_id, time, actor_type, actor_id, actor_name, actor_ip, user_agent, action, target_type, target_id, target_name, outcome, reason, source_service, correlation_id, changes, metadata, hash, prev_hash"
+	cols := "seq, record_id, time, actor_type, actor_id, actor_name, actor_ip, user_agent, action, target_type, target_id, target_name, outcome, reason, source_service, metadata['" + SubmittedByKey + "'] AS submitted_by, correlation_id, changes, metadata, hash, prev_hash"
 	return fmt.Sprintf("SELECT %s FROM audit_records FINAL WHERE %s ORDER BY seq %s LIMIT %d", cols, strings.Join(where, " AND "), order, f.Limit+1), args
 }
 
@@ -291,6 +291,7 @@ type row struct {
 	Outcome       string            `ch:"outcome" json:"outcome"`
 	Reason        string            `ch:"reason" json:"reason"`
 	SourceService string            `ch:"source_service" json:"source_service"`
+	SubmittedBy   string            `ch:"submitted_by" json:"submitted_by"`
 	CorrelationID string            `ch:"correlation_id" json:"correlation_id"`
 	Changes       string            `ch:"changes" json:"changes"`
 	Metadata      map[string]string `ch:"metadata" json:"metadata"`
@@ -438,7 +439,7 @@ func clientIP(r *http.Request) string {
 // Idempotency-Key header; the same key always yields the same record (id),
 // chained once.
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
-	_, tenant, st, ok := a.authorize(w, r, identity.WriteAudit)
+	p, tenant, st, ok := a.authorize(w, r, identity.WriteAudit)
 	if !ok {
 		return
 	}
@@ -468,6 +469,21 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.TenantID = tenant
+	if rec.Time.IsZero() {
+		rec.Time = time.Now().UTC()
+	}
+	if rec.SourceService == "" {
+		rec.SourceService = "api"
+	}
+	if rec.CorrelationID == "" {
+		rec.CorrelationID = identity.CorrelationID(r.Context())
+	}
+	// The record as the caller sent it: a sane time, not the suite's own
+	// identity, fields within their limits.
+	if err := rec.CheckSubmitted(time.Now()); err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", oneLine(err))
+		return
+	}
 	rec.RecordID = uuid.NewSHA1(uuid.NameSpaceURL, []byte("tenantscope:audit:"+tenant+":"+key))
 	sum := sha256.Sum256(raw)
 	bodyHash := hex.EncodeToString(sum[:])
@@ -487,17 +503,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		rec.Metadata = map[string]string{}
 	}
 	rec.Metadata["idempotency_body_sha256"] = bodyHash
-	if rec.Time.IsZero() {
-		rec.Time = time.Now().UTC()
-	}
-	if rec.SourceService == "" {
-		rec.SourceService = "api"
-	}
-	if rec.CorrelationID == "" {
-		rec.CorrelationID = identity.CorrelationID(r.Context())
-	}
+	rec.SetSubmittedBy("api_key:" + p.Name)
 	if err := rec.Validate(); err != nil {
-		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", err.Error())
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", oneLine(err))
 		return
 	}
 	body, err := json.Marshal(rec)
@@ -513,6 +521,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(map[string]string{"record_id": rec.RecordID.String(), "status": "accepted"}) //nolint:errcheck // client gone
 }
+
+// oneLine joins the lines of an errors.Join error for an error body.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
 // Record queues rec in its tenant's chain (rec.TenantID), outliving the
 // request's cancellation; a nil Publisher records nothing.

@@ -501,7 +501,7 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 	meta := Meta{
 		Subject: sub, MsgID: firstNonEmpty(h.Get(OriginalMsgIDHeader), h.Get(nats.MsgIdHdr)), CorrelationID: h.Get("Correlation-Id"),
 		TraceParent: firstNonEmpty(h.Get("traceparent"), h.Get("Traceparent")), StreamSeq: md.Sequence.Stream, Published: md.Timestamp.UTC(),
-		SchemaVersion: h.Get("Schema-Version"),
+		SchemaVersion: h.Get("Schema-Version"), Submitter: Submitter(t),
 	}
 	sig, err := SignalOf(sub.Action)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/wire"
+	"github.com/tenantscope/tenantscope/config"
 )
 
 // Reason is why a message was dead-lettered; it is a NATS subject token.
@@ -31,6 +32,9 @@ const (
 	ReasonUnknownAction  Reason = "unknown_reserved_action"
 	ReasonTooManyHeaders Reason = "too_many_headers"
 	ReasonWrongRegion    Reason = "wrong_region"
+	// ReasonReservedIdentity is an audit record from a tenant that claims
+	// the suite's own actor types, source_service or submitted_by.
+	ReasonReservedIdentity Reason = "reserved_identity"
 )
 
 // RegionHeader, when a publisher sets it, names the region the message's
@@ -40,7 +44,7 @@ const RegionHeader = "Data-Region"
 
 // Reasons lists every dead-letter reason (the metric starts each at 0).
 var Reasons = []Reason{ReasonBadSubject, ReasonUnknownTenant, ReasonMissingTenant, ReasonTenantMismatch, ReasonInvalidUTF8,
-	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders, ReasonWrongRegion}
+	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders, ReasonWrongRegion, ReasonReservedIdentity}
 
 // DecodeError is a permanent error: the message goes to the dead-letter stream.
 type DecodeError struct {
@@ -109,6 +113,9 @@ type Meta struct {
 	StreamSeq     uint64
 	Published     time.Time
 	SchemaVersion string
+	// Submitter is who published, for an audit record's submitted_by
+	// (Submitter of the subject's tenant).
+	Submitter string
 }
 
 // Event is a row of the events table.
@@ -445,10 +452,38 @@ func DecodeSpan(m Meta, body []byte, retentionDays uint16) (Span, error) {
 	return s, nil
 }
 
+// SuiteSubject reports whether a message came on the subject the suite's
+// own audit records travel on, tenant.{t}.tenantscope._audit: the only
+// place the suite's identity (its actor types, its source_service, a
+// submitted_by of its choosing) is accepted. Tenants cannot publish there:
+// their NATS users are denied tenant.*.tenantscope.> (natsbus), so anything
+// on it was published with the suite's own credentials (its API, UI,
+// retention, CLI).
+func SuiteSubject(s Subject) bool {
+	return s.Service == auditlog.SuiteService && s.Action == "_audit"
+}
+
+// Submitter names the NATS credentials of a tenant's service for an audit
+// record's submitted_by. JetStream does not keep which user of the tenant's
+// account published, so it names the account's service user.
+func Submitter(t config.Tenant) string {
+	if t.NATS.User != "" {
+		return "nats:" + t.NATS.User
+	}
+	return "nats:" + t.ID
+}
+
 // DecodeAudit reads an audit record (auditlog.Record as JSON). The tenant is
 // the subject's; source_service defaults to the subject's service, time to
 // the publish time, correlation_id to the header, and record_id to the
 // message's stable id, so a redelivered record is recognised.
+//
+// A record from a tenant (any subject but SuiteSubject) must pass
+// auditlog's CheckSubmitted against its publish time: no time more than 5
+// minutes after it or before 2000, none of the suite's actor types or its
+// source_service (dead-lettered as reserved_identity), fields within their
+// limits; its submitted_by is m.Submitter. The suite's own records keep the
+// submitted_by the suite gave them (the API's key), else "tenantscope".
 func DecodeAudit(m Meta, body []byte) (auditlog.Record, error) {
 	if _, err := checkBody(body); err != nil {
 		return auditlog.Record{}, err
@@ -474,8 +509,30 @@ func DecodeAudit(m Meta, body []byte) (auditlog.Record, error) {
 	if r.RecordID == uuid.Nil {
 		r.RecordID = stableID(m)
 	}
+	if SuiteSubject(m.Subject) {
+		if r.SubmittedBy() == "" {
+			r.SetSubmittedBy(auditlog.SuiteService)
+		}
+	} else {
+		now := m.Published
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if err := r.CheckSubmitted(now); err != nil {
+			reason := ReasonInvalidField
+			if errors.Is(err, auditlog.ErrReserved) {
+				reason = ReasonReservedIdentity
+			}
+			return auditlog.Record{}, bad(reason, "audit record: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+		who := m.Submitter
+		if who == "" {
+			who = "nats:" + m.Tenant
+		}
+		r.SetSubmittedBy(who)
+	}
 	if err := r.Validate(); err != nil {
-		return auditlog.Record{}, bad(ReasonInvalidField, "audit record: %v", err)
+		return auditlog.Record{}, bad(ReasonInvalidField, "audit record: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return r, nil
 }
