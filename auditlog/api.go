@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
 )
 
@@ -397,25 +398,33 @@ func (a *API) proof(w http.ResponseWriter, r *http.Request) {
 }
 
 // Denied is the callback identity.Keys.Require takes: it records a refused
-// access in the tenant's own chain (when the tenant exists), so its
-// compliance officers see who tried.
+// access in the caller's own chain, so that its compliance officers see
+// what it tried: a tenant-scoped key's own tenant, the platform chain for a
+// cross-tenant role (or a tenant without a chain). Never the chain of the
+// tenant the path names: its viewers would read the caller's key name, IP
+// and user agent.
 func Denied(pub Publisher, stores func(string) (*chstore.Store, error), log zerolog.Logger, r *http.Request, c identity.Capability) func(identity.Principal, string) {
 	return func(p identity.Principal, tenant string) {
 		if pub == nil {
 			return
 		}
-		if _, err := stores(tenant); err != nil {
-			return
+		chain := p.Tenant
+		if chain == "" {
+			chain = config.PlatformTenant
+		}
+		if _, err := stores(chain); err != nil {
+			chain = config.PlatformTenant
 		}
 		rec := Record{
-			TenantID: tenant, Time: time.Now().UTC(),
-			Actor:  Actor{Type: "api_key", ID: p.Name, Name: p.Role + keyTenant(p), IP: clientIP(r), UserAgent: r.UserAgent()},
-			Action: "api.access_denied", Target: Target{Type: "route", ID: r.Method + " " + r.URL.Path},
-			Outcome: "denied", Reason: "credential lacks " + string(c) + " for this tenant", SourceService: "tenantscope",
+			TenantID: chain, Time: time.Now().UTC(),
+			Actor: Actor{Type: "api_key", ID: Clip(p.Name, MaxFieldBytes), Name: p.Role + keyTenant(p), IP: clientIP(r),
+				UserAgent: Clip(r.UserAgent(), MaxUserAgentBytes)},
+			Action: "api.access_denied", Target: Target{Type: "route", ID: Clip(r.Method+" "+r.URL.Path, MaxFieldBytes), Name: Clip(tenant, MaxFieldBytes)},
+			Outcome: "denied", Reason: "credential lacks " + string(c) + " for this tenant", SourceService: SuiteService,
 			CorrelationID: identity.CorrelationID(r.Context()),
 		}
 		if err := pub.Record(r.Context(), rec); err != nil {
-			log.Warn().Err(err).Str("tenant_id", tenant).Str("correlation_id", rec.CorrelationID).Msg("could not audit a denied access")
+			log.Warn().Err(err).Str("tenant_id", chain).Str("correlation_id", rec.CorrelationID).Msg("could not audit a denied access")
 		}
 	}
 }

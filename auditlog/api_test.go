@@ -51,7 +51,7 @@ func apiServer(t *testing.T, c *chain) string {
 		return err
 	}
 	api := auditlog.NewAPI(identity.NewKeys(cfg), func(tenant string) (*chstore.Store, error) {
-		if tenant != "acme" && tenant != "globex" {
+		if tenant != "acme" && tenant != "globex" && tenant != config.PlatformTenant {
 			return nil, fmt.Errorf("no tenant %s", tenant)
 		}
 		return c.st, nil
@@ -226,15 +226,24 @@ func TestAuditAPIPostIsIdempotentAndDenialsAreAudited(t *testing.T) {
 		code, out := post(t, base, c.key, c.idem, c.body)
 		require.Equal(t, c.status, code, "%s %s: %v", c.key, c.body, out)
 	}
-	// The three refusals are in acme's own trail, with who tried.
-	_, denied, _ := get(t, base+"?action=api.access_denied", "compliance")
-	require.Len(t, denied["data"], 3)
-	first := denied["data"].([]any)[0].(map[string]any)
-	require.Equal(t, "denied", first["outcome"])
-	require.Equal(t, "POST /api/v1/tenants/acme/audit-events", first["target_id"])
-	rep, err := auditlog.Verify(context.Background(), c.st, "acme", 1, c.verify)
-	require.NoError(t, err)
-	require.True(t, rep.OK(), "%v", rep.Problem)
+	// Each refusal is in the caller's own chain, with who tried: acme's
+	// viewer in acme's, compliance (a cross-tenant role) in the platform's,
+	// globex's admin in globex's.
+	for chain, key := range map[string]string{"acme": "v", config.PlatformTenant: "c", "globex": "o"} {
+		u := strings.Replace(base, "/acme/", "/"+chain+"/", 1) + "?action=api.access_denied"
+		_, denied, _ := get(t, u, "compliance")
+		require.Len(t, denied["data"], 1, chain)
+		first := denied["data"].([]any)[0].(map[string]any)
+		require.Equal(t, "denied", first["outcome"])
+		require.Equal(t, key, first["actor_id"])
+		require.Equal(t, "POST /api/v1/tenants/acme/audit-events", first["target_id"])
+		require.Equal(t, "acme", first["target_name"])
+	}
+	for _, chain := range []string{"acme", "globex", config.PlatformTenant} {
+		rep, err := auditlog.Verify(context.Background(), c.st, chain, 1, c.verify)
+		require.NoError(t, err)
+		require.True(t, rep.OK(), "%s: %v", chain, rep.Problem)
+	}
 }
 
 func TestAuditTrailExportStreamsCSVJSONLAndParquet(t *testing.T) {
