@@ -140,7 +140,7 @@ func RunEngine(ctx context.Context, cfg EngineConfig, progress io.Writer) (Engin
 	}
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench engine: "+format+"\n", a...) }
 
-	local, err := engine.StartLocal(engine.Config{Dir: cfg.Dir, LibPath: cfg.LibPath, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
+	local, err := engine.StartLocal(engine.Config{Dir: cfg.Dir, LibPath: cfg.LibPath, Logger: zerolog.Nop()}, benchServerConfig(), "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
@@ -149,7 +149,7 @@ func RunEngine(ctx context.Context, cfg EngineConfig, progress io.Writer) (Engin
 	res.RSSAfterStartMiB = rssMiB()
 	step("engine %s up, RSS %.0f MiB", eng.Version, res.RSSAfterStartMiB)
 
-	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{local.Addr}, MaxOpenConns: cfg.Clients})
+	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{local.Addr}, Auth: clickhouse.Auth{Username: benchUser, Password: benchPassword}, MaxOpenConns: cfg.Clients})
 	if err != nil {
 		return res, err
 	}

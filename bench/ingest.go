@@ -78,7 +78,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench ingest: "+format+"\n", a...) }
 
 	// The pipeline, in this process: engine, NATS, one region, a collector.
-	local, err := engine.StartLocal(engine.Config{Dir: filepath.Join(cfg.Dir, "engine"), LibPath: cfg.LibPath, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
+	local, err := engine.StartLocal(engine.Config{Dir: filepath.Join(cfg.Dir, "engine"), LibPath: cfg.LibPath, Logger: zerolog.Nop()}, benchServerConfig(), "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
@@ -97,7 +97,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	if _, err := config.EnsureSecrets(&sc); err != nil {
 		return res, err
 	}
-	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + local.Addr, Database: "bench", Name: "bench", MaxOpenConns: 4})
+	st, err := chstore.Open(ctx, chstore.Options{DSN: benchDSN(local.Addr), Database: "bench", Name: "bench", MaxOpenConns: 4})
 	if err != nil {
 		return res, err
 	}

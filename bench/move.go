@@ -58,7 +58,7 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 	to := config.Region{Name: "to", Database: "bench_to"}
 	if cfg.OtherServer != "" {
 		res.Servers = 2
-		other, stopOther, err := otherServer(ctx, cfg.OtherServer, cfg.LibPath)
+		other, stopOther, err := otherServer(ctx, cfg.OtherServer, cfg.LibPath, addr)
 		if err != nil {
 			return res, err
 		}
@@ -71,7 +71,7 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 			defer s.Close() //nolint:errcheck // benchmark teardown
 			stores[db] = s
 		}
-		to.DSN = "http://" + other
+		to.DSN = benchDSN(other)
 		step("destination: a second engine at %s", other)
 	}
 	t0 := time.Now()
@@ -106,7 +106,7 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 	for _, table := range []string{"events", "logs", "spans"} {
 		from := "bench_from." + table
 		if cfg.OtherServer != "" {
-			from = "url('http://" + addr + "/?database=bench_from&query=SELECT+*+FROM+" + table + "+WHERE+tenant_id+%3D+%27acme%27+FORMAT+Native', 'Native')"
+			from = "url('http://" + addr + "/?database=bench_from&query=SELECT+*+FROM+" + table + "+WHERE+tenant_id+%3D+%27acme%27+FORMAT+Native', 'Native', headers('X-ClickHouse-User' = '" + benchUser + "', 'X-ClickHouse-Key' = '" + benchPassword + "'))"
 		}
 		if err := stores["bench_raw"].Exec(ctx, "INSERT INTO bench_raw."+table+" SELECT * FROM "+from+" WHERE tenant_id = 'acme'"); err != nil {
 			return res, fmt.Errorf("raw copy of %s: %w", table, err)
@@ -118,6 +118,7 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 	suite := config.Default()
 	suite.Regions = []config.Region{{Name: "from", Database: "bench_from"}, to}
 	suite.Tenants = []config.Tenant{{ID: "acme", Region: "from"}, {ID: "globex", Region: "from"}}
+	suite.ClickHouse.User, suite.ClickHouse.Password = benchUser, benchPassword
 	skey, _, err := auditlog.GenerateKey()
 	if err != nil {
 		return res, err

@@ -46,7 +46,7 @@ func migratedDatabases(ctx context.Context, dir, lib, name string, dbs ...string
 		}
 		cleanups = append(cleanups, func() { _ = os.RemoveAll(dir) }) //nolint:errcheck // benchmark teardown
 	}
-	local, err := engine.StartLocal(engine.Config{Dir: dir, LibPath: lib, Logger: zerolog.Nop()}, engine.ServerConfig{Logger: zerolog.Nop()}, "127.0.0.1:0")
+	local, err := engine.StartLocal(engine.Config{Dir: dir, LibPath: lib, Logger: zerolog.Nop()}, benchServerConfig(), "127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -66,7 +66,7 @@ func migratedDatabases(ctx context.Context, dir, lib, name string, dbs ...string
 // openMigrated opens database db on the server at http://addr and applies
 // the migrations.
 func openMigrated(ctx context.Context, addr, db string) (*chstore.Store, error) {
-	st, err := chstore.Open(ctx, chstore.Options{DSN: "http://" + addr, Database: db, Name: db})
+	st, err := chstore.Open(ctx, chstore.Options{DSN: benchDSN(addr), Database: db, Name: db})
 	if err != nil {
 		return nil, err
 	}
@@ -79,12 +79,13 @@ func openMigrated(ctx context.Context, addr, db string) (*chstore.Store, error) 
 
 // otherServer starts "tenantscope engine" (binary) on a temporary directory
 // as a second ClickHouse server and returns its HTTP address.
-func otherServer(ctx context.Context, binary, lib string) (addr string, stop func(), err error) {
+func otherServer(ctx context.Context, binary, lib, peer string) (addr string, stop func(), err error) {
 	dir, err := os.MkdirTemp("", "tenantscope-bench-other-")
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.CommandContext(ctx, binary, "engine", "--data", dir, "--listen", "127.0.0.1:0", "--chdb-lib", lib)
+	cmd := exec.CommandContext(ctx, binary, "engine", "--data", dir, "--listen", "127.0.0.1:0", "--chdb-lib", lib,
+		"--user", benchUser, "--password", benchPassword, "--reader-password", benchPassword+"-ro", "--allow-url-host", peer)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return "", nil, err

@@ -26,6 +26,8 @@ type Bootstrap struct {
 	UserHashes map[string]string `json:"user_password_hashes"`
 	KeyHashes  map[string]string `json:"api_key_hashes"`
 	NATS       map[string]string `json:"nats_service_passwords"`
+	// EnginePasswords are the embedded engine's users' passwords, by user.
+	EnginePasswords map[string]string `json:"engine_passwords"`
 	// NATSNkeySeeds are the tenants' service nkey seeds (by tenant), for
 	// 'tenantscope nats creds' on the embedded server.
 	NATSNkeySeeds map[string]string `json:"nats_service_nkey_seeds"`
@@ -52,7 +54,7 @@ func BootstrapPath(data string) string { return filepath.Join(data, "bootstrap.j
 
 // LoadBootstrap reads the bootstrap file; a missing file is empty.
 func LoadBootstrap(data string) (*Bootstrap, error) {
-	b := &Bootstrap{UserHashes: map[string]string{}, KeyHashes: map[string]string{}, NATS: map[string]string{}, PIISalts: map[string]string{}, NATSNkeySeeds: map[string]string{}}
+	b := &Bootstrap{UserHashes: map[string]string{}, KeyHashes: map[string]string{}, NATS: map[string]string{}, PIISalts: map[string]string{}, NATSNkeySeeds: map[string]string{}, EnginePasswords: map[string]string{}}
 	raw, err := os.ReadFile(BootstrapPath(data))
 	if errors.Is(err, fs.ErrNotExist) {
 		return b, nil
@@ -68,6 +70,9 @@ func LoadBootstrap(data string) (*Bootstrap, error) {
 	}
 	if b.NATSNkeySeeds == nil {
 		b.NATSNkeySeeds = map[string]string{}
+	}
+	if b.EnginePasswords == nil {
+		b.EnginePasswords = map[string]string{}
 	}
 	return b, nil
 }
@@ -178,6 +183,32 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 		b.AuditSignerKey, b.AuditVerifierKey = skey, vkey
 		changed = true
 	}
+	// The embedded engine's users: the suite's read-write one and a
+	// read-only one for people, Grafana and curl.
+	if cfg.Embedded() {
+		ch := &cfg.ClickHouse
+		for _, u := range []struct {
+			name, password *string
+			def, desc      string
+		}{
+			{&ch.User, &ch.Password, EngineUser, "suite (read-write)"},
+			{&ch.ReaderUser, &ch.ReaderPassword, EngineReader, "read-only"},
+		} {
+			if *u.name == "" {
+				*u.name = u.def
+			}
+			if *u.password != "" {
+				continue
+			}
+			pw, ok := b.EnginePasswords[*u.name]
+			if !ok {
+				pw = randomSecret(18)
+				b.EnginePasswords[*u.name] = pw
+				fresh = append(fresh, Secret{"clickhouse", *u.name, u.desc, "", pw})
+			}
+			*u.password = pw
+		}
+	}
 	// The suite's own NATS user on the embedded server: persistent, so that
 	// admin commands (deadletter, demo) can reach a running serve.
 	if c := &cfg.NATS; cfg.EmbeddedNATS() && c.Password == "" {
@@ -202,11 +233,38 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(BootstrapPath(cfg.Data), raw, 0o600); err != nil {
+	if err := WriteSecretFile(BootstrapPath(cfg.Data), raw); err != nil {
 		return nil, fmt.Errorf("bootstrap secrets: %w", err)
 	}
 	sort.Slice(fresh, func(i, j int) bool { return fresh[i].Kind+fresh[i].Name < fresh[j].Kind+fresh[j].Name })
 	return fresh, nil
+}
+
+// LoadEngineCredentials fills the embedded engine's user names and the
+// passwords kept in the bootstrap file, for clients of a running suite (the
+// CLI). It never writes the file.
+func LoadEngineCredentials(cfg *Config) error {
+	ch := &cfg.ClickHouse
+	if ch.User == "" {
+		ch.User = EngineUser
+	}
+	if ch.ReaderUser == "" {
+		ch.ReaderUser = EngineReader
+	}
+	if !cfg.Embedded() || (ch.Password != "" && ch.ReaderPassword != "") {
+		return nil
+	}
+	b, err := LoadBootstrap(cfg.Data)
+	if err != nil {
+		return err
+	}
+	if ch.Password == "" {
+		ch.Password = b.EnginePasswords[ch.User]
+	}
+	if ch.ReaderPassword == "" {
+		ch.ReaderPassword = b.EnginePasswords[ch.ReaderUser]
+	}
+	return nil
 }
 
 // HashAPIKey is how API keys are stored: hex SHA-256 (keys are random, so a
@@ -215,6 +273,29 @@ func HashAPIKey(key string) string {
 	s := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(s[:])
 }
+
+// WriteSecretFile writes a file only its owner may read (0600, also when it
+// existed with another mode), through a temporary file and a rename.
+func WriteSecretFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after the rename
+	if err := tmp.Chmod(0o600); err != nil {
+		return errors.Join(err, tmp.Close())
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return errors.Join(err, tmp.Close())
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// RandomSecret is n random bytes in URL-safe base64.
+func RandomSecret(n int) string { return randomSecret(n) }
 
 func randomSecret(n int) string {
 	b := make([]byte, n)

@@ -85,6 +85,8 @@ type Retention struct {
 	// KEK is the crypto-shredding key-encryption key (hex, 32 bytes); empty
 	// uses one generated at first start (<data>/bootstrap.json).
 	KEK string `yaml:"kek"`
+	// KEKFile reads KEK from a file.
+	KEKFile string `yaml:"kek_file"`
 }
 
 // Shred names a tenant's personal event fields (dot paths in the payload)
@@ -159,7 +161,18 @@ type NATS struct {
 	// Credentials the suite's own processes use against an external cluster.
 	User     string `yaml:"user"`
 	Password string `yaml:"password"`
-	Stream   Stream `yaml:"stream"`
+	// PasswordFile reads Password from a file.
+	PasswordFile string `yaml:"password_file"`
+	// CredsFile signs the suite in with a NATS credentials file (a user JWT
+	// and its nkey seed, from 'tenantscope nats setup') instead of a password.
+	CredsFile string `yaml:"creds_file"`
+	Stream    Stream `yaml:"stream"`
+
+	// JetStreamBudget is the JetStream file storage each NATS node may
+	// reserve for the suite's streams (its max_file_store; 0: not stated).
+	// The embedded server uses it as its max_file_store; 'config validate'
+	// checks the streams' reservations against it.
+	JetStreamBudget ByteSize `yaml:"jetstream_budget"`
 }
 
 // Stream holds the explicit limits of the ingest stream.
@@ -170,12 +183,32 @@ type Stream struct {
 	MaxMsgSize int32    `yaml:"max_msg_size"`
 	Duplicates Duration `yaml:"duplicate_window"`
 	Replicas   int      `yaml:"replicas"`
+
+	// DeadLetterMaxBytes limits the dead-letter stream (0: max_bytes).
+	DeadLetterMaxBytes int64 `yaml:"dead_letter_max_bytes"`
 }
 
 // ClickHouse is the store: the embedded engine (DSN empty) or a server.
 type ClickHouse struct {
 	DSN          string `yaml:"dsn"`
 	EngineListen string `yaml:"engine_listen"`
+	// User and Password are the suite's read-write user of the embedded
+	// engine; ReaderUser and ReaderPassword its read-only user for people,
+	// Grafana and curl. Empty passwords are generated at the first start of
+	// 'serve' and kept in the bootstrap file. *_file fields read them from
+	// a file (for production secrets).
+	User               string `yaml:"user"`
+	Password           string `yaml:"password"`
+	PasswordFile       string `yaml:"password_file"`
+	ReaderUser         string `yaml:"reader_user"`
+	ReaderPassword     string `yaml:"reader_password"`
+	ReaderPasswordFile string `yaml:"reader_password_file"`
+	// EngineAllowOrigins are browser origins the engine's HTTP interface
+	// accepts (none by default: a request with an Origin header is refused).
+	EngineAllowOrigins []string `yaml:"engine_allow_origins"`
+	// EngineHosts are extra names (Host header values) of the engine's
+	// listener besides its address, e.g. the name Grafana reaches it by.
+	EngineHosts []string `yaml:"engine_hosts"`
 	ChdbLib      string `yaml:"chdb_lib"`
 	PoolSize     int    `yaml:"pool_size"`
 	// Cluster, when set, adds ON CLUSTER and Replicated engines to migrations.
@@ -398,6 +431,9 @@ var Env = []struct {
 	{"TENANTSCOPE_NATS_USER", "nats.user", func(c *Config, v string) { c.NATS.User = v }},
 	{"TENANTSCOPE_NATS_PASSWORD", "nats.password", func(c *Config, v string) { c.NATS.Password = v }},
 	{"TENANTSCOPE_CLICKHOUSE_DSN", "clickhouse.dsn", func(c *Config, v string) { c.ClickHouse.DSN = v }},
+	{"TENANTSCOPE_CLICKHOUSE_PASSWORD", "clickhouse.password", func(c *Config, v string) { c.ClickHouse.Password = v }},
+	{"TENANTSCOPE_CLICKHOUSE_READER_PASSWORD", "clickhouse.reader_password", func(c *Config, v string) { c.ClickHouse.ReaderPassword = v }},
+	{"TENANTSCOPE_RETENTION_KEK", "retention.kek", func(c *Config, v string) { c.Retention.KEK = v }},
 	{"TENANTSCOPE_ENGINE_LISTEN", "clickhouse.engine_listen", func(c *Config, v string) { c.ClickHouse.EngineListen = v }},
 	{"TENANTSCOPE_CHDB_LIB", "clickhouse.chdb_lib", func(c *Config, v string) { c.ClickHouse.ChdbLib = v }},
 	{"TENANTSCOPE_LOG_LEVEL", "log.level", func(c *Config, v string) { c.Log.Level = v }},
@@ -411,6 +447,37 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 		}
 	}
 }
+
+// ReadSecretFiles fills each secret that names a file (…_file) from it; the
+// file's content, without a trailing newline, is the secret.
+func (c *Config) ReadSecretFiles() error {
+	for _, f := range []struct {
+		field, path string
+		into        *string
+	}{
+		{"nats.password_file", c.NATS.PasswordFile, &c.NATS.Password},
+		{"clickhouse.password_file", c.ClickHouse.PasswordFile, &c.ClickHouse.Password},
+		{"clickhouse.reader_password_file", c.ClickHouse.ReaderPasswordFile, &c.ClickHouse.ReaderPassword},
+		{"retention.kek_file", c.Retention.KEKFile, &c.Retention.KEK},
+	} {
+		if f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return fmt.Errorf("config: %s: %w", f.field, err)
+		}
+		*f.into = strings.TrimRight(string(b), "\r\n")
+	}
+	return nil
+}
+
+// EngineUser and EngineReader are the default names of the embedded
+// engine's users.
+const (
+	EngineUser   = "tenantscope"
+	EngineReader = "reader"
+)
 
 var (
 	idRe     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -462,6 +529,7 @@ func (c Config) Validate() error {
 	if c.NATS.Stream.Replicas < 1 || c.NATS.Stream.Replicas > 5 {
 		bad("nats.stream.replicas", "must be 1 to 5, got %d", c.NATS.Stream.Replicas)
 	}
+	c.validateStreams(bad)
 	if c.Embedded() {
 		checkAddr("clickhouse.engine_listen", c.ClickHouse.EngineListen, true)
 	} else if !strings.HasPrefix(c.ClickHouse.DSN, "clickhouse://") && !strings.HasPrefix(c.ClickHouse.DSN, "http://") && !strings.HasPrefix(c.ClickHouse.DSN, "https://") {
@@ -635,6 +703,9 @@ func (c Config) RegionDSN(r Region, engineAddr string) string {
 	case r.DSN != "":
 		return r.DSN
 	case c.Embedded():
+		if c.ClickHouse.User != "" {
+			return "http://" + url.UserPassword(c.ClickHouse.User, c.ClickHouse.Password).String() + "@" + engineAddr
+		}
 		return "http://" + engineAddr
 	}
 	return c.ClickHouse.DSN
@@ -683,9 +754,13 @@ func (c Config) Redacted() Config {
 	r := c
 	r.NATS.Password = redact(c.NATS.Password)
 	r.ClickHouse.DSN = redactDSN(c.ClickHouse.DSN)
+	r.ClickHouse.Password = redact(c.ClickHouse.Password)
+	r.ClickHouse.ReaderPassword = redact(c.ClickHouse.ReaderPassword)
+	r.Retention.KEK = redact(c.Retention.KEK)
 	r.Tenants = append([]Tenant(nil), c.Tenants...)
 	for i := range r.Tenants {
 		r.Tenants[i].NATS.PasswordHash = redact(r.Tenants[i].NATS.PasswordHash)
+		r.Tenants[i].PIISalt = redact(r.Tenants[i].PIISalt)
 	}
 	r.Users = append([]User(nil), c.Users...)
 	for i := range r.Users {

@@ -380,7 +380,7 @@ func helperProcess() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{e.Addr}})
+	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{e.Addr}, Auth: clickhouse.Auth{Username: e.User, Password: e.Password}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,12 +175,16 @@ func (e *Engine) Release(c *Conn) {
 }
 
 // openDedicated opens a connection outside the pools (a session's).
-func (e *Engine) openDedicated() (*Conn, error) {
+func (e *Engine) openDedicated(readonly bool) (*Conn, error) {
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
 	e.inflight.Add(1)
-	c, err := e.lib.Connect("--path=" + e.dir)
+	args := []string{"--path=" + e.dir}
+	if readonly {
+		args = append(args, "--readonly=2")
+	}
+	c, err := e.lib.Connect(args...)
 	if err != nil {
 		e.inflight.Done()
 		return nil, err
@@ -190,6 +195,20 @@ func (e *Engine) openDedicated() (*Conn, error) {
 func (e *Engine) closeDedicated(c *Conn) {
 	c.Close()
 	e.inflight.Done()
+}
+
+// callables lists the engine's table functions, table engines and database
+// engines, for the sandbox; nil when the engine cannot say.
+func (e *Engine) callables() []string {
+	if e.ctrl == nil {
+		return nil
+	}
+	r, err := e.Control("SELECT name FROM system.table_functions UNION ALL SELECT name FROM system.table_engines UNION ALL SELECT name FROM system.database_engines")
+	if err != nil {
+		e.log.Warn().Err(err).Msg("engine: listing table functions and engines; refusing the known outside ones only")
+		return nil
+	}
+	return strings.Split(strings.TrimSpace(string(r.Data)), "\n")
 }
 
 // Control runs a statement on the control connection (KILL QUERY, admin).

@@ -40,6 +40,9 @@ func do(t *testing.T, method, u string, body io.Reader, hdr map[string]string) h
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
+	if h, ok := hdr["Host"]; ok {
+		req.Host = h
+	}
 	res, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer res.Body.Close()
@@ -168,6 +171,8 @@ func TestPlainHTTP(t *testing.T) {
 		// gzip response only with enable_http_compression=1
 		req, _ := http.NewRequest("GET", q(db, "query", "SELECT s FROM z LIMIT 100", "enable_http_compression", "1"), nil)
 		req.Header.Set("Accept-Encoding", "zstd")
+		pw, _ := req.URL.User.Password()
+		req.SetBasicAuth(req.URL.User.Username(), pw) // a bare RoundTrip does not send the URL's credentials
 		res, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
 		require.NoError(t, err)
 		require.Equal(t, "zstd", res.Header.Get("Content-Encoding"))
@@ -237,7 +242,7 @@ func corruptFrame(t *testing.T) string {
 
 func TestBodyLimitAndAuth(t *testing.T) {
 	db := enginetest.New(t)
-	srv := engine.NewServer(db.Engine.Engine, engine.ServerConfig{MaxBodyBytes: 1000, Users: map[string]string{"alice": "s3cret"}})
+	srv := engine.NewServer(db.Engine.Engine, engine.ServerConfig{MaxBodyBytes: 1000, Users: map[string]engine.User{"alice": {Password: "s3cret"}}})
 	defer srv.Close()
 	ln, err := srv.Listen("127.0.0.1:0")
 	require.NoError(t, err)
@@ -278,11 +283,11 @@ func TestBodyLimitAndAuth(t *testing.T) {
 	r = do(t, "POST", base+"&query=INSERT%20INTO%20n%20FORMAT%20TSV", &gz, hdr)
 	require.Equal(t, 413, r.status, r.body)
 
-	// without users, only loopback
+	// without users, nowhere: not even loopback
 	open := engine.NewServer(db.Engine.Engine, engine.ServerConfig{})
 	defer open.Close()
-	_, err = open.Listen("0.0.0.0:0")
-	require.ErrorIs(t, err, engine.ErrInsecureListen)
+	_, err = open.Listen("127.0.0.1:0")
+	require.ErrorIs(t, err, engine.ErrNoUsers)
 }
 
 func TestStreamingKeepsMemoryBounded(t *testing.T) {

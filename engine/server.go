@@ -28,11 +28,31 @@ import (
 	"github.com/tenantscope/tenantscope/engine/chdb"
 )
 
+// User is one account of the HTTP interface.
+type User struct {
+	Password string
+	// ReadOnly users run every statement on read-only connections (readonly=2),
+	// whatever the method, sessions included.
+	ReadOnly bool
+}
+
 // ServerConfig configures the HTTP interface.
 type ServerConfig struct {
-	// Users maps user name to password. Empty means only "default" with an
-	// empty password, which is allowed on loopback addresses only.
-	Users map[string]string
+	// Users maps user name to its account. Every request must name one with
+	// its password (loopback included); with none configured the interface
+	// answers only /ping.
+	Users map[string]User
+	// AllowOrigins lists the browser origins (scheme://host[:port]) that may
+	// send requests; a request with any other Origin header is refused. Empty:
+	// no browser may.
+	AllowOrigins []string
+	// Hosts lists extra Host header values (host or host:port) accepted
+	// besides the listen address and its loopback names, against DNS
+	// rebinding. A wildcard listen address accepts any Host.
+	Hosts []string
+	// URLHosts are the host:port pairs url() may read (the configured region
+	// engines). Nothing else outside the engine is reachable by SQL.
+	URLHosts []string
 	// MaxBodyBytes limits a request body, before and after decompression;
 	// 0 means 1 GiB.
 	MaxBodyBytes int64
@@ -48,6 +68,10 @@ type Server struct {
 	eng *Engine
 	cfg ServerConfig
 	log zerolog.Logger
+	sb  *sandbox
+
+	hmu   sync.Mutex
+	hosts map[string]bool // accepted Host values; nil: any
 
 	smu      sync.Mutex
 	sessions map[string]*session
@@ -75,26 +99,76 @@ func NewServer(eng *Engine, cfg ServerConfig) *Server {
 	if cfg.DefaultSessionTimeout == 0 {
 		cfg.DefaultSessionTimeout = 60 * time.Second
 	}
-	s := &Server{eng: eng, cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, stop: make(chan struct{})}
+	s := &Server{eng: eng, cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, stop: make(chan struct{}),
+		sb: newSandbox(eng.callables(), cfg.URLHosts)}
 	s.wg.Add(1)
 	go s.expireSessions()
 	return s
 }
 
-// ErrInsecureListen is returned when a non-loopback address has no credentials.
-var ErrInsecureListen = errors.New("engine: refusing to serve on a non-loopback address without configured users (set a user and password)")
+// ErrNoUsers is returned when the interface would serve with no user.
+var ErrNoUsers = errors.New("engine: refusing to serve without users: configure a user and password")
 
-// Listen opens addr, refusing a non-loopback address when no credentials are
-// configured.
+// Listen opens addr and accepts the Host values that name it.
 func (s *Server) Listen(addr string) (net.Listener, error) {
-	if len(s.cfg.Users) == 0 && !isLoopback(addr) {
-		return nil, fmt.Errorf("%w: %s", ErrInsecureListen, addr)
+	if len(s.cfg.Users) == 0 {
+		return nil, ErrNoUsers
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("engine: listen %s: %w", addr, err)
 	}
+	s.AcceptHostsOf(ln.Addr().String())
 	return ln, nil
+}
+
+// AcceptHostsOf sets the accepted Host values for a bound address: the
+// address, its port on localhost, 127.0.0.1 and [::1], and the configured
+// names. A wildcard address accepts any Host (credentials still apply).
+func (s *Server) AcceptHostsOf(bound string) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		s.hosts = nil
+		return
+	}
+	hosts := map[string]bool{strings.ToLower(bound): true}
+	if isLoopback(bound) {
+		for _, h := range []string{"localhost", "127.0.0.1", "[::1]"} {
+			hosts[h+":"+port] = true
+		}
+	}
+	for _, h := range s.cfg.Hosts {
+		h = strings.ToLower(h)
+		hosts[h] = true
+		if !strings.Contains(h, ":") || strings.HasSuffix(h, "]") {
+			hosts[h+":"+port] = true
+		}
+	}
+	s.hosts = hosts
+}
+
+// AllowURLHost lets url() read host:port from now on (a region engine that
+// started after this one).
+func (s *Server) AllowURLHost(hostport string) { s.sb.allowHost(hostport) }
+
+func (s *Server) hostAllowed(host string) bool {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	return s.hosts == nil || s.hosts[strings.ToLower(host)]
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	for _, o := range s.cfg.AllowOrigins {
+		if strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
 }
 
 func isLoopback(addr string) bool {
@@ -149,6 +223,16 @@ func (s *Server) expireSessions() {
 
 // ServeHTTP implements the interface.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.hostAllowed(r.Host) {
+		s.fail(w, nil, &Exception{Code: 497, Name: "ACCESS_DENIED", Status: http.StatusForbidden,
+			Message: "Host " + strconv.Quote(r.Host) + " is not an address of this server"})
+		return
+	}
+	if o := r.Header.Get("Origin"); o != "" && !s.originAllowed(o) {
+		s.fail(w, nil, &Exception{Code: 497, Name: "ACCESS_DENIED", Status: http.StatusForbidden,
+			Message: "requests from browser origin " + strconv.Quote(o) + " are not allowed"})
+		return
+	}
 	switch r.URL.Path {
 	case "/ping", "/replicas_status":
 		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
@@ -164,8 +248,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, nil, &Exception{Code: 1002, Name: "UNKNOWN_EXCEPTION", Status: http.StatusMethodNotAllowed, Message: "method " + r.Method + " is not allowed"})
 		return
 	}
+	user, ex := s.authenticate(r)
+	if ex != nil {
+		s.fail(w, nil, ex)
+		return
+	}
 	req, ex := s.parse(r)
 	if ex != nil {
+		s.fail(w, req, ex)
+		return
+	}
+	req.user = user.name
+	if user.ReadOnly {
+		req.readonly = true
+		req.readOnlyUser = true
+		delete(req.settings, "readonly")
+	}
+	if ex := s.confine(req); ex != nil {
 		s.fail(w, req, ex)
 		return
 	}
@@ -279,6 +378,7 @@ func (s *Server) commonHeaders(h http.Header, req *request) {
 // request is what one HTTP request asks the engine to do.
 type request struct {
 	readonly       bool
+	readOnlyUser   bool
 	sql            string    // the statement (from URL, body, or both)
 	body           io.Reader // insert data, or nil
 	database       string
@@ -325,9 +425,6 @@ func (s *Server) parse(r *http.Request) (*request, *Exception) {
 	}
 	if req.queryID == "" {
 		req.queryID = randomUUID()
-	}
-	if ex := s.authenticate(r, req); ex != nil {
-		return req, ex
 	}
 	if v := q.Get("client_protocol_version"); v != "" {
 		rev, err := strconv.ParseUint(v, 10, 64)
@@ -454,7 +551,14 @@ func randomUUID() string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-func (s *Server) authenticate(r *http.Request, req *request) *Exception {
+type namedUser struct {
+	User
+	name string
+}
+
+// authenticate finds the request's user: X-ClickHouse-User/-Key, else basic
+// auth, else user/password URL parameters, as ClickHouse reads them.
+func (s *Server) authenticate(r *http.Request) (namedUser, *Exception) {
 	user, pass := r.Header.Get("X-ClickHouse-User"), r.Header.Get("X-ClickHouse-Key")
 	if user == "" {
 		if u, p, ok := r.BasicAuth(); ok {
@@ -468,16 +572,29 @@ func (s *Server) authenticate(r *http.Request, req *request) *Exception {
 	if user == "" {
 		user = "default"
 	}
-	req.user = user
-	if len(s.cfg.Users) == 0 {
-		if user == "default" && pass == "" {
-			return nil
-		}
-	} else if want, ok := s.cfg.Users[user]; ok && subtle.ConstantTimeCompare([]byte(want), []byte(pass)) == 1 {
-		return nil
+	if u, ok := s.cfg.Users[user]; ok && subtle.ConstantTimeCompare([]byte(u.Password), []byte(pass)) == 1 {
+		return namedUser{User: u, name: user}, nil
 	}
-	return &Exception{Code: 516, Name: "AUTHENTICATION_FAILED", Status: http.StatusUnauthorized,
+	return namedUser{}, &Exception{Code: 516, Name: "AUTHENTICATION_FAILED", Status: http.StatusUnauthorized,
 		Message: user + ": Authentication failed: password is incorrect, or there is no user with such name"}
+}
+
+// confine refuses what would reach outside the engine, and keeps streamed
+// Values data from being evaluated as expressions (file(...) in a row).
+func (s *Server) confine(req *request) *Exception {
+	for k := range req.settings {
+		if ex := s.sb.checkSetting(k); ex != nil {
+			return ex
+		}
+	}
+	if ex := s.sb.check(req.sql); ex != nil {
+		return ex
+	}
+	if _, _, name, ok := formatClause(req.sql, true); ok && req.body != nil && strings.EqualFold(name, "Values") {
+		req.settings["input_format_values_interpret_expressions"] = "0"
+		req.settings["input_format_values_deduce_templates_of_expressions"] = "0"
+	}
+	return nil
 }
 
 func pickEncoding(accept string) string {
@@ -601,7 +718,7 @@ func (s *Server) lease(ctx context.Context, req *request) (c *Conn, release func
 			s.smu.Unlock()
 			return nil, nil, &Exception{Code: 202, Name: "TOO_MANY_SIMULTANEOUS_QUERIES", Message: fmt.Sprintf("too many open sessions (%d)", s.cfg.MaxSessions)}
 		}
-		conn, err := s.eng.openDedicated()
+		conn, err := s.eng.openDedicated(req.readOnlyUser)
 		if err != nil {
 			s.smu.Unlock()
 			return nil, nil, engineException(err)

@@ -753,7 +753,7 @@ func (s *Service) httpEndpoint(r config.Region) (base, user, password string, er
 		if s.EngineAddr == "" {
 			return "", "", "", fmt.Errorf("%w: region %s is on the embedded engine, whose address this process does not know", ErrInvalid, r.Name)
 		}
-		return "http://" + s.EngineAddr, "", "", nil
+		return "http://" + s.EngineAddr, s.cfg.ClickHouse.User, s.cfg.ClickHouse.Password, nil
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {

@@ -11,7 +11,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -265,7 +268,7 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 		local, err := engine.StartLocal(engine.Config{
 			Dir: filepath.Join(s.cfg.Data, "engine"), LibPath: s.cfg.ClickHouse.ChdbLib,
 			PoolSize: s.cfg.ClickHouse.PoolSize, Logger: s.log.With().Str("component", "engine").Logger(),
-		}, engine.ServerConfig{Logger: s.log.With().Str("component", "engine-http").Logger()}, s.cfg.ClickHouse.EngineListen)
+		}, engineServerConfig(s.cfg, s.log.With().Str("component", "engine-http").Logger()), s.cfg.ClickHouse.EngineListen)
 		if err != nil {
 			return err
 		}
@@ -477,6 +480,34 @@ func (s *Suite) ready(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// engineServerConfig gives the embedded engine's HTTP interface its two
+// users, its accepted names and origins, and the region engines url() may
+// read (a move to or from a region on another server).
+func engineServerConfig(cfg config.Config, log zerolog.Logger) engine.ServerConfig {
+	ch := cfg.ClickHouse
+	sc := engine.ServerConfig{
+		Users: map[string]engine.User{
+			ch.User:       {Password: ch.Password},
+			ch.ReaderUser: {Password: ch.ReaderPassword, ReadOnly: true},
+		},
+		AllowOrigins: ch.EngineAllowOrigins,
+		Hosts:        ch.EngineHosts,
+		Logger:       log,
+	}
+	for _, r := range cfg.Regions {
+		for _, raw := range []string{r.HTTPURL, r.DSN} {
+			if u, err := url.Parse(raw); err == nil && u.Host != "" {
+				host := u.Host
+				if u.Port() == "" {
+					host += ":8123"
+				}
+				sc.URLHosts = append(sc.URLHosts, host)
+			}
+		}
+	}
+	return sc
+}
+
 func (s *Suite) printBanner(w io.Writer, fresh []config.Secret, c Components) {
 	if w == nil {
 		return
@@ -485,7 +516,8 @@ func (s *Suite) printBanner(w io.Writer, fresh []config.Secret, c Components) {
 		fmt.Fprintf(w, "tenantscope is up\n  UI and API   http://%s/\n  metrics      http://%s/metrics\n  ready        http://%s/readyz\n", s.httpAddr, s.httpAddr, s.httpAddr)
 	}
 	if s.engAddr != "" {
-		fmt.Fprintf(w, "  ClickHouse   http://%s/ (embedded engine; curl 'http://%s/?query=SELECT+version()')\n", s.engAddr, s.engAddr)
+		fmt.Fprintf(w, "  ClickHouse   http://%s/ (embedded engine; users %s (read-write) and %s (read-only), e.g. curl -u %s 'http://%s/?query=SELECT+version()')\n",
+			s.engAddr, s.cfg.ClickHouse.User, s.cfg.ClickHouse.ReaderUser, s.cfg.ClickHouse.ReaderUser, s.engAddr)
 	}
 	if s.nc != nil {
 		fmt.Fprintf(w, "  NATS         %s\n", s.nc.ConnectedUrl())
@@ -493,16 +525,39 @@ func (s *Suite) printBanner(w io.Writer, fresh []config.Secret, c Components) {
 	if c.Demo {
 		fmt.Fprintf(w, "  demo traffic is being published for %d tenants\n", len(s.cfg.Tenants))
 	}
-	if len(fresh) > 0 {
-		fmt.Fprintf(w, "\nBootstrap credentials, shown once (hashes are kept in %s):\n", config.BootstrapPath(s.cfg.Data))
-		for _, sec := range fresh {
-			scope := sec.Role
-			if sec.Tenant != "" {
-				scope += " of " + sec.Tenant
-			}
-			fmt.Fprintf(w, "  %-8s %-18s %-26s %s\n", sec.Kind, sec.Name, scope, sec.Value)
-		}
+	if len(fresh) == 0 {
+		return
 	}
+	var b strings.Builder
+	for _, sec := range fresh {
+		scope := sec.Role
+		if sec.Tenant != "" {
+			scope += " of " + sec.Tenant
+		}
+		fmt.Fprintf(&b, "  %-10s %-18s %-26s %s\n", sec.Kind, sec.Name, scope, sec.Value)
+	}
+	if isTerminal(w) {
+		fmt.Fprintf(w, "\nBootstrap credentials, shown once (hashes are kept in %s):\n%s", config.BootstrapPath(s.cfg.Data), b.String())
+		return
+	}
+	// Output that is not a terminal ends up in log collectors: the
+	// credentials go to a file only the suite's user may read.
+	path := filepath.Join(s.cfg.Data, "first-start-credentials.txt")
+	if err := config.WriteSecretFile(path, []byte("Bootstrap credentials, shown once:\n"+b.String())); err != nil {
+		s.log.Error().Err(err).Msg("writing the first-start credentials")
+		return
+	}
+	fmt.Fprintf(w, "\nBootstrap credentials were written to %s (mode 0600); read them, then delete the file.\n", path)
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func listen(addr string) (net.Listener, error) {

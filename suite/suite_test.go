@@ -104,6 +104,23 @@ shutdown_timeout: 20s
 	return e
 }
 
+// engineOptions connects to the suite's engine as its read-write user, with
+// the password the suite generated at its first start.
+func (e env) engineOptions(t *testing.T, db string) *clickhouse.Options {
+	t.Helper()
+	b, err := config.LoadBootstrap(e.data)
+	require.NoError(t, err)
+	pw := b.EnginePasswords[config.EngineUser]
+	require.NotEmpty(t, pw, "the suite keeps its engine password in the bootstrap file")
+	return &clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{e.engineAddr},
+		Auth: clickhouse.Auth{Database: db, Username: config.EngineUser, Password: pw}}
+}
+
+func (e env) engineDSN(t *testing.T) string {
+	o := e.engineOptions(t, "")
+	return "http://" + o.Auth.Username + ":" + o.Auth.Password + "@" + e.engineAddr
+}
+
 func (e env) start(t *testing.T, extraEnv ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), "TENANTSCOPE_SUITE_CHILD=1", "TENANTSCOPE_SUITE_CONFIG="+e.cfgYAML), extraEnv...)
@@ -146,7 +163,7 @@ func (e env) tenantConn(t *testing.T, tenant string) jetstream.JetStream {
 }
 
 func (e env) count(t *testing.T, db, query string) uint64 {
-	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{e.engineAddr}, Auth: clickhouse.Auth{Database: db}})
+	conn, err := clickhouse.Open(e.engineOptions(t, db))
 	require.NoError(t, err)
 	defer conn.Close()
 	var n uint64
@@ -403,7 +420,7 @@ func TestFloodingTenantDoesNotStarveAnother(t *testing.T) {
 	ctx := context.Background()
 	acme := e.tenantConn(t, "acme")
 	globex := e.tenantConn(t, "globex")
-	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{e.engineAddr}, Auth: clickhouse.Auth{Database: "ts_us"}})
+	conn, err := clickhouse.Open(e.engineOptions(t, "ts_us"))
 	require.NoError(t, err)
 	defer conn.Close()
 
@@ -526,7 +543,7 @@ api_keys:
 	}, 30*time.Second, 200*time.Millisecond)
 	require.Eventually(t, func() bool { return acme("user.changed") == 1 && acme("api_key.changed") == 1 }, 10*time.Second, 200*time.Millisecond)
 	var changes string
-	conn, err := clickhouse.Open(&clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{e.engineAddr}, Auth: clickhouse.Auth{Database: "ts_eu"}})
+	conn, err := clickhouse.Open(e.engineOptions(t, "ts_eu"))
 	require.NoError(t, err)
 	defer conn.Close()
 	require.NoError(t, conn.QueryRow(context.Background(), "SELECT changes FROM audit_records FINAL WHERE tenant_id = 'acme' AND action = 'user.changed'").Scan(&changes))
@@ -552,7 +569,7 @@ api_keys:
 	// The platform chain verifies.
 	b, err := config.LoadBootstrap(e.data)
 	require.NoError(t, err)
-	st, err := chstore.Open(context.Background(), chstore.Options{DSN: "http://" + e.engineAddr, Database: "ts_eu", Name: "t"})
+	st, err := chstore.Open(context.Background(), chstore.Options{DSN: e.engineDSN(t), Database: "ts_eu", Name: "t"})
 	require.NoError(t, err)
 	defer st.Close()
 	rep, err := auditlog.Verify(context.Background(), st, config.PlatformTenant, 1, b.AuditVerifierKey)

@@ -80,6 +80,9 @@ func (c *configFlags) load(getenv func(string) string) (config.Config, error) {
 		return cfg, err
 	}
 	cfg.ApplyEnv(getenv)
+	if err := cfg.ReadSecretFiles(); err != nil {
+		return cfg, err
+	}
 	var ferr error
 	c.fs.Visit(func(f *flag.Flag) {
 		v := f.Value.String()
@@ -203,6 +206,9 @@ func trimNewline(s string) string {
 // openRegion opens a region's store the way a client of a running suite
 // does: the embedded engine over its HTTP interface, or the configured server.
 func openRegion(ctx context.Context, cfg config.Config, r config.Region) (*chstore.Store, error) {
+	if err := config.LoadEngineCredentials(&cfg); err != nil {
+		return nil, err
+	}
 	st, err := chstore.Open(ctx, chstore.Options{DSN: cfg.RegionDSN(r, cfg.ClickHouse.EngineListen), Database: r.Database, Name: r.Name})
 	if err != nil {
 		return nil, fmt.Errorf("region %s (is 'tenantscope serve' or the ClickHouse server running?): %w", r.Name, err)

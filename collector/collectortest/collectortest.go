@@ -61,6 +61,10 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	for _, id := range tenants {
 		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: id, Name: id, Region: "default", NATS: config.Credentials{User: id + "-svc"}})
 	}
+	// The engine answers its users only; the suite connects as the test
+	// engine's read-write user.
+	cfg.ClickHouse.User, cfg.ClickHouse.Password = db.User, db.Password
+	cfg.ClickHouse.ReaderUser, cfg.ClickHouse.ReaderPassword = db.Reader, db.ReaderPassword
 	if mutate != nil {
 		mutate(&cfg)
 	}

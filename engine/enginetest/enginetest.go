@@ -33,8 +33,31 @@ type Engine struct {
 	Engine *engine.Engine
 	Server *engine.Server
 	Addr   string // host:port of the HTTP interface
-	dir    string
-	local  *engine.Local
+	// User and Password are the read-write user every helper connects
+	// with; Reader and ReaderPassword the read-only one. The engine, like
+	// the suite's, answers no one without credentials.
+	User, Password         string
+	Reader, ReaderPassword string
+	dir                    string
+	local                  *engine.Local
+}
+
+// Test credentials: one password per test process (a child OtherServer
+// inherits them through the environment).
+const (
+	passwordEnv = "TENANTSCOPE_ENGINE_TEST_PASSWORD"
+	urlHostsEnv = "TENANTSCOPE_ENGINE_TEST_URL_HOSTS"
+)
+
+func testPassword() string {
+	if p := os.Getenv(passwordEnv); p != "" {
+		return p
+	}
+	b := make([]byte, 12)
+	_, _ = rand.Read(b) //nolint:errcheck // never fails
+	p := hex.EncodeToString(b)
+	_ = os.Setenv(passwordEnv, p) //nolint:errcheck // only the child's inheritance depends on it
+	return p
 }
 
 var (
@@ -67,11 +90,19 @@ func Start(dir string, cfg engine.ServerConfig) (*Engine, error) {
 		log = zerolog.New(os.Stderr).With().Timestamp().Logger()
 	}
 	cfg.Logger = log
+	pw := testPassword()
+	if cfg.Users == nil {
+		cfg.Users = map[string]engine.User{"tenantscope": {Password: pw}, "reader": {Password: pw + "-ro", ReadOnly: true}}
+	}
+	if h := os.Getenv(urlHostsEnv); h != "" {
+		cfg.URLHosts = append(cfg.URLHosts, strings.Split(h, ",")...)
+	}
 	l, err := engine.StartLocal(engine.Config{Dir: dir, Logger: log, PoolSize: 4}, cfg, "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{Engine: l.Engine, Server: l.Server, Addr: l.Addr, dir: dir, local: l}, nil
+	return &Engine{Engine: l.Engine, Server: l.Server, Addr: l.Addr, dir: dir, local: l,
+		User: "tenantscope", Password: pw, Reader: "reader", ReaderPassword: pw + "-ro"}, nil
 }
 
 // Stop shuts the server and the engine down (data stays in its directory).
@@ -114,15 +145,24 @@ func New(tb testing.TB) *DB {
 	return &DB{Engine: e, Name: name}
 }
 
-// URL is the base HTTP URL of the interface.
-func (e *Engine) URL() string { return "http://" + e.Addr }
+// URL is the base HTTP URL of the interface, with the read-write user's
+// credentials (net/http sends them as basic auth).
+func (e *Engine) URL() string { return "http://" + e.User + ":" + e.Password + "@" + e.Addr }
+
+// AnonymousURL is the base HTTP URL without credentials.
+func (e *Engine) AnonymousURL() string { return "http://" + e.Addr }
+
+// ReaderURL is the base HTTP URL with the read-only user's credentials.
+func (e *Engine) ReaderURL() string {
+	return "http://" + e.Reader + ":" + e.ReaderPassword + "@" + e.Addr
+}
 
 // Options are clickhouse-go options for this database over HTTP.
 func (d *DB) Options() *clickhouse.Options {
 	return &clickhouse.Options{
 		Protocol: clickhouse.HTTP,
 		Addr:     []string{d.Addr},
-		Auth:     clickhouse.Auth{Database: d.Name},
+		Auth:     clickhouse.Auth{Database: d.Name, Username: d.User, Password: d.Password},
 	}
 }
 
@@ -142,7 +182,9 @@ func (d *DB) Conn(tb testing.TB, mutate ...func(*clickhouse.Options)) clickhouse
 }
 
 // DSN is a clickhouse-go DSN for this database.
-func (d *DB) DSN() string { return fmt.Sprintf("http://%s/%s", d.Addr, d.Name) }
+func (d *DB) DSN() string {
+	return fmt.Sprintf("http://%s:%s@%s/%s", d.User, d.Password, d.Addr, d.Name)
+}
 
 // Main runs a package's tests and then stops the shared engine; use it as
 // TestMain.
@@ -160,12 +202,14 @@ const childEnv = "TENANTSCOPE_ENGINE_TEST_CHILD_DIR"
 
 // OtherServer starts a second ClickHouse server for the test: the test
 // binary again, in a child process (one process holds one engine), serving
-// an engine on its own data directory. It returns the server's host:port;
-// the child stops at the test's end.
+// an engine on its own data directory, with the same credentials. It returns
+// the server's user:password@host:port; the child stops at the test's end.
+// Each of the two may read the other with url() (region moves).
 func OtherServer(tb testing.TB) string {
 	tb.Helper()
+	parent := Shared(tb)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+tb.TempDir())
+	cmd.Env = append(os.Environ(), childEnv+"="+tb.TempDir(), urlHostsEnv+"="+parent.Addr, passwordEnv+"="+parent.Password)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -186,7 +230,9 @@ func OtherServer(tb testing.TB) string {
 	if err != nil {
 		tb.Fatalf("second engine did not start: %v", err)
 	}
-	return strings.TrimSpace(line)
+	addr := strings.TrimSpace(line)
+	parent.Server.AllowURLHost(addr)
+	return parent.User + ":" + parent.Password + "@" + addr
 }
 
 // serveChild serves an engine on dir, prints its address and runs until
