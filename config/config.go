@@ -209,8 +209,8 @@ type ClickHouse struct {
 	// EngineHosts are extra names (Host header values) of the engine's
 	// listener besides its address, e.g. the name Grafana reaches it by.
 	EngineHosts []string `yaml:"engine_hosts"`
-	ChdbLib      string `yaml:"chdb_lib"`
-	PoolSize     int    `yaml:"pool_size"`
+	ChdbLib     string   `yaml:"chdb_lib"`
+	PoolSize    int      `yaml:"pool_size"`
 	// Cluster, when set, adds ON CLUSTER and Replicated engines to migrations.
 	Cluster string `yaml:"cluster"`
 }
