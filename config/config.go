@@ -149,9 +149,17 @@ type Credit struct {
 	CreditPercent float64 `yaml:"credit_percent"`
 }
 
-// HTTP is the UI, API, /metrics and health endpoint.
+// HTTP is the UI, API, OTLP and health listener, and the metrics listener.
 type HTTP struct {
 	Listen string `yaml:"listen"`
+	// MetricsListen serves every series, per-tenant ones included (loopback
+	// by default; put Prometheus next to it or give it a token). The main
+	// listener's /metrics keeps only series without a tenant label.
+	MetricsListen string `yaml:"metrics_listen"`
+	// MetricsToken, when set, is the bearer token the metrics listener
+	// requires; MetricsTokenFile reads it from a file.
+	MetricsToken     string `yaml:"metrics_token"`
+	MetricsTokenFile string `yaml:"metrics_token_file"`
 }
 
 // NATS is the bus: an embedded server (Listen) or an existing cluster (URL).
@@ -345,7 +353,7 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func Default() Config {
 	return Config{
 		Data: "./data",
-		HTTP: HTTP{Listen: "127.0.0.1:8080"},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", MetricsListen: "127.0.0.1:9464"},
 		NATS: NATS{Listen: "127.0.0.1:4222", Stream: Stream{
 			MaxAge: Duration(72 * time.Hour), MaxBytes: 1 << 30, MaxMsgSize: 1 << 20,
 			Duplicates: Duration(2 * time.Minute), Replicas: 1,
@@ -417,6 +425,8 @@ var Env = []struct {
 }{
 	{"TENANTSCOPE_DATA", "data", func(c *Config, v string) { c.Data = v }},
 	{"TENANTSCOPE_HTTP", "http.listen", func(c *Config, v string) { c.HTTP.Listen = v }},
+	{"TENANTSCOPE_METRICS_LISTEN", "http.metrics_listen", func(c *Config, v string) { c.HTTP.MetricsListen = v }},
+	{"TENANTSCOPE_METRICS_TOKEN", "http.metrics_token", func(c *Config, v string) { c.HTTP.MetricsToken = v }},
 	{"TENANTSCOPE_NATS_LISTEN", "nats.listen", func(c *Config, v string) { c.NATS.Listen = v }},
 	{"TENANTSCOPE_NATS_URL", "nats.url", func(c *Config, v string) { c.NATS.URL = v }},
 	{"TENANTSCOPE_NATS_USER", "nats.user", func(c *Config, v string) { c.NATS.User = v }},
@@ -450,6 +460,7 @@ func (c *Config) ReadSecretFiles() error {
 		{"clickhouse.password_file", c.ClickHouse.PasswordFile, &c.ClickHouse.Password},
 		{"clickhouse.reader_password_file", c.ClickHouse.ReaderPasswordFile, &c.ClickHouse.ReaderPassword},
 		{"retention.kek_file", c.Retention.KEKFile, &c.Retention.KEK},
+		{"http.metrics_token_file", c.HTTP.MetricsTokenFile, &c.HTTP.MetricsToken},
 	} {
 		if f.path == "" {
 			continue
@@ -745,6 +756,7 @@ func (c Config) Redacted() Config {
 	r.NATS.Password = redact(c.NATS.Password)
 	r.ClickHouse.DSN = redactDSN(c.ClickHouse.DSN)
 	r.ClickHouse.Password = redact(c.ClickHouse.Password)
+	r.HTTP.MetricsToken = redact(c.HTTP.MetricsToken)
 	r.ClickHouse.ReaderPassword = redact(c.ClickHouse.ReaderPassword)
 	r.Retention.KEK = redact(c.Retention.KEK)
 	r.Tenants = append([]Tenant(nil), c.Tenants...)

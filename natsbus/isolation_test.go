@@ -60,42 +60,53 @@ func TestTenantsObserveNothingOfEachOtherOrOfTheSuite(t *testing.T) {
 	srv, err := Embedded(cfg, zerolog.Nop())
 	require.NoError(t, err)
 	defer srv.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	suite, err := srv.Connect("suite")
 	require.NoError(t, err)
 	defer suite.Close()
-	js, err := jetstream.New(suite)
-	require.NoError(t, err)
-	require.NoError(t, EnsureStreams(ctx, js, cfg))
 	b, err := config.LoadBootstrap(cfg.Data)
 	require.NoError(t, err)
 
 	conns := map[string][]*nats.Conn{}
-	spies := map[string]*spy{}
 	for _, tenant := range []string{"acme", "globex"} {
-		byPassword, err := nats.Connect(srv.ClientURL(), nats.UserInfo(tenant+"-svc", pw[tenant+"-svc"]),
-			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		byPassword, err := nats.Connect(srv.ClientURL(), nats.UserInfo(tenant+"-svc", pw[tenant+"-svc"]), quiet())
 		require.NoError(t, err)
 		defer byPassword.Close()
 		seed, ok := b.NATSNkeySeeds[tenant]
 		require.True(t, ok, "an nkey seed for %s", tenant)
-		byNkey, err := nats.Connect(srv.ClientURL(), nkeyOption(t, seed),
-			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		byNkey, err := nats.Connect(srv.ClientURL(), nkeyOption(t, seed), quiet())
 		require.NoError(t, err, "the tenant's nkey signs in")
 		defer byNkey.Close()
 		conns[tenant] = []*nats.Conn{byPassword, byNkey}
+	}
+	assertIsolated(t, cfg, suite, conns)
+}
+
+func quiet() nats.Option { return nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}) }
+
+// assertIsolated runs every tenant's traffic on each of its connections,
+// with the suite pulling and acking (deliveries on its inboxes), a dead
+// letter, and a tenant publishing on the suite's own subject, while every
+// connection listens on every pattern. Nothing foreign may arrive.
+func assertIsolated(t *testing.T, cfg config.Config, suite *nats.Conn, conns map[string][]*nats.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js, err := jetstream.New(suite)
+	require.NoError(t, err)
+	require.NoError(t, EnsureStreams(ctx, js, cfg))
+	spies := map[string]*spy{}
+	for tenant, cs := range conns {
 		s := &spy{tenant: tenant, foreign: map[string]int{}, own: map[string]int{}}
-		s.watch(t, byPassword)
-		s.watch(t, byNkey)
-		require.NoError(t, byPassword.Flush())
-		require.NoError(t, byNkey.Flush())
+		for _, nc := range cs {
+			s.watch(t, nc)
+			require.NoError(t, nc.Flush())
+		}
 		spies[tenant] = s
 	}
 
 	// The suite pulls and acks, so deliveries travel on its inboxes.
 	var pulled atomic.Int64
-	for _, tenant := range []string{"acme", "globex"} {
+	for tenant := range conns {
 		cons, err := js.Consumer(ctx, IngestStream(tenant), CollectorDurable)
 		require.NoError(t, err)
 		cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -131,9 +142,24 @@ func TestTenantsObserveNothingOfEachOtherOrOfTheSuite(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	require.Eventually(t, func() bool { return pulled.Load() >= 4*each }, 30*time.Second, 50*time.Millisecond, "the suite pulled everything")
-	for _, nc := range append(conns["acme"], conns["globex"]...) {
-		require.NoError(t, nc.Flush())
+	total := 0
+	for _, cs := range conns {
+		total += len(cs) * each
+	}
+	require.Eventually(t, func() bool { return pulled.Load() >= int64(total) }, 30*time.Second, 50*time.Millisecond, "the suite pulled everything")
+	for _, cs := range conns {
+		for _, nc := range cs {
+			require.NoError(t, nc.Flush())
+		}
+	}
+	for tenant, cs := range conns {
+		// The suite's own audit subject under the tenant's token is closed.
+		tjs, err := jetstream.New(cs[0])
+		require.NoError(t, err)
+		tctx, tcancel := context.WithTimeout(ctx, time.Second)
+		_, err = tjs.Publish(tctx, SuiteSubjects(tenant)[:len(SuiteSubjects(tenant))-1]+"_audit", []byte(`{"actor":{"type":"system"}}`))
+		tcancel()
+		require.Error(t, err, "%s publishes on the suite's own subject", tenant)
 	}
 	for tenant, s := range spies {
 		s.mu.Lock()
@@ -143,9 +169,10 @@ func TestTenantsObserveNothingOfEachOtherOrOfTheSuite(t *testing.T) {
 			total += n
 		}
 		require.Zero(t, total, "%s observed foreign traffic: %v", tenant, s.samples)
-		// Both of its connections share its account, so each sees all of
-		// the tenant's 2×each acks.
-		require.Equal(t, map[string]int{"_INBOX.>": 2 * 2 * each}, s.own, "%s sees its own publish acks, on its inboxes only", tenant)
+		// A tenant's n connections share its account, so each sees all of
+		// the tenant's n×each acks.
+		n := len(conns[tenant])
+		require.Equal(t, map[string]int{"_INBOX.>": n * n * each}, s.own, "%s sees its own publish acks, on its inboxes only", tenant)
 		s.mu.Unlock()
 	}
 	// A tenant account has no JetStream API of its own or of the suite.

@@ -92,6 +92,11 @@ func Embedded(cfg config.Config, log zerolog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// SuiteSubjects are the subjects under a tenant's token that only the suite
+// publishes on (its own audit records for the tenant): closed to the
+// tenant's users, so no record there can pose as the suite.
+func SuiteSubjects(tenant string) string { return "tenant." + tenant + ".tenantscope.>" }
+
 // TenantAccount names a tenant's own NATS account.
 func TenantAccount(tenant string) string { return "TENANT_" + tenant }
 
@@ -113,7 +118,8 @@ func (s *Server) serverConfig(cfg config.Config) string {
 	}
 	b.WriteString("    ]\n  }\n")
 	for _, t := range cfg.Tenants {
-		perms := fmt.Sprintf("permissions: {publish: {allow: [%q]}, subscribe: {allow: [\"_INBOX.>\"]}}", "tenant."+t.ID+".>")
+		perms := fmt.Sprintf("permissions: {publish: {allow: [%q], deny: [%q]}, subscribe: {allow: [\"_INBOX.>\"]}}",
+			"tenant."+t.ID+".>", SuiteSubjects(t.ID))
 		fmt.Fprintf(&b, "  %s {\n    users: [\n", TenantAccount(t.ID))
 		fmt.Fprintf(&b, "      {user: %q, password: %q, %s}\n", t.NATS.User, t.NATS.PasswordHash, perms)
 		if pub := t.NATS.Nkey; pub != "" {
@@ -146,7 +152,14 @@ func (s *Server) Ready() bool { return s.ns.Running() && s.ns.ReadyForConnection
 // ConnectExternal connects to a cluster given by cfg.NATS.URL.
 func ConnectExternal(cfg config.Config, name string) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
-	if cfg.NATS.User != "" {
+	switch {
+	case cfg.NATS.CredsFile != "":
+		creds, err := CredsOption(cfg.NATS.CredsFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, creds)
+	case cfg.NATS.User != "":
 		opts = append(opts, nats.UserInfo(cfg.NATS.User, cfg.NATS.Password))
 	}
 	nc, err := nats.Connect(cfg.NATS.URL, opts...)

@@ -2,6 +2,7 @@ package suite
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -10,7 +11,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tenantscope/tenantscope/apikeys"
 	"github.com/tenantscope/tenantscope/auditlog"
@@ -48,7 +51,8 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		}
 		_ = json.NewEncoder(w).Encode(body) //nolint:errcheck // client gone
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	// The main listener is public: its /metrics carries no tenant's series.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(withoutTenantSeries(s.reg), promhttp.HandlerOpts{Registry: s.reg}))
 	if withUI {
 		mux.HandleFunc("GET /{$}", s.index)
 		// OTLP/HTTP for stock OpenTelemetry exporters, into the same NATS path.
@@ -105,40 +109,66 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 var indexTmpl = template.Must(template.New("index").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tenantscope</title>
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:3rem auto;padding:0 1rem;color:#1f2933}
-table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #d9e2ec;padding:.4rem;text-align:left}
-code{background:#f0f4f8;padding:.1rem .3rem;border-radius:3px}</style></head>
+a.button{display:inline-block;background:#243b53;color:#fff;padding:.5rem 1rem;border-radius:4px;text-decoration:none}</style></head>
 <body><h1>tenantscope</h1>
-<p>Observability and compliance for multi-tenant SaaS. The audit trail, cost and SLA pages arrive with their issues;
-this page shows what the suite is running.</p>
-<table data-testid="tenants"><tr><th>tenant</th><th>name</th><th>region</th><th>events stored</th></tr>
-{{range .Tenants}}<tr><td><code>{{.ID}}</code></td><td>{{.Name}}</td><td>{{.Region}}</td><td>{{.Events}}</td></tr>{{end}}
-</table>
-<p><a href="/ui/">Sign in to the audit trails</a> · <a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a> · ClickHouse: <code>{{.Engine}}</code></p>
+<p>Audit trails, usage and cost reports, SLA metrics, retention and erasure for a multi-tenant platform.
+Compliance officers, finance, SREs and tenant admins sign in to see what their role allows.</p>
+<p><a class="button" data-testid="sign-in" href="/ui/">Sign in</a></p>
+<p>Machines use the API (<code>/api/v1/…</code>) and the OTLP receiver (<code>/v1/traces</code>, <code>/v1/logs</code>) with an API key.
+Health: <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a>.</p>
 </body></html>`))
 
-func (s *Suite) index(w http.ResponseWriter, r *http.Request) {
-	type row struct {
-		ID, Name, Region string
-		Events           uint64
-	}
-	data := struct {
-		Tenants []row
-		Engine  string
-	}{Engine: s.engAddr}
-	for _, t := range s.cfg.Tenants {
-		var n uint64
-		region := s.cfg.TenantRegion(t)
-		if st := s.stores[region]; st != nil {
-			if err := st.QueryRow(r.Context(), []any{&n}, "SELECT count() FROM events WHERE tenant_id = ?", t.ID); err != nil {
-				s.log.Warn().Err(err).Str("tenant_id", t.ID).Msg("count events")
-			}
-		}
-		data.Tenants = append(data.Tenants, row{t.ID, t.Name, region, n})
-	}
+// index is the public landing page: nothing of any tenant, no address of
+// another listener.
+func (s *Suite) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := indexTmpl.Execute(w, data); err != nil {
+	if err := indexTmpl.Execute(w, nil); err != nil {
 		s.log.Warn().Err(err).Msg("render index")
 	}
+}
+
+// withoutTenantSeries gathers only the metric families that carry no
+// tenant label: process and pipeline health, for the public listener.
+func withoutTenantSeries(g prometheus.Gatherer) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := g.Gather()
+		out := mfs[:0]
+		for _, mf := range mfs {
+			if !hasTenantLabel(mf) {
+				out = append(out, mf)
+			}
+		}
+		return out, err
+	})
+}
+
+func hasTenantLabel(mf *dto.MetricFamily) bool {
+	for _, m := range mf.GetMetric() {
+		for _, l := range m.GetLabel() {
+			if n := l.GetName(); n == "tenant" || n == "tenant_id" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// metricsServer serves every series on the metrics listener, behind the
+// bearer token when one is configured.
+func (s *Suite) metricsServer() *http.Server {
+	all := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})
+	token := s.cfg.HTTP.MetricsToken
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tenantscope metrics"`)
+			http.Error(w, "a bearer token is required", http.StatusUnauthorized)
+			return
+		}
+		all.ServeHTTP(w, r)
+	}))
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return context.Background() }}
 }
 
 // regionStores lists every region's store.

@@ -44,7 +44,7 @@ rule_files: [%s]
 scrape_configs:
   - job_name: tenantscope
     static_configs: [{targets: ["%s"]}]
-`, filepath.Join(dir, "rules.yml"), e.httpAddr)
+`, filepath.Join(dir, "rules.yml"), e.metricsAddr)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644))
 	addr := freePort(t)
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -103,7 +103,7 @@ scrape_configs:
 	}
 
 	// Every metric a dashboard's PromQL names is exported.
-	res, err := http.Get("http://" + e.httpAddr + "/metrics")
+	res, err := http.Get("http://" + e.metricsAddr + "/metrics")
 	require.NoError(t, err)
 	body, err := io.ReadAll(res.Body)
 	res.Body.Close()

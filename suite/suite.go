@@ -70,20 +70,22 @@ type Options struct {
 
 // Suite is the running set of components.
 type Suite struct {
-	cfg      config.Config
-	log      zerolog.Logger
-	reg      *prometheus.Registry
-	engine   *engine.Local // the embedded engine, when no server is configured
-	engAddr  string
-	natsSrv  *natsbus.Server
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	stores   map[string]*chstore.Store
-	http     *http.Server
-	httpLn   net.Listener
-	httpAddr string
-	migrated atomic.Bool
-	tracer   trace.Tracer
+	cfg     config.Config
+	log     zerolog.Logger
+	reg     *prometheus.Registry
+	engine  *engine.Local // the embedded engine, when no server is configured
+	engAddr string
+	natsSrv *natsbus.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stores  map[string]*chstore.Store
+	http    *http.Server
+	httpLn  net.Listener
+	// metricsAddr is the metrics listener's bound address.
+	metricsAddr string
+	httpAddr    string
+	migrated    atomic.Bool
+	tracer      trace.Tracer
 	// boot holds the secrets generated at first start, read once.
 	boot *config.Bootstrap
 	// apiKeys holds the keys tenant admins create (UI processes).
@@ -232,6 +234,26 @@ func Run(ctx context.Context, o Options) (err error) {
 	{
 		if err := s.startHTTP(ctx, o.Components.UI); err != nil {
 			return err
+		}
+		if cfg.HTTP.MetricsListen != "" {
+			mln, err := listen(cfg.HTTP.MetricsListen)
+			if err != nil {
+				return fmt.Errorf("metrics listener: %w", err)
+			}
+			s.metricsAddr = mln.Addr().String()
+			ms := s.metricsServer()
+			g.Go(func() error {
+				if err := ms.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					return fmt.Errorf("metrics http: %w", err)
+				}
+				return nil
+			})
+			g.Go(func() error {
+				<-gctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.Shutdown))
+				defer cancel()
+				return ms.Shutdown(sctx)
+			})
 		}
 		if s.apiKeys != nil {
 			g.Go(func() error { return s.apiKeys.Run(gctx) })
@@ -513,7 +535,15 @@ func (s *Suite) printBanner(w io.Writer, fresh []config.Secret, c Components) {
 		return
 	}
 	if s.httpAddr != "" {
-		fmt.Fprintf(w, "tenantscope is up\n  UI and API   http://%s/\n  metrics      http://%s/metrics\n  ready        http://%s/readyz\n", s.httpAddr, s.httpAddr, s.httpAddr)
+		if c.UI {
+			fmt.Fprintf(w, "tenantscope is up\n  UI and API   http://%s/\n", s.httpAddr)
+		} else {
+			fmt.Fprintf(w, "tenantscope is up\n")
+		}
+		fmt.Fprintf(w, "  ready        http://%s/readyz\n", s.httpAddr)
+	}
+	if s.metricsAddr != "" {
+		fmt.Fprintf(w, "  metrics      http://%s/metrics (every series; the main listener's /metrics has none per tenant)\n", s.metricsAddr)
 	}
 	if s.engAddr != "" {
 		fmt.Fprintf(w, "  ClickHouse   http://%s/ (embedded engine; users %s (read-write) and %s (read-only), e.g. curl -u %s 'http://%s/?query=SELECT+version()')\n",

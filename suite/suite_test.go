@@ -83,12 +83,13 @@ type env struct {
 	data               string
 	httpAddr, natsAddr string
 	engineAddr         string
+	metricsAddr        string
 }
 
 func newEnv(t *testing.T) env {
-	e := env{data: t.TempDir(), httpAddr: freePort(t), natsAddr: freePort(t), engineAddr: freePort(t)}
+	e := env{data: t.TempDir(), httpAddr: freePort(t), natsAddr: freePort(t), engineAddr: freePort(t), metricsAddr: freePort(t)}
 	e.cfgYAML = fmt.Sprintf(`data: %s
-http: {listen: "%s"}
+http: {listen: "%s", metrics_listen: "%s"}
 nats: {listen: "%s"}
 clickhouse: {engine_listen: "%s"}
 regions:
@@ -100,7 +101,7 @@ tenants:
 users:
   - {name: carol, role: compliance}
 shutdown_timeout: 20s
-`, e.data, e.httpAddr, e.natsAddr, e.engineAddr)
+`, e.data, e.httpAddr, e.metricsAddr, e.natsAddr, e.engineAddr)
 	return e
 }
 
@@ -173,7 +174,7 @@ func (e env) count(t *testing.T, db, query string) uint64 {
 
 // metric reads one sample from the suite's /metrics.
 func (e env) metric(t *testing.T, series string) float64 {
-	res, err := http.Get("http://" + e.httpAddr + "/metrics")
+	res, err := http.Get("http://" + e.metricsAddr + "/metrics")
 	require.NoError(t, err)
 	defer res.Body.Close()
 	body, err := io.ReadAll(res.Body)
@@ -308,7 +309,7 @@ func TestBadMessagesAreDeadLettered(t *testing.T) {
 	// connects as a tenant, which may not, so count them through /metrics.
 	want := map[string]bool{"invalid_json": true, "invalid_utf8": true, "missing_tenant_header": true, "tenant_mismatch": true, "unknown_reserved_action": true, "invalid_field": true, "too_many_headers": true}
 	require.Eventually(t, func() bool {
-		res, err := http.Get("http://" + e.httpAddr + "/metrics")
+		res, err := http.Get("http://" + e.metricsAddr + "/metrics")
 		if err != nil {
 			return false
 		}

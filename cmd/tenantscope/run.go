@@ -33,6 +33,7 @@ func commands() map[string]command {
 		"export":        {"a tenant's data as a bundle it can verify offline (--tenant, --out); 'export audit' streams its trail as CSV or JSON lines", runExport},
 		"verify-export": {"verify an export bundle offline (--verifier-key)", runVerifyExport},
 		"demo":          {"publish demo traffic as the configured tenants to a running suite", runDemo},
+		"nats":          {"write NATS credentials: 'nats setup --dir D' (operator, accounts, resolver for a cluster), 'nats creds --tenant T --out F'", runNats},
 		"engine":        {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
 		"version":       {"print the version", runVersion},
 		"report":        {"a month's cost, SLA or margin report as CSV or JSON (report cost|sla|margin --period 2026-11)", runReport},

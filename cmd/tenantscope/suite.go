@@ -51,7 +51,8 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 
 var flagFields = []struct{ flag, usage string }{
 	{"data", "data directory"},
-	{"http", "listen address of the UI, API and /metrics"},
+	{"http", "listen address of the UI, API, OTLP receiver and health endpoints"},
+	{"metrics-listen", "listen address of the metrics endpoint with per-tenant series (loopback by default)"},
 	{"nats-listen", "listen address of the embedded NATS server"},
 	{"nats-url", "use this NATS cluster instead of the embedded server"},
 	{"engine-listen", "listen address of the embedded ClickHouse engine's HTTP interface"},
@@ -91,6 +92,8 @@ func (c *configFlags) load(getenv func(string) string) (config.Config, error) {
 			cfg.Data = v
 		case "http":
 			cfg.HTTP.Listen = v
+		case "metrics-listen":
+			cfg.HTTP.MetricsListen = v
 		case "nats-listen":
 			cfg.NATS.Listen = v
 		case "nats-url":

@@ -1,0 +1,61 @@
+package suite_test
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func get(t *testing.T, url string, hdr ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, string(b)
+}
+
+// With both tenants' traffic flowing (demo) and metering running, the
+// public routes of the main listener show no tenant id, tenant name,
+// region, count or amount of money; the per-tenant series are on the
+// metrics listener only, behind its token.
+func TestPublicRoutesCarryNothingOfATenant(t *testing.T) {
+	e := newEnv(t)
+	e.cfgYAML = strings.Replace(e.cfgYAML, `metrics_listen: "`, `metrics_token: "scrape-secret", metrics_listen: "`, 1)
+	e.start(t, "TENANTSCOPE_SUITE_DEMO=1", "TENANTSCOPE_METERING_EVERY=1s")
+
+	require.Eventually(t, func() bool {
+		code, body := get(t, "http://"+e.metricsAddr+"/metrics", "Authorization", "Bearer scrape-secret")
+		return code == http.StatusOK && strings.Contains(body, `tenantscope_collector_rows_total{signal="events",tenant="acme"}`) &&
+			strings.Contains(body, `tenantscope_usage_period_to_date{`)
+	}, 60*time.Second, 500*time.Millisecond, "per-tenant series on the metrics listener")
+
+	code, _ := get(t, "http://"+e.metricsAddr+"/metrics")
+	require.Equal(t, http.StatusUnauthorized, code, "the metrics listener wants its token")
+	code, _ = get(t, "http://"+e.metricsAddr+"/metrics", "Authorization", "Bearer wrong")
+	require.Equal(t, http.StatusUnauthorized, code)
+
+	tenantish := regexp.MustCompile(`(?i)acme|globex|tenant=|_cost_|_usage_|invoice|EUR`)
+	for _, path := range []string{"/", "/metrics", "/healthz", "/readyz", "/ui/login", "/api/v1/tenants/acme/audit-events"} {
+		code, body := get(t, "http://"+e.httpAddr+path)
+		require.NotContains(t, []int{http.StatusInternalServerError}, code, path)
+		require.Nil(t, tenantish.FindStringIndex(body), "%s without credentials shows %q", path, tenantish.FindString(body))
+	}
+	_, home := get(t, "http://"+e.httpAddr+"/")
+	require.NotContains(t, home, "arrive with their issues", "the stale text is gone")
+	require.Contains(t, home, `data-testid="sign-in"`)
+	_, pub := get(t, "http://"+e.httpAddr+"/metrics")
+	require.Contains(t, pub, "go_goroutines", "process series stay public")
+	require.Contains(t, pub, "tenantscope_collector_dead_letters_total", "pipeline series without tenant labels stay public")
+}
