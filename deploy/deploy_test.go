@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/natsbus"
 )
 
 type compose struct {
@@ -53,6 +54,9 @@ func TestComposeFile(t *testing.T) {
 	for name, s := range c.Services {
 		for _, v := range s.Volumes {
 			src := strings.SplitN(v, ":", 2)[0]
+			if strings.HasPrefix(src, "./deploy/nats-auth/") {
+				continue // written by 'tenantscope nats setup' (TestNATSConfig)
+			}
 			if strings.HasPrefix(src, "./") {
 				_, err := os.Stat(filepath.Join("..", src))
 				require.NoError(t, err, "service %s mounts %s", name, src)
@@ -75,24 +79,42 @@ func TestTenantscopeConfigForCompose(t *testing.T) {
 	require.False(t, cfg.EmbeddedNATS())
 }
 
+// nats.conf, with the resolver 'tenantscope nats setup' writes, parses with
+// nats-server's own parser into operator mode: the operator is trusted, the
+// suite's account has JetStream, each configured tenant has an account, and
+// no password or user is in the file.
 func TestNATSConfig(t *testing.T) {
-	for _, v := range []string{"TENANTSCOPE_NATS_PASSWORD", "ACME_SVC_PASSWORD", "GLOBEX_SVC_PASSWORD"} {
-		t.Setenv(v, "test-"+v)
-	}
-	opts, err := server.ProcessConfigFile("nats.conf")
-	require.NoError(t, err)
-	require.True(t, opts.JetStream)
 	cfg, err := config.Load("tenantscope.yaml")
 	require.NoError(t, err)
-	users := map[string]*server.User{}
-	for _, u := range opts.Users {
-		users[u.Username] = u
-	}
+	dir := t.TempDir()
+	raw, err := os.ReadFile("nats.conf")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nats.conf"), raw, 0o600))
+	auth, err := natsbus.SetupAuth(filepath.Join(dir, "auth"), cfg)
+	require.NoError(t, err)
+	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats.conf"))
+	require.NoError(t, err)
+	require.True(t, opts.JetStream)
+	require.Len(t, opts.TrustedOperators, 1, "operator mode")
+	require.Empty(t, opts.Users, "no users in the server's configuration")
+	require.NotEmpty(t, opts.SystemAccount)
 	for _, tn := range cfg.Tenants {
-		u, ok := users[tn.NATS.User]
-		require.True(t, ok, "nats.conf has no user for tenant %s", tn.ID)
-		require.Equal(t, []string{"tenant." + tn.ID + ".>"}, u.Permissions.Publish.Allow)
+		_, err := auth.TenantCreds(tn.ID, tn.NATS.User)
+		require.NoError(t, err, "tenant %s has an account", tn.ID)
 	}
+	require.NotRegexp(t, regexp.MustCompile(`(?i)password`), string(raw))
+}
+
+func TestClickHouseReaderForGrafana(t *testing.T) {
+	ds, err := os.ReadFile("../dashboards/provisioning/datasources/datasources.yaml")
+	require.NoError(t, err)
+	require.Contains(t, string(ds), "username: reader", "Grafana queries ClickHouse as the read-only user")
+	init, err := os.ReadFile("clickhouse-init.sh")
+	require.NoError(t, err)
+	require.Contains(t, string(init), "readonly = 1")
+	prom, err := os.ReadFile("prometheus.yml")
+	require.NoError(t, err)
+	require.NotContains(t, string(prom), ":8080", "Prometheus scrapes the metrics listeners, not the public port")
 }
 
 func TestDashboardsUseRealMetrics(t *testing.T) {

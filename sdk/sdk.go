@@ -14,11 +14,13 @@
 package sdk
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +43,10 @@ type Config struct {
 	Tenant   string
 	User     string
 	Password string
+	// CredsFile signs in with a credentials file instead of a password:
+	// 'tenantscope nats creds' writes one (a user JWT and its seed for a
+	// cluster, or the tenant's nkey seed for the embedded server).
+	CredsFile string
 	// MaxPending bounds messages awaiting acknowledgement (default 4096).
 	MaxPending int
 	// StallWait is how long a publish waits for room before failing (default 5s).
@@ -63,6 +69,23 @@ type Publisher struct {
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("tenantscope sdk: publisher closed")
 
+// credsOption reads a credentials file: a user JWT with its seed, or a bare
+// nkey seed.
+func credsOption(path string) (nats.Option, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tenantscope sdk: credentials: %w", err)
+	}
+	if bytes.Contains(raw, []byte("BEGIN NATS USER JWT")) {
+		return nats.UserCredentials(path), nil
+	}
+	opt, err := nats.NkeyOptionFromSeed(path)
+	if err != nil {
+		return nil, fmt.Errorf("tenantscope sdk: credentials %s: %w", path, err)
+	}
+	return opt, nil
+}
+
 // New connects a Publisher.
 func New(cfg Config) (*Publisher, error) {
 	if cfg.Tenant == "" || cfg.URL == "" {
@@ -78,7 +101,14 @@ func New(cfg Config) (*Publisher, error) {
 		cfg.Name = "tenantscope-sdk"
 	}
 	opts := []nats.Option{nats.Name(cfg.Name), nats.MaxReconnects(-1)}
-	if cfg.User != "" {
+	switch {
+	case cfg.CredsFile != "":
+		creds, err := credsOption(cfg.CredsFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, creds)
+	case cfg.User != "":
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/collectortest"
+	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/sdk"
 )
@@ -67,6 +70,28 @@ func TestPublisherEventsLogsAndSpansReachClickHouse(t *testing.T) {
 		p.Count(t, "SELECT count() FROM spans FINAL WHERE trace_id = ? AND status_code = 'error' AND kind = 'server' AND length(events) = 1", traceID),
 		p.Count(t, "SELECT count() FROM spans"))
 	require.Equal(t, uint64(1), p.Count(t, "SELECT count() FROM logs WHERE severity_text = 'error' AND body = 'card declined'"))
+}
+
+// A service signs in with the credentials file 'tenantscope nats creds'
+// writes for the embedded server (the tenant's nkey seed), in its own NATS
+// account, and its events are stored.
+func TestPublisherSignsInWithACredsFile(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	b, err := config.LoadBootstrap(p.Config.Data)
+	require.NoError(t, err)
+	creds := filepath.Join(t.TempDir(), "acme.creds")
+	require.NoError(t, os.WriteFile(creds, []byte("-----BEGIN USER NKEY SEED-----\n"+b.NATSNkeySeeds["acme"]+"\n------END USER NKEY SEED------\n"), 0o600))
+	pub, err := sdk.New(sdk.Config{URL: p.URL, Tenant: "acme", CredsFile: creds})
+	require.NoError(t, err)
+	for i := range 20 {
+		require.NoError(t, pub.Event(context.Background(), "billing", "invoice_created", map[string]any{"i": i}))
+	}
+	require.NoError(t, pub.Close(context.Background()))
+	require.Eventually(t, func() bool {
+		return p.Count(t, "SELECT count() FROM events FINAL WHERE tenant_id = 'acme' AND service = 'billing'") == 20
+	}, 30*time.Second, 100*time.Millisecond)
+	_, err = sdk.New(sdk.Config{URL: p.URL, Tenant: "acme", CredsFile: filepath.Join(t.TempDir(), "missing.creds")})
+	require.ErrorContains(t, err, "credentials")
 }
 
 func TestPublisherBackpressureFailsClearly(t *testing.T) {

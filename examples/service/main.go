@@ -3,8 +3,10 @@
 // logs, and exports its OpenTelemetry spans — all over NATS as its tenant.
 //
 //	go run ./examples/service -url nats://127.0.0.1:4222 -tenant acme -user acme-svc -password …
+//	go run ./examples/service -tenant acme -creds acme.creds
 //
-// (the password is printed by `make run` at first start.)
+// (the password is printed by `make run` at first start; the creds file is
+// written by 'tenantscope nats creds --tenant acme --out acme.creds'.)
 package main
 
 import (
@@ -31,18 +33,23 @@ func main() {
 	tenant := flag.String("tenant", "acme", "tenant id")
 	user := flag.String("user", "acme-svc", "the tenant's NATS service user")
 	password := flag.String("password", os.Getenv("TENANT_NATS_PASSWORD"), "its password")
+	creds := flag.String("creds", "", "a credentials file instead of -user/-password")
 	n := flag.Int("requests", 100, "requests to simulate")
 	flag.Parse()
-	if err := run(*url, *tenant, *user, *password, *n); err != nil {
+	cfg := sdk.Config{URL: *url, Tenant: *tenant, User: *user, Password: *password, CredsFile: *creds}
+	if *creds != "" {
+		cfg.User, cfg.Password = "", ""
+	}
+	if err := run(cfg, *n); err != nil {
 		fmt.Fprintln(os.Stderr, "service:", err)
 		os.Exit(1)
 	}
 }
 
-func run(url, tenant, user, password string, n int) error {
+func run(cfg sdk.Config, n int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	pub, err := sdk.New(sdk.Config{URL: url, Tenant: tenant, User: user, Password: password})
+	pub, err := sdk.New(cfg)
 	if err != nil {
 		return err
 	}
