@@ -157,7 +157,14 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 
 	step("end to end: %d tenants x %d events -> ClickHouse", cfg.Tenants, cfg.Events)
 	e2eStart := time.Now()
-	if err := publishAll(ctx, nc, cfg, func(t int) string { return fmt.Sprintf("tenant.t%02d.orders.order_created", t) }, sc.Tenants); err != nil {
+	b, err := config.LoadBootstrap(sc.Data)
+	if err != nil {
+		return res, err
+	}
+	asTenant := func(id string) (*nats.Conn, error) {
+		return nats.Connect(ns.ClientURL(), nats.UserInfo(id, b.NATS[id]), nats.Name("bench-"+id))
+	}
+	if err := publishAll(ctx, nc, cfg, func(t int) string { return fmt.Sprintf("tenant.t%02d.orders.order_created", t) }, asTenant); err != nil {
 		return res, err
 	}
 	if err := waitRows(ctx, st, uint64(total), progress); err != nil {
@@ -191,16 +198,27 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 }
 
 // publishAll publishes cfg.Events messages per tenant, one goroutine per
-// tenant, asynchronously with a bounded number in flight. With tenants set it
-// connects as each tenant; otherwise it uses nc.
-func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, subject func(int) string, tenants []config.Tenant) error {
+// tenant, asynchronously with a bounded number in flight. With asTenant set
+// it connects as each tenant (through its own NATS account, as services
+// do); otherwise it uses nc.
+func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, subject func(int) string, asTenant func(id string) (*nats.Conn, error)) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, cfg.Tenants)
 	for t := range cfg.Tenants {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+			conn := nc
+			if asTenant != nil {
+				c, err := asTenant(fmt.Sprintf("t%02d", t))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+				conn = c
+			}
+			js, err := jetstream.New(conn, jetstream.WithPublishAsyncMaxPending(4096))
 			if err != nil {
 				errs <- err
 				return
