@@ -175,6 +175,12 @@ type NATS struct {
 	// and its nkey seed, from 'tenantscope nats setup') instead of a password.
 	CredsFile string `yaml:"creds_file"`
 	Stream    Stream `yaml:"stream"`
+
+	// JetStreamBudget is the JetStream file storage each NATS node may
+	// reserve for the suite's streams (its max_file_store; 0: not stated).
+	// The embedded server uses it as its max_file_store; 'config validate'
+	// checks the streams' reservations against it.
+	JetStreamBudget ByteSize `yaml:"jetstream_budget"`
 }
 
 // Stream holds the explicit limits of the ingest stream.
@@ -185,6 +191,9 @@ type Stream struct {
 	MaxMsgSize int32    `yaml:"max_msg_size"`
 	Duplicates Duration `yaml:"duplicate_window"`
 	Replicas   int      `yaml:"replicas"`
+
+	// DeadLetterMaxBytes limits the dead-letter stream (0: max_bytes).
+	DeadLetterMaxBytes int64 `yaml:"dead_letter_max_bytes"`
 }
 
 // ClickHouse is the store: the embedded engine (DSN empty) or a server.
@@ -531,6 +540,7 @@ func (c Config) Validate() error {
 	if c.NATS.Stream.Replicas < 1 || c.NATS.Stream.Replicas > 5 {
 		bad("nats.stream.replicas", "must be 1 to 5, got %d", c.NATS.Stream.Replicas)
 	}
+	c.validateStreams(bad)
 	if c.Embedded() {
 		checkAddr("clickhouse.engine_listen", c.ClickHouse.EngineListen, true)
 	} else if !strings.HasPrefix(c.ClickHouse.DSN, "clickhouse://") && !strings.HasPrefix(c.ClickHouse.DSN, "http://") && !strings.HasPrefix(c.ClickHouse.DSN, "https://") {
