@@ -6,7 +6,6 @@ package natsbus
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
@@ -75,6 +73,10 @@ func Embedded(cfg config.Config, log zerolog.Logger) (*Server, error) {
 	opts.Host, opts.Port = host, port
 	opts.JetStream = true
 	opts.StoreDir = filepath.Join(cfg.Data, "nats")
+	if b := cfg.NATS.JetStreamBudget; b > 0 {
+		// What 'config validate' checks the streams' reservations against.
+		opts.JetStreamMaxStore = int64(b)
+	}
 	opts.MaxPayload = cfg.NATS.Stream.MaxMsgSize
 	opts.ServerName = "tenantscope"
 	opts.NoSigs = true
@@ -167,68 +169,6 @@ func ConnectExternal(cfg config.Config, name string) (*nats.Conn, error) {
 		return nil, fmt.Errorf("nats: connect %s: %w", cfg.NATS.URL, err)
 	}
 	return nc, nil
-}
-
-// IngestStream is the stream of one tenant's subjects. Each tenant has its
-// own stream, so one tenant's backlog limit (its quota) never rejects
-// another tenant's messages, and the collector can pull from each fairly.
-func IngestStream(tenant string) string { return "INGEST_" + tenant }
-
-// EnsureStreams creates or updates every tenant's ingest stream, the
-// dead-letter stream and the collectors' durable pull consumers, with
-// explicit limits. It is idempotent.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg config.Config) error {
-	st := cfg.NATS.Stream
-	for _, t := range cfg.ChainTenants() {
-		q := cfg.QuotaOf(t)
-		name := IngestStream(t.ID)
-		ingest := jetstream.StreamConfig{
-			Name:        name,
-			Description: "tenant " + t.ID + ": domain events, logs, spans and audit records awaiting the collector",
-			Subjects:    []string{"tenant." + t.ID + ".>"},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			MaxAge:      time.Duration(st.MaxAge),
-			MaxBytes:    q.BacklogBytes,
-			MaxMsgSize:  st.MaxMsgSize,
-			// Beyond the limits publishers get an error instead of losing old data.
-			Discard:    jetstream.DiscardNew,
-			Duplicates: time.Duration(st.Duplicates),
-			Replicas:   st.Replicas,
-		}
-		if _, err := js.CreateOrUpdateStream(ctx, ingest); err != nil {
-			return fmt.Errorf("nats: stream %s: %w", name, err)
-		}
-		if _, err := js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
-			Durable:     CollectorDurable,
-			Description: "shared by every collector process",
-			AckPolicy:   jetstream.AckExplicitPolicy,
-			// Long enough to store a batch; short enough that messages a
-			// stopped collector was handed come back quickly.
-			AckWait:       10 * time.Second,
-			MaxAckPending: 20000,
-			MaxDeliver:    -1,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-		}); err != nil {
-			return fmt.Errorf("nats: consumer %s on %s: %w", CollectorDurable, name, err)
-		}
-	}
-	dead := jetstream.StreamConfig{
-		Name:        DeadLetterStream,
-		Description: "messages the collector could not store, with the reason in headers",
-		Subjects:    []string{DeadLetterPrefix + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		MaxAge:      30 * 24 * time.Hour,
-		MaxBytes:    st.MaxBytes,
-		MaxMsgSize:  st.MaxMsgSize + 64<<10,
-		Discard:     jetstream.DiscardOld,
-		Replicas:    st.Replicas,
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, dead); err != nil {
-		return fmt.Errorf("nats: stream %s: %w", DeadLetterStream, err)
-	}
-	return nil
 }
 
 func randomToken() string {
