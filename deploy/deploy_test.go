@@ -95,6 +95,7 @@ func TestNATSConfig(t *testing.T) {
 	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats.conf"))
 	require.NoError(t, err)
 	require.True(t, opts.JetStream)
+	require.Equal(t, opts.JetStreamMaxStore, int64(cfg.NATS.JetStreamBudget), "the budget 'config validate' checks is the server's max_file_store")
 	require.Len(t, opts.TrustedOperators, 1, "operator mode")
 	require.Empty(t, opts.Users, "no users in the server's configuration")
 	require.NotEmpty(t, opts.SystemAccount)

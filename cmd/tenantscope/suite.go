@@ -59,6 +59,7 @@ var flagFields = []struct{ flag, usage string }{
 	{"clickhouse-dsn", "use this ClickHouse (clickhouse://host:9000/db) instead of the embedded engine"},
 	{"chdb-lib", "path of libchdb (fetched by 'make chdb')"},
 	{"log-level", "debug, info, warn or error"},
+	{"jetstream-budget", "JetStream storage a NATS node may reserve for the streams (its max_file_store), e.g. 10GB; the embedded server uses it"},
 }
 
 func newConfigFlags(name string, stderr io.Writer) *configFlags {
@@ -106,6 +107,12 @@ func (c *configFlags) load(getenv func(string) string) (config.Config, error) {
 			cfg.ClickHouse.ChdbLib = v
 		case "log-level":
 			cfg.Log.Level = v
+		case "jetstream-budget":
+			b, err := config.ParseByteSize(v)
+			if err != nil {
+				ferr = fmt.Errorf("--jetstream-budget: %w", err)
+			}
+			cfg.NATS.JetStreamBudget = b
 		}
 	})
 	return cfg, ferr
@@ -179,7 +186,7 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 	case "validate", "show":
 		cfg, err := newConfigFlags("config "+args[0], stderr).parseAndLoad(args[1:], getenv)
 		if err != nil {
-			return err
+			return storageOnError(stdout, args[0], cfg, err)
 		}
 		if args[0] == "show" {
 			return yaml.NewEncoder(stdout).Encode(cfg.Redacted())
@@ -194,7 +201,10 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		}
 		_, err = fmt.Fprintf(stdout, "configuration is valid: %d regions, %d tenants, %d users, %d API keys, %d meters; %s\n",
 			len(cfg.Regions), len(cfg.Tenants), len(cfg.Users), len(cfg.APIKeys), len(cfg.Metering.Meters), card)
-		return err
+		if err != nil {
+			return err
+		}
+		return printStorage(stdout, cfg)
 	}
 	return fmt.Errorf("%w: tenantscope config validate|show|hash", errUsage)
 }
@@ -290,6 +300,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 			}
 			fmt.Fprintf(tw, "%s\t%04d\t%s\t%s\t%s\n", r.Name, m.Version, m.Name, state, at)
 		}
+	}
+	if args[0] == "up" {
+		return migrateStreams(ctx, cfg, stdout)
 	}
 	return nil
 }
