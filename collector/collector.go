@@ -293,22 +293,13 @@ func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons 
 	}
 }
 
-// watchBacklog exports each tenant's backlog and stream fill every few seconds.
+// watchBacklog exports each tenant's stream and backlog every few seconds.
 func (s *Service) watchBacklog(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
 		for id := range s.tenants {
-			ictx, cancel := context.WithTimeout(ctx, time.Second)
-			if st, err := s.js.Stream(ictx, natsbus.IngestStream(id)); err == nil {
-				if info, err := st.Info(ictx); err == nil {
-					s.m.backlog.WithLabelValues(id).Set(float64(info.State.Msgs))
-					if info.Config.MaxBytes > 0 {
-						s.m.fill.WithLabelValues(id).Set(float64(info.State.Bytes) / float64(info.Config.MaxBytes))
-					}
-				}
-			}
-			cancel()
+			s.observeBacklog(ctx, id)
 		}
 		select {
 		case <-ctx.Done():
@@ -316,6 +307,45 @@ func (s *Service) watchBacklog(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// observeBacklog tells apart the stream's size (what it stores, against its
+// backlog limit), the collectors' consumer lag (messages not yet acked:
+// pending delivery, plus delivered and awaiting their ack) and the age of
+// the oldest message not yet acked. With work-queue retention acked messages
+// leave the stream, so size and lag agree unless the stream is not (yet) a
+// work queue.
+func (s *Service) observeBacklog(ctx context.Context, tenant string) {
+	ictx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := s.js.Stream(ictx, natsbus.IngestStream(tenant))
+	if err != nil {
+		return
+	}
+	info := st.CachedInfo()
+	s.m.streamMsgs.WithLabelValues(tenant).Set(float64(info.State.Msgs))
+	if info.Config.MaxBytes > 0 {
+		s.m.fill.WithLabelValues(tenant).Set(float64(info.State.Bytes) / float64(info.Config.MaxBytes))
+	}
+	cons, err := st.Consumer(ictx, natsbus.CollectorDurable)
+	if err != nil {
+		return
+	}
+	ci := cons.CachedInfo()
+	lag := ci.NumPending + uint64(ci.NumAckPending)
+	s.m.backlog.WithLabelValues(tenant).Set(float64(lag))
+	s.m.ackPending.WithLabelValues(tenant).Set(float64(ci.NumAckPending))
+	oldest := 0.0
+	if lag > 0 && info.State.Msgs > 0 {
+		// Every message up to the ack floor is acked: the oldest waiting one
+		// is the first after it that is still stored.
+		since := info.State.FirstTime
+		if m, err := st.GetMsg(ictx, max(ci.AckFloor.Stream+1, info.State.FirstSeq)); err == nil {
+			since = m.Time
+		}
+		oldest = max(time.Since(since).Seconds(), 0)
+	}
+	s.m.oldest.WithLabelValues(tenant).Set(oldest)
 }
 
 type rows struct {
@@ -695,6 +725,9 @@ type metrics struct {
 	moving        prometheus.Counter
 	backlog       *prometheus.GaugeVec
 	fill          *prometheus.GaugeVec
+	streamMsgs    *prometheus.GaugeVec
+	ackPending    *prometheus.GaugeVec
+	oldest        *prometheus.GaugeVec
 	// SLA counters of server spans, by tenant and service; a tenant's
 	// services beyond maxServices are counted as service="other".
 	slaRequests, slaErrors *prometheus.CounterVec
@@ -761,13 +794,21 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant, maxServices 
 		batchAge:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantscope_collector_batch_age_seconds", Help: "Time from a batch's first message to its store.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		throttles:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_throttled_total", Help: "Times a tenant's pull waited for its quota."}, []string{"tenant"}),
 		redelivered:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantscope_collector_redelivered_total", Help: "Messages delivered more than once (after a crash or a failed insert); reads hide the duplicates."}, []string{"tenant"}),
-		backlog:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_messages", Help: "Messages waiting in a tenant's ingest stream (consumer lag)."}, []string{"tenant"}),
-		fill:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_fill_ratio", Help: "A tenant's stream bytes over its backlog limit; at 1 its publishers are refused."}, []string{"tenant"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_messages",
+			Help: "Consumer lag: a tenant's messages the collectors have not yet acked (not yet delivered, plus delivered and awaiting their ack)."}, []string{"tenant"}),
+		ackPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_ack_pending_messages",
+			Help: "Of the consumer lag, messages delivered to a collector and not yet acked (being stored, or held by a stopped collector until the ack wait)."}, []string{"tenant"}),
+		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_oldest_seconds",
+			Help: "Age of the oldest message of a tenant the collectors have not yet acked (0 when none waits)."}, []string{"tenant"}),
+		streamMsgs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_stream_messages",
+			Help: "Messages stored in a tenant's ingest stream (with work-queue retention, the ones not yet acked)."}, []string{"tenant"}),
+		fill: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_fill_ratio",
+			Help: "A tenant's stream bytes over its backlog limit (backlog_bytes); at 1 its publishers are refused."}, []string{"tenant"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.moving, m.throttles, m.redelivered, m.backlog, m.fill, m.slaRequests, m.slaErrors} {
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.moving, m.throttles, m.redelivered, m.backlog, m.ackPending, m.oldest, m.streamMsgs, m.fill, m.slaRequests, m.slaErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}
