@@ -35,8 +35,12 @@ type Writer struct {
 	stores  func(tenant string) (*chstore.Store, error)
 	signer  note.Signer
 	every   int
+	// Lease, when set, must be held for Append and Checkpoint to write
+	// (several processes may be writers; one at a time holds the lease).
+	Lease   *Lease
 	mu      sync.Mutex
 	tenants map[string]*chainState
+	epoch   uint64 // the lease epoch the chain heads in tenants belong to
 }
 
 type chainState struct {
@@ -118,6 +122,11 @@ func (w *Writer) state(ctx context.Context, st *chstore.Store, tenant string) (*
 func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Record, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	ctx, cancel, err := w.fence(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
 	st, err := w.stores(tenant)
 	if err != nil {
 		return nil, err
@@ -177,6 +186,8 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 		return out, nil
 	}
 	if err := insert(ctx, st, out); err != nil {
+		// Some rows may have landed: read the head again next time.
+		delete(w.tenants, tenant)
 		return nil, err
 	}
 	for _, r := range out {
@@ -199,10 +210,34 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 	return out, nil
 }
 
+// fence checks the lease (when there is one) and bounds ctx by it. A lease
+// gained anew means another writer may have appended: the chain heads are
+// read again from the store. Callers hold w.mu.
+func (w *Writer) fence(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	if w.Lease == nil {
+		return ctx, func() {}, nil
+	}
+	until, epoch, ok := w.Lease.Held()
+	if !ok {
+		return nil, nil, ErrNotWriter
+	}
+	if epoch != w.epoch {
+		w.tenants = map[string]*chainState{}
+		w.epoch = epoch
+	}
+	ctx, cancel := context.WithDeadline(ctx, until)
+	return ctx, cancel, nil
+}
+
 // Checkpoint signs and stores a checkpoint of the tenant's chain now.
 func (w *Writer) Checkpoint(ctx context.Context, tenant string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	ctx, cancel, err := w.fence(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	st, err := w.stores(tenant)
 	if err != nil {
 		return err
