@@ -31,10 +31,10 @@ type Writer struct {
 	// IP, user agent) with its actor's key before the record is hashed: the
 	// chain commits to the ciphertext, so destroying the key later leaves it
 	// verifiable.
-	Seal    Sealer
-	stores  func(tenant string) (*chstore.Store, error)
-	signer  note.Signer
-	every   int
+	Seal   Sealer
+	stores func(tenant string) (*chstore.Store, error)
+	signer note.Signer
+	every  int
 	// Lease, when set, must be held for Append and Checkpoint to write
 	// (several processes may be writers; one at a time holds the lease).
 	Lease   *Lease
