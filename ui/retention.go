@@ -79,10 +79,30 @@ func (u *UI) retentionView(r *http.Request, s *Session, tenant string) (Retentio
 
 func (u *UI) retentionPage(w http.ResponseWriter, r *http.Request, s *Session) {
 	tenant, _, ok := u.allow(w, r, s, identity.ReadRetention, "see retention")
-	if !ok || !u.needRetention(w, r, s) {
+	if !ok {
+		return
+	}
+	if tenant == config.PlatformTenant {
+		u.render(w, r, http.StatusOK, platformRetentionPage(s, tenant, u.regions[0], platformAuditDays))
+		return
+	}
+	if !u.needRetention(w, r, s) {
 		return
 	}
 	u.renderRetention(w, r, s, tenant, http.StatusOK, "", nil)
+}
+
+// platformAuditDays is the retention the audit writer gives the platform
+// chain's records (fixed; the chain has no policy).
+const platformAuditDays = 2555
+
+// notForPlatform refuses retention changes of the platform chain.
+func (u *UI) notForPlatform(w http.ResponseWriter, r *http.Request, s *Session, tenant string) bool {
+	if tenant != config.PlatformTenant {
+		return true
+	}
+	u.render(w, r, http.StatusNotFound, errorPage(s, http.StatusNotFound, "The platform chain has no retention policy, holds or erasures of its own."))
+	return false
 }
 
 func (u *UI) needRetention(w http.ResponseWriter, r *http.Request, s *Session) bool {
@@ -122,7 +142,7 @@ func (u *UI) renderRetention(w http.ResponseWriter, r *http.Request, s *Session,
 // manage checks a compliance form post (role, tenant, CSRF).
 func (u *UI) manage(w http.ResponseWriter, r *http.Request, s *Session) (string, bool) {
 	tenant, _, ok := u.allow(w, r, s, identity.ManageRetention, "change retention, holds or erasures")
-	if !ok || !u.needRetention(w, r, s) || !u.checkCSRF(w, r, s) {
+	if !ok || !u.needRetention(w, r, s) || !u.checkCSRF(w, r, s) || !u.notForPlatform(w, r, s, tenant) {
 		return "", false
 	}
 	return tenant, true

@@ -148,3 +148,21 @@ func TestRegionMoveFromTheRetentionPage(t *testing.T) {
 	code, _ = page(t, cg, "GET", f.url+"/ui/tenants/acme/retention", nil)
 	require.Equal(t, 403, code)
 }
+
+// The platform chain is no tenant: its retention page says what applies to
+// it (before: 500, "unknown tenant _platform"), and changes are refused.
+func TestPlatformRetentionPage(t *testing.T) {
+	f := start(t)
+	skey, _, err := auditlog.GenerateKey()
+	require.NoError(t, err)
+	f.ui.Retention = retention.New(f.cfg, map[string]*chstore.Store{"default": f.st}, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
+	c, _, home := signIn(t, f, "carol", "pw-carol")
+	code, doc := page(t, c, "GET", f.url+"/ui/tenants/_platform/retention", nil)
+	require.Equal(t, 200, code)
+	require.Equal(t, "2555", doc.Find(`[data-testid="platform-audit-days"]`).Text())
+	require.Contains(t, doc.Find(`[data-testid="platform-region"]`).Text(), "default")
+	require.Zero(t, doc.Find(`[data-testid="policy-row"]`).Length())
+	code, doc = page(t, c, "POST", f.url+"/ui/tenants/_platform/retention/purge", url.Values{"csrf": {csrfOf(t, home)}})
+	require.Equal(t, 404, code)
+	require.Contains(t, doc.Find(`[data-testid="error-message"]`).Text(), "no retention policy")
+}
