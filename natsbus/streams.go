@@ -152,8 +152,8 @@ func NewStreams(js jetstream.JetStream, cfg config.Config, log zerolog.Logger, r
 	}
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "tenantscope_nats_stream_drift",
-		Help: "Settings in which a stream or its collector consumer differs from this process's configuration (0: as configured). Only the owner ('serve' with the embedded server, 'migrate up') changes streams.",
-	}, []string{"stream"})
+		Help: "Settings in which a stream or its collector consumer differs from this process's configuration (0: as configured), by kind (ingest: the tenant's; deadletter) and chain tenant. Only the owner ('serve' with the embedded server, 'migrate up') changes streams.",
+	}, []string{"stream", "tenant"})
 	if reg != nil {
 		if err := reg.Register(g); err != nil {
 			return nil, fmt.Errorf("natsbus: streams: %w", err)
@@ -162,12 +162,17 @@ func NewStreams(js jetstream.JetStream, cfg config.Config, log zerolog.Logger, r
 	return &Streams{js: js, cfg: cfg, log: log.With().Str("component", "streams").Logger(), drift: g}, nil
 }
 
-func (s *Streams) names() []string {
-	var names []string
+// streamLabel is a stream's drift gauge: its kind and chain tenant (the
+// tenant label keeps the series off the public /metrics, as every
+// per-tenant series).
+type streamLabel struct{ name, kind, tenant string }
+
+func (s *Streams) streams() []streamLabel {
+	var ls []streamLabel
 	for _, t := range s.cfg.ChainTenants() {
-		names = append(names, IngestStream(t.ID))
+		ls = append(ls, streamLabel{IngestStream(t.ID), "ingest", t.ID})
 	}
-	return append(names, DeadLetterStream)
+	return append(ls, streamLabel{DeadLetterStream, "deadletter", ""})
 }
 
 // Apply is the owner's step: it creates or updates every stream and the
@@ -176,8 +181,8 @@ func (s *Streams) Apply(ctx context.Context) error {
 	if err := applyStreams(ctx, s.js, s.cfg, s.log); err != nil {
 		return err
 	}
-	for _, n := range s.names() {
-		s.drift.WithLabelValues(n).Set(0)
+	for _, l := range s.streams() {
+		s.drift.WithLabelValues(l.kind, l.tenant).Set(0)
 	}
 	return nil
 }
@@ -192,13 +197,17 @@ func (s *Streams) Check(ctx context.Context) ([]Drift, error) {
 		return nil, err
 	}
 	per := map[string]int{}
+	tenantOf := map[string]string{}
+	for _, l := range s.streams() {
+		tenantOf[l.name] = l.tenant
+	}
 	for _, d := range ds {
 		per[d.Stream]++
-		s.log.Warn().Str("stream", d.Stream).Str("setting", d.Setting).Str("stream_has", d.Have).Str("configured", d.Want).
+		s.log.Warn().Str("tenant_id", tenantOf[d.Stream]).Str("stream", d.Stream).Str("setting", d.Setting).Str("stream_has", d.Have).Str("configured", d.Want).
 			Msg("stream settings differ from this process's configuration; left as they are (their owner, 'serve' or 'migrate up', changes them)")
 	}
-	for _, n := range s.names() {
-		s.drift.WithLabelValues(n).Set(float64(per[n]))
+	for _, l := range s.streams() {
+		s.drift.WithLabelValues(l.kind, l.tenant).Set(float64(per[l.name]))
 	}
 	return ds, nil
 }

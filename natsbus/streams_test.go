@@ -261,9 +261,9 @@ func TestOtherProcessesDoNotRewriteStreams(t *testing.T) {
 	require.Equal(t, int64(64<<10), info.Config.MaxBytes, "another process does not change the stream")
 	require.Equal(t, []Drift{{Stream: "INGEST_acme", Setting: "max_bytes", Want: "131072", Have: "65536"}}, drift)
 	require.Contains(t, logged.String(), `"level":"warn"`)
-	require.Contains(t, logged.String(), `"stream":"INGEST_acme","setting":"max_bytes","stream_has":"65536","configured":"131072"`)
-	require.Equal(t, 1.0, gauge(t, reg, "tenantscope_nats_stream_drift", "INGEST_acme"))
-	require.Equal(t, 0.0, gauge(t, reg, "tenantscope_nats_stream_drift", "INGEST_globex"))
+	require.Contains(t, logged.String(), `"tenant_id":"acme","stream":"INGEST_acme","setting":"max_bytes","stream_has":"65536","configured":"131072"`)
+	require.Equal(t, 1.0, gauge(t, reg, "tenantscope_nats_stream_drift", "acme"))
+	require.Equal(t, 0.0, gauge(t, reg, "tenantscope_nats_stream_drift", "globex"))
 
 	// A stream nobody created yet is an error that names its owner.
 	_, err = NewStreams(b.js, cfg, zerolog.Nop(), nil)
@@ -274,7 +274,7 @@ func TestOtherProcessesDoNotRewriteStreams(t *testing.T) {
 	require.ErrorContains(t, err, "migrate up")
 }
 
-func gauge(t *testing.T, reg *prometheus.Registry, name, stream string) float64 {
+func gauge(t *testing.T, reg *prometheus.Registry, name, tenant string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
@@ -284,13 +284,13 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, stream string) float64 
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "stream" && l.GetValue() == stream {
+				if l.GetName() == "tenant" && l.GetValue() == tenant {
 					return m.GetGauge().GetValue()
 				}
 			}
 		}
 	}
-	t.Fatalf("no %s{stream=%q}", name, stream)
+	t.Fatalf("no %s{tenant=%q}", name, tenant)
 	return 0
 }
 
