@@ -210,6 +210,16 @@ func (w *Writer) Append(ctx context.Context, tenant string, recs []Record) ([]Re
 	return out, nil
 }
 
+// Writing reports whether Append may chain now: no lease is required, or
+// this process holds it.
+func (w *Writer) Writing() bool {
+	if w.Lease == nil {
+		return true
+	}
+	_, _, ok := w.Lease.Held()
+	return ok
+}
+
 // fence checks the lease (when there is one) and bounds ctx by it. A lease
 // gained anew means another writer may have appended: the chain heads are
 // read again from the store. Callers hold w.mu.

@@ -77,18 +77,6 @@ func (l *Lease) Held() (until time.Time, epoch uint64, ok bool) {
 	return l.until, l.epoch, time.Now().Before(l.until)
 }
 
-// Holder names the process holding the lease ("" when nobody does).
-func (l *Lease) Holder(ctx context.Context) (string, error) {
-	e, err := l.kv.Get(ctx, leaseKey)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	return string(e.Value()), nil
-}
-
 // Run tries to take the lease and keeps renewing it until ctx ends; then it
 // gives the lease up so another writer takes over at once.
 func (l *Lease) Run(ctx context.Context) error {
@@ -167,4 +155,25 @@ func (l *Lease) release() {
 	if l.OnChange != nil {
 		l.OnChange(false)
 	}
+}
+
+// LeaseHolder names the process holding the audit writer's lease, "" when
+// none does (or the bucket does not exist yet), for processes that are not
+// writers themselves.
+func LeaseHolder(ctx context.Context, js jetstream.JetStream) (string, error) {
+	kv, err := js.KeyValue(ctx, LeaseBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	e, err := kv.Get(ctx, leaseKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return string(e.Value()), nil
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,6 +80,9 @@ func (c *Config) defaults() {
 // AuditSink appends records to a tenant's audit chain (auditlog.Writer).
 type AuditSink interface {
 	Append(ctx context.Context, tenant string, recs []auditlog.Record) ([]auditlog.Record, error)
+	// Writing reports whether Append may chain now (the writer holds its
+	// lease); audit records wait in the stream while it does not.
+	Writing() bool
 }
 
 // Service is one collector process's worker.
@@ -96,6 +100,16 @@ type Service struct {
 	log    zerolog.Logger
 	m      *metrics
 	tracer trace.Tracer
+	// auditWaiting is when (unix ns) this process last left an audit
+	// record for the writer (none here, or its lease held elsewhere).
+	auditWaiting atomic.Int64
+}
+
+// AuditWaiting reports whether this process left an audit record to the
+// writer within the last d.
+func (s *Service) AuditWaiting(d time.Duration) bool {
+	t := s.auditWaiting.Load()
+	return t != 0 && time.Since(time.Unix(0, t)) < d
 }
 
 // retention is the retention_days a new row gets.
@@ -569,7 +583,8 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 		}
 		r.spans = append(r.spans, sp)
 	case SignalAudit:
-		if s.cfg.Audit == nil {
+		if s.cfg.Audit == nil || !s.cfg.Audit.Writing() {
+			s.auditWaiting.Store(time.Now().UnixNano())
 			return rows{}, "", errNotMine
 		}
 		a, err := DecodeAudit(meta, body)

@@ -128,7 +128,8 @@ func (s *Suite) index(w http.ResponseWriter, _ *http.Request) {
 }
 
 // withoutTenantSeries gathers only the metric families that carry no
-// tenant label: process and pipeline health, for the public listener.
+// tenant or tenant stream label: process and pipeline health, for the
+// public listener.
 func withoutTenantSeries(g prometheus.Gatherer) prometheus.Gatherer {
 	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
 		mfs, err := g.Gather()
@@ -145,7 +146,8 @@ func withoutTenantSeries(g prometheus.Gatherer) prometheus.Gatherer {
 func hasTenantLabel(mf *dto.MetricFamily) bool {
 	for _, m := range mf.GetMetric() {
 		for _, l := range m.GetLabel() {
-			if n := l.GetName(); n == "tenant" || n == "tenant_id" {
+			// A tenant's stream names it too (INGEST_<tenant>).
+			if n := l.GetName(); n == "tenant" || n == "tenant_id" || n == "stream" {
 				return true
 			}
 		}

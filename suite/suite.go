@@ -83,6 +83,7 @@ type Suite struct {
 	httpLn  net.Listener
 	// metricsAddr is the metrics listener's bound address.
 	metricsAddr string
+	collector   *collector.Service
 	httpAddr    string
 	migrated    atomic.Bool
 	tracer      trace.Tracer
@@ -212,6 +213,26 @@ func Run(ctx context.Context, o Options) (err error) {
 			if s.retention.Shred != nil {
 				w.Seal = s.retention.Shred.SealAudit
 			}
+			// Several processes may be audit writers (a rolling update
+			// starts the new one first); the lease lets one chain at a time.
+			host, _ := os.Hostname() //nolint:errcheck // the name only labels the lease
+			lease, err := auditlog.NewLease(ctx, s.js, fmt.Sprintf("%s/%d", host, os.Getpid()), AuditLeaseTTL, cfg.NATS.Stream.Replicas, s.log)
+			if err != nil {
+				return err
+			}
+			held := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tenantscope_audit_writer_lease_held", Help: "1 while this process holds the audit writer's lease (chains the audit records)."})
+			if err := s.reg.Register(held); err != nil {
+				return err
+			}
+			lease.OnChange = func(h bool) {
+				if h {
+					held.Set(1)
+				} else {
+					held.Set(0)
+				}
+			}
+			w.Lease = lease
+			g.Go(func() error { return lease.Run(gctx) })
 			o.Collector.Audit = w
 			g.Go(func() error { return s.auditLoop(gctx, w, b.AuditVerifierKey) })
 			g.Go(func() error {
@@ -228,6 +249,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		if err != nil {
 			return err
 		}
+		s.collector = col
 		g.Go(func() error { return col.Run(gctx) })
 	}
 	// Every process serves /metrics and the health endpoints; UI adds the pages.
@@ -404,6 +426,10 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 	}
 }
 
+// AuditLeaseTTL is how long the audit writer's lease outlives its holder's
+// last renewal: another writer takes over within about this long.
+var AuditLeaseTTL = 6 * time.Second
+
 // MeteringEvery is how often request counts are written and the metering
 // gauges recomputed.
 var MeteringEvery = 30 * time.Second
@@ -508,6 +534,13 @@ func (s *Suite) ready(ctx context.Context) error {
 	for name, st := range s.stores {
 		if err := st.Ping(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("clickhouse %s: %w", name, err))
+		}
+	}
+	// Audit records this collector left for the writer wait while no process
+	// holds the writer's lease: say so rather than nak them silently.
+	if s.collector != nil && s.js != nil && s.collector.AuditWaiting(10*time.Second) {
+		if holder, err := auditlog.LeaseHolder(ctx, s.js); err == nil && holder == "" {
+			errs = append(errs, errors.New("audit: records are waiting and no audit writer holds the lease (start a collector with --audit-writer)"))
 		}
 	}
 	return errors.Join(errs...)

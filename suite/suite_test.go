@@ -50,6 +50,9 @@ func child() int {
 	defer stop()
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
 	opts := suite.Options{Config: cfg, Components: suite.All, Log: log, Out: os.Stdout}
+	if os.Getenv("TENANTSCOPE_SUITE_COMPONENTS") == "collector" {
+		opts.Components = suite.Components{Collector: true}
+	}
 	opts.Components.Demo = os.Getenv("TENANTSCOPE_SUITE_DEMO") != ""
 	if d, err := time.ParseDuration(os.Getenv("TENANTSCOPE_METERING_EVERY")); err == nil {
 		suite.MeteringEvery = d
