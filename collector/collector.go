@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,9 +41,11 @@ type Config struct {
 	// Retention per signal in days, written on every row (the retention
 	// engine's policies replace these defaults).
 	Retention map[Signal]uint16
-	// RetentionFor, when set, gives each tenant's retention (the retention
-	// engine's policies and holds) and replaces Retention.
-	RetentionFor func(tenant, signal string) uint16
+	// RetentionFor, when set, gives a row's retention (the retention
+	// engine's policies and holds: retention.Cache.Days) and replaces
+	// Retention. It gets the row's time and its values by identifier
+	// column (actor, entity, payload, attributes.<key>), as stored.
+	RetentionFor func(tenant, signal string, at time.Time, field func(name string) string) uint16
 	// ShredEvent, when set, encrypts a tenant's personal event fields before
 	// they are stored (crypto-shredding); an error retries the batch.
 	ShredEvent func(ctx context.Context, tenant, actor string, payload []byte) ([]byte, error)
@@ -113,11 +116,36 @@ func (s *Service) AuditWaiting(d time.Duration) bool {
 }
 
 // retention is the retention_days a new row gets.
-func (s *Service) retention(tenant string, sig Signal, table string) uint16 {
+func (s *Service) retention(tenant string, sig Signal, table string, at time.Time, field func(string) string) uint16 {
 	if s.cfg.RetentionFor != nil {
-		return s.cfg.RetentionFor(tenant, table)
+		return s.cfg.RetentionFor(tenant, table, at, field)
 	}
 	return s.cfg.Retention[sig]
+}
+
+// eventField, logField and spanField give a row's values by identifier
+// column, for a subject hold's match.
+func eventField(e *Event) func(string) string {
+	return func(name string) string {
+		switch name {
+		case "actor":
+			return e.Actor
+		case "entity":
+			return e.Entity
+		case "payload":
+			return e.Payload
+		}
+		return ""
+	}
+}
+
+func attributeField(attrs map[string]string) func(string) string {
+	return func(name string) string {
+		if k, ok := strings.CutPrefix(name, "attributes."); ok {
+			return attrs[k]
+		}
+		return ""
+	}
 }
 
 // maxLinks bounds the span links a batch span carries to its messages' traces.
@@ -558,7 +586,7 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 	var r rows
 	switch sig {
 	case SignalEvent:
-		e, err := DecodeEvent(meta, body, s.retention(meta.Tenant, SignalEvent, "events"))
+		e, err := DecodeEvent(meta, body, 0)
 		if err != nil {
 			return rows{}, "", err
 		}
@@ -569,18 +597,22 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 			}
 			e.Payload = string(p)
 		}
+		// Holds match the row as stored, as the retention engine's queries do.
+		e.RetentionDays = s.retention(meta.Tenant, SignalEvent, "events", e.Time, eventField(&e))
 		r.events = append(r.events, e)
 	case SignalLog:
-		l, err := DecodeLog(meta, body, s.retention(meta.Tenant, SignalLog, "logs"))
+		l, err := DecodeLog(meta, body, 0)
 		if err != nil {
 			return rows{}, "", err
 		}
+		l.RetentionDays = s.retention(meta.Tenant, SignalLog, "logs", l.Time, attributeField(l.Attributes))
 		r.logs = append(r.logs, l)
 	case SignalSpan:
-		sp, err := DecodeSpan(meta, body, s.retention(meta.Tenant, SignalSpan, "spans"))
+		sp, err := DecodeSpan(meta, body, 0)
 		if err != nil {
 			return rows{}, "", err
 		}
+		sp.RetentionDays = s.retention(meta.Tenant, SignalSpan, "spans", sp.StartTime, attributeField(sp.Attributes))
 		r.spans = append(r.spans, sp)
 	case SignalAudit:
 		if s.cfg.Audit == nil || !s.cfg.Audit.Writing() {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/natsbus"
 )
 
@@ -28,10 +29,12 @@ type Erasure struct {
 	Detail      string            `json:"detail,omitempty"`
 	Counts      map[string]uint64 `json:"counts"`
 	Certificate string            `json:"certificate,omitempty"`
-	RequestedBy string            `json:"requested_by"`
-	RequestedAt time.Time         `json:"requested_at"`
-	Deadline    time.Time         `json:"deadline"`
-	CompletedAt *time.Time        `json:"completed_at,omitempty"`
+	// Cutoff: the erasure covers the rows received before it.
+	Cutoff      time.Time  `json:"received_before,omitzero"`
+	RequestedBy string     `json:"requested_by"`
+	RequestedAt time.Time  `json:"requested_at"`
+	Deadline    time.Time  `json:"deadline"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
 }
 
 // Certificate is the signed receipt of an erasure, appended to the
@@ -51,6 +54,9 @@ type Certificate struct {
 	ChainBefore   ChainPos          `json:"chain_before"`
 	ChainRecordID string            `json:"chain_record_id"` // the audit record that carries this certificate
 	Verified      bool              `json:"verified_zero_rows_remain"`
+	// ReceivedBefore bounds what was erased and verified: the subject's rows
+	// the store received before it (later rows are new data).
+	ReceivedBefore time.Time `json:"received_before"`
 	// KeyDestroyed is the subject's crypto-shredding key, destroyed: copies
 	// of its encrypted fields outside the store (exports, backups) are
 	// unreadable too.
@@ -79,16 +85,34 @@ func subjectHash(tenant, subject string) string {
 // erasure: the request is recorded as blocked with the conflict for a
 // compliance officer, and nothing is deleted. Audit records are kept (their
 // chain must stay verifiable) and listed as retained in the certificate.
+//
+// An erasure is bounded by a cutoff read from the server at its start: it
+// erases the subject's rows received before it (rows that arrive later
+// are new data), counts them with the condition it deletes with, and
+// verifies that none is left. It holds the tenant exclusively (no hold is
+// placed and no purge rewrites rows meanwhile); a dry run only reads.
 func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool, by string) (Erasure, error) {
-	st, err := s.StoreOf(tenant) // a dry run only reads
-	release := func() {}
-	if !dryRun {
-		st, release, err = s.change(tenant)
+	if dryRun {
+		st, err := s.StoreOf(tenant)
+		if err != nil {
+			return Erasure{}, err
+		}
+		return s.erase(ctx, st, tenant, subject, true, by)
 	}
-	if err != nil {
-		return Erasure{}, err
-	}
-	defer release()
+	var e Erasure
+	err := s.exclusive(ctx, tenant, "erasure", func() error {
+		st, release, err := s.change(tenant)
+		if err != nil {
+			return err
+		}
+		defer release()
+		e, err = s.erase(ctx, st, tenant, subject, false, by)
+		return err
+	})
+	return e, err
+}
+
+func (s *Service) erase(ctx context.Context, st *chstore.Store, tenant, subject string, dryRun bool, by string) (Erasure, error) {
 	subject = strings.TrimSpace(subject)
 	if subject == "" {
 		return Erasure{}, fmt.Errorf("%w: name the data subject's identifier", ErrInvalid)
@@ -100,15 +124,32 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	if err != nil {
 		return e, err
 	}
+	cutoff, err := s.cutoff(ctx, st)
+	if err != nil {
+		return e, err
+	}
+	e.Cutoff = time.UnixMilli(cutoff).UTC()
+	// subjectRows is the condition of the subject's rows this erasure
+	// counts, deletes and verifies (audit records are only counted).
+	subjectRows := func(sig string) (string, []any) {
+		cond, args, _ := s.subject(sig, subject) //nolint:errcheck // never fails
+		if cond == "" {
+			return "", nil
+		}
+		if sig == "audit_records" {
+			return "tenant_id = ? AND " + cond, append([]any{tenant}, args...)
+		}
+		return "tenant_id = ? AND " + receivedBy + " AND " + cond, append([]any{tenant, cutoff}, args...)
+	}
 	var total, held uint64
 	for _, sig := range []string{"events", "logs", "spans", "audit_records"} {
-		cond, args, err := s.subject(sig, subject)
-		if err != nil || cond == "" {
+		cond, args := subjectRows(sig)
+		if cond == "" {
 			continue
 		}
 		t := tables[sig]
 		var n uint64
-		if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+t.name+" WHERE tenant_id = ? AND "+cond, append([]any{tenant}, args...)...); err != nil {
+		if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+t.name+" WHERE "+cond, args...); err != nil {
 			return e, fmt.Errorf("erasure count %s: %w", t.name, err)
 		}
 		e.Counts[sig] = n
@@ -120,9 +161,10 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 		if err != nil {
 			return e, err
 		}
+		// Held: covered by an active hold, or stored as held.
 		var h uint64
-		if err := st.QueryRow(ctx, []any{&h}, "SELECT count() FROM "+t.name+" WHERE tenant_id = ? AND "+cond+" AND (retention_days = ? OR "+hw+")",
-			append(append(append([]any{tenant}, args...), uint16(HeldDays)), hargs...)...); err != nil {
+		if err := st.QueryRow(ctx, []any{&h}, "SELECT count() FROM "+t.name+" WHERE "+cond+" AND (retention_days = ? OR "+hw+")",
+			append(append(append([]any{}, args...), uint16(HeldDays)), hargs...)...); err != nil {
 			return e, err
 		}
 		held += h
@@ -152,30 +194,31 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	}
 	deleted := map[string]uint64{}
 	for _, sig := range purged {
-		cond, args, _ := s.subject(sig, subject) //nolint:errcheck // built above
+		cond, args := subjectRows(sig)
 		if cond == "" || e.Counts[sig] == 0 {
 			continue
 		}
-		t := tables[sig]
-		if err := st.Exec(ctx, "ALTER TABLE "+t.name+" DELETE WHERE tenant_id = ? AND "+cond+" SETTINGS mutations_sync = 2", append([]any{tenant}, args...)...); err != nil {
-			return e, fmt.Errorf("erase %s: %w", t.name, err)
+		n, err := deleteCounted(ctx, st, tables[sig].name, cond, args)
+		if err != nil {
+			return e, fmt.Errorf("erase %s: %w", tables[sig].name, err)
 		}
-		deleted[sig] = e.Counts[sig]
+		deleted[sig] = n
 	}
 	if n, err := s.deadLetters(ctx, tenant, subject, true); err != nil {
 		return e, err
 	} else if n > 0 {
 		deleted["dead_letters"] = uint64(n)
 	}
-	// Verify: nothing of the subject is left outside the audit trail.
+	// Verify: nothing of the subject received before the cutoff is left
+	// outside the audit trail.
 	remaining := uint64(0)
 	for _, sig := range purged {
-		cond, args, _ := s.subject(sig, subject) //nolint:errcheck // built above
+		cond, args := subjectRows(sig)
 		if cond == "" {
 			continue
 		}
 		var n uint64
-		if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+tables[sig].name+" WHERE tenant_id = ? AND "+cond, append([]any{tenant}, args...)...); err != nil {
+		if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+tables[sig].name+" WHERE "+cond, args...); err != nil {
 			return e, err
 		}
 		remaining += n
@@ -204,7 +247,7 @@ func (s *Service) Erase(ctx context.Context, tenant, subject string, dryRun bool
 	}
 	cert := Certificate{Version: 1, Request: e.ID, Tenant: tenant, SubjectHash: e.SubjectHash, Deleted: deleted,
 		Retained: map[string]uint64{"audit_records": e.Counts["audit_records"]}, RequestedBy: by, ExecutedBy: by,
-		RequestedAt: e.RequestedAt, CompletedAt: done, ChainBefore: before, Verified: remaining == 0, KeyDestroyed: keyID}
+		RequestedAt: e.RequestedAt, CompletedAt: done, ChainBefore: before, Verified: remaining == 0, KeyDestroyed: keyID, ReceivedBefore: e.Cutoff}
 	if cert.Retained["audit_records"] > 0 {
 		cert.RetainedWhy = "audit records are kept under the legal obligation to keep a tamper-evident audit trail"
 	}

@@ -46,11 +46,6 @@ func (s *Service) Holds(ctx context.Context, tenant string) ([]Hold, error) {
 // PlaceHold places a hold (a reason is required) and marks what it covers
 // at once.
 func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, from, to *time.Time, reason string, by auditlog.Actor) (Hold, error) {
-	st, release, err := s.change(tenant)
-	if err != nil {
-		return Hold{}, err
-	}
-	defer release()
 	reason = strings.TrimSpace(reason)
 	var problems []string
 	if reason == "" {
@@ -75,54 +70,68 @@ func (s *Service) PlaceHold(ctx context.Context, tenant, kind, subject string, f
 	if len(problems) > 0 {
 		return Hold{}, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
 	}
-	now := s.Now().UTC().Truncate(time.Millisecond)
-	h := Hold{ID: newID("hold_"), Tenant: tenant, Kind: kind, Subject: subject, From: from, To: to, Reason: reason, PlacedBy: by.ID, PlacedAt: now, Version: uint64(now.UnixNano())}
-	if err := s.writeHold(ctx, st, h); err != nil {
-		return Hold{}, err
-	}
-	s.record(ctx, tenant, by, "retention.hold_placed", "legal_hold", h.ID, reason, map[string]any{"after": map[string]any{"kind": kind, "subject": subject, "from": from, "to": to}}, nil)
-	release() // the purge holds the tenant itself
-	if _, err := s.Purge(ctx, tenant, "hold placed", by); err != nil {
-		return h, fmt.Errorf("hold placed; marking its data failed (the next purge run retries): %w", err)
-	}
-	return h, nil
+	var h Hold
+	err := s.exclusive(ctx, tenant, "hold placed", func() error {
+		st, release, err := s.change(tenant)
+		if err != nil {
+			return err
+		}
+		defer release()
+		now := s.Now().UTC().Truncate(time.Millisecond)
+		h = Hold{ID: newID("hold_"), Tenant: tenant, Kind: kind, Subject: subject, From: from, To: to, Reason: reason, PlacedBy: by.ID, PlacedAt: now, Version: uint64(now.UnixNano())}
+		if err := s.writeHold(ctx, st, h); err != nil {
+			h = Hold{}
+			return err
+		}
+		s.record(ctx, tenant, by, "retention.hold_placed", "legal_hold", h.ID, reason, map[string]any{"after": map[string]any{"kind": kind, "subject": subject, "from": from, "to": to}}, nil)
+		if _, err := s.apply(ctx, tenant, "hold placed", by); err != nil {
+			return fmt.Errorf("hold placed; marking its data failed (the next purge run retries): %w", err)
+		}
+		return nil
+	})
+	return h, err
 }
 
 // LiftHold lifts an active hold; its data returns to its policy (and what
-// is past it goes at the next purge run, which this runs).
+// is past it goes at the purge run this starts).
 func (s *Service) LiftHold(ctx context.Context, tenant, id, reason string, by auditlog.Actor) (Hold, error) {
-	st, release, err := s.change(tenant)
-	if err != nil {
-		return Hold{}, err
-	}
-	defer release()
 	if strings.TrimSpace(reason) == "" {
 		return Hold{}, fmt.Errorf("%w: a reason is required", ErrInvalid)
 	}
-	hs, err := s.Holds(ctx, tenant)
-	if err != nil {
-		return Hold{}, err
-	}
-	for _, h := range hs {
-		if h.ID != id {
-			continue
+	var out Hold
+	err := s.exclusive(ctx, tenant, "hold lifted", func() error {
+		st, release, err := s.change(tenant)
+		if err != nil {
+			return err
 		}
-		if !h.Active() {
-			return h, fmt.Errorf("%w: hold %s was lifted by %s", ErrConflict, id, h.LiftedBy)
+		defer release()
+		hs, err := s.Holds(ctx, tenant)
+		if err != nil {
+			return err
 		}
-		now := s.Now().UTC().Truncate(time.Millisecond)
-		h.LiftedBy, h.LiftedAt, h.Version = by.ID, &now, uint64(now.UnixNano())
-		if err := s.writeHold(ctx, st, h); err != nil {
-			return h, err
+		for _, h := range hs {
+			if h.ID != id {
+				continue
+			}
+			out = h
+			if !h.Active() {
+				return fmt.Errorf("%w: hold %s was lifted by %s", ErrConflict, id, h.LiftedBy)
+			}
+			now := s.Now().UTC().Truncate(time.Millisecond)
+			h.LiftedBy, h.LiftedAt, h.Version = by.ID, &now, uint64(now.UnixNano())
+			if err := s.writeHold(ctx, st, h); err != nil {
+				return err
+			}
+			out = h
+			s.record(ctx, tenant, by, "retention.hold_lifted", "legal_hold", h.ID, reason, map[string]any{"before": map[string]any{"active": true}, "after": map[string]any{"active": false}}, nil)
+			if _, err := s.apply(ctx, tenant, "hold lifted", by); err != nil {
+				return fmt.Errorf("hold lifted; releasing its data failed (the next purge run retries): %w", err)
+			}
+			return nil
 		}
-		s.record(ctx, tenant, by, "retention.hold_lifted", "legal_hold", h.ID, reason, map[string]any{"before": map[string]any{"active": true}, "after": map[string]any{"active": false}}, nil)
-		release() // the purge holds the tenant itself
-		if _, err := s.Purge(ctx, tenant, "hold lifted", by); err != nil {
-			return h, fmt.Errorf("hold lifted; releasing its data failed (the next purge run retries): %w", err)
-		}
-		return h, nil
-	}
-	return Hold{}, fmt.Errorf("%w: no hold %s in tenant %s", ErrNotFound, id, tenant)
+		return fmt.Errorf("%w: no hold %s in tenant %s", ErrNotFound, id, tenant)
+	})
+	return out, err
 }
 
 func (s *Service) writeHold(ctx context.Context, st interface {

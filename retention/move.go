@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -111,8 +110,49 @@ func VerifyTransfer(signed, verifierKey string) (Transfer, error) {
 	return t, err
 }
 
-// moving serializes the moves a process runs.
-var moving sync.Mutex
+// moves is a Service's region-move state: the one move it runs at a time,
+// and the versions it gives move records.
+type moves struct {
+	mu      sync.Mutex
+	running string // id of the move this Service runs ("" none)
+	last    uint64 // the last version it gave a move record
+}
+
+// claim makes id the running move, unless another one runs.
+func (m *moves) claim(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running != "" {
+		return false
+	}
+	m.running = id
+	return true
+}
+
+// runs reports whether id is the running move.
+func (m *moves) runs(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running == id
+}
+
+// end ends id's run (nothing when another move runs).
+func (m *moves) end(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running == id {
+		m.running = ""
+	}
+}
+
+// version is a new move record version: its UnixNano, always above the
+// last one given.
+func (m *moves) version() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last = max(uint64(time.Now().UnixNano()), m.last+1)
+	return m.last
+}
 
 func (s *Service) platformStore() *chstore.Store { return s.stores[s.cfg.Regions[0].Name] }
 
@@ -235,23 +275,13 @@ type moveState struct {
 	Chain  ChainPos     `json:"chain"`
 }
 
-// lastVersion keeps the versions this process gives move records rising.
-var lastVersion atomic.Uint64
-
 // saveMove stores m as its newest version and returns the version.
 func (s *Service) saveMove(ctx context.Context, m Move) (uint64, error) {
 	st, err := json.Marshal(moveState{Tables: m.Tables, Chain: m.ChainHead})
 	if err != nil {
 		return 0, err
 	}
-	v := uint64(time.Now().UnixNano())
-	for {
-		last := lastVersion.Load()
-		v = max(v, last+1)
-		if lastVersion.CompareAndSwap(last, v) {
-			break
-		}
-	}
+	v := s.moves.version()
 	err = s.platformStore().Exec(ctx, `INSERT INTO region_moves (id, tenant_id, from_region, to_region, state, detail, reason, tables, transfer, requested_by, started_at, finished_at, version)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.ID, m.Tenant, m.From, m.To, m.State, m.Detail, m.Reason, string(st), m.Transfer,
 		m.RequestedBy, m.StartedAt, m.FinishedAt, v)
@@ -296,13 +326,14 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 			return Move{}, err
 		}
 	}
-	if !moving.TryLock() {
+	id := "mv_" + uuid.NewString()
+	if !s.moves.claim(id) {
 		return Move{}, fmt.Errorf("%w: another region move is running in this process", ErrConflict)
 	}
-	unlock := true
+	begun := false
 	defer func() {
-		if unlock {
-			moving.Unlock()
+		if !begun {
+			s.moves.end(id)
 		}
 	}()
 	if s.cfg.Placement().Moving(tenant) {
@@ -331,14 +362,14 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 	if len(held) > 0 {
 		return Move{}, fmt.Errorf("%w: region %s already holds %d rows of tenant %s in %s; see the residency report", ErrConflict, to, held[0].Rows, tenant, held[0].Table)
 	}
-	m := Move{ID: "mv_" + uuid.NewString(), Tenant: tenant, From: from.Name, To: to, State: MoveCopying, Reason: reason,
+	m := Move{ID: id, Tenant: tenant, From: from.Name, To: to, State: MoveCopying, Reason: reason,
 		RequestedBy: by.ID, StartedAt: s.Now().UTC().Truncate(time.Millisecond)}
 	v, err := s.saveMove(ctx, m)
 	if err != nil {
 		return Move{}, err
 	}
 	s.cfg.Placement().Pause(tenant, v)
-	unlock = false // RunMove unlocks
+	begun = true // RunMove ends it
 	return m, nil
 }
 
@@ -456,7 +487,10 @@ type MoveProgress func(step string, table string, done, total int)
 // signed transfer record to the tenant's and the platform's chains. On a
 // failure before the switch the copies are removed and the tenant stays.
 func (s *Service) RunMove(ctx context.Context, m Move, progress MoveProgress) (Move, error) {
-	defer moving.Unlock()
+	if !s.moves.runs(m.ID) {
+		return m, fmt.Errorf("%w: region move %s was not begun by this service (BeginMove), or has run already", ErrConflict, m.ID)
+	}
+	defer s.moves.end(m.ID)
 	// A move finishes even if its caller goes away: half a move is worse.
 	ctx = context.WithoutCancel(ctx)
 	src, dst := s.side(m.From), s.side(m.To)
@@ -890,38 +924,40 @@ func (s *Service) ResumeMoves(ctx context.Context) error {
 		if (m.State != MoveCopying && m.State != MoveDeleting) || s.Now().Sub(m.UpdatedAt) < MoveStale {
 			continue
 		}
-		if !moving.TryLock() {
+		if !s.moves.claim(m.ID) {
 			continue // a move runs in this process: it is not interrupted
 		}
-		if m.State == MoveCopying {
-			src, dst := s.side(m.From), s.side(m.To)
-			if src.st == nil || dst.st == nil {
-				moving.Unlock()
-				errs = append(errs, fmt.Errorf("region move %s: region %s or %s is not configured", m.ID, m.From, m.To))
-				continue
-			}
-			tabs, err := tenantTables(ctx, src.st)
-			if err == nil {
-				err = errors.Join(merges(ctx, src, "START", tabs), merges(ctx, dst, "START", tabs))
-			}
-			if err != nil {
-				moving.Unlock()
-				errs = append(errs, err)
-				continue
-			}
-			_, err = s.failMove(ctx, m, dst, tabs, errors.New("interrupted while copying (the process stopped)"))
-			moving.Unlock()
-			s.log.Warn().Str("tenant_id", m.Tenant).Str("move_id", m.ID).Msg("an interrupted region move was undone")
-			if err != nil && !errors.Is(err, ErrConflict) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		_, err := s.finishMove(ctx, m, nil)
-		moving.Unlock()
+		err := s.resumeMove(ctx, m)
+		s.moves.end(m.ID)
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// resumeMove undoes an interrupted move that was copying, or finishes one
+// that was deleting at the source.
+func (s *Service) resumeMove(ctx context.Context, m Move) error {
+	if m.State != MoveCopying {
+		_, err := s.finishMove(ctx, m, nil)
+		return err
+	}
+	src, dst := s.side(m.From), s.side(m.To)
+	if src.st == nil || dst.st == nil {
+		return fmt.Errorf("region move %s: region %s or %s is not configured", m.ID, m.From, m.To)
+	}
+	tabs, err := tenantTables(ctx, src.st)
+	if err == nil {
+		err = errors.Join(merges(ctx, src, "START", tabs), merges(ctx, dst, "START", tabs))
+	}
+	if err != nil {
+		return err
+	}
+	_, err = s.failMove(ctx, m, dst, tabs, errors.New("interrupted while copying (the process stopped)"))
+	s.log.Warn().Str("tenant_id", m.Tenant).Str("move_id", m.ID).Msg("an interrupted region move was undone")
+	if err != nil && !errors.Is(err, ErrConflict) {
+		return err
+	}
+	return nil
 }

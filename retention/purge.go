@@ -3,12 +3,14 @@ package retention
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 )
 
@@ -23,7 +25,16 @@ type Receipt struct {
 	Deleted  map[string]uint64 `json:"deleted_rows"`
 	Moved    map[string]uint64 `json:"moved_rows"` // rows given their policy's or a hold's retention
 	Held     map[string]uint64 `json:"held_rows"`
-	Note     string            `json:"note,omitempty"`
+	// Cutoff bounds the run: it rewrote and deleted only rows the store
+	// received before it (the server's clock, less the insert margin).
+	Cutoff time.Time `json:"received_before"`
+	// Pending are rows whose retention is not yet right: received after the
+	// cutoff, or not yet visible at the copy. The next run takes them.
+	Pending map[string]uint64 `json:"pending_rows,omitempty"`
+	// LateWriters did not confirm the change that triggered the run in time:
+	// rows they write with the old retention are left to the next run.
+	LateWriters []string `json:"late_writers,omitempty"`
+	Note        string   `json:"note,omitempty"`
 }
 
 // metrics of purge runs (registered once per process).
@@ -72,16 +83,20 @@ func (s *Service) Purge(ctx context.Context, tenant, trigger string, by auditlog
 	run := newID("run_")
 	var out []Receipt
 	for _, id := range ids {
-		release, err := s.hold(id)
-		if err != nil {
-			if tenant == "" {
-				continue // a tenant being moved is purged after the move
+		var r Receipt
+		err := s.exclusive(ctx, id, "purge", func() error {
+			release, err := s.hold(id)
+			if err != nil {
+				return err
 			}
-			return nil, err
-		}
-		r, err := s.purgeTenant(ctx, id, run, trigger, by)
-		release()
+			defer release()
+			r, err = s.purgeTenant(ctx, id, run, trigger, by, nil)
+			return err
+		})
 		if err != nil {
+			if tenant == "" && errors.Is(err, ErrConflict) {
+				continue // being moved, or another change runs: the next run
+			}
 			return out, fmt.Errorf("purge %s: %w", id, err)
 		}
 		out = append(out, r)
@@ -90,13 +105,16 @@ func (s *Service) Purge(ctx context.Context, tenant, trigger string, by auditlog
 	return out, nil
 }
 
-func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, by auditlog.Actor) (Receipt, error) {
+// purgeTenant runs a purge of tenant, which the caller holds exclusively.
+// Everything it rewrites or deletes was received before its cutoff; each
+// delete is counted with the condition it runs with, and checked after.
+func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, by auditlog.Actor, late []string) (Receipt, error) {
 	st, err := s.StoreOf(tenant)
 	if err != nil {
 		return Receipt{}, err
 	}
 	r := Receipt{RunID: run, Tenant: tenant, Trigger: trigger, Started: s.Now().UTC(), Policies: map[string]int{},
-		Deleted: map[string]uint64{}, Moved: map[string]uint64{}, Held: map[string]uint64{}}
+		Deleted: map[string]uint64{}, Moved: map[string]uint64{}, Held: map[string]uint64{}, Pending: map[string]uint64{}, LateWriters: late}
 	pols, err := s.Policies(ctx, tenant)
 	if err != nil {
 		return r, err
@@ -105,6 +123,12 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 	if err != nil {
 		return r, err
 	}
+	cutoff, err := s.cutoff(ctx, st)
+	if err != nil {
+		return r, err
+	}
+	now := cutoff
+	r.Cutoff = time.UnixMilli(cutoff).UTC()
 	for _, sig := range purged {
 		t, days := tables[sig], pols[sig].Days
 		r.Policies[sig] = days
@@ -112,30 +136,35 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 		if err != nil {
 			return r, err
 		}
-		// Counted before the moves: a moved part whose rows are all past the
-		// new retention is dropped by TTL on the spot.
-		cond := "tenant_id = ? AND NOT " + held + " AND " + t.timeCol + " < now64(3) - toIntervalDay(?)"
-		args := append(append([]any{tenant}, hargs...), days)
-		var expired uint64
-		if err := st.QueryRow(ctx, []any{&expired}, "SELECT count() FROM "+t.name+" WHERE "+cond, args...); err != nil {
-			return r, err
+		// Expired rows go first, so no copy below is past its retention
+		// (TTL could drop it on the spot, uncounted).
+		expired := "tenant_id = ? AND NOT " + held + " AND " + t.timeCol + " < fromUnixTimestamp64Milli(?, 'UTC') AND " + receivedBy
+		eargs := append(append([]any{tenant}, hargs...), now-int64(days)*24*3600*1000, cutoff)
+		n, err := deleteCounted(ctx, st, t.name, expired, eargs)
+		if err != nil {
+			return r, fmt.Errorf("purge %s: %w", t.name, err)
 		}
-		n, err := move(ctx, st, t, tenant, held, hargs, HeldDays)
+		r.Deleted[sig] = n
+		purgedRows.WithLabelValues(tenant, sig).Add(float64(n))
+		a, err := rewrite(ctx, st, t, tenant, held, hargs, HeldDays, cutoff)
 		if err != nil {
 			return r, err
 		}
-		m, err := move(ctx, st, t, tenant, "NOT "+held, hargs, uint16(days))
+		b, err := rewrite(ctx, st, t, tenant, "NOT "+held, hargs, uint16(days), cutoff)
 		if err != nil {
 			return r, err
 		}
-		r.Moved[sig] = n + m
-		if expired > 0 {
-			if err := st.Exec(ctx, "ALTER TABLE "+t.name+" DELETE WHERE "+cond+" SETTINGS mutations_sync = 2", args...); err != nil {
-				return r, fmt.Errorf("purge %s: %w", t.name, err)
-			}
+		r.Moved[sig] = a.deleted + b.deleted
+		// Rows received since the cutoff with the wrong retention (written
+		// before every writer had the change), and rows the copy missed.
+		var after uint64
+		if err := st.QueryRow(ctx, []any{&after}, "SELECT count() FROM "+t.name+" WHERE tenant_id = ? AND NOT ("+receivedBy+") AND if("+held+", retention_days != ?, retention_days != ?)",
+			append(append([]any{tenant, cutoff}, hargs...), uint16(HeldDays), uint16(days))...); err != nil {
+			return r, err
 		}
-		r.Deleted[sig] = expired
-		purgedRows.WithLabelValues(tenant, sig).Add(float64(expired))
+		if p := a.left + b.left + after; p > 0 {
+			r.Pending[sig] = p
+		}
 		var h uint64
 		if err := st.QueryRow(ctx, []any{&h}, "SELECT count() FROM "+t.name+" WHERE tenant_id = ? AND retention_days = ?", tenant, uint16(HeldDays)); err != nil {
 			return r, err
@@ -150,6 +179,9 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 	}
 	r.Deleted["audit_records"] = n
 	r.Note = "purged audit records keep their sequence and hash (audit_purged): the checkpoints and the chain from its new start still verify"
+	if len(r.Pending) > 0 {
+		r.Note += "; pending rows were received after the cutoff with a retention that is not yet right: the next run rewrites them"
+	}
 	r.Finished = s.Now().UTC()
 	body, err := json.Marshal(r)
 	if err != nil {
@@ -159,14 +191,35 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 		r.RunID, tenant, r.Started, r.Finished, trigger, r.Deleted, r.Moved, string(body)); err != nil {
 		return r, fmt.Errorf("purge receipt: %w", err)
 	}
-	meta := map[string]string{"run_id": r.RunID, "trigger": trigger}
+	meta := map[string]string{"run_id": r.RunID, "trigger": trigger, "received_before": r.Cutoff.Format(time.RFC3339Nano)}
 	for sig, n := range r.Deleted {
 		meta["deleted."+sig] = fmt.Sprint(n)
 		meta["policy_days."+sig] = fmt.Sprint(r.Policies[sig])
 		meta["held."+sig] = fmt.Sprint(r.Held[sig])
 	}
+	for sig, n := range r.Pending {
+		meta["pending."+sig] = fmt.Sprint(n)
+	}
 	s.record(ctx, tenant, by, "retention.purged", "purge_run", r.RunID, trigger, nil, meta)
 	return r, nil
+}
+
+// deleteCounted deletes the rows of table matching cond and returns how
+// many it deleted: counted before, less those still there after (cond is
+// bounded by a cutoff, so only an insert slower than the margin could
+// match later; such rows are left to the next run).
+func deleteCounted(ctx context.Context, st *chstore.Store, table, cond string, args []any) (uint64, error) {
+	var before, after uint64
+	if err := st.QueryRow(ctx, []any{&before}, "SELECT count() FROM "+table+" WHERE "+cond, args...); err != nil || before == 0 {
+		return 0, err
+	}
+	if err := st.Exec(ctx, "ALTER TABLE "+table+" DELETE WHERE "+cond+" SETTINGS mutations_sync = 2", args...); err != nil {
+		return 0, err
+	}
+	if err := st.QueryRow(ctx, []any{&after}, "SELECT count() FROM "+table+" WHERE "+cond, args...); err != nil {
+		return 0, err
+	}
+	return before - min(before, after), nil
 }
 
 // purgeAudit removes the oldest audit records past the policy, as a prefix

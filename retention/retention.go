@@ -41,11 +41,18 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
-// table is where a signal lives and which column holds its time.
-type table struct{ name, timeCol string }
+// table is where a signal lives, which column holds its time, and the
+// columns that name a row (its sort key after tenant_id).
+type table struct {
+	name, timeCol string
+	key           []string
+}
 
 var tables = map[string]table{
-	"events": {"events", "time"}, "logs": {"logs", "time"}, "spans": {"spans", "start_time"}, "audit_records": {"audit_records", "time"},
+	"events":        {"events", "time", []string{"service", "action", "time", "event_id"}},
+	"logs":          {"logs", "time", []string{"service", "time", "log_id"}},
+	"spans":         {"spans", "start_time", []string{"service", "name", "start_time", "span_id"}},
+	"audit_records": {"audit_records", "time", nil},
 }
 
 // Service is the retention engine.
@@ -69,6 +76,19 @@ type Service struct {
 	// EngineAddr is the embedded engine's HTTP address (host:port), which
 	// a region on another server reads from when a tenant moves there.
 	EngineAddr string
+	// InsertMargin bounds how long an insert takes from the server stamping
+	// its rows' received_at to their being visible, and a collector's batch
+	// from decoding to insert: a rewrite waits this long after reading its
+	// cutoff, and after every writer confirmed a change.
+	InsertMargin time.Duration
+	// WriterWait is how long a change of policies or holds waits for every
+	// writer to load it before stored rows are rewritten (LockWait: for
+	// another change of the same tenant to end).
+	WriterWait, LockWait time.Duration
+
+	coord coord
+	owner string
+	moves moves
 }
 
 // hold holds a tenant's data for a change until release (which may be
@@ -99,7 +119,8 @@ func (s *Service) change(tenant string) (st *chstore.Store, release func(), err 
 // js (optional) reaches the dead-letter stream; signerKey signs erasure
 // certificates.
 func New(cfg config.Config, stores map[string]*chstore.Store, audit auditlog.Publisher, js jetstream.JetStream, signerKey string, log zerolog.Logger) *Service {
-	return &Service{cfg: cfg, stores: stores, audit: audit, js: js, signer: signerKey, log: log.With().Str("component", "retention").Logger(), Now: time.Now}
+	return &Service{cfg: cfg, stores: stores, audit: audit, js: js, signer: signerKey, log: log.With().Str("component", "retention").Logger(), Now: time.Now,
+		InsertMargin: time.Second, WriterWait: 30 * time.Second, LockWait: 2 * time.Minute, coord: coord{js: js}, owner: owner()}
 }
 
 // StoreOf is the one place the engine finds a tenant's store.
@@ -164,28 +185,50 @@ func (s *Service) SetPolicy(ctx context.Context, tenant, signal string, days int
 	if strings.TrimSpace(reason) == "" {
 		return Policy{}, fmt.Errorf("%w: a reason is required", ErrInvalid)
 	}
-	st, release, err := s.change(tenant)
-	if err != nil {
+	var p Policy
+	err := s.exclusive(ctx, tenant, "policy change", func() error {
+		st, release, err := s.change(tenant)
+		if err != nil {
+			return err
+		}
+		defer release()
+		cur, err := s.Policies(ctx, tenant)
+		if err != nil {
+			return err
+		}
+		before := cur[signal]
+		p = Policy{Tenant: tenant, Signal: signal, Days: days, Version: before.Version + 1, UpdatedAt: s.Now().UTC().Truncate(time.Millisecond), UpdatedBy: by.ID}
+		if err := st.Exec(ctx, "INSERT INTO retention_policies (tenant_id, signal, days, version, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?)",
+			tenant, signal, uint16(days), p.Version, p.UpdatedAt, p.UpdatedBy); err != nil {
+			return fmt.Errorf("retention policy: %w", err)
+		}
+		s.record(ctx, tenant, by, "retention.policy_changed", "retention_policy", signal, reason,
+			map[string]any{"before": map[string]any{"days": before.Days}, "after": map[string]any{"days": days}}, map[string]string{"version": fmt.Sprint(p.Version)})
+		if _, err := s.apply(ctx, tenant, "policy change", by); err != nil {
+			return fmt.Errorf("policy stored, applying it failed (the next purge run retries): %w", err)
+		}
+		return nil
+	})
+	if err != nil && p.Version == 0 {
 		return Policy{}, err
 	}
-	defer release()
-	cur, err := s.Policies(ctx, tenant)
+	return p, err
+}
+
+// apply brings tenant's stored rows in line with a change of its policies
+// or holds just committed (the caller holds the tenant, exclusively): every
+// writer loads the change first, then a purge run rewrites what was stored
+// before.
+func (s *Service) apply(ctx context.Context, tenant, trigger string, by auditlog.Actor) (Receipt, error) {
+	late, err := s.propagate(ctx, tenant)
 	if err != nil {
-		return Policy{}, err
+		return Receipt{}, err
 	}
-	before := cur[signal]
-	p := Policy{Tenant: tenant, Signal: signal, Days: days, Version: before.Version + 1, UpdatedAt: s.Now().UTC().Truncate(time.Millisecond), UpdatedBy: by.ID}
-	if err := st.Exec(ctx, "INSERT INTO retention_policies (tenant_id, signal, days, version, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?)",
-		tenant, signal, uint16(days), p.Version, p.UpdatedAt, p.UpdatedBy); err != nil {
-		return Policy{}, fmt.Errorf("retention policy: %w", err)
+	r, err := s.purgeTenant(ctx, tenant, newID("run_"), trigger, by, late)
+	if err == nil {
+		lastPurge.SetToCurrentTime()
 	}
-	s.record(ctx, tenant, by, "retention.policy_changed", "retention_policy", signal, reason,
-		map[string]any{"before": map[string]any{"days": before.Days}, "after": map[string]any{"days": days}}, map[string]string{"version": fmt.Sprint(p.Version)})
-	release() // the purge holds the tenant itself
-	if _, err := s.Purge(ctx, tenant, "policy change", by); err != nil {
-		return p, fmt.Errorf("policy stored, applying it failed (the next purge run retries): %w", err)
-	}
-	return p, nil
+	return r, err
 }
 
 // subject builds the condition matching a data subject in a signal's table
@@ -214,44 +257,6 @@ func (s *Service) subject(signal, value string) (string, []any, error) {
 		args = append(args, value)
 	}
 	return "(" + strings.Join(conds, " OR ") + ")", args, nil
-}
-
-// move rewrites the retention_days of tenant's rows in a table matching
-// where (never rows already at days): the rows are copied with the new
-// value (their partition) and the old copies deleted, synchronously. It
-// returns how many rows moved.
-func move(ctx context.Context, st *chstore.Store, t table, tenant, where string, args []any, days uint16) (uint64, error) {
-	cond := "tenant_id = ? AND retention_days != ? AND (" + where + ")"
-	all := append([]any{tenant, days}, args...)
-	var n uint64
-	if err := st.QueryRow(ctx, []any{&n}, "SELECT count() FROM "+t.name+" WHERE "+cond, all...); err != nil || n == 0 {
-		return 0, err
-	}
-	// Columns named one by one: "SELECT * REPLACE (…)" inserted no rows (and
-	// no error) on the embedded engine.
-	var cols []string
-	var rows []struct {
-		Name string `ch:"name"`
-	}
-	if err := st.Select(ctx, &rows, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS') ORDER BY position", t.name); err != nil {
-		return 0, fmt.Errorf("move %s rows: %w", t.name, err)
-	}
-	sel := make([]string, len(rows))
-	for i, r := range rows {
-		cols = append(cols, r.Name)
-		sel[i] = r.Name
-		if r.Name == "retention_days" {
-			sel[i] = "toUInt16(?)"
-		}
-	}
-	if err := st.Exec(ctx, "INSERT INTO "+t.name+" ("+strings.Join(cols, ", ")+") SELECT "+strings.Join(sel, ", ")+" FROM "+t.name+" WHERE "+cond+
-		" SETTINGS log_comment = '"+moveComment+"'", append([]any{days}, all...)...); err != nil {
-		return 0, fmt.Errorf("move %s rows: %w", t.name, err)
-	}
-	if err := st.Exec(ctx, "ALTER TABLE "+t.name+" DELETE WHERE "+cond+" SETTINGS mutations_sync = 2", all...); err != nil {
-		return 0, fmt.Errorf("move %s rows: %w", t.name, err)
-	}
-	return n, nil
 }
 
 // record appends an audit record of a retention action to chain.

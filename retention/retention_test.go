@@ -22,7 +22,10 @@ import (
 	"github.com/tenantscope/tenantscope/retention"
 )
 
-func TestMain(m *testing.M) { enginetest.Main(m) }
+func TestMain(m *testing.M) {
+	serveChild() // the test binary may be the other process of a load test
+	enginetest.Main(m)
+}
 
 type fixture struct {
 	p        *collectortest.Pipeline
@@ -34,9 +37,12 @@ type fixture struct {
 
 var carol = auditlog.Actor{Type: "user", ID: "carol", Name: "compliance"}
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T, more ...func(*config.Config)) *fixture {
 	p := collectortest.Start(t, func(c *config.Config) {
 		c.Retention.Identifiers["events"] = []string{"actor", "payload.customer.email"}
+		for _, m := range more {
+			m(c)
+		}
 	}, "acme", "globex")
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)

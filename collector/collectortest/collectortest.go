@@ -31,8 +31,10 @@ type Pipeline struct {
 	// Store is the first region's; Stores has every region's, by name.
 	Store  *chstore.Store
 	Stores map[string]*chstore.Store
-	// EngineAddr is the shared embedded engine's HTTP address.
+	// EngineAddr is the shared embedded engine's HTTP address, and
+	// EngineURL its base URL with the credentials a client needs.
 	EngineAddr string
+	EngineURL  string
 	NATS       *natsbus.Server
 	URL        string
 	Registry   *prometheus.Registry
@@ -146,10 +148,16 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- col.Run(runCtx) }()
+	// The policy cache refreshes as the suite's does.
+	cacheDone := make(chan error, 1)
+	go func() { cacheDone <- cache.Run(runCtx, 10*time.Second) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("collector: %v", err)
+		}
+		if err := <-cacheDone; err != nil {
+			t.Errorf("retention cache: %v", err)
 		}
 		nc.Close()
 		srv.Shutdown()
@@ -158,7 +166,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	for _, tn := range cfg.Tenants {
 		pw[tn.ID] = b.NATS[tn.NATS.User]
 	}
-	return &Pipeline{Config: cfg, Store: st, Stores: stores, EngineAddr: db.Addr, NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
+	return &Pipeline{Config: cfg, Store: st, Stores: stores, EngineAddr: db.Addr, EngineURL: db.URL(), NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
 }
 
 // Count runs a count query against the pipeline's database.
