@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
@@ -52,10 +53,12 @@ type Secret struct {
 // BootstrapPath is where the bootstrap file lives.
 func BootstrapPath(data string) string { return filepath.Join(data, "bootstrap.json") }
 
-// LoadBootstrap reads the bootstrap file; a missing file is empty.
-func LoadBootstrap(data string) (*Bootstrap, error) {
+// LoadBootstrap reads <data>/bootstrap.json; a missing file is empty.
+func LoadBootstrap(data string) (*Bootstrap, error) { return readSecrets(BootstrapPath(data)) }
+
+func readSecrets(path string) (*Bootstrap, error) {
 	b := &Bootstrap{UserHashes: map[string]string{}, KeyHashes: map[string]string{}, NATS: map[string]string{}, PIISalts: map[string]string{}, NATSNkeySeeds: map[string]string{}, EnginePasswords: map[string]string{}}
-	raw, err := os.ReadFile(BootstrapPath(data))
+	raw, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return b, nil
 	}
@@ -63,7 +66,7 @@ func LoadBootstrap(data string) (*Bootstrap, error) {
 		return nil, fmt.Errorf("bootstrap secrets: %w", err)
 	}
 	if err := json.Unmarshal(raw, b); err != nil {
-		return nil, fmt.Errorf("bootstrap secrets %s: %w", BootstrapPath(data), err)
+		return nil, fmt.Errorf("bootstrap secrets %s: %w", path, err)
 	}
 	if b.PIISalts == nil {
 		b.PIISalts = map[string]string{}
@@ -77,14 +80,56 @@ func LoadBootstrap(data string) (*Bootstrap, error) {
 	return b, nil
 }
 
+// SecretsPath is where the deployment's secrets live: secrets_file, else
+// <data>/bootstrap.json.
+func SecretsPath(cfg Config) string {
+	if cfg.SecretsFile != "" {
+		return cfg.SecretsFile
+	}
+	return BootstrapPath(cfg.Data)
+}
+
+// LoadSecrets reads the deployment's secrets file (SecretsPath); a missing
+// file is empty. It never writes.
+func LoadSecrets(cfg Config) (*Bootstrap, error) { return readSecrets(SecretsPath(cfg)) }
+
+// ErrMissingSecrets is returned when a process that may not generate
+// secrets does not find them.
+var ErrMissingSecrets = errors.New("secrets missing")
+
+// Generates reports whether this process generates the secrets that are
+// missing: only one that owns the embedded engine and NATS server of its
+// data directory ('serve' in embedded mode). Every other process of a
+// deployment reads them (SecretsPath), so all of them share one set.
+func Generates(cfg Config) bool { return cfg.Embedded() && cfg.EmbeddedNATS() }
+
 // EnsureSecrets fills every missing hash in cfg, generating secrets the first
 // time and reusing them afterwards. It returns the secrets generated now.
-func EnsureSecrets(cfg *Config) ([]Secret, error) {
-	b, err := LoadBootstrap(cfg.Data)
+// Call it only where Generates is true; elsewhere use ApplySecrets.
+func EnsureSecrets(cfg *Config) ([]Secret, error) { return fillSecrets(cfg, true) }
+
+// ApplySecrets fills cfg from the deployment's secrets file without
+// generating or writing anything, and names every secret it lacks.
+func ApplySecrets(cfg *Config) error {
+	_, err := fillSecrets(cfg, false)
+	return err
+}
+
+func fillSecrets(cfg *Config, generate bool) ([]Secret, error) {
+	b, err := LoadSecrets(*cfg)
 	if err != nil {
 		return nil, err
 	}
 	var fresh []Secret
+	var missing []string
+	// need returns whether to generate; without generating it records what
+	// is missing.
+	need := func(what string) bool {
+		if !generate {
+			missing = append(missing, what)
+		}
+		return generate
+	}
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
 		if u.PasswordHash != "" {
@@ -92,6 +137,9 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 		}
 		if h, ok := b.UserHashes[u.Name]; ok {
 			u.PasswordHash = h
+			continue
+		}
+		if !need("password of user " + u.Name) {
 			continue
 		}
 		pw := randomSecret(15)
@@ -111,36 +159,46 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 			k.KeyHash = h
 			continue
 		}
+		if !need("API key " + k.Name) {
+			continue
+		}
 		key := "tsk_" + randomSecret(24)
 		k.KeyHash = HashAPIKey(key)
 		b.KeyHashes[k.Name] = k.KeyHash
 		fresh = append(fresh, Secret{"api-key", k.Name, k.Role, k.Tenant, key})
 	}
-	for i := range cfg.Tenants {
-		t := &cfg.Tenants[i]
-		if t.NATS.PasswordHash != "" {
-			continue
-		}
-		pw, ok := b.NATS[t.NATS.User]
-		if !ok {
-			pw = randomSecret(15)
-			b.NATS[t.NATS.User] = pw
-			fresh = append(fresh, Secret{"nats", t.NATS.User, "service", t.ID, pw})
-		}
-		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
-		if err != nil {
-			return nil, err
-		}
-		t.NATS.PasswordHash = string(h)
-	}
 	changed := false
+	// Tenants' NATS service users exist only on the embedded server; a
+	// cluster's come from 'tenantscope nats setup/creds'.
 	for i := range cfg.Tenants {
 		t := &cfg.Tenants[i]
-		if t.NATS.Nkey != "" || !cfg.EmbeddedNATS() {
+		if !cfg.EmbeddedNATS() {
+			break
+		}
+		if t.NATS.PasswordHash == "" {
+			pw, ok := b.NATS[t.NATS.User]
+			if !ok {
+				if !need("NATS password of " + t.NATS.User) {
+					continue
+				}
+				pw = randomSecret(15)
+				b.NATS[t.NATS.User] = pw
+				fresh = append(fresh, Secret{"nats", t.NATS.User, "service", t.ID, pw})
+			}
+			h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+			if err != nil {
+				return nil, err
+			}
+			t.NATS.PasswordHash = string(h)
+		}
+		if t.NATS.Nkey != "" {
 			continue
 		}
 		seed, ok := b.NATSNkeySeeds[t.ID]
 		if !ok {
+			if !need("NATS nkey of tenant " + t.ID) {
+				continue
+			}
 			kp, err := nkeys.CreateUser()
 			if err != nil {
 				return nil, fmt.Errorf("nats nkey: %w", err)
@@ -162,20 +220,23 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 		}
 	}
 	for _, t := range cfg.Tenants {
-		if _, ok := b.PIISalts[t.ID]; !ok {
+		if _, ok := b.PIISalts[t.ID]; !ok && t.PIISalt == "" && need("PII salt of tenant "+t.ID) {
 			b.PIISalts[t.ID] = randomSecret(24)
 			changed = true
 		}
 	}
-	for _, key := range []*string{&b.SessionKey, &b.ShredKEK} {
-		if *key == "" {
+	for _, key := range []struct {
+		v    *string
+		what string
+	}{{&b.SessionKey, "UI session key"}, {&b.ShredKEK, "crypto-shredding KEK"}} {
+		if *key.v == "" && (key.what != "crypto-shredding KEK" || cfg.Retention.KEK == "") && need(key.what) {
 			k := make([]byte, 32)
 			_, _ = rand.Read(k) //nolint:errcheck // crypto/rand.Read never fails on Linux
-			*key = hex.EncodeToString(k)
+			*key.v = hex.EncodeToString(k)
 			changed = true
 		}
 	}
-	if b.AuditSignerKey == "" {
+	if b.AuditSignerKey == "" && need("audit signer key") {
 		skey, vkey, err := note.GenerateKey(rand.Reader, "tenantscope-audit")
 		if err != nil {
 			return nil, err
@@ -202,6 +263,9 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 			}
 			pw, ok := b.EnginePasswords[*u.name]
 			if !ok {
+				if !need("password of the engine's user " + *u.name) {
+					continue
+				}
 				pw = randomSecret(18)
 				b.EnginePasswords[*u.name] = pw
 				fresh = append(fresh, Secret{"clickhouse", *u.name, u.desc, "", pw})
@@ -216,24 +280,31 @@ func EnsureSecrets(cfg *Config) ([]Secret, error) {
 			c.User = "tenantscope"
 		}
 		pw, ok := b.NATS[c.User]
-		if !ok {
+		if !ok && need("NATS password of the suite's user "+c.User) {
 			pw = randomSecret(18)
 			b.NATS[c.User] = pw
 			fresh = append(fresh, Secret{"nats", c.User, "suite (admin)", "", pw})
 		}
 		c.Password = pw
 	}
+	if !generate {
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("%w in %s: %s (only 'tenantscope serve' on the embedded engine generates secrets; a distributed deployment shares one file written by 'tenantscope secrets init', named by secrets_file)",
+				ErrMissingSecrets, SecretsPath(*cfg), strings.Join(missing, ", "))
+		}
+		return nil, nil
+	}
 	if len(fresh) == 0 && !changed {
 		return nil, nil
 	}
-	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(SecretsPath(*cfg)), 0o750); err != nil {
 		return nil, err
 	}
 	raw, err := json.MarshalIndent(b, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	if err := WriteSecretFile(BootstrapPath(cfg.Data), raw); err != nil {
+	if err := WriteSecretFile(SecretsPath(*cfg), raw); err != nil {
 		return nil, fmt.Errorf("bootstrap secrets: %w", err)
 	}
 	sort.Slice(fresh, func(i, j int) bool { return fresh[i].Kind+fresh[i].Name < fresh[j].Kind+fresh[j].Name })
@@ -254,7 +325,7 @@ func LoadEngineCredentials(cfg *Config) error {
 	if !cfg.Embedded() || (ch.Password != "" && ch.ReaderPassword != "") {
 		return nil
 	}
-	b, err := LoadBootstrap(cfg.Data)
+	b, err := LoadSecrets(*cfg)
 	if err != nil {
 		return err
 	}

@@ -42,16 +42,22 @@ func TenantScoped(role string) bool { return role == RoleTenantAdmin || role == 
 // Config is the whole configuration.
 type Config struct {
 	// Data is the data directory: engine store, JetStream store, bootstrap secrets.
-	Data       string     `yaml:"data"`
-	HTTP       HTTP       `yaml:"http"`
-	NATS       NATS       `yaml:"nats"`
-	ClickHouse ClickHouse `yaml:"clickhouse"`
-	Regions    []Region   `yaml:"regions"`
-	Tenants    []Tenant   `yaml:"tenants"`
-	Users      []User     `yaml:"users"`
-	APIKeys    []APIKey   `yaml:"api_keys"`
-	Log        Log        `yaml:"log"`
-	Shutdown   Duration   `yaml:"shutdown_timeout"`
+	Data string `yaml:"data"`
+	// SecretsFile is the deployment's secrets (signing keys, the session
+	// key, the KEK, PII salts, generated password hashes), shared by all its
+	// processes; empty: <data>/bootstrap.json. Only 'serve' on the embedded
+	// engine and NATS generates secrets, at first start; 'tenantscope
+	// secrets init' writes a file for a distributed deployment.
+	SecretsFile string     `yaml:"secrets_file"`
+	HTTP        HTTP       `yaml:"http"`
+	NATS        NATS       `yaml:"nats"`
+	ClickHouse  ClickHouse `yaml:"clickhouse"`
+	Regions     []Region   `yaml:"regions"`
+	Tenants     []Tenant   `yaml:"tenants"`
+	Users       []User     `yaml:"users"`
+	APIKeys     []APIKey   `yaml:"api_keys"`
+	Log         Log        `yaml:"log"`
+	Shutdown    Duration   `yaml:"shutdown_timeout"`
 	// Quotas are the default per-tenant ingest quotas; a tenant may override them.
 	Quotas Quota `yaml:"quotas"`
 	// Metering holds meters, the rate card, SLOs and SLA credits.
@@ -433,6 +439,7 @@ var Env = []struct {
 	set   func(*Config, string)
 }{
 	{"TENANTSCOPE_DATA", "data", func(c *Config, v string) { c.Data = v }},
+	{"TENANTSCOPE_SECRETS_FILE", "secrets_file", func(c *Config, v string) { c.SecretsFile = v }},
 	{"TENANTSCOPE_HTTP", "http.listen", func(c *Config, v string) { c.HTTP.Listen = v }},
 	{"TENANTSCOPE_METRICS_LISTEN", "http.metrics_listen", func(c *Config, v string) { c.HTTP.MetricsListen = v }},
 	{"TENANTSCOPE_METRICS_TOKEN", "http.metrics_token", func(c *Config, v string) { c.HTTP.MetricsToken = v }},

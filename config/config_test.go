@@ -85,7 +85,7 @@ func TestRedactedHidesSecrets(t *testing.T) {
 	b, err := yaml.Marshal(cfg.Redacted())
 	require.NoError(t, err)
 	out := string(b)
-	require.NotContains(t, out, "secret")
+	require.NotContains(t, out, ": secret", "the NATS password in the file")
 	require.NotContains(t, out, ":pw@")
 	require.NotContains(t, out, "2c26b46b")
 	require.Contains(t, out, "REDACTED")

@@ -26,7 +26,7 @@ func runDemo(ctx context.Context, s *Suite, log zerolog.Logger) error {
 
 // DemoTenants reads the tenants' generated service credentials.
 func DemoTenants(cfg config.Config) ([]demo.Tenant, error) {
-	b, err := config.LoadBootstrap(cfg.Data)
+	b, err := config.LoadSecrets(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func DemoTenants(cfg config.Config) ([]demo.Tenant, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, errors.New("demo: no tenant has a generated service password in " + config.BootstrapPath(cfg.Data) + "; configure tenants without nats.password_hash for the demo")
+		return nil, errors.New("demo: no tenant has a generated service password in " + config.SecretsPath(cfg) + "; configure tenants without nats.password_hash for the demo")
 	}
 	return out, nil
 }

@@ -123,7 +123,15 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	fresh, err := config.EnsureSecrets(&cfg)
+	// Only the process that owns the embedded engine and NATS server
+	// generates what is missing; every other process of a deployment reads
+	// the one shared set (secrets_file) and refuses to start without it.
+	var fresh []config.Secret
+	if config.Generates(cfg) {
+		fresh, err = config.EnsureSecrets(&cfg)
+	} else {
+		err = config.ApplySecrets(&cfg)
+	}
 	if err != nil {
 		return err
 	}
@@ -142,7 +150,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	defer func() {
 		err = errors.Join(err, s.close())
 	}()
-	if s.boot, err = config.LoadBootstrap(cfg.Data); err != nil {
+	if s.boot, err = config.LoadSecrets(cfg); err != nil {
 		return err
 	}
 	if cfg.Metering.RateCard != "" {

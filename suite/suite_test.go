@@ -380,7 +380,7 @@ func TestSIGKILLMidBatchExactlyOnce(t *testing.T) {
 		m.Header.Set("Tenant-Id", "acme")
 		m.Header.Set(nats.MsgIdHdr, uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("kill", i))).String())
 		m.Data = []byte(fmt.Sprintf(`{"i":%d,"actor":"u"}`, i))
-		f, err := js.PublishMsgAsync(m)
+		f, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)) // a loaded CI machine acks slower than the default 200 ms stall
 		require.NoError(t, err)
 		futures = append(futures, f)
 	}

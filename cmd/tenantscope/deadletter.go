@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/natsbus"
 )
 
 // runDeadletter lists, shows and replays dead letters of a running suite.
@@ -105,17 +106,27 @@ func runDeadletter(ctx context.Context, args []string, getenv func(string) strin
 
 // adminJetStream connects with the suite's own NATS credentials (from the
 // configuration, or for the embedded server from <data>/bootstrap.json).
+// It reads secrets, never writes them: a command pointed at the wrong data
+// directory says so instead of inventing new ones.
 func adminJetStream(cfg config.Config) (jetstream.JetStream, *nats.Conn, error) {
-	if _, err := config.EnsureSecrets(&cfg); err != nil {
-		return nil, nil, err
+	if cfg.NATS.URL == "" {
+		cfg.NATS.URL = "nats://" + cfg.NATS.Listen
+		if cfg.NATS.Password == "" {
+			b, err := config.LoadSecrets(cfg)
+			if err != nil {
+				return nil, nil, err
+			}
+			if cfg.NATS.User == "" {
+				cfg.NATS.User = "tenantscope"
+			}
+			if cfg.NATS.Password = b.NATS[cfg.NATS.User]; cfg.NATS.Password == "" {
+				return nil, nil, fmt.Errorf("no NATS password of the suite's user %s in %s: run where 'tenantscope serve' keeps its data (--data), or set nats.password", cfg.NATS.User, config.SecretsPath(cfg))
+			}
+		}
 	}
-	url := cfg.NATS.URL
-	if url == "" {
-		url = "nats://" + cfg.NATS.Listen
-	}
-	nc, err := nats.Connect(url, nats.UserInfo(cfg.NATS.User, cfg.NATS.Password), nats.Name("tenantscope-cli"))
+	nc, err := natsbus.ConnectExternal(cfg, "tenantscope-cli")
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s (is 'tenantscope serve' running?): %w", url, err)
+		return nil, nil, fmt.Errorf("is 'tenantscope serve' running? %w", err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

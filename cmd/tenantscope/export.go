@@ -28,7 +28,7 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	b, err := config.LoadBootstrap(cfg.Data)
+	b, err := config.LoadSecrets(cfg)
 	if err != nil {
 		return err
 	}

@@ -69,13 +69,13 @@ func runNats(_ context.Context, args []string, getenv func(string) string, stdou
 		if !cfg.EmbeddedNATS() {
 			return errors.New("nats creds: with --nats-url, pass --dir (the keys 'nats setup' wrote)")
 		}
-		b, err := config.LoadBootstrap(cfg.Data)
+		b, err := config.LoadSecrets(cfg)
 		if err != nil {
 			return err
 		}
 		seed, ok := b.NATSNkeySeeds[*tenant]
 		if !ok {
-			return fmt.Errorf("nats creds: no nkey for %s in %s yet: start 'tenantscope serve' once", *tenant, config.BootstrapPath(cfg.Data))
+			return fmt.Errorf("nats creds: no nkey for %s in %s yet: start 'tenantscope serve' once", *tenant, config.SecretsPath(cfg))
 		}
 		creds = []byte("-----BEGIN USER NKEY SEED-----\n" + seed + "\n------END USER NKEY SEED------\n")
 	}

@@ -33,7 +33,7 @@ func openRetention(ctx context.Context, cfg config.Config) (*retention.Service, 
 		closeStores()
 		nc.Close()
 	}
-	b, err := config.LoadBootstrap(cfg.Data)
+	b, err := config.LoadSecrets(cfg)
 	if err != nil {
 		closeAll()
 		return nil, nil, err

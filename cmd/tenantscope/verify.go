@@ -22,7 +22,7 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	if *key == "" {
-		b, err := config.LoadBootstrap(cfg.Data)
+		b, err := config.LoadSecrets(cfg)
 		if err != nil {
 			return err
 		}
