@@ -124,7 +124,7 @@ func (s *Service) erase(ctx context.Context, st *chstore.Store, tenant, subject 
 	if err != nil {
 		return e, err
 	}
-	cutoff, err := s.cutoff(ctx, st)
+	cutoff, err := s.cutoff(ctx, st, !dryRun)
 	if err != nil {
 		return e, err
 	}

@@ -123,7 +123,7 @@ func (s *Service) purgeTenant(ctx context.Context, tenant, run, trigger string, 
 	if err != nil {
 		return r, err
 	}
-	cutoff, err := s.cutoff(ctx, st)
+	cutoff, err := s.cutoff(ctx, st, true)
 	if err != nil {
 		return r, err
 	}

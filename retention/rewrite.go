@@ -25,12 +25,16 @@ import (
 // It reports the rows it copied and deleted, and checks afterwards that no
 // copied row is left twice.
 
-// cutoff reads the server's clock (Unix milliseconds), then waits
-// InsertMargin for the inserts in flight then to land.
-func (s *Service) cutoff(ctx context.Context, st *chstore.Store) (int64, error) {
+// cutoff reads the server's clock (Unix milliseconds), then, when it
+// settles, waits InsertMargin for the inserts in flight then to land (what
+// only counts need not wait).
+func (s *Service) cutoff(ctx context.Context, st *chstore.Store, settle bool) (int64, error) {
 	var now int64
 	if err := st.QueryRow(ctx, []any{&now}, "SELECT toUnixTimestamp64Milli(now64(3))"); err != nil {
 		return 0, fmt.Errorf("read the server's clock: %w", err)
+	}
+	if !settle {
+		return now, nil
 	}
 	return now, sleep(ctx, s.InsertMargin)
 }
