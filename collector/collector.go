@@ -49,8 +49,12 @@ type Config struct {
 	// ShredEvent, when set, encrypts a tenant's personal event fields before
 	// they are stored (crypto-shredding); an error retries the batch.
 	ShredEvent func(ctx context.Context, tenant, actor string, payload []byte) ([]byte, error)
-	// NakDelay is the first redelivery delay after a failed insert (doubles up to 30s).
+	// NakDelay is the first redelivery delay after a batch failed for
+	// another reason than an unavailable store (doubles up to maxNakDelay).
 	NakDelay time.Duration
+	// ProbeEvery is the first wait before the store is probed again during
+	// a store outage (doubles up to MaxProbeEvery; defaults 250ms and 2s).
+	ProbeEvery, MaxProbeEvery time.Duration
 	// PIISalts key each tenant's hashed PII (tenant id -> salt).
 	PIISalts map[string]string
 	// Audit chains `._audit` records. Exactly one collector process may
@@ -78,7 +82,17 @@ func (c *Config) defaults() {
 	if c.NakDelay == 0 {
 		c.NakDelay = time.Second
 	}
+	if c.ProbeEvery == 0 {
+		c.ProbeEvery = 250 * time.Millisecond
+	}
+	if c.MaxProbeEvery == 0 {
+		c.MaxProbeEvery = 2 * time.Second
+	}
 }
+
+// maxNakDelay caps the redelivery delay of a batch that failed while the
+// stores answered (30 s kept a backlog waiting long after a failure ended).
+const maxNakDelay = 5 * time.Second
 
 // AuditSink appends records to a tenant's audit chain (auditlog.Writer).
 type AuditSink interface {
@@ -106,6 +120,32 @@ type Service struct {
 	// auditWaiting is when (unix ns) this process last left an audit
 	// record for the writer (none here, or its lease held elsewhere).
 	auditWaiting atomic.Int64
+	// gate stops the pulls while a store is unavailable.
+	gate *gate
+	// storeDown is set while a store outage is in progress.
+	storeDown atomic.Bool
+	// oldest is each tenant's oldest waiting message's age, as last observed.
+	oldestMu sync.Mutex
+	oldest   map[string]time.Duration
+}
+
+// StoreUnavailable reports whether the collector has stopped pulling
+// because a store (or the placement it reads) does not answer.
+func (s *Service) StoreUnavailable() bool { return s.storeDown.Load() }
+
+// OldestWaiting is the age of the oldest message any tenant's stream holds
+// for the collectors, as last observed (every 2 s), and how many tenants
+// have one older than over.
+func (s *Service) OldestWaiting(over time.Duration) (oldest time.Duration, tenants int) {
+	s.oldestMu.Lock()
+	defer s.oldestMu.Unlock()
+	for _, d := range s.oldest {
+		oldest = max(oldest, d)
+		if d > over {
+			tenants++
+		}
+	}
+	return oldest, tenants
 }
 
 // AuditWaiting reports whether this process left an audit record to the
@@ -190,7 +230,8 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, redactors: redactors, stores: stores, suite: suite, log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer}, nil
+	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, redactors: redactors, stores: stores, suite: suite,
+		log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer, gate: newGate(), oldest: map[string]time.Duration{}}, nil
 }
 
 // Run consumes until ctx ends. Each tenant's stream is pulled by its own
@@ -199,6 +240,12 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 // bounded channel and are stored in batches that close on count, bytes or
 // age. The batch in hand when ctx ends is finished (stored and acked);
 // messages pulled but not yet batched are nak'd, so they come back at once.
+//
+// A store outage (a batch fails and a store does not answer its ping, or
+// the placement cannot be reloaded) stops the pulls: the messages in hand
+// are nak'd at once and wait in their streams, and the stores are probed
+// with a backoff doubling from ProbeEvery to MaxProbeEvery until they all
+// answer; then pulling resumes.
 func (s *Service) Run(ctx context.Context) error {
 	in := make(chan jetstream.Msg, s.cfg.BatchSize)
 	pullCtx, stopPull := context.WithCancel(ctx)
@@ -230,8 +277,14 @@ func (s *Service) Run(ctx context.Context) error {
 		failures int
 		opened   time.Time
 		timer    = time.NewTimer(time.Hour)
+		// The store outage in progress: since when, the next probe's wait.
+		outage  time.Time
+		backoff time.Duration
+		probe   = time.NewTimer(time.Hour)
+		probeC  <-chan time.Time
 	)
 	timer.Stop()
+	probe.Stop()
 	flush := func() {
 		if len(batch) == 0 {
 			return
@@ -239,21 +292,56 @@ func (s *Service) Run(ctx context.Context) error {
 		timer.Stop()
 		s.m.batchAge.Observe(time.Since(opened).Seconds())
 		// Finish the batch even when ctx is cancelled meanwhile.
-		if err := s.process(context.WithoutCancel(ctx), batch); err != nil {
+		err := s.process(context.WithoutCancel(ctx), batch)
+		switch {
+		case err == nil:
+			failures = 0
+		case s.storeUnavailable(ctx, err):
+			// Stop pulling and hand the batch back: its messages wait in
+			// their streams (for another collector, or for the store).
+			if outage.IsZero() {
+				outage, backoff = time.Now(), s.cfg.ProbeEvery
+				s.gate.pause()
+				s.storeDown.Store(true)
+				s.m.storeDown.Set(1)
+				s.m.outages.Inc()
+				s.log.Error().Err(err).Int("messages", len(batch)).
+					Msg("store unavailable: pulling stopped, messages wait in their streams; probing the store")
+				probe.Reset(backoff)
+				probeC = probe.C
+			}
+			for _, m := range batch {
+				s.nakOutage(m)
+			}
+		default:
 			failures++
-			delay := min(s.cfg.NakDelay<<min(failures-1, 5), 30*time.Second)
+			delay := min(s.cfg.NakDelay<<min(failures-1, 5), maxNakDelay)
 			s.log.Error().Err(err).Int("messages", len(batch)).Dur("retry_in", delay).Msg("batch not stored; redelivering")
 			for _, m := range batch {
 				_ = m.NakWithDelay(delay) //nolint:errcheck // unacked messages come back after AckWait anyway
 			}
-		} else {
-			failures = 0
 		}
 		batch, size = batch[:0], 0
 	}
 	for {
 		select {
+		case <-probeC:
+			if err := s.storeReady(ctx); err != nil {
+				backoff = min(backoff*2, s.cfg.MaxProbeEvery)
+				s.log.Debug().Err(err).Dur("retry_in", backoff).Msg("store still unavailable")
+				probe.Reset(backoff)
+				continue
+			}
+			s.log.Info().Stringer("outage", time.Since(outage).Round(time.Millisecond)).Msg("store available again: pulling resumed")
+			outage, probeC = time.Time{}, nil
+			s.m.storeDown.Set(0)
+			s.storeDown.Store(false)
+			s.gate.resume()
 		case m := <-in:
+			if !outage.IsZero() {
+				s.nakOutage(m) // pulled just before the pause
+				continue
+			}
 			if len(batch) == 0 {
 				timer.Reset(s.cfg.BatchAge)
 				opened = time.Now()
@@ -266,6 +354,7 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-timer.C:
 			flush()
 		case <-ctx.Done():
+			probe.Stop()
 			flush()
 			stopPull()
 			done := make(chan struct{})
@@ -285,7 +374,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// pull feeds one tenant's messages into in, no faster than its quota.
+// pull feeds one tenant's messages into in, no faster than its quota. It
+// stops pulling while the gate is paused (a store outage) and pulls again
+// when it is resumed.
 func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons jetstream.Consumer, in chan<- jetstream.Msg) {
 	events := rate.NewLimiter(rate.Limit(q.EventsPerSecond), max(1, int(q.EventsPerSecond/10)))
 	burst := max(int(q.BytesPerSecond/10), 2<<20)
@@ -293,17 +384,56 @@ func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons 
 	// Prefetch about a second of quota: enough to keep up, little enough to
 	// be stored well within the ack wait.
 	prefetch := min(max(int(q.EventsPerSecond), 16), s.cfg.BatchSize)
-	// Short pull expiry: a pull request left behind by a stopped collector
-	// swallows new messages (until AckWait) only for a few seconds.
-	it, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(3*time.Second))
-	if err != nil {
-		s.log.Error().Err(err).Str("tenant_id", tenant).Msg("pull consumer")
-		return
-	}
-	// On shutdown Drain hands back what the iterator already buffered, so
-	// it can be nak'd (redelivered at once) instead of waiting out AckWait.
-	go func() { <-ctx.Done(); it.Drain() }()
 	throttled := s.m.throttles.WithLabelValues(tenant)
+	for {
+		paused, resumed := s.gate.state()
+		select {
+		case <-ctx.Done():
+			return
+		case <-resumed:
+		}
+		// Short pull expiry: a pull request left behind by a stopped
+		// collector swallows new messages (until AckWait) only for a few
+		// seconds.
+		it, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(3*time.Second))
+		if err != nil {
+			s.log.Error().Err(err).Str("tenant_id", tenant).Msg("pull consumer")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		s.pullUntil(ctx, paused, tenant, it, in, events, bytes, burst, throttled)
+	}
+}
+
+// pullUntil feeds messages from it into in until ctx ends or the gate is
+// paused. Drain hands back what the iterator already buffered, so it can be
+// nak'd (redelivered at once) instead of waiting out AckWait.
+func (s *Service) pullUntil(ctx context.Context, paused <-chan struct{}, tenant string, it jetstream.MessagesContext, in chan<- jetstream.Msg,
+	events, bytes *rate.Limiter, burst int, throttled prometheus.Counter) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-paused:
+		case <-done:
+		}
+		it.Drain()
+	}()
+	defer func() { close(done); wg.Wait() }()
+	handBack := func(msg jetstream.Msg) {
+		if ctx.Err() != nil {
+			_ = msg.Nak() //nolint:errcheck // shutting down; redelivered after AckWait if lost
+			return
+		}
+		s.nakOutage(msg)
+	}
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -315,24 +445,125 @@ func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons 
 			}
 			continue
 		}
-		if ctx.Err() != nil {
-			_ = msg.Nak() //nolint:errcheck // shutting down; redelivered after AckWait if lost
+		if ctx.Err() != nil || isClosed(paused) {
+			handBack(msg)
 			continue
 		}
 		n := min(len(msg.Data()), burst)
 		if !events.Allow() || !bytes.AllowN(time.Now(), n) {
 			throttled.Inc()
 			if events.Wait(ctx) != nil || bytes.WaitN(ctx, n) != nil {
-				_ = msg.Nak() //nolint:errcheck // shutting down; redelivered anyway
+				handBack(msg)
 				continue
 			}
 		}
 		select {
 		case in <- msg:
 		case <-ctx.Done():
-			_ = msg.Nak() //nolint:errcheck // shutting down; redelivered anyway
+			handBack(msg)
+		case <-paused:
+			handBack(msg)
 		}
 	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// gate stops every tenant's pull during a store outage.
+type gate struct {
+	mu      sync.Mutex
+	paused  chan struct{} // closed when a pause begins
+	resumed chan struct{} // closed while pulls may run
+}
+
+func newGate() *gate {
+	g := &gate{paused: make(chan struct{}), resumed: make(chan struct{})}
+	close(g.resumed)
+	return g
+}
+
+// state returns the channels of the current period: while pulls may run,
+// resumed is closed and paused closes when they must stop; while paused,
+// resumed closes when they may run again.
+func (g *gate) state() (paused, resumed <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.paused, g.resumed
+}
+
+func (g *gate) pause() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if isClosed(g.paused) {
+		return
+	}
+	close(g.paused)
+	g.resumed = make(chan struct{})
+}
+
+func (g *gate) resume() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if isClosed(g.resumed) {
+		return
+	}
+	close(g.resumed)
+	g.paused = make(chan struct{})
+}
+
+// nakOutage hands a message back at once during a store outage: nothing
+// here pulls it again until the store answers; another collector whose
+// store answers may take it.
+func (s *Service) nakOutage(m jetstream.Msg) {
+	_ = m.Nak() //nolint:errcheck // redelivered after AckWait if the nak is lost
+	s.m.outageNaks.Inc()
+}
+
+// errPlacementStale marks a batch that could not be written because the
+// placement (where tenants live, read from the platform store) has not been
+// reloaded for too long: the platform store does not answer.
+var errPlacementStale = errors.New("region placement not reloaded for too long (does the platform store answer?)")
+
+// storeUnavailable reports whether a failed batch failed because a store
+// is unavailable (rather than because of what it held).
+func (s *Service) storeUnavailable(ctx context.Context, err error) bool {
+	if errors.Is(err, errPlacementStale) {
+		return true
+	}
+	// Not the run's context: a batch that failed while shutting down is
+	// still judged by whether the stores answer.
+	return s.pingStores(context.WithoutCancel(ctx)) != nil
+}
+
+// storeReady reports why writing cannot resume yet: a store that does not
+// answer its ping, or a placement not yet reloaded.
+func (s *Service) storeReady(ctx context.Context) error {
+	if err := s.pingStores(ctx); err != nil {
+		return err
+	}
+	if s.suite.Placement().Stale() {
+		return errPlacementStale
+	}
+	return nil
+}
+
+func (s *Service) pingStores(ctx context.Context) error {
+	var errs []error
+	for region, st := range s.stores {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := st.Ping(pctx); err != nil {
+			errs = append(errs, fmt.Errorf("region %s: %w", region, err))
+		}
+		cancel()
+	}
+	return errors.Join(errs...)
 }
 
 // watchBacklog exports each tenant's stream and backlog every few seconds.
@@ -388,6 +619,9 @@ func (s *Service) observeBacklog(ctx context.Context, tenant string) {
 		oldest = max(time.Since(since).Seconds(), 0)
 	}
 	s.m.oldest.WithLabelValues(tenant).Set(oldest)
+	s.oldestMu.Lock()
+	defer s.oldestMu.Unlock()
+	s.oldest[tenant] = time.Duration(oldest * float64(time.Second))
 }
 
 type rows struct {
@@ -556,6 +790,9 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 		return rows{}, "", bad(ReasonTenantMismatch, "Tenant-Id header %q does not match subject tenant %q", hdrTenant, sub.Tenant)
 	}
 	if !s.hold(t.ID, writing) {
+		if s.suite.Placement().Stale() {
+			return rows{}, "", errPlacementStale
+		}
 		return rows{}, "", errMoving
 	}
 	// Residency: data that says it must live elsewhere is not written here.
@@ -775,6 +1012,9 @@ type metrics struct {
 	streamMsgs    *prometheus.GaugeVec
 	ackPending    *prometheus.GaugeVec
 	oldest        *prometheus.GaugeVec
+	storeDown     prometheus.Gauge
+	outages       prometheus.Counter
+	outageNaks    prometheus.Counter
 	// SLA counters of server spans, by tenant and service; a tenant's
 	// services beyond maxServices are counted as service="other".
 	slaRequests, slaErrors *prometheus.CounterVec
@@ -851,11 +1091,17 @@ func newMetrics(reg prometheus.Registerer, tenants []config.Tenant, maxServices 
 			Help: "Messages stored in a tenant's ingest stream (with work-queue retention, the ones not yet acked)."}, []string{"tenant"}),
 		fill: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tenantscope_ingest_backlog_fill_ratio",
 			Help: "A tenant's stream bytes over its backlog limit (backlog_bytes); at 1 its publishers are refused."}, []string{"tenant"}),
+		storeDown: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tenantscope_collector_store_unavailable",
+			Help: "1 while a store (or the placement read from the platform store) does not answer: the collector has stopped pulling and probes it."}),
+		outages: prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantscope_collector_store_outages_total",
+			Help: "Store outages seen: times the collector stopped pulling because a store did not answer."}),
+		outageNaks: prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantscope_collector_store_outage_naks_total",
+			Help: "Messages handed back (nak, at once) because a store did not answer; they wait in their streams."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.moving, m.throttles, m.redelivered, m.backlog, m.ackPending, m.oldest, m.streamMsgs, m.fill, m.slaRequests, m.slaErrors} {
+	for _, c := range []prometheus.Collector{m.rows, m.deadLetters, m.batchSize, m.insertSeconds, m.batchAge, m.deferred, m.moving, m.throttles, m.redelivered, m.backlog, m.ackPending, m.oldest, m.streamMsgs, m.fill, m.storeDown, m.outages, m.outageNaks, m.slaRequests, m.slaErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("collector metrics: %w", err)
 		}

@@ -52,8 +52,23 @@ func (p *Placement) Loaded() {
 func (p *Placement) blocked(tenant string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.moving[tenant] || (p.maxStale > 0 && time.Since(p.loaded) > p.maxStale)
+	return p.moving[tenant] || p.staleLocked()
 }
+
+// Stale reports whether the placement has not been reloaded for longer
+// than FailClosedAfter allows: Write refuses every tenant, because the
+// platform store (where the moves are recorded) cannot be read, not because
+// of a move.
+func (p *Placement) Stale() bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.staleLocked()
+}
+
+func (p *Placement) staleLocked() bool { return p.maxStale > 0 && time.Since(p.loaded) > p.maxStale }
 
 func (p *Placement) lock(tenant string) *sync.RWMutex {
 	p.mu.Lock()
