@@ -200,6 +200,10 @@ type Stream struct {
 
 	// DeadLetterMaxBytes limits the dead-letter stream (0: max_bytes).
 	DeadLetterMaxBytes int64 `yaml:"dead_letter_max_bytes"`
+	// MaxBacklogAge is how old the oldest message waiting for the
+	// collectors may get before a collector process reports itself not
+	// ready (/readyz 503); 0 turns the check off.
+	MaxBacklogAge Duration `yaml:"max_backlog_age"`
 }
 
 // ClickHouse is the store: the embedded engine (DSN empty) or a server.
@@ -371,7 +375,7 @@ func Default() Config {
 		HTTP: HTTP{Listen: "127.0.0.1:8080", MetricsListen: "127.0.0.1:9464"},
 		NATS: NATS{Listen: "127.0.0.1:4222", Stream: Stream{
 			MaxAge: Duration(72 * time.Hour), MaxBytes: 1 << 30, MaxMsgSize: 1 << 20,
-			Duplicates: Duration(2 * time.Minute), Replicas: 1,
+			Duplicates: Duration(2 * time.Minute), Replicas: 1, MaxBacklogAge: Duration(5 * time.Minute),
 		}},
 		ClickHouse: ClickHouse{EngineListen: "127.0.0.1:8123"},
 		Regions:    []Region{{Name: "default", Database: "tenantscope"}},
@@ -540,6 +544,9 @@ func (c Config) Validate() error {
 	}
 	if c.NATS.Stream.MaxBytes <= 0 {
 		bad("nats.stream.max_bytes", "must be positive")
+	}
+	if c.NATS.Stream.MaxBacklogAge < 0 {
+		bad("nats.stream.max_backlog_age", "must not be negative (0 turns the readiness check off)")
 	}
 	if c.NATS.Stream.MaxMsgSize <= 0 {
 		bad("nats.stream.max_msg_size", "must be positive")

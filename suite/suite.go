@@ -487,6 +487,7 @@ func (s *Suite) startNATS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	natsbus.LogConnection(s.nc, s.log)
 	s.js, err = jetstream.New(s.nc)
 	if err != nil {
 		return err
@@ -542,6 +543,17 @@ func (s *Suite) ready(ctx context.Context) error {
 	for name, st := range s.stores {
 		if err := st.Ping(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("clickhouse %s: %w", name, err))
+		}
+	}
+	if s.collector != nil && s.collector.StoreUnavailable() {
+		errs = append(errs, errors.New("collector: a store does not answer; pulling stopped until it does"))
+	}
+	// A backlog older than the configured age: the collectors do not keep
+	// up (or cannot store). The body names no tenant: /readyz is public.
+	if limit := time.Duration(s.cfg.NATS.Stream.MaxBacklogAge); limit > 0 && s.collector != nil {
+		if oldest, n := s.collector.OldestWaiting(limit); n > 0 {
+			errs = append(errs, fmt.Errorf("backlog: %d tenant(s) have messages waiting longer than nats.stream.max_backlog_age %s (the oldest %s)",
+				n, limit, oldest.Round(time.Second)))
 		}
 	}
 	// Audit records this collector left for the writer wait while no process

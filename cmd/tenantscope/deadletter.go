@@ -17,9 +17,11 @@ import (
 	"github.com/tenantscope/tenantscope/natsbus"
 )
 
+const deadletterUsage = "deadletter list|show SEQ|replay [SEQ...] [--tenant T] [--reason R] [--limit N]"
+
 // runDeadletter lists, shows and replays dead letters of a running suite.
 func runDeadletter(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	usage := fmt.Errorf("%w: tenantscope deadletter list|show SEQ|replay [SEQ...] [--tenant T] [--reason R] [--limit N]", errUsage)
+	usage := fmt.Errorf("%w: tenantscope %s", errUsage, deadletterUsage)
 	if len(args) == 0 {
 		return usage
 	}

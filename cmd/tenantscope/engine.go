@@ -34,8 +34,13 @@ func runEngine(ctx context.Context, args []string, getenv func(string) string, s
 	fs.Var(&hosts, "host", "extra name clients reach this server by, checked against the Host header (repeatable)")
 	fs.Var(&urlHosts, "allow-url-host", "host:port that url() may read, e.g. another region's engine (repeatable)")
 	maxBody := fs.Int64("max-body", 1<<30, "largest request body in bytes, before and after decompression")
+	logLevel := fs.String("log-level", envOr(getenv, "TENANTSCOPE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	lvl, err := zerolog.ParseLevel(*logLevel)
+	if err != nil || *logLevel == "" {
+		return fmt.Errorf("%w: --log-level %q is not debug, info, warn or error", errUsage, *logLevel)
 	}
 	if *password == "" {
 		*password = getenv("TENANTSCOPE_ENGINE_PASSWORD")
@@ -47,7 +52,7 @@ func runEngine(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	log := zerolog.New(stderr).With().Timestamp().Str("component", "engine").Logger()
+	log := zerolog.New(stderr).Level(lvl).With().Timestamp().Str("component", "engine").Logger()
 	users := map[string]engine.User{*user: {Password: *password}, *reader: {Password: *readerPassword, ReadOnly: true}}
 	local, err := engine.StartLocal(engine.Config{Dir: *data, LibPath: *lib, PoolSize: *pool, Logger: log},
 		engine.ServerConfig{Users: users, AllowOrigins: origins, Hosts: hosts, URLHosts: urlHosts, MaxBodyBytes: *maxBody, Logger: log}, *listen)

@@ -59,10 +59,16 @@ func openRegions(ctx context.Context, cfg config.Config) (map[string]*chstore.St
 	return stores, closeAll, nil
 }
 
+const (
+	reportUsage = "report cost|sla|margin --period 2026-11 [--format csv|json] [--out FILE]"
+	periodUsage = "period close --period 2026-10 --by NAME | period adjust --period 2026-10 --tenant T --amount -12.5 --reason TEXT --by NAME"
+	sloUsage    = "slo rules > prometheus-rules.yml"
+)
+
 // runReport prints the cost, SLA or margin report of a period.
 func runReport(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "cost" && args[0] != "sla" && args[0] != "margin") {
-		return fmt.Errorf("%w: tenantscope report cost|sla|margin --period 2026-11 [--format csv|json]", errUsage)
+		return fmt.Errorf("%w: tenantscope %s", errUsage, reportUsage)
 	}
 	kind := args[0]
 	cf := newConfigFlags("report "+kind, stderr)
@@ -165,7 +171,7 @@ func writeRows(w io.Writer, format string, header []string, rows func(yield func
 // runPeriod closes a month or adjusts a closed one.
 func runPeriod(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "close" && args[0] != "adjust") {
-		return fmt.Errorf("%w: tenantscope period close --period 2026-10 --by NAME | period adjust --period 2026-10 --tenant T --amount -12.5 --reason TEXT --by NAME", errUsage)
+		return fmt.Errorf("%w: tenantscope %s", errUsage, periodUsage)
 	}
 	cf := newConfigFlags("period "+args[0], stderr)
 	period := cf.fs.String("period", "", "the month, e.g. 2026-10 (required)")
@@ -207,8 +213,12 @@ func runPeriod(ctx context.Context, args []string, getenv func(string) string, s
 
 // runSLO prints the Prometheus rules file.
 func runSLO(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
+	if wantsHelp(args) {
+		_, err := fmt.Fprintf(stdout, "usage: tenantscope %s\n", sloUsage)
+		return err
+	}
 	if len(args) != 1 || args[0] != "rules" {
-		return fmt.Errorf("%w: tenantscope slo rules > prometheus-rules.yml", errUsage)
+		return fmt.Errorf("%w: tenantscope %s", errUsage, sloUsage)
 	}
 	_, err := io.WriteString(stdout, metering.Rules())
 	return err

@@ -116,10 +116,12 @@ func runPurge(ctx context.Context, args []string, getenv func(string) string, st
 	return err
 }
 
+const retentionUsage = "retention show|set|hold|lift|residency|move|moves --tenant T [flags]"
+
 // runRetention shows or sets a tenant's policies, holds and residency.
 func runRetention(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: tenantscope retention show|set|hold|lift|residency|move|moves --tenant T …", errUsage)
+		return fmt.Errorf("%w: tenantscope %s", errUsage, retentionUsage)
 	}
 	verb := args[0]
 	cf := newConfigFlags("retention "+verb, stderr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -20,12 +21,28 @@ type command struct {
 	run     func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
 }
 
+// subcommandUsage is, for each command whose first argument names a
+// subcommand, what '<command> -h' prints; the other commands' flag sets
+// print theirs.
+var subcommandUsage = map[string]string{
+	"bench":      "bench engine|ingest|audit|cost|erase|move [flags]",
+	"migrate":    "migrate up|status [flags]",
+	"config":     "config validate|show [flags] | config hash (the secret on stdin)",
+	"deadletter": deadletterUsage,
+	"nats":       natsUsage,
+	"secrets":    "secrets init --out FILE [flags]",
+	"report":     reportUsage,
+	"period":     periodUsage,
+	"slo":        sloUsage,
+	"retention":  retentionUsage,
+}
+
 func commands() map[string]command {
 	return map[string]command{
 		"bench":         {"run a benchmark and print its table (engine, ingest, audit, cost)", runBench},
 		"serve":         {"run the whole suite in one process (embedded NATS and ClickHouse by default)", runSuite(suite.All, "serve")},
 		"collector":     {"run only the collector (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{Collector: true}, "collector")},
-		"ui":            {"run only the UI, API and /metrics (the UI pages arrive with their issues)", runSuite(suite.Components{UI: true}, "ui")},
+		"ui":            {"run only the UI and API (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{UI: true}, "ui")},
 		"migrate":       {"apply (up) or list (status) schema migrations on every region", runMigrate},
 		"config":        {"validate or show (secrets redacted) a configuration; hash a secret", runConfig},
 		"deadletter":    {"list, show or replay dead letters (--tenant, --reason)", runDeadletter},
@@ -57,7 +74,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		usage(stderr, cmds)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-	return c.run(ctx, args[1:], getenv, stdout, stderr)
+	if u := subcommandUsage[args[0]]; u != "" && len(args) > 1 && isHelp(args[1]) {
+		_, err := fmt.Fprintf(stdout, "usage: tenantscope %s\n\n%s.\nRun 'tenantscope %s <subcommand> -h' for a subcommand's flags.\n", u, c.summary, args[0])
+		return err
+	}
+	err := c.run(ctx, args[1:], getenv, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // the flag set printed the usage asked for
+	}
+	return err
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// wantsHelp reports whether any argument asks for help (commands that take
+// no flags, or read stdin, check it before doing anything).
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if isHelp(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func usage(w io.Writer, cmds map[string]command) {
@@ -75,7 +119,11 @@ func usage(w io.Writer, cmds map[string]command) {
 	_, _ = io.WriteString(w, b.String()) //nolint:errcheck // usage to a closed stream is not worth an error
 }
 
-func runVersion(_ context.Context, _ []string, _ func(string) string, stdout, _ io.Writer) error {
+func runVersion(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
+	if wantsHelp(args) {
+		_, err := fmt.Fprintln(stdout, "usage: tenantscope version")
+		return err
+	}
 	_, err := fmt.Fprintf(stdout, "tenantscope %s\n", version)
 	return err
 }

@@ -49,24 +49,40 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-var flagFields = []struct{ flag, usage string }{
-	{"data", "data directory"},
-	{"http", "listen address of the UI, API, OTLP receiver and health endpoints"},
-	{"metrics-listen", "listen address of the metrics endpoint with per-tenant series (loopback by default)"},
-	{"nats-listen", "listen address of the embedded NATS server"},
-	{"nats-url", "use this NATS cluster instead of the embedded server"},
-	{"engine-listen", "listen address of the embedded ClickHouse engine's HTTP interface"},
-	{"clickhouse-dsn", "use this ClickHouse (clickhouse://host:9000/db) instead of the embedded engine"},
-	{"chdb-lib", "path of libchdb (fetched by 'make chdb')"},
-	{"log-level", "debug, info, warn or error"},
-	{"jetstream-budget", "JetStream storage a NATS node may reserve for the streams (its max_file_store), e.g. 10GB; the embedded server uses it"},
+// flagFields are the configuration's flags. The embedded ones configure
+// the embedded NATS server and ClickHouse engine: serve runs them, and the
+// CLI commands reach them; collector and ui processes do not list them.
+var flagFields = []struct {
+	flag, usage string
+	embedded    bool
+}{
+	{"data", "data directory", false},
+	{"http", "listen address of the UI, API, OTLP receiver and health endpoints", false},
+	{"metrics-listen", "listen address of the metrics endpoint with per-tenant series (loopback by default)", false},
+	{"nats-listen", "listen address of the embedded NATS server", true},
+	{"nats-url", "use this NATS cluster (nats:// or tls://host:4222) instead of the embedded server", false},
+	{"engine-listen", "listen address of the embedded ClickHouse engine's HTTP interface", true},
+	{"clickhouse-dsn", "use this ClickHouse server instead of the embedded engine: clickhouse://user:password@host:9000/db (native protocol) or http(s)://user:password@host:8123/db (HTTP interface, e.g. 'tenantscope engine')", false},
+	{"chdb-lib", "path of libchdb (fetched by 'make chdb')", true},
+	{"log-level", "debug, info, warn or error", false},
+	{"jetstream-budget", "JetStream storage a NATS node may reserve for the streams (its max_file_store), e.g. 10GB; the embedded server uses it", true},
 }
 
+// newConfigFlags has every configuration flag (serve and the CLI commands).
 func newConfigFlags(name string, stderr io.Writer) *configFlags {
+	return newFlags(name, stderr, true)
+}
+
+// newFlags has the configuration's flags, the embedded servers' only when
+// embedded is set.
+func newFlags(name string, stderr io.Writer, embedded bool) *configFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := &configFlags{fs: fs, path: fs.String("config", "", "YAML configuration file (see examples/tenantscope.yaml)"), set: map[string]*string{}}
 	for _, f := range flagFields {
+		if f.embedded && !embedded {
+			continue
+		}
 		c.set[f.flag] = fs.String(f.flag, "", f.usage)
 	}
 	return c
@@ -142,11 +158,22 @@ func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 }
 
+// runSuite runs a server process. serve (components.UI and Collector)
+// runs the embedded servers and takes their flags and --demo; collector and
+// ui connect to a cluster and take only the flags they use: --audit-writer
+// only the collector.
 func runSuite(components suite.Components, name string) func(context.Context, []string, func(string) string, io.Writer, io.Writer) error {
+	serve := components.UI && components.Collector
 	return func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-		cf := newConfigFlags(name, stderr)
-		demoFlag := cf.fs.Bool("demo", false, "publish demo traffic as the configured tenants")
-		auditWriter := cf.fs.Bool("audit-writer", components.AuditWriter, "write the tenants' audit chains (exactly one collector process may)")
+		cf := newFlags(name, stderr, serve)
+		demoFlag := new(bool)
+		if serve {
+			demoFlag = cf.fs.Bool("demo", false, "publish demo traffic as the configured tenants")
+		}
+		auditWriter := new(bool)
+		if components.Collector {
+			auditWriter = cf.fs.Bool("audit-writer", components.AuditWriter, "write the tenants' audit chains (one process at a time holds the writer's lease)")
+		}
 		if err := cf.fs.Parse(args); err != nil {
 			return err
 		}
@@ -169,6 +196,10 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 	case "hash":
 		// Reads a secret from stdin, prints the bcrypt hash for password_hash
 		// fields and the SHA-256 for key_hash fields.
+		if wantsHelp(args[1:]) {
+			_, err := fmt.Fprintln(stdout, "usage: echo -n SECRET | tenantscope config hash\n\nprints the bcrypt password_hash and the SHA-256 key_hash of the secret read from stdin")
+			return err
+		}
 		b, err := io.ReadAll(io.LimitReader(os.Stdin, 4096))
 		if err != nil {
 			return err
