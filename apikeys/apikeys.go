@@ -5,6 +5,11 @@
 // RefreshEvery, at once for changes made by the process itself), so
 // authenticating a request never waits for ClickHouse. Each creation and
 // revocation is a record in the tenant's audit chain.
+//
+// Lineage: each key records who created it (CreatedBy, CreatedByType) and,
+// when that was another key created at run time, that key's id
+// (ParentKeyID). RevokeCascade revokes a key and every live key it minted,
+// and theirs.
 package apikeys
 
 import (
@@ -31,18 +36,30 @@ import (
 
 // Key is a stored API key (never the key itself).
 type Key struct {
-	ID         string     `ch:"key_id" json:"id"`
-	TenantID   string     `ch:"tenant_id" json:"tenant_id"`
-	Name       string     `ch:"name" json:"name"`
-	Role       string     `ch:"role" json:"role"`
-	Hash       string     `ch:"key_hash" json:"-"`
-	CreatedAt  time.Time  `ch:"created_at" json:"created_at"`
-	CreatedBy  string     `ch:"created_by" json:"created_by"`
-	RevokedAt  *time.Time `ch:"revoked_at" json:"revoked_at,omitempty"`
-	RevokedBy  string     `ch:"revoked_by" json:"revoked_by,omitempty"`
-	LastUsedAt *time.Time `ch:"last_used_at" json:"last_used_at,omitempty"` // from api_key_uses
-	Version    uint64     `ch:"version" json:"-"`
+	ID        string    `ch:"key_id" json:"id"`
+	TenantID  string    `ch:"tenant_id" json:"tenant_id"`
+	Name      string    `ch:"name" json:"name"`
+	Role      string    `ch:"role" json:"role"`
+	Hash      string    `ch:"key_hash" json:"-"`
+	CreatedAt time.Time `ch:"created_at" json:"created_at"`
+	CreatedBy string    `ch:"created_by" json:"created_by"`
+	// CreatedByType is the kind of creator: CreatorUser, CreatorKey or
+	// CreatorConfiguredKey ("" for keys created before lineage was kept).
+	CreatedByType string `ch:"created_by_type" json:"created_by_type"`
+	// ParentKeyID is the key that created this one (CreatorKey).
+	ParentKeyID string     `ch:"parent_key_id" json:"parent_key_id,omitempty"`
+	RevokedAt   *time.Time `ch:"revoked_at" json:"revoked_at,omitempty"`
+	RevokedBy   string     `ch:"revoked_by" json:"revoked_by,omitempty"`
+	LastUsedAt  *time.Time `ch:"last_used_at" json:"last_used_at,omitempty"` // from api_key_uses
+	Version     uint64     `ch:"version" json:"-"`
 }
+
+// Kinds of creator (Key.CreatedByType).
+const (
+	CreatorUser          = "user"
+	CreatorKey           = "api_key"
+	CreatorConfiguredKey = "configured_key"
+)
 
 // Revoked reports whether k no longer authenticates.
 func (k Key) Revoked() bool { return k.RevokedAt != nil }
@@ -97,10 +114,10 @@ func (s *Store) Lookup(hash string) (identity.Principal, bool) {
 		return identity.Principal{}, false
 	}
 	s.used[k.ID] = time.Now().UTC()
-	return identity.Principal{Name: k.Name + " (" + k.ID + ")", Role: k.Role, Tenant: k.TenantID}, true
+	return identity.Principal{Name: k.Name + " (" + k.ID + ")", Role: k.Role, Tenant: k.TenantID, KeyID: k.ID}, true
 }
 
-const columns = "key_id, tenant_id, name, role, key_hash, created_at, created_by, revoked_at, revoked_by, version"
+const columns = "key_id, tenant_id, name, role, key_hash, created_at, created_by, created_by_type, parent_key_id, revoked_at, revoked_by, version"
 
 // Load reads every region's keys into memory.
 func (s *Store) Load(ctx context.Context) error {
@@ -190,8 +207,8 @@ func (s *Store) write(ctx context.Context, k Key) error {
 		return err
 	}
 	k.Version = uint64(time.Now().UnixNano())
-	if err := st.Exec(ctx, "INSERT INTO api_keys ("+columns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		k.ID, k.TenantID, k.Name, k.Role, k.Hash, k.CreatedAt, k.CreatedBy, k.RevokedAt, k.RevokedBy, k.Version); err != nil {
+	if err := st.Exec(ctx, "INSERT INTO api_keys ("+columns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		k.ID, k.TenantID, k.Name, k.Role, k.Hash, k.CreatedAt, k.CreatedBy, k.CreatedByType, k.ParentKeyID, k.RevokedAt, k.RevokedBy, k.Version); err != nil {
 		return fmt.Errorf("apikeys: write %s: %w", k.ID, err)
 	}
 	s.mu.Lock()
@@ -231,8 +248,10 @@ func (s *Store) List(ctx context.Context, tenant string) ([]Key, error) {
 type Actor = auditlog.Actor
 
 // Create makes a key for tenant and returns it with the key itself, which
-// is never available again.
-func (s *Store) Create(ctx context.Context, tenant, name, role string, by Actor) (Key, string, error) {
+// is never available again. by is who asks (a user, or a key); parent is
+// the id of the key it acts with when that key was created at run time
+// (identity.Principal.KeyID), "" otherwise.
+func (s *Store) Create(ctx context.Context, tenant, name, role string, by Actor, parent string) (Key, string, error) {
 	name = strings.TrimSpace(name)
 	var errs []string
 	if !s.tenants[tenant] {
@@ -244,6 +263,18 @@ func (s *Store) Create(ctx context.Context, tenant, name, role string, by Actor)
 	if !slices.Contains(Roles, role) {
 		errs = append(errs, fmt.Sprintf("role: %q is not one of %s", role, strings.Join(Roles, ", ")))
 	}
+	kind := CreatorUser
+	if by.Type == "api_key" {
+		kind = CreatorConfiguredKey
+		if parent != "" {
+			kind = CreatorKey
+			if p, ok := s.byID(tenant, parent); !ok || p.Revoked() {
+				errs = append(errs, fmt.Sprintf("the creating key %q is not a live key of this tenant", parent))
+			}
+		}
+	} else if parent != "" {
+		errs = append(errs, "only a key has a parent key")
+	}
 	if len(errs) > 0 {
 		return Key{}, "", fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
 	}
@@ -253,12 +284,28 @@ func (s *Store) Create(ctx context.Context, tenant, name, role string, by Actor)
 	_, _ = rand.Read(id)     //nolint:errcheck // never fails
 	raw := "tsk_" + base64.RawURLEncoding.EncodeToString(secret)
 	k := Key{ID: "key_" + hex.EncodeToString(id), TenantID: tenant, Name: name, Role: role, Hash: config.HashAPIKey(raw),
-		CreatedAt: time.Now().UTC().Truncate(time.Millisecond), CreatedBy: by.ID}
+		CreatedAt: time.Now().UTC().Truncate(time.Millisecond), CreatedBy: by.ID, CreatedByType: kind, ParentKeyID: parent}
 	if err := s.write(ctx, k); err != nil {
 		return Key{}, "", err
 	}
-	s.record(ctx, k, "api_key.created", by, nil, map[string]any{"name": k.Name, "role": k.Role})
+	after := map[string]any{"name": k.Name, "role": k.Role, "created_by_type": kind}
+	if parent != "" {
+		after["parent_key_id"] = parent
+	}
+	s.record(ctx, k, "api_key.created", by, nil, after, nil)
 	return k, raw, nil
+}
+
+// byID finds a key of tenant among those loaded.
+func (s *Store) byID(tenant, id string) (Key, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range s.byHash {
+		if k.ID == id && k.TenantID == tenant {
+			return k, true
+		}
+	}
+	return Key{}, false
 }
 
 // Revoke ends a key of tenant at once (in this process; others within
@@ -275,21 +322,119 @@ func (s *Store) Revoke(ctx context.Context, tenant, id string, by Actor) (Key, e
 		if k.Revoked() {
 			return k, ErrRevoked
 		}
-		now := time.Now().UTC().Truncate(time.Millisecond)
-		k.RevokedAt, k.RevokedBy = &now, by.ID
-		if err := s.write(ctx, k); err != nil {
-			return Key{}, err
-		}
-		s.record(ctx, k, "api_key.revoked", by, map[string]any{"revoked": false}, map[string]any{"revoked": true})
-		return k, nil
+		return s.revoke(ctx, k, by, nil)
 	}
 	return Key{}, ErrNotFound
 }
 
-func (s *Store) record(ctx context.Context, k Key, action string, by Actor, before, after map[string]any) {
+func (s *Store) revoke(ctx context.Context, k Key, by Actor, meta map[string]string) (Key, error) {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	k.RevokedAt, k.RevokedBy = &now, by.ID
+	if err := s.write(ctx, k); err != nil {
+		return Key{}, err
+	}
+	s.record(ctx, k, "api_key.revoked", by, map[string]any{"revoked": false}, map[string]any{"revoked": true}, meta)
+	return k, nil
+}
+
+// Revocation is what RevokeCascade ended: the key, and the live keys it
+// minted, and theirs (breadth first).
+type Revocation struct {
+	Key    Key   `json:"key"`
+	Minted []Key `json:"minted"`
+}
+
+// Minted counts, per key of keys, its live descendants.
+func Minted(keys []Key) map[string]int {
+	out := map[string]int{}
+	for _, k := range keys {
+		if n := len(descendants(keys, k.ID)); n > 0 {
+			out[k.ID] = n
+		}
+	}
+	return out
+}
+
+// descendants are the live keys minted by id, and by them, breadth first.
+func descendants(keys []Key, id string) []Key {
+	children := map[string][]Key{}
+	for _, k := range keys {
+		if k.ParentKeyID != "" {
+			children[k.ParentKeyID] = append(children[k.ParentKeyID], k)
+		}
+	}
+	seen := map[string]bool{id: true}
+	var out []Key
+	queue := []string{id}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if seen[c.ID] {
+				continue
+			}
+			seen[c.ID] = true
+			queue = append(queue, c.ID)
+			if !c.Revoked() {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// RevokeCascade revokes a key of tenant and every live key it minted, and
+// the keys those minted, each with its own audit record (the minted ones
+// name the key the cascade began at). A key already revoked may be given
+// to revoke what it minted; ErrRevoked when nothing is left to revoke. The
+// tenant's keys are read again once the cascade is done, so a key minted
+// meanwhile through this process is caught too (other processes accept a
+// revoked key for up to RefreshEvery).
+func (s *Store) RevokeCascade(ctx context.Context, tenant, id string, by Actor) (Revocation, error) {
+	keys, err := s.List(ctx, tenant)
+	if err != nil {
+		return Revocation{}, err
+	}
+	i := slices.IndexFunc(keys, func(k Key) bool { return k.ID == id })
+	if i < 0 {
+		return Revocation{}, ErrNotFound
+	}
+	out := Revocation{Key: keys[i]}
+	minted := descendants(keys, id)
+	if out.Key.Revoked() && len(minted) == 0 {
+		return out, ErrRevoked
+	}
+	if !out.Key.Revoked() {
+		meta := map[string]string{"cascade": "true", "minted": fmt.Sprint(len(minted))}
+		if out.Key, err = s.revoke(ctx, out.Key, by, meta); err != nil {
+			return out, err
+		}
+	}
+	for pass := 0; pass < 2 && len(minted) > 0; pass++ {
+		for _, m := range minted {
+			m, err := s.revoke(ctx, m, by, map[string]string{"cascade_from": id})
+			if err != nil {
+				return out, err
+			}
+			out.Minted = append(out.Minted, m)
+		}
+		// Keys minted while the cascade ran.
+		if keys, err = s.List(ctx, tenant); err != nil {
+			return out, err
+		}
+		minted = descendants(keys, id)
+	}
+	return out, nil
+}
+
+func (s *Store) record(ctx context.Context, k Key, action string, by Actor, before, after map[string]any, meta map[string]string) {
+	md := map[string]string{"role": k.Role}
+	for m, v := range meta {
+		md[m] = v
+	}
 	rec := auditlog.Record{TenantID: k.TenantID, Time: time.Now().UTC(), Actor: by, Action: action,
 		Target: auditlog.Target{Type: "api_key", ID: k.ID, Name: k.Name}, Outcome: "success", SourceService: "tenantscope",
-		CorrelationID: identity.CorrelationID(ctx), Metadata: map[string]string{"role": k.Role}}
+		CorrelationID: identity.CorrelationID(ctx), Metadata: md}
 	if ch, err := json.Marshal(map[string]any{"before": before, "after": after}); err == nil {
 		rec.Changes = ch
 	}

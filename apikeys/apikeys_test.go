@@ -63,7 +63,7 @@ var by = auditlog.Actor{Type: "user", ID: "alice"}
 func TestCreateLookupRevokeAndLastUsed(t *testing.T) {
 	f := start(t)
 	ctx := context.Background()
-	k, secret, err := f.store.Create(ctx, "acme", "  deploy bot ", config.RoleTenantViewer, by)
+	k, secret, err := f.store.Create(ctx, "acme", "  deploy bot ", config.RoleTenantViewer, by, "")
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(secret, "tsk_") && len(secret) > 40, secret)
 	require.Equal(t, "deploy bot", k.Name)
@@ -76,7 +76,9 @@ func TestCreateLookupRevokeAndLastUsed(t *testing.T) {
 
 	p, ok := f.store.Lookup(config.HashAPIKey(secret))
 	require.True(t, ok)
-	require.Equal(t, identity.Principal{Name: "deploy bot (" + k.ID + ")", Role: config.RoleTenantViewer, Tenant: "acme"}, p)
+	require.Equal(t, identity.Principal{Name: "deploy bot (" + k.ID + ")", Role: config.RoleTenantViewer, Tenant: "acme", KeyID: k.ID}, p)
+	require.Equal(t, apikeys.CreatorUser, k.CreatedByType)
+	require.Empty(t, k.ParentKeyID)
 	require.NoError(t, f.store.Flush(ctx))
 
 	// Another process loads it, with its last use.
@@ -126,7 +128,7 @@ func TestCreateRefusesBadInputAndWritesNothing(t *testing.T) {
 		{"acme", "ok", "root", "role"},
 		{"nobody", "ok", config.RoleTenantViewer, "unknown tenant"},
 	} {
-		_, _, err := f.store.Create(ctx, c.tenant, c.name, c.role, by)
+		_, _, err := f.store.Create(ctx, c.tenant, c.name, c.role, by, "")
 		require.ErrorIs(t, err, apikeys.ErrInvalid)
 		require.Contains(t, err.Error(), c.want)
 	}
@@ -201,4 +203,104 @@ func TestAPIRoleMatrixAndKeyLifecycle(t *testing.T) {
 		require.Equal(t, 400, code, b)
 		require.NotEmpty(t, body["error"].(map[string]any)["correlation_id"])
 	}
+}
+
+// Lineage: a key records who made it (a user, a configured key, or a key
+// made at run time and then its id); revoking with cascade ends the keys a
+// key minted, and theirs, each audited, and nothing else.
+func TestKeyLineageAndCascadingRevocation(t *testing.T) {
+	f := start(t)
+	keys := identity.NewKeys(f.cfg)
+	keys.Managed = f.store
+	mux := http.NewServeMux()
+	(&apikeys.API{Keys: keys, Store: f.store}).Register(mux)
+	auditlog.NewAPI(keys, func(string) (*chstore.Store, error) { return f.st, nil }, nil, zerolog.Nop()).Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	base := srv.URL + "/api/v1/tenants/"
+	mint := func(caller, tenant, name, role string) (id, secret string) {
+		t.Helper()
+		code, body := identitytest.CallJSON(t, "POST", base+tenant+"/api-keys", caller, `{"name":"`+name+`","role":"`+role+`"}`)
+		require.Equal(t, 201, code, "%v", body)
+		return body["data"].(map[string]any)["id"].(string), body["key"].(string)
+	}
+	works := func(secret, tenant string) bool {
+		code, _ := identitytest.CallJSON(t, "GET", base+tenant+"/audit-events", secret, "")
+		return code == 200
+	}
+
+	// acme-admin (configured) → a (admin) → b (admin) → d; a → c (viewer).
+	a, aKey := mint("acme-admin", "acme", "a", "tenant-admin")
+	b, bKey := mint(aKey, "acme", "b", "tenant-admin")
+	c, cKey := mint(aKey, "acme", "c", "tenant-viewer")
+	d, dKey := mint(bKey, "acme", "d", "tenant-viewer")
+	g, gKey := mint("globex-admin", "globex", "g", "tenant-admin")
+	byUser, userKey, err := f.store.Create(context.Background(), "acme", "by alice", config.RoleTenantViewer, by, "")
+	require.NoError(t, err)
+
+	code, body := identitytest.CallJSON(t, "GET", base+"acme/api-keys", "acme-admin", "")
+	require.Equal(t, 200, code)
+	lineage := map[string][3]string{}
+	for _, k := range body["data"].([]any) {
+		m := k.(map[string]any)
+		parent, _ := m["parent_key_id"].(string)
+		lineage[m["id"].(string)] = [3]string{m["created_by"].(string), m["created_by_type"].(string), parent}
+	}
+	require.Equal(t, map[string][3]string{
+		a:         {"acme-admin", apikeys.CreatorConfiguredKey, ""},
+		b:         {"a (" + a + ")", apikeys.CreatorKey, a},
+		c:         {"a (" + a + ")", apikeys.CreatorKey, a},
+		d:         {"b (" + b + ")", apikeys.CreatorKey, b},
+		byUser.ID: {"alice", apikeys.CreatorUser, ""},
+	}, lineage, "the list shows who created each key")
+
+	// A key of another tenant is no parent here.
+	_, _, err = f.store.Create(context.Background(), "acme", "x", config.RoleTenantViewer, auditlog.Actor{Type: "api_key", ID: "g"}, g)
+	require.ErrorIs(t, err, apikeys.ErrInvalid)
+
+	// Without cascade only the key itself ends.
+	code, _ = identitytest.CallJSON(t, "DELETE", base+"acme/api-keys/"+c, "acme-admin", `{"cascade": false}`)
+	require.Equal(t, 200, code)
+	require.False(t, works(cKey, "acme"))
+	require.True(t, works(aKey, "acme"))
+
+	// Bad bodies are refused and revoke nothing.
+	for _, bad := range []string{`{"cascade": "yes"}`, `{"cascade": true, "x": 1}`, `[`} {
+		code, _ = identitytest.CallJSON(t, "DELETE", base+"acme/api-keys/"+a, "acme-admin", bad)
+		require.Equal(t, 400, code, bad)
+	}
+	require.True(t, works(aKey, "acme"))
+
+	before := len(f.audited.Records())
+	code, body = identitytest.CallJSON(t, "DELETE", base+"acme/api-keys/"+a, "acme-admin", `{"cascade": true}`)
+	require.Equal(t, 200, code, "%v", body)
+	require.Equal(t, a, body["data"].(map[string]any)["id"])
+	var minted []string
+	for _, k := range body["minted_revoked"].([]any) {
+		minted = append(minted, k.(map[string]any)["id"].(string))
+	}
+	require.Equal(t, []string{b, d}, minted, "b, then what b minted; c was already revoked")
+	for _, k := range []string{aKey, bKey, cKey, dKey} {
+		require.False(t, works(k, "acme"))
+	}
+	require.True(t, works(gKey, "globex"), "another tenant's key lives on")
+	require.True(t, works(userKey, "acme"), "a key alice made is not a's")
+
+	recs := f.audited.Records()[before:]
+	require.Len(t, recs, 3, "one record per revoked key")
+	require.Equal(t, a, recs[0].Target.ID)
+	require.Equal(t, map[string]string{"role": "tenant-admin", "cascade": "true", "minted": "2"}, recs[0].Metadata)
+	for i, id := range []string{b, d} {
+		require.Equal(t, "api_key.revoked", recs[i+1].Action)
+		require.Equal(t, id, recs[i+1].Target.ID)
+		require.Equal(t, a, recs[i+1].Metadata["cascade_from"])
+		require.Equal(t, "acme-admin", recs[i+1].Actor.ID)
+		require.Equal(t, "acme", recs[i+1].TenantID)
+	}
+
+	// Nothing left: 409, with or without cascade.
+	code, _ = identitytest.CallJSON(t, "DELETE", base+"acme/api-keys/"+a, "acme-admin", `{"cascade": true}`)
+	require.Equal(t, 409, code)
+	code, _ = identitytest.CallJSON(t, "DELETE", base+"acme/api-keys/"+a, "acme-admin", "")
+	require.Equal(t, 409, code)
 }

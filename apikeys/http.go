@@ -1,6 +1,9 @@
 package apikeys
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
 
 	"github.com/tenantscope/tenantscope/auditlog"
@@ -54,7 +57,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	if !identity.DecodeJSON(w, r, &body, 4096, `JSON {"name": …, "role": …}`) {
 		return
 	}
-	k, raw, err := a.Store.Create(r.Context(), tenant, body.Name, body.Role, auditlog.KeyActor(p, r))
+	k, raw, err := a.Store.Create(r.Context(), tenant, body.Name, body.Role, auditlog.KeyActor(p, r), p.KeyID)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -63,17 +66,48 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		"note": "store this key now: it is shown once and only its hash is kept"})
 }
 
+// revoke ends a key; with the body {"cascade": true} also the keys it
+// minted, and theirs (the body is optional).
 func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 	p, tenant, ok := a.require(w, r)
 	if !ok {
 		return
 	}
-	k, err := a.Store.Revoke(r.Context(), tenant, r.PathValue("keyId"), auditlog.KeyActor(p, r))
+	var body struct {
+		Cascade bool `json:"cascade"`
+	}
+	raw, err := io.ReadAll(io.LimitReader(r.Body, 1024))
+	if err != nil {
+		identity.WriteError(w, r, http.StatusBadRequest, "bad_request", "the body could not be read")
+		return
+	}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil {
+			identity.WriteError(w, r, http.StatusBadRequest, "bad_request", `body must be empty or JSON {"cascade": true|false}: `+err.Error())
+			return
+		}
+	}
+	if !body.Cascade {
+		k, err := a.Store.Revoke(r.Context(), tenant, r.PathValue("keyId"), auditlog.KeyActor(p, r))
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		identity.WriteJSON(w, http.StatusOK, map[string]any{"data": k})
+		return
+	}
+	rev, err := a.Store.RevokeCascade(r.Context(), tenant, r.PathValue("keyId"), auditlog.KeyActor(p, r))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": k})
+	minted := rev.Minted
+	if minted == nil {
+		minted = []Key{}
+	}
+	identity.WriteJSON(w, http.StatusOK, map[string]any{"data": rev.Key, "minted_revoked": minted})
 }
 
 var answers = []identity.Answer{

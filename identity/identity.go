@@ -26,6 +26,9 @@ type Principal struct {
 	Name   string
 	Role   string
 	Tenant string // set for tenant-scoped roles
+	// KeyID is the id of a key created at run time (package apikeys), so
+	// the keys it creates record it as their parent.
+	KeyID string
 }
 
 // Errors of authentication and authorization.

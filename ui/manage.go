@@ -85,7 +85,7 @@ func (u *UI) createKey(w http.ResponseWriter, r *http.Request, s *Session) {
 	if !ok || !u.checkCSRF(w, r, s) {
 		return
 	}
-	k, secret, err := u.Keys.Create(r.Context(), tenant, r.PostFormValue("name"), r.PostFormValue("role"), s.actor(r))
+	k, secret, err := u.Keys.Create(r.Context(), tenant, r.PostFormValue("name"), r.PostFormValue("role"), s.actor(r), "")
 	if errors.Is(err, apikeys.ErrInvalid) {
 		u.renderKeys(w, r, s, tenant, http.StatusBadRequest, KeysView{Message: err.Error()})
 		return
