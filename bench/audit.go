@@ -109,7 +109,12 @@ func RunAudit(ctx context.Context, cfg AuditConfig, progress io.Writer) (AuditRe
 		return res, err
 	}
 	suite.Users = []config.User{{Name: "carol", Role: config.RoleCompliance, PasswordHash: string(hash)}}
-	pages := ui.New(suite, []byte("bench-session-key-0123456789abcdef"), func(string) (*chstore.Store, error) { return st, nil }, nil, zerolog.Nop())
+	sess, stopSessions, err := sessionStore(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer stopSessions()
+	pages := ui.New(suite, sess, func(string) (*chstore.Store, error) { return st, nil }, nil, zerolog.Nop())
 	mux := http.NewServeMux()
 	pages.Register(mux)
 	srv := httptest.NewServer(mux)

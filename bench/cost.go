@@ -197,7 +197,12 @@ func RunCost(ctx context.Context, cfg CostConfig, progress io.Writer) (CostResul
 		return res, err
 	}
 	suite.Users = []config.User{{Name: "sam", Role: config.RoleSRE, PasswordHash: string(hash)}}
-	pages := ui.New(suite, []byte("bench-session-key-0123456789abcdef"), func(string) (*chstore.Store, error) { return st, nil }, nil, zerolog.Nop())
+	sess, stopSessions, err := sessionStore(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer stopSessions()
+	pages := ui.New(suite, sess, func(string) (*chstore.Store, error) { return st, nil }, nil, zerolog.Nop())
 	pages.Metering = svc
 	mux := http.NewServeMux()
 	pages.Register(mux)

@@ -65,6 +65,8 @@ type Config struct {
 	// Retention holds retention defaults and bounds, where data subjects
 	// are named, and the erasure deadline.
 	Retention Retention `yaml:"retention"`
+	// Sessions sets the UI sessions' timeouts and cookies.
+	Sessions Sessions `yaml:"sessions"`
 
 	// placement is where tenants live after region moves, shared by copies.
 	placement *Placement
@@ -382,6 +384,7 @@ func Default() Config {
 		Log:        Log{Level: "info"},
 		Shutdown:   Duration(20 * time.Second),
 		Quotas:     Quota{EventsPerSecond: 20000, BytesPerSecond: 32 << 20},
+		Sessions:   DefaultSessions(),
 		placement:  NewPlacement(),
 		Retention: Retention{
 			Defaults: map[string]int{"events": 90, "logs": 30, "spans": 14, "audit_records": 2555},
@@ -705,6 +708,9 @@ func (c Config) Validate() error {
 	}
 	c.validateMetering(bad)
 	c.validateRetention(bad)
+	if err := c.Sessions.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

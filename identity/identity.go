@@ -161,6 +161,8 @@ const (
 	ManageRetention Capability = "retention:manage"
 	// ReadEvents reads a tenant's stored domain events.
 	ReadEvents Capability = "events:read"
+	// ManageSessions lists and ends users' UI sessions.
+	ManageSessions Capability = "sessions:manage"
 )
 
 // cross lists the roles that may use a capability for every tenant; own the
@@ -168,7 +170,8 @@ const (
 var (
 	cross = map[Capability][]string{ReadAudit: {config.RoleCompliance}, Export: {config.RoleCompliance},
 		ReadCost: {config.RoleFinance}, ManageCost: {config.RoleFinance}, ReadSLA: {config.RoleSRE, config.RoleFinance},
-		ReadRetention: {config.RoleCompliance}, ManageRetention: {config.RoleCompliance}, ReadEvents: {config.RoleCompliance}}
+		ReadRetention: {config.RoleCompliance}, ManageRetention: {config.RoleCompliance}, ReadEvents: {config.RoleCompliance},
+		ManageSessions: {config.RoleCompliance}}
 	own = map[Capability][]string{ReadAudit: {config.RoleTenantAdmin, config.RoleTenantViewer}, WriteAudit: {config.RoleTenantAdmin}, Export: {config.RoleTenantAdmin},
 		ManageKeys: {config.RoleTenantAdmin}, ReadCost: {config.RoleTenantAdmin},
 		ReadSLA: {config.RoleTenantAdmin, config.RoleTenantViewer}, ReadRetention: {config.RoleTenantAdmin},

@@ -3,9 +3,7 @@ package suite
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"html/template"
 	"net"
 	"net/http"
@@ -19,7 +17,6 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector/otlp"
-	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/identity"
 	"github.com/tenantscope/tenantscope/metering"
@@ -75,11 +72,12 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		}
 		auditAPI.Register(mux)
 		b := s.boot
-		sessionKey, err := hex.DecodeString(b.SessionKey)
-		if err != nil || len(sessionKey) < 16 {
-			return fmt.Errorf("ui: bad session key in %s", config.BootstrapPath(s.cfg.Data))
+		sess, err := s.sessionStore(ctx)
+		if err != nil {
+			return err
 		}
-		pages := ui.New(s.cfg, sessionKey, s.storeOf, s.publishAudit, s.log)
+		pages := ui.New(s.cfg, sess, s.storeOf, s.publishAudit, s.log)
+		pages.Secure = s.cfg.Sessions.SecureCookies
 		pages.VerifierKey = b.AuditVerifierKey
 		pages.Keys = s.apiKeys
 		s.metering = metering.New(s.cfg, s.stores, s.card, s.log)

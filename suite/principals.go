@@ -88,7 +88,9 @@ func (s *Suite) chainedPrincipals(ctx context.Context) (map[[2]string]principal,
 // chain last saw them: in the platform chain, and in the tenant's chain for
 // tenant users and keys. Users and configured keys change only through the
 // configuration, so this runs at start. Each record's message id is its
-// content, so two processes starting at once record a change once.
+// content, so two processes starting at once record a change once. A user
+// whose entry changed (role, tenant, password) or was removed loses every
+// UI session (endSessions), whatever else fails.
 func (s *Suite) auditPrincipals(ctx context.Context) (int, error) {
 	chained, err := s.chainedPrincipals(ctx)
 	if err != nil {
@@ -107,6 +109,18 @@ func (s *Suite) auditPrincipals(ctx context.Context) (int, error) {
 		sorted = append(sorted, k)
 	}
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i][0]+"/"+sorted[i][1] < sorted[j][0]+"/"+sorted[j][1] })
+	type userChange struct {
+		name, tenant string
+		sum          [32]byte
+	}
+	var changedUsers []userChange
+	defer func() {
+		for _, u := range changedUsers {
+			if err := s.endSessions(ctx, u.name, u.tenant, u.sum); err != nil {
+				s.log.Error().Err(err).Str("user", u.name).Msg("the sessions of a changed user were not ended")
+			}
+		}
+	}()
 	n := 0
 	for _, k := range sorted {
 		before, had := chained[k]
@@ -139,6 +153,9 @@ func (s *Suite) auditPrincipals(ctx context.Context) (int, error) {
 			}
 		}
 		sum := sha256.Sum256(append([]byte(action+"\x00"+k[0]+"\x00"+k[1]+"\x00"), changes...))
+		if k[0] == "user" && had {
+			changedUsers = append(changedUsers, userChange{k[1], before.Tenant, sum})
+		}
 		for _, chain := range chains {
 			if _, ok := s.cfg.RegionOf(chain); !ok {
 				continue // a tenant that is gone
@@ -155,4 +172,33 @@ func (s *Suite) auditPrincipals(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// endSessions ends the UI sessions of a user whose configured entry changed
+// or was removed, and records how many in the chain the user signed in to
+// (their tenant before the change; platform users: the platform's). The
+// record's message id follows from the change, so two processes starting
+// at once record it once.
+func (s *Suite) endSessions(ctx context.Context, user, tenant string, change [32]byte) error {
+	store, err := s.sessionStore(ctx)
+	if err != nil {
+		return err
+	}
+	n, err := store.EndUser(ctx, user)
+	if err != nil || n == 0 {
+		return err
+	}
+	chain := tenant
+	if _, ok := s.cfg.RegionOf(chain); chain == "" || !ok { // a platform user, or a tenant that is gone
+		chain = config.PlatformTenant
+	}
+	rec := auditlog.Record{TenantID: chain, Time: time.Now().UTC(),
+		Actor:  auditlog.Actor{Type: "system", ID: "configuration", Name: "tenantscope configuration"},
+		Action: "ui.session_ended", Target: auditlog.Target{Type: "user", ID: user}, Outcome: "success", SourceService: "tenantscope",
+		Metadata: map[string]string{"sessions": fmt.Sprint(n), "reason": "the user changed or was removed in the configuration"}}
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return s.publishAudit(ctx, chain, "sessions-ended-"+chain+"-"+hex.EncodeToString(change[:16]), body)
 }

@@ -54,7 +54,9 @@ func (s *Session) actor(r *http.Request) auditlog.Actor {
 
 // KeysView is the API key page's data.
 type KeysView struct {
-	Keys    []apikeys.Key
+	Keys []apikeys.Key
+	// Minted counts, per key, the live keys it minted (and theirs).
+	Minted  map[string]int
 	New     *apikeys.Key
 	Secret  string
 	Message string
@@ -75,7 +77,7 @@ func (u *UI) renderKeys(w http.ResponseWriter, r *http.Request, s *Session, tena
 		u.render(w, r, http.StatusInternalServerError, errorPage(s, http.StatusInternalServerError, "The API keys could not be read."))
 		return
 	}
-	v.Keys = keys
+	v.Keys, v.Minted = keys, apikeys.Minted(keys)
 	w.Header().Set("Cache-Control", "no-store") // the new key is on this page once
 	u.render(w, r, status, keysPage(s, tenant, v))
 }
@@ -103,7 +105,16 @@ func (u *UI) revokeKey(w http.ResponseWriter, r *http.Request, s *Session) {
 	if !ok || !u.checkCSRF(w, r, s) {
 		return
 	}
-	k, err := u.Keys.Revoke(r.Context(), tenant, r.PathValue("keyId"), s.actor(r))
+	var k apikeys.Key
+	var minted []apikeys.Key
+	var err error
+	if r.PostFormValue("cascade") != "" {
+		var rev apikeys.Revocation
+		rev, err = u.Keys.RevokeCascade(r.Context(), tenant, r.PathValue("keyId"), s.actor(r))
+		k, minted = rev.Key, rev.Minted
+	} else {
+		k, err = u.Keys.Revoke(r.Context(), tenant, r.PathValue("keyId"), s.actor(r))
+	}
 	switch {
 	case errors.Is(err, apikeys.ErrNotFound):
 		u.render(w, r, http.StatusNotFound, errorPage(s, http.StatusNotFound, "No such API key in this tenant."))
@@ -113,7 +124,15 @@ func (u *UI) revokeKey(w http.ResponseWriter, r *http.Request, s *Session) {
 		u.log.Error().Err(err).Str("tenant_id", tenant).Msg("revoke API key")
 		u.render(w, r, http.StatusInternalServerError, errorPage(s, http.StatusInternalServerError, "The key could not be revoked."))
 	default:
-		u.renderKeys(w, r, s, tenant, http.StatusOK, KeysView{Message: fmt.Sprintf("Key %q (%s) is revoked.", k.Name, k.ID)})
+		msg := fmt.Sprintf("Key %q (%s) is revoked.", k.Name, k.ID)
+		if len(minted) > 0 {
+			ids := make([]string, len(minted))
+			for i, m := range minted {
+				ids[i] = m.ID
+			}
+			msg += fmt.Sprintf(" So are the %d keys it minted: %s.", len(minted), strings.Join(ids, ", "))
+		}
+		u.renderKeys(w, r, s, tenant, http.StatusOK, KeysView{Message: msg})
 	}
 }
 

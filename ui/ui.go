@@ -1,26 +1,24 @@
 // Package ui is the server-rendered web UI (templ): sign-in with the
-// configured local users (bcrypt), signed session cookies with CSRF
-// protection, and the audit trail pages. Access follows the same rule as the
-// API (identity.Scope).
+// configured local users (bcrypt), server-side sessions (identity/sessions:
+// the cookie holds only an opaque token) with CSRF protection, and the
+// audit trail, cost, SLA, retention, API key and session pages. Access
+// follows the same rule as the API (identity.Scope).
 package ui
 
 //go:generate go tool templ generate -path .
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -33,22 +31,18 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/identity/sessions"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
-// Session is a signed-in user, carried in a signed cookie.
+// Session is a signed-in user: the session kept in the session store, with
+// its CSRF token.
 type Session struct {
-	User    string `json:"u"`
-	Role    string `json:"r"`
-	Tenant  string `json:"t,omitempty"`
-	CSRF    string `json:"c"`
-	Expires int64  `json:"e"`
+	sessions.Session
 }
 
-func (s *Session) principal() identity.Principal {
-	return identity.Principal{Name: s.User, Role: s.Role, Tenant: s.Tenant}
-}
+func (s *Session) principal() identity.Principal { return s.Principal() }
 
 func tenantSuffix(s *Session) string {
 	if s.Tenant == "" {
@@ -152,14 +146,19 @@ func (f FilterForm) ExportURL(tenant, format string) string {
 
 // UI serves /ui/.
 type UI struct {
-	users   map[string]config.User
-	tenants []string
-	key     []byte
-	stores  func(tenant string) (*chstore.Store, error)
-	audit   func(ctx context.Context, tenant, msgID string, body []byte) error
-	log     zerolog.Logger
-	// Secure marks cookies Secure (behind TLS).
+	users    map[string]config.User
+	tenants  []string
+	sessions *sessions.Store
+	stores   func(tenant string) (*chstore.Store, error)
+	audit    func(ctx context.Context, tenant, msgID string, body []byte) error
+	log      zerolog.Logger
+	// Secure marks every cookie Secure (sessions.secure_cookies: behind a
+	// proxy that terminates TLS). A request that came over TLS gets Secure
+	// cookies anyway (IsSecure).
 	Secure bool
+	// IsSecure says whether the browser spoke TLS for r (nil: r.TLS != nil),
+	// e.g. the HTTP edge's answer behind trusted proxies.
+	IsSecure func(r *http.Request) bool
 	// VerifierKey checks inclusion proofs on the detail page; with SignerKey
 	// it signs tenant archives downloaded from the exports page.
 	VerifierKey, SignerKey string
@@ -192,10 +191,11 @@ func SignInLimits() (perUser, perAddress identity.ThrottleConfig) {
 	return perUser, perAddress
 }
 
-// New builds the UI. sessionKey signs session cookies.
-func New(cfg config.Config, sessionKey []byte, stores func(string) (*chstore.Store, error),
+// New builds the UI. Sessions live in store, which every UI process of the
+// deployment shares (required).
+func New(cfg config.Config, store *sessions.Store, stores func(string) (*chstore.Store, error),
 	audit func(ctx context.Context, tenant, msgID string, body []byte) error, log zerolog.Logger) *UI {
-	u := &UI{users: map[string]config.User{}, key: sessionKey, stores: stores, audit: audit, log: log, retentionCfg: cfg.Retention}
+	u := &UI{users: map[string]config.User{}, sessions: store, stores: stores, audit: audit, log: log, retentionCfg: cfg.Retention}
 	perUser, perAddress := SignInLimits()
 	perUser.Now, perAddress.Now = u.now, u.now
 	perUser.Report = auditlog.ReportFailures(audit, log, auditlog.SignInFailures)
@@ -240,12 +240,14 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/purge", u.signedIn(u.purgeNow))
 	mux.HandleFunc("POST /ui/tenants/{tenantId}/retention/move", u.signedIn(u.moveTenant))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/sla", u.signedIn(u.tenantSLAPage))
+	mux.HandleFunc("GET /ui/sessions", u.signedIn(u.sessionsPage))
+	mux.HandleFunc("POST /ui/sessions/{sessionId}/end", u.signedIn(u.endSession))
+	mux.HandleFunc("POST /ui/sessions/end-user", u.signedIn(u.endUserSessions))
 }
 
 const (
 	sessionCookie = "ts_session"
 	csrfCookie    = "ts_login_csrf"
-	sessionTTL    = 8 * time.Hour
 )
 
 func token() string {
@@ -254,45 +256,51 @@ func token() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func (u *UI) sign(payload []byte) string {
-	m := hmac.New(sha256.New, u.key)
-	m.Write(payload)
-	return base64.RawURLEncoding.EncodeToString(payload) + "." + hex.EncodeToString(m.Sum(nil))
-}
+// errSessionChanged: the session's user is gone, or their role, tenant or
+// password changed since sign-in.
+var errSessionChanged = fmt.Errorf("%w: the user changed", sessions.ErrNoSession)
 
-func (u *UI) session(r *http.Request) (*Session, bool) {
+// session finds r's live session. A session whose user was removed or
+// changed (role, tenant, password) in this process's configuration is ended
+// here. sessions.ErrNoSession (wrapped) means "sign in"; other errors mean
+// the store could not be read.
+func (u *UI) session(r *http.Request) (*Session, error) {
 	c, err := r.Cookie(sessionCookie)
+	if err != nil || c.Value == "" {
+		return nil, sessions.ErrNoSession
+	}
+	s, err := u.sessions.Get(r.Context(), c.Value)
 	if err != nil {
-		return nil, false
+		return nil, err
 	}
-	enc, sig, ok := strings.Cut(c.Value, ".")
-	if !ok {
-		return nil, false
+	if usr, ok := u.users[s.User]; !ok || usr.Role != s.Role || usr.Tenant != s.Tenant || sessions.Fingerprint(usr.PasswordHash) != s.Credential {
+		if err := u.sessions.End(r.Context(), c.Value); err != nil {
+			u.log.Warn().Err(err).Str("user", identity.Clip(s.User)).Msg("end the session of a changed user")
+		}
+		return nil, errSessionChanged
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(enc)
-	if err != nil {
-		return nil, false
-	}
-	m := hmac.New(sha256.New, u.key)
-	m.Write(payload)
-	want := hex.EncodeToString(m.Sum(nil))
-	if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) != 1 {
-		return nil, false
-	}
-	var s Session
-	if json.Unmarshal(payload, &s) != nil || time.Now().Unix() > s.Expires {
-		return nil, false
-	}
-	// The user may have been removed or changed since.
-	if usr, ok := u.users[s.User]; !ok || usr.Role != s.Role || usr.Tenant != s.Tenant {
-		return nil, false
-	}
-	return &s, true
+	return &Session{Session: s}, nil
 }
 
-func (u *UI) setCookie(w http.ResponseWriter, name, value string, ttl time.Duration) {
-	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/ui/", HttpOnly: true, Secure: u.Secure,
-		SameSite: http.SameSiteStrictMode, MaxAge: int(ttl.Seconds())})
+// secure says whether cookies set on r are Secure.
+func (u *UI) secure(r *http.Request) bool {
+	if u.Secure || r.TLS != nil {
+		return true
+	}
+	return u.IsSecure != nil && u.IsSecure(r)
+}
+
+// setCookie sets a cookie on /ui/: HttpOnly, Secure over TLS. The session
+// cookie is SameSite=Lax (a link from mail or chat to a page opens it signed
+// in; a cross-site form post carries no cookie, and every post also needs
+// the session's CSRF token); the sign-in form's CSRF cookie is Strict.
+func (u *UI) setCookie(w http.ResponseWriter, r *http.Request, name, value string, ttl time.Duration) {
+	same := http.SameSiteStrictMode
+	if name == sessionCookie {
+		same = http.SameSiteLaxMode
+	}
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/ui/", HttpOnly: true, Secure: u.secure(r),
+		SameSite: same, MaxAge: int(ttl.Seconds())})
 }
 
 func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
@@ -307,7 +315,7 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, c templ.
 
 func (u *UI) loginForm(w http.ResponseWriter, r *http.Request) {
 	csrf := token()
-	u.setCookie(w, csrfCookie, csrf, 10*time.Minute)
+	u.setCookie(w, r, csrfCookie, csrf, 10*time.Minute)
 	u.render(w, r, http.StatusOK, loginPage(csrf, ""))
 }
 
@@ -373,29 +381,49 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.signIns.Fail(shown, at)
 		u.signInAddrs.Fail(addr, at)
 		csrf := token()
-		u.setCookie(w, csrfCookie, csrf, 10*time.Minute)
+		u.setCookie(w, r, csrfCookie, csrf, 10*time.Minute)
 		u.render(w, r, http.StatusUnauthorized, loginPage(csrf, "Wrong user or password."))
 		return
 	}
 	u.signIns.Forget(shown)
 	u.signInAddrs.Undo(addr)
-	s := Session{User: usr.Name, Role: usr.Role, Tenant: usr.Tenant, CSRF: token(), Expires: time.Now().Add(sessionTTL).Unix()}
-	payload, err := json.Marshal(s)
+	tok, s, err := u.sessions.Create(r.Context(), sessions.Session{User: usr.Name, Role: usr.Role, Tenant: usr.Tenant,
+		Credential: sessions.Fingerprint(usr.PasswordHash), Addr: addr, UserAgent: r.UserAgent()})
 	if err != nil {
-		http.Error(w, "session", http.StatusInternalServerError)
+		u.log.Error().Err(err).Str("user", shown).Msg("sign-in: create session")
+		u.render(w, r, http.StatusServiceUnavailable, errorPage(nil, http.StatusServiceUnavailable, "Sessions cannot be started right now. Try again shortly."))
 		return
 	}
-	u.setCookie(w, sessionCookie, u.sign(payload), sessionTTL)
-	u.setCookie(w, csrfCookie, "", -time.Second)
+	if old, err := r.Cookie(sessionCookie); err == nil { // the browser's previous session, if any, ends
+		if err := u.sessions.End(r.Context(), old.Value); err != nil {
+			u.log.Warn().Err(err).Str("user", shown).Msg("sign-in: end the previous session")
+		}
+	}
+	u.setCookie(w, r, sessionCookie, tok, u.sessions.Absolute())
+	u.setCookie(w, r, csrfCookie, "", -time.Second)
 	u.auditSignIn(r, usr)
-	http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+	http.Redirect(w, r, homeOf(&Session{Session: s}), http.StatusSeeOther)
+}
+
+// homeOf is where a role lands after sign-in: the audit trails for those
+// who read them (compliance, tenant users), cost for finance, SLA for SREs.
+func homeOf(s *Session) string {
+	switch {
+	case can(s, identity.ReadAudit, s.Tenant) || can(s, identity.ReadAudit, config.PlatformTenant):
+		return "/ui/"
+	case can(s, identity.ReadCost, ""):
+		return "/ui/finance"
+	case can(s, identity.ReadSLA, ""):
+		return "/ui/sla"
+	}
+	return "/ui/"
 }
 
 func (u *UI) tooManySignIns(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	secs := identity.RetryAfter(wait)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	csrf := token()
-	u.setCookie(w, csrfCookie, csrf, 10*time.Minute)
+	u.setCookie(w, r, csrfCookie, csrf, 10*time.Minute)
 	u.render(w, r, http.StatusTooManyRequests, loginPage(csrf, "Too many failed sign-ins. Try again in "+strconv.Itoa(secs)+" s."))
 }
 
@@ -403,31 +431,69 @@ func (u *UI) tooManySignIns(w http.ResponseWriter, r *http.Request, wait time.Du
 // in the platform chain for platform users. (Failures are summarized in the
 // platform chain by the throttle.)
 func (u *UI) auditSignIn(r *http.Request, usr config.User) {
-	chain := usr.Tenant
-	if chain == "" {
-		chain = config.PlatformTenant
-	}
-	rec := auditlog.Record{TenantID: chain, Time: time.Now().UTC(),
+	rec := auditlog.Record{TenantID: chainOf(usr.Tenant), Time: time.Now().UTC(),
 		Actor:  auditlog.Actor{Type: "user", ID: usr.Name, IP: r.RemoteAddr, UserAgent: identity.Clip(r.UserAgent())},
 		Action: "ui.sign_in", Target: auditlog.Target{Type: "user", ID: usr.Name}, Outcome: "success", SourceService: "tenantscope-ui"}
 	u.publish(r, rec)
 }
 
+// logout ends the session in the store (every process refuses its cookie
+// from then on) and records it in the user's chain.
 func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
-	s, ok := u.session(r)
-	if !ok || subtle.ConstantTimeCompare([]byte(s.CSRF), []byte(r.PostFormValue("csrf"))) != 1 {
+	s, err := u.session(r)
+	if errors.Is(err, sessions.ErrNoSession) { // already ended
+		u.setCookie(w, r, sessionCookie, "", -time.Second)
+		http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+		return
+	}
+	if err != nil {
+		u.storeDown(w, r, err)
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(s.CSRF), []byte(r.PostFormValue("csrf"))) != 1 {
 		u.render(w, r, http.StatusForbidden, errorPage(nil, http.StatusForbidden, "Sign-out refused (CSRF check)."))
 		return
 	}
-	u.setCookie(w, sessionCookie, "", -time.Second)
+	if err := u.sessions.EndID(r.Context(), s.ID); err != nil && !errors.Is(err, sessions.ErrNoSession) {
+		u.storeDown(w, r, err)
+		return
+	}
+	u.setCookie(w, r, sessionCookie, "", -time.Second)
+	u.publish(r, auditRecord(chainOf(s.Tenant), s.actor(r), "ui.sign_out", "user", s.User, map[string]string{"session": s.ID[:16]}))
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 }
 
+// chainOf is the audit chain of a user's sessions: their tenant's, or the
+// platform's for platform users.
+func chainOf(tenant string) string {
+	if tenant == "" {
+		return config.PlatformTenant
+	}
+	return tenant
+}
+
+// storeDown answers 503 when the session store cannot be reached (never
+// "signed in" by default).
+func (u *UI) storeDown(w http.ResponseWriter, r *http.Request, err error) {
+	u.log.Error().Err(err).Msg("session store")
+	u.render(w, r, http.StatusServiceUnavailable, errorPage(nil, http.StatusServiceUnavailable, "Sessions cannot be checked right now. Try again shortly."))
+}
+
+// signedIn runs h for a live session; without one (never signed in, signed
+// out, ended, timed out, the user changed) it clears the cookie and sends
+// the browser to sign in, for posts too.
 func (u *UI) signedIn(h func(http.ResponseWriter, *http.Request, *Session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s, ok := u.session(r)
-		if !ok {
+		s, err := u.session(r)
+		if errors.Is(err, sessions.ErrNoSession) {
+			if _, cerr := r.Cookie(sessionCookie); cerr == nil {
+				u.setCookie(w, r, sessionCookie, "", -time.Second)
+			}
 			http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+			return
+		}
+		if err != nil {
+			u.storeDown(w, r, err)
 			return
 		}
 		identity.SetCaller(r.Context(), s.principal()) // for metering
@@ -435,7 +501,13 @@ func (u *UI) signedIn(h func(http.ResponseWriter, *http.Request, *Session)) http
 	}
 }
 
+// home is the audit trails the role reads; a role that reads none (finance,
+// sre) is sent to its own home.
 func (u *UI) home(w http.ResponseWriter, r *http.Request, s *Session) {
+	if h := homeOf(s); h != "/ui/" {
+		http.Redirect(w, r, h, http.StatusSeeOther)
+		return
+	}
 	var readable []string
 	health := map[string]auditlog.Health{}
 	for _, t := range u.tenants {
@@ -470,9 +542,6 @@ func (u *UI) auditTrail(w http.ResponseWriter, r *http.Request, s *Session) {
 	form := FilterForm{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target"), Outcome: q.Get("outcome"), Q: q.Get("q"), From: q.Get("from"), To: q.Get("to"), Limit: q.Get("limit")}
 	u.render(w, r, http.StatusOK, auditPage(s, tenant, form, rows, next))
 }
-
-// ErrNoSessionKey is returned when the UI has no key to sign sessions.
-var ErrNoSessionKey = errors.New("ui: a session key is required")
 
 func (u *UI) detail(w http.ResponseWriter, r *http.Request, s *Session) {
 	tenant, st, ok := u.allow(w, r, s, identity.ReadAudit, "read the audit trail")
