@@ -6,8 +6,11 @@ package chstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -31,8 +34,11 @@ type Options struct {
 	// Name labels metrics and spans (the region).
 	Name         string
 	MaxOpenConns int
-	Registerer   prometheus.Registerer
-	Tracer       trace.Tracer
+	// CAFile verifies an https:// server against this CA (PEM) instead of
+	// the system's roots.
+	CAFile     string
+	Registerer prometheus.Registerer
+	Tracer     trace.Tracer
 }
 
 // Store is a ClickHouse connection for one database.
@@ -52,6 +58,20 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.MaxOpenConns > 0 {
 		opt.MaxOpenConns = o.MaxOpenConns
 	}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse %s: ca_file: %w", o.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("clickhouse %s: ca_file %s holds no PEM certificate", o.Name, o.CAFile)
+		}
+		if opt.TLS == nil {
+			opt.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		opt.TLS.RootCAs = pool
+	}
 	db := opt.Auth.Database
 	if o.Database != "" {
 		db = o.Database
@@ -66,7 +86,11 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: %w", o.Name, err)
 	}
-	err = bc.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db))
+	// Only when missing: a read-only user opens an existing database.
+	var exists uint64
+	if err = bc.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", db).Scan(&exists); err == nil && exists == 0 {
+		err = bc.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db))
+	}
 	_ = bc.Close() //nolint:errcheck // bootstrap connection
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: create database %s: %w", o.Name, db, err)
@@ -108,11 +132,19 @@ func parseDSN(dsn string) (*clickhouse.Options, error) {
 	case "http", "https":
 		opt := &clickhouse.Options{Protocol: clickhouse.HTTP, Addr: []string{u.Host}}
 		if u.Scheme == "https" {
-			hd, err := clickhouse.ParseDSN(dsn)
+			q := u.Query()
+			if q.Get("secure") == "" {
+				q.Set("secure", "true") // clickhouse-go wants it said for https
+				u.RawQuery = q.Encode()
+			}
+			hd, err := clickhouse.ParseDSN(u.String())
 			if err != nil {
 				return nil, fmt.Errorf("clickhouse dsn: %w", err)
 			}
 			opt = hd
+			if opt.TLS == nil {
+				opt.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
 		}
 		opt.Auth.Database = strings.Trim(u.Path, "/")
 		if u.User != nil {

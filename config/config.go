@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -168,6 +169,35 @@ type HTTP struct {
 	// requires; MetricsTokenFile reads it from a file.
 	MetricsToken     string `yaml:"metrics_token"`
 	MetricsTokenFile string `yaml:"metrics_token_file"`
+	// TLSCert and TLSKey serve both listeners over TLS (PEM files, read
+	// again when they change).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TrustedProxies are the load balancers (IPs or CIDRs) whose
+	// X-Forwarded-Proto is believed (HSTS and Secure cookies behind them).
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// Proxies parses TrustedProxies (validated by Validate).
+func (h HTTP) Proxies() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range h.TrustedProxies {
+		if pf, err := parseProxy(p); err == nil {
+			out = append(out, pf)
+		}
+	}
+	return out
+}
+
+func parseProxy(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // NATS is the bus: an embedded server (Listen) or an existing cluster (URL).
@@ -182,7 +212,19 @@ type NATS struct {
 	// CredsFile signs the suite in with a NATS credentials file (a user JWT
 	// and its nkey seed, from 'tenantscope nats setup') instead of a password.
 	CredsFile string `yaml:"creds_file"`
-	Stream    Stream `yaml:"stream"`
+	// TLSCert and TLSKey serve the embedded NATS listener over TLS; with
+	// TLSVerifyClients every client must also show a certificate signed by
+	// CAFile (mutual TLS).
+	TLSCert          string `yaml:"tls_cert"`
+	TLSKey           string `yaml:"tls_key"`
+	TLSVerifyClients bool   `yaml:"tls_verify_clients"`
+	// CAFile is the CA that signs the NATS servers' (and, for mutual TLS,
+	// the clients') certificates; ClientCert and ClientKey are this
+	// process's own for mutual TLS.
+	CAFile     string `yaml:"ca_file"`
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
+	Stream     Stream `yaml:"stream"`
 
 	// JetStreamBudget is the JetStream file storage each NATS node may
 	// reserve for the suite's streams (its max_file_store; 0: not stated).
@@ -229,8 +271,14 @@ type ClickHouse struct {
 	// EngineHosts are extra names (Host header values) of the engine's
 	// listener besides its address, e.g. the name Grafana reaches it by.
 	EngineHosts []string `yaml:"engine_hosts"`
-	ChdbLib     string   `yaml:"chdb_lib"`
-	PoolSize    int      `yaml:"pool_size"`
+	// EngineTLSCert and EngineTLSKey serve the embedded engine over https.
+	EngineTLSCert string `yaml:"engine_tls_cert"`
+	EngineTLSKey  string `yaml:"engine_tls_key"`
+	// CAFile verifies https:// ClickHouse servers (and the embedded
+	// engine's TLS) against this CA instead of the system's roots.
+	CAFile   string `yaml:"ca_file"`
+	ChdbLib  string `yaml:"chdb_lib"`
+	PoolSize int    `yaml:"pool_size"`
 	// Cluster, when set, adds ON CLUSTER and Replicated engines to migrations.
 	Cluster string `yaml:"cluster"`
 }
@@ -537,6 +585,26 @@ func (c Config) Validate() error {
 		}
 	}
 	checkAddr("http.listen", c.HTTP.Listen, true)
+	if c.HTTP.MetricsListen != "" {
+		checkAddr("http.metrics_listen", c.HTTP.MetricsListen, true)
+	}
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		bad("http.tls_cert", "tls_cert and tls_key go together")
+	}
+	if (c.NATS.TLSCert == "") != (c.NATS.TLSKey == "") {
+		bad("nats.tls_cert", "tls_cert and tls_key go together")
+	}
+	if c.NATS.TLSVerifyClients && c.NATS.CAFile == "" {
+		bad("nats.tls_verify_clients", "needs nats.ca_file, the CA of the clients' certificates")
+	}
+	if (c.ClickHouse.EngineTLSCert == "") != (c.ClickHouse.EngineTLSKey == "") {
+		bad("clickhouse.engine_tls_cert", "engine_tls_cert and engine_tls_key go together")
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, err := parseProxy(p); err != nil {
+			bad(fmt.Sprintf("http.trusted_proxies[%d]", i), "%q is not an IP address or CIDR", p)
+		}
+	}
 	if c.EmbeddedNATS() {
 		checkAddr("nats.listen", c.NATS.Listen, true)
 	} else if !strings.HasPrefix(c.NATS.URL, "nats://") && !strings.HasPrefix(c.NATS.URL, "tls://") {
@@ -734,10 +802,14 @@ func (c Config) RegionDSN(r Region, engineAddr string) string {
 	case r.DSN != "":
 		return r.DSN
 	case c.Embedded():
-		if c.ClickHouse.User != "" {
-			return "http://" + url.UserPassword(c.ClickHouse.User, c.ClickHouse.Password).String() + "@" + engineAddr
+		scheme := "http://"
+		if c.ClickHouse.EngineTLSCert != "" {
+			scheme = "https://"
 		}
-		return "http://" + engineAddr
+		if c.ClickHouse.User != "" {
+			return scheme + url.UserPassword(c.ClickHouse.User, c.ClickHouse.Password).String() + "@" + engineAddr
+		}
+		return scheme + engineAddr
 	}
 	return c.ClickHouse.DSN
 }

@@ -29,6 +29,8 @@ type Tenant struct {
 type Options struct {
 	URL     string
 	Tenants []Tenant
+	// NATS are extra connection options (TLS: the CA, a client certificate).
+	NATS []nats.Option
 	// Rate is requests per second per tenant; each request yields an event,
 	// a log line and one or two spans (default 20).
 	Rate float64
@@ -70,7 +72,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 func runTenant(ctx context.Context, o Options, t Tenant) error {
-	nc, err := nats.Connect(o.URL, nats.UserInfo(t.User, t.Password), nats.Name("demo-"+t.ID))
+	nc, err := nats.Connect(o.URL, append([]nats.Option{nats.UserInfo(t.User, t.Password), nats.Name("demo-" + t.ID)}, o.NATS...)...)
 	if err != nil {
 		return fmt.Errorf("demo %s: %w", t.ID, err)
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -31,10 +32,22 @@ func StartLocal(cfg Config, scfg ServerConfig, addr string) (*Local, error) {
 		srv.Close()
 		return nil, errors.Join(err, eng.Close(context.Background()))
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	if scfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(scfg.TLSCert, scfg.TLSKey)
+		if err != nil {
+			srv.Close()
+			return nil, errors.Join(fmt.Errorf("engine tls: %w", err), ln.Close(), eng.Close(context.Background()))
+		}
+		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
 	served := make(chan error, 1)
 	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return hs.Serve(ln) }
+		if hs.TLSConfig != nil {
+			serve = func() error { return hs.ServeTLS(ln, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			served <- fmt.Errorf("engine http: %w", err)
 		}
 		close(served)

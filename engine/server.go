@@ -53,6 +53,11 @@ type ServerConfig struct {
 	// URLHosts are the host:port pairs url() may read (the configured region
 	// engines). Nothing else outside the engine is reachable by SQL.
 	URLHosts []string
+	// BodyIdle ends a request whose body sends nothing for this long (a
+	// stalled or slowloris upload); 0 means 30s.
+	BodyIdle time.Duration
+	// TLSCert and TLSKey, when set, serve the interface over TLS (https).
+	TLSCert, TLSKey string
 	// MaxBodyBytes limits a request body, before and after decompression;
 	// 0 means 1 GiB.
 	MaxBodyBytes int64
@@ -99,11 +104,28 @@ func NewServer(eng *Engine, cfg ServerConfig) *Server {
 	if cfg.DefaultSessionTimeout == 0 {
 		cfg.DefaultSessionTimeout = 60 * time.Second
 	}
+	if cfg.BodyIdle == 0 {
+		cfg.BodyIdle = 30 * time.Second
+	}
 	s := &Server{eng: eng, cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}, stop: make(chan struct{}),
 		sb: newSandbox(eng.callables(), cfg.URLHosts)}
 	s.wg.Add(1)
 	go s.expireSessions()
 	return s
+}
+
+// idleBody extends the connection's read deadline before each read of the
+// body: a body that stalls ends the request after idle, a large insert
+// that keeps flowing is never cut off.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle)) //nolint:errcheck // unsupported writers keep the server's timeouts
+	return b.ReadCloser.Read(p)
 }
 
 // ErrNoUsers is returned when the interface would serve with no user.
@@ -252,6 +274,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ex != nil {
 		s.fail(w, nil, ex)
 		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: s.cfg.BodyIdle}
 	}
 	req, ex := s.parse(r)
 	if ex != nil {

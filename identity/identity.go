@@ -207,8 +207,13 @@ func CorrelationID(ctx context.Context) string {
 
 // WithCorrelation gives every request a correlation id (the caller's
 // X-Correlation-Id when it is sane, else a new one), echoed in the response.
+// A request that already has one (the edge gave it) keeps it.
 func WithCorrelation(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if CorrelationID(r.Context()) != "" {
+			next.ServeHTTP(w, r)
+			return
+		}
 		id := r.Header.Get("X-Correlation-Id")
 		if len(id) == 0 || len(id) > 128 || strings.ContainsAny(id, "\r\n") {
 			b := make([]byte, 12)

@@ -41,6 +41,9 @@ type Server struct {
 	ns *server.Server
 	// internal credentials of the suite's own processes (random per start)
 	user, password, passwordHash string
+	// clientTLS are the options the suite's own connections need when the
+	// listener speaks TLS.
+	clientTLS []nats.Option
 }
 
 // Embedded starts a NATS server with JetStream under cfg.Data/nats,
@@ -80,6 +83,16 @@ func Embedded(cfg config.Config, log zerolog.Logger) (*Server, error) {
 	opts.MaxPayload = cfg.NATS.Stream.MaxMsgSize
 	opts.ServerName = "tenantscope"
 	opts.NoSigs = true
+	if t := cfg.NATS; t.TLSCert != "" {
+		// TLS on the listener; with tls_verify_clients, mutual TLS: every
+		// client also shows a certificate signed by tls_ca.
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: t.TLSCert, KeyFile: t.TLSKey, CaFile: t.CAFile, Verify: t.TLSVerifyClients})
+		if err != nil {
+			return nil, fmt.Errorf("nats: tls: %w", err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, t.TLSVerifyClients, 5
+		s.clientTLS = ClientTLS(cfg)
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
@@ -139,7 +152,8 @@ func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
 // Connect opens a connection with the suite's own credentials.
 func (s *Server) Connect(name string) (*nats.Conn, error) {
-	return nats.Connect(s.ClientURL(), nats.UserInfo(s.user, s.password), nats.Name(name), nats.MaxReconnects(-1))
+	opts := append([]nats.Option{nats.UserInfo(s.user, s.password), nats.Name(name), nats.MaxReconnects(-1)}, s.clientTLS...)
+	return nats.Connect(s.ClientURL(), opts...)
 }
 
 // Shutdown stops the server and waits for it.
@@ -153,7 +167,7 @@ func (s *Server) Ready() bool { return s.ns.Running() && s.ns.ReadyForConnection
 
 // ConnectExternal connects to a cluster given by cfg.NATS.URL.
 func ConnectExternal(cfg config.Config, name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	opts := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1)}, ClientTLS(cfg)...)
 	switch {
 	case cfg.NATS.CredsFile != "":
 		creds, err := CredsOption(cfg.NATS.CredsFile)
@@ -169,6 +183,20 @@ func ConnectExternal(cfg config.Config, name string) (*nats.Conn, error) {
 		return nil, fmt.Errorf("nats: connect %s: %w", cfg.NATS.URL, err)
 	}
 	return nc, nil
+}
+
+// ClientTLS are the options of a client of cfg's NATS: the CA that signs
+// the servers' certificates (nats.ca_file) and, for mutual TLS, the
+// client's own certificate (nats.client_cert, nats.client_key).
+func ClientTLS(cfg config.Config) []nats.Option {
+	var opts []nats.Option
+	if cfg.NATS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATS.CAFile))
+	}
+	if cfg.NATS.ClientCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.NATS.ClientCert, cfg.NATS.ClientKey))
+	}
+	return opts
 }
 
 func randomToken() string {

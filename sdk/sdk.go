@@ -47,6 +47,8 @@ type Config struct {
 	// 'tenantscope nats creds' writes one (a user JWT and its seed for a
 	// cluster, or the tenant's nkey seed for the embedded server).
 	CredsFile string
+	// CAFile verifies the NATS server's TLS certificate against this CA.
+	CAFile string
 	// MaxPending bounds messages awaiting acknowledgement (default 4096).
 	MaxPending int
 	// StallWait is how long a publish waits for room before failing (default 5s).
@@ -101,6 +103,9 @@ func New(cfg Config) (*Publisher, error) {
 		cfg.Name = "tenantscope-sdk"
 	}
 	opts := []nats.Option{nats.Name(cfg.Name), nats.MaxReconnects(-1)}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
 	switch {
 	case cfg.CredsFile != "":
 		creds, err := credsOption(cfg.CredsFile)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/demo"
+	"github.com/tenantscope/tenantscope/natsbus"
 )
 
 // runDemo publishes demo traffic as every tenant whose service password the
@@ -17,7 +18,7 @@ func runDemo(ctx context.Context, s *Suite, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	err = demo.Run(ctx, demo.Options{URL: s.nc.ConnectedUrl(), Tenants: tenants, Log: log})
+	err = demo.Run(ctx, demo.Options{URL: s.nc.ConnectedUrl(), Tenants: tenants, NATS: natsbus.ClientTLS(s.cfg), Log: log})
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

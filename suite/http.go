@@ -17,6 +17,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector/otlp"
+	"github.com/tenantscope/tenantscope/edge"
 	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/identity"
 	"github.com/tenantscope/tenantscope/metering"
@@ -78,6 +79,7 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		}
 		pages := ui.New(s.cfg, sess, s.storeOf, s.publishAudit, s.log)
 		pages.Secure = s.cfg.Sessions.SecureCookies
+		pages.IsSecure = func(r *http.Request) bool { return edge.IsSecure(r.Context()) }
 		pages.VerifierKey = b.AuditVerifierKey
 		pages.Keys = s.apiKeys
 		s.metering = metering.New(s.cfg, s.stores, s.card, s.log)
@@ -100,7 +102,27 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 	if s.requests != nil {
 		handler = s.requests.Middleware(mux)
 	}
-	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return context.Background() }}
+	// One edge for every route: headers, correlation id, body limits and
+	// deadlines, panic recovery (edge/).
+	s.http = edge.Server(edge.Wrap(handler, edge.Config{TrustedProxies: s.cfg.HTTP.Proxies(), Logger: s.log}))
+	s.http.BaseContext = func(net.Listener) context.Context { return context.Background() }
+	return s.useTLS(s.http)
+}
+
+// useTLS serves srv over TLS when a certificate is configured (reloaded
+// when its files change).
+func (s *Suite) useTLS(srv *http.Server) error {
+	if s.cfg.HTTP.TLSCert == "" {
+		return nil
+	}
+	if s.certs == nil {
+		c, err := edge.LoadCertificates(s.cfg.HTTP.TLSCert, s.cfg.HTTP.TLSKey)
+		if err != nil {
+			return err
+		}
+		s.certs = c
+	}
+	srv.TLSConfig = s.certs.TLSConfig()
 	return nil
 }
 
@@ -167,8 +189,9 @@ func (s *Suite) metricsServer() *http.Server {
 		}
 		all.ServeHTTP(w, r)
 	}))
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-		BaseContext: func(net.Listener) context.Context { return context.Background() }}
+	srv := edge.Server(edge.Wrap(mux, edge.Config{MaxBody: 1, Logger: s.log}))
+	srv.BaseContext = func(net.Listener) context.Context { return context.Background() }
+	return srv
 }
 
 // regionStores lists every region's store.

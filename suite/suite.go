@@ -31,6 +31,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/edge"
 	"github.com/tenantscope/tenantscope/engine"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
@@ -84,6 +85,7 @@ type Suite struct {
 	// metricsAddr is the metrics listener's bound address.
 	metricsAddr string
 	collector   *collector.Service
+	certs       *edge.Certificates
 	httpAddr    string
 	migrated    atomic.Bool
 	tracer      trace.Tracer
@@ -272,8 +274,11 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 			s.metricsAddr = mln.Addr().String()
 			ms := s.metricsServer()
+			if err := s.useTLS(ms); err != nil {
+				return err
+			}
 			g.Go(func() error {
-				if err := ms.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				if err := serve(ms, mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 					return fmt.Errorf("metrics http: %w", err)
 				}
 				return nil
@@ -293,7 +298,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			g.Go(func() error { return s.meterGauges.Run(gctx, MeteringEvery) })
 		}
 		g.Go(func() error {
-			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serve(s.http, s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http: %w", err)
 			}
 			return nil
@@ -332,7 +337,7 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 		}()
 	}
 	for _, r := range s.cfg.Regions {
-		st, err := chstore.Open(ctx, chstore.Options{DSN: s.cfg.RegionDSN(r, s.engAddr), Database: r.Database, Name: r.Name, Registerer: s.reg, Tracer: s.tracer})
+		st, err := chstore.Open(ctx, chstore.Options{DSN: s.cfg.RegionDSN(r, s.engAddr), Database: r.Database, Name: r.Name, CAFile: s.cfg.ClickHouse.CAFile, Registerer: s.reg, Tracer: s.tracer})
 		if err != nil {
 			return err
 		}
@@ -577,6 +582,8 @@ func engineServerConfig(cfg config.Config, log zerolog.Logger) engine.ServerConf
 			ch.ReaderUser: {Password: ch.ReaderPassword, ReadOnly: true},
 		},
 		AllowOrigins: ch.EngineAllowOrigins,
+		TLSCert:      ch.EngineTLSCert,
+		TLSKey:       ch.EngineTLSKey,
 		Hosts:        ch.EngineHosts,
 		Logger:       log,
 	}
@@ -600,18 +607,22 @@ func (s *Suite) printBanner(w io.Writer, fresh []config.Secret, c Components) {
 	}
 	if s.httpAddr != "" {
 		if c.UI {
-			fmt.Fprintf(w, "tenantscope is up\n  UI and API   http://%s/\n", s.httpAddr)
+			fmt.Fprintf(w, "tenantscope is up\n  UI and API   %s://%s/\n", s.scheme(), s.httpAddr)
 		} else {
 			fmt.Fprintf(w, "tenantscope is up\n")
 		}
-		fmt.Fprintf(w, "  ready        http://%s/readyz\n", s.httpAddr)
+		fmt.Fprintf(w, "  ready        %s://%s/readyz\n", s.scheme(), s.httpAddr)
 	}
 	if s.metricsAddr != "" {
-		fmt.Fprintf(w, "  metrics      http://%s/metrics (every series; the main listener's /metrics has none per tenant)\n", s.metricsAddr)
+		fmt.Fprintf(w, "  metrics      %s://%s/metrics (every series; the main listener's /metrics has none per tenant)\n", s.scheme(), s.metricsAddr)
 	}
 	if s.engAddr != "" {
-		fmt.Fprintf(w, "  ClickHouse   http://%s/ (embedded engine; users %s (read-write) and %s (read-only), e.g. curl -u %s 'http://%s/?query=SELECT+version()')\n",
-			s.engAddr, s.cfg.ClickHouse.User, s.cfg.ClickHouse.ReaderUser, s.cfg.ClickHouse.ReaderUser, s.engAddr)
+		es := "http"
+		if s.cfg.ClickHouse.EngineTLSCert != "" {
+			es = "https"
+		}
+		fmt.Fprintf(w, "  ClickHouse   %s://%s/ (embedded engine; users %s (read-write) and %s (read-only), e.g. curl -u %s '%s://%s/?query=SELECT+version()')\n",
+			es, s.engAddr, s.cfg.ClickHouse.User, s.cfg.ClickHouse.ReaderUser, s.cfg.ClickHouse.ReaderUser, es, s.engAddr)
 	}
 	if s.nc != nil {
 		fmt.Fprintf(w, "  NATS         %s\n", s.nc.ConnectedUrl())
@@ -642,6 +653,22 @@ func (s *Suite) printBanner(w io.Writer, fresh []config.Secret, c Components) {
 		return
 	}
 	fmt.Fprintf(w, "\nBootstrap credentials were written to %s (mode 0600); read them, then delete the file.\n", path)
+}
+
+// scheme is how browsers reach the HTTP listeners.
+func (s *Suite) scheme() string {
+	if s.cfg.HTTP.TLSCert != "" {
+		return "https"
+	}
+	return "http"
+}
+
+// serve serves srv on ln, over TLS when srv has a TLS configuration.
+func serve(srv *http.Server, ln net.Listener) error {
+	if srv.TLSConfig != nil {
+		return srv.ServeTLS(ln, "", "")
+	}
+	return srv.Serve(ln)
 }
 
 // isTerminal reports whether w is a terminal (a character device).

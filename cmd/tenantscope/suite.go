@@ -18,6 +18,7 @@ import (
 	"github.com/tenantscope/tenantscope/demo"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
+	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/retention"
 	"github.com/tenantscope/tenantscope/suite"
 )
@@ -253,7 +254,7 @@ func openRegion(ctx context.Context, cfg config.Config, r config.Region) (*chsto
 	if err := config.LoadEngineCredentials(&cfg); err != nil {
 		return nil, err
 	}
-	st, err := chstore.Open(ctx, chstore.Options{DSN: cfg.RegionDSN(r, cfg.ClickHouse.EngineListen), Database: r.Database, Name: r.Name})
+	st, err := chstore.Open(ctx, chstore.Options{DSN: cfg.RegionDSN(r, cfg.ClickHouse.EngineListen), Database: r.Database, Name: r.Name, CAFile: cfg.ClickHouse.CAFile})
 	if err != nil {
 		return nil, fmt.Errorf("region %s (is 'tenantscope serve' or the ClickHouse server running?): %w", r.Name, err)
 	}
@@ -359,7 +360,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		url = "nats://" + cfg.NATS.Listen
 	}
 	fmt.Fprintf(stdout, "publishing demo traffic for %d tenants to %s\n", len(tenants), url)
-	err = demo.Run(ctx, demo.Options{URL: url, Tenants: tenants, Rate: *rate, Count: *count, Log: newLogger(cfg, stderr)})
+	err = demo.Run(ctx, demo.Options{URL: url, Tenants: tenants, NATS: natsbus.ClientTLS(cfg), Rate: *rate, Count: *count, Log: newLogger(cfg, stderr)})
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
