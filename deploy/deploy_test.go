@@ -40,11 +40,11 @@ func TestComposeFile(t *testing.T) {
 	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
 	require.NoError(t, dec.Decode(&c))
 
-	for _, name := range []string{"nats", "clickhouse", "grafana", "prometheus", "migrate", "collector", "ui"} {
+	for _, name := range []string{"nats-1", "nats-2", "nats-3", "clickhouse", "grafana", "prometheus", "migrate", "collector", "ui"} {
 		require.Contains(t, c.Services, name)
 	}
 	require.True(t, strings.HasPrefix(c.Services["clickhouse"].Image, "clickhouse/clickhouse-server:"))
-	require.True(t, strings.HasPrefix(c.Services["nats"].Image, "nats:"))
+	require.True(t, strings.HasPrefix(c.Services["nats-1"].Image, "nats:"))
 	require.Equal(t, []string{"migrate", "up"}, c.Services["migrate"].Command)
 	require.Equal(t, []string{"collector"}, c.Services["collector"].Command)
 	require.GreaterOrEqual(t, c.Services["collector"].Deploy.Replicas, 2, "collectors scale out on one durable consumer")
@@ -92,9 +92,14 @@ func TestNATSConfig(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "nats.conf"), raw, 0o600))
 	auth, err := natsbus.SetupAuth(filepath.Join(dir, "auth"), cfg)
 	require.NoError(t, err)
+	t.Setenv("NATS_SERVER_NAME", "nats-1")
 	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats.conf"))
 	require.NoError(t, err)
 	require.True(t, opts.JetStream)
+	require.Equal(t, "nats-1", opts.ServerName)
+	require.Equal(t, "tenantscope", opts.Cluster.Name)
+	require.Len(t, opts.Routes, 3, "a three-node cluster")
+	require.Equal(t, 3, cfg.NATS.Stream.Replicas, "the suite's streams have three replicas")
 	require.Equal(t, opts.JetStreamMaxStore, int64(cfg.NATS.JetStreamBudget), "the budget 'config validate' checks is the server's max_file_store")
 	require.Len(t, opts.TrustedOperators, 1, "operator mode")
 	require.Empty(t, opts.Users, "no users in the server's configuration")
