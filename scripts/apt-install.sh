@@ -24,9 +24,12 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "apt-install: installing Debian's $pkg for the tests" >&2
 export DEBIAN_FRONTEND=noninteractive
-if ! $sudo apt-get install -y -q --no-install-recommends "$pkg" >/dev/null; then
-  $sudo apt-get update -q >/dev/null
-  $sudo apt-get install -y -q --no-install-recommends "$pkg" >/dev/null
+# Wait for another apt run (a second make target, unattended upgrades)
+# instead of failing on its lock.
+lock=(-o DPkg::Lock::Timeout=600)
+if ! $sudo apt-get "${lock[@]}" install -y -q --no-install-recommends "$pkg" >/dev/null; then
+  $sudo apt-get "${lock[@]}" update -q >/dev/null
+  $sudo apt-get "${lock[@]}" install -y -q --no-install-recommends "$pkg" >/dev/null
 fi
 for c in "$@"; do command -v "$c" >/dev/null || { echo "apt-install: $pkg installed but $c is still missing" >&2; exit 1; }; done
 echo "apt-install: $pkg installed" >&2
