@@ -32,6 +32,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 // Key is a stored API key (never the key itself).
@@ -85,7 +86,7 @@ type Store struct {
 	regions func() []*chstore.Store
 	tenants map[string]bool
 	// placement pauses writes of a tenant being moved to another region.
-	placement *config.Placement
+	placement *placement.Placement
 	audit     auditlog.Publisher
 	log       zerolog.Logger
 
@@ -94,10 +95,11 @@ type Store struct {
 	used   map[string]time.Time // key id → last use not yet written
 }
 
-// New builds a Store. stores finds a tenant's region store, regions lists
-// every region store; audit (optional) records creations and revocations.
-func New(cfg config.Config, stores func(string) (*chstore.Store, error), regions func() []*chstore.Store, audit auditlog.Publisher, log zerolog.Logger) *Store {
-	s := &Store{stores: stores, regions: regions, tenants: map[string]bool{}, placement: cfg.Placement(), audit: audit, log: log.With().Str("component", "apikeys").Logger(),
+// New builds a Store. place (nil: no moves) pauses writes of a tenant being
+// moved; stores finds a tenant's region store, regions lists every region
+// store; audit (optional) records creations and revocations.
+func New(cfg config.Config, place *placement.Placement, stores func(string) (*chstore.Store, error), regions func() []*chstore.Store, audit auditlog.Publisher, log zerolog.Logger) *Store {
+	s := &Store{stores: stores, regions: regions, tenants: map[string]bool{}, placement: place, audit: audit, log: log.With().Str("component", "apikeys").Logger(),
 		byHash: map[string]Key{}, used: map[string]time.Time{}}
 	for _, t := range cfg.Tenants {
 		s.tenants[t.ID] = true

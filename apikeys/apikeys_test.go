@@ -20,6 +20,7 @@ import (
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/identity"
 	"github.com/tenantscope/tenantscope/identity/identitytest"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 func TestMain(m *testing.M) { enginetest.Main(m) }
@@ -32,7 +33,7 @@ type fixture struct {
 }
 
 func (f *fixture) newStore() *apikeys.Store {
-	return apikeys.New(f.cfg, func(tenant string) (*chstore.Store, error) {
+	return apikeys.New(f.cfg, placement.New(), func(tenant string) (*chstore.Store, error) {
 		if tenant != "acme" && tenant != "globex" {
 			return nil, fmt.Errorf("no tenant %s", tenant)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/metering"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/ui"
 )
 
@@ -145,7 +146,7 @@ func RunCost(ctx context.Context, cfg CostConfig, progress io.Writer) (CostResul
 	}
 	step("%d events and %d spans of %d tenants stored in %.0f s; usage_hourly holds %d rows", cfg.Events, cfg.Spans, cfg.Tenants, res.LoadSeconds, res.RollupRows)
 
-	svc := metering.New(suite, map[string]*chstore.Store{"default": st}, card, zerolog.Nop())
+	svc := metering.New(suite, placement.New(), map[string]*chstore.Store{"default": st}, card, zerolog.Nop())
 	p := metering.Period{Name: month.Format("2006-01"), From: month, To: month.AddDate(0, 1, 0)}
 	// Right after the load the rollups hold one partial row per insert block
 	// and group; background merges fold them over the month. Time one report

@@ -11,6 +11,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -78,7 +79,7 @@ func RunErase(ctx context.Context, cfg EraseConfig, progress io.Writer) (EraseRe
 	if err != nil {
 		return res, err
 	}
-	svc := retention.New(suite, map[string]*chstore.Store{"default": st}, nil, nil, skey, zerolog.Nop())
+	svc := retention.New(suite, placement.New(), map[string]*chstore.Store{"default": st}, nil, nil, skey, zerolog.Nop())
 	svc.InsertMargin = 0 // nothing inserts meanwhile: time the erasure, not the wait for inserts in flight
 	t1 := time.Now()
 	dry, err := svc.Erase(ctx, "acme", "subject-42", true, "bench")

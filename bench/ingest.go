@@ -24,6 +24,7 @@ import (
 	"github.com/tenantscope/tenantscope/engine"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 // IngestConfig configures the ingest benchmark.
@@ -146,7 +147,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	// 2. End to end: publish as the tenants, the collector stores in ClickHouse.
 	reg := prometheus.NewRegistry()
 	col, err := collector.New(collector.Config{BatchSize: 10000, BatchAge: 100 * time.Millisecond},
-		js, sc, map[string]*chstore.Store{"bench": st}, zerolog.Nop(), reg, nil)
+		js, sc, placement.New(), map[string]*chstore.Store{"bench": st}, zerolog.Nop(), reg, nil)
 	if err != nil {
 		return res, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -123,7 +124,7 @@ func RunMove(ctx context.Context, cfg MoveConfig, progress io.Writer) (MoveResul
 	if err != nil {
 		return res, err
 	}
-	svc := retention.New(suite, map[string]*chstore.Store{"from": st, "to": stores["bench_to"]}, nil, nil, skey, zerolog.Nop())
+	svc := retention.New(suite, placement.New(), map[string]*chstore.Store{"from": st, "to": stores["bench_to"]}, nil, nil, skey, zerolog.Nop())
 	svc.EngineAddr = addr
 	settle(ctx, st, step)
 	t2 := time.Now()

@@ -30,6 +30,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/telemetry"
 )
 
@@ -111,9 +112,10 @@ type Service struct {
 	// redactors hold each tenant's PII rules (nil: none).
 	redactors map[string]*Redactor
 	stores    map[string]*chstore.Store // by region
-	// suite gives each tenant's region now (after region moves) and pauses
-	// a tenant being moved.
+	// suite is the suite's configuration; place gives each tenant's region
+	// now (after region moves) and pauses a tenant being moved.
 	suite  config.Config
+	place  *placement.Placement
 	log    zerolog.Logger
 	m      *metrics
 	tracer trace.Tracer
@@ -191,8 +193,10 @@ func attributeField(attrs map[string]string) func(string) string {
 // maxLinks bounds the span links a batch span carries to its messages' traces.
 const maxLinks = 128
 
-// New wires a collector. stores must hold every region a tenant uses.
-func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[string]*chstore.Store, log zerolog.Logger, reg prometheus.Registerer, tracer trace.Tracer) (*Service, error) {
+// New wires a collector. place (nil: no moves) is where tenants live and
+// which are paused while they move; stores must hold every region a tenant
+// uses.
+func New(cfg Config, js jetstream.JetStream, suite config.Config, place *placement.Placement, stores map[string]*chstore.Store, log zerolog.Logger, reg prometheus.Registerer, tracer trace.Tracer) (*Service, error) {
 	cfg.defaults()
 	var errs []error
 	if js == nil {
@@ -216,7 +220,7 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 			errs = append(errs, fmt.Errorf("collector: tenant %q: %w", t.ID, err))
 		}
 		redactors[t.ID] = r
-		if r := suite.TenantRegion(t); stores[r] == nil {
+		if r := place.TenantRegion(t); stores[r] == nil {
 			errs = append(errs, fmt.Errorf("collector: no store for region %q of tenant %q", r, t.ID))
 		}
 	}
@@ -230,7 +234,7 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, stores map[str
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, redactors: redactors, stores: stores, suite: suite,
+	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, redactors: redactors, stores: stores, suite: suite, place: place,
 		log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer, gate: newGate(), oldest: map[string]time.Duration{}}, nil
 }
 
@@ -548,7 +552,7 @@ func (s *Service) storeReady(ctx context.Context) error {
 	if err := s.pingStores(ctx); err != nil {
 		return err
 	}
-	if s.suite.Placement().Stale() {
+	if s.place.Stale() {
 		return errPlacementStale
 	}
 	return nil
@@ -751,7 +755,7 @@ func (s *Service) hold(tenant string, writing map[string]func()) bool {
 	if release, seen := writing[tenant]; seen {
 		return release != nil
 	}
-	release, ok := s.suite.Placement().Write(tenant)
+	release, ok := s.place.Write(tenant)
 	writing[tenant] = release
 	return ok
 }
@@ -790,13 +794,13 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 		return rows{}, "", bad(ReasonTenantMismatch, "Tenant-Id header %q does not match subject tenant %q", hdrTenant, sub.Tenant)
 	}
 	if !s.hold(t.ID, writing) {
-		if s.suite.Placement().Stale() {
+		if s.place.Stale() {
 			return rows{}, "", errPlacementStale
 		}
 		return rows{}, "", errMoving
 	}
 	// Residency: data that says it must live elsewhere is not written here.
-	home := s.suite.TenantRegion(t)
+	home := s.place.TenantRegion(t)
 	if region := h.Get(RegionHeader); region != "" && region != home {
 		return rows{}, "", bad(ReasonWrongRegion, "the %s header says %q but tenant %s lives in region %q", RegionHeader, region, sub.Tenant, home)
 	}

@@ -119,10 +119,10 @@ func TestStoreOutageIsNamedAndRecoveredFrom(t *testing.T) {
 	defer cancel()
 	// The suite's placement: reloaded every 2 s from the platform store,
 	// every write refused once it is 6 s old.
-	p.Config.Placement().FailClosedAfter(6 * time.Second)
+	p.Placement.FailClosedAfter(6 * time.Second)
 	watch := make(chan error, 1)
 	go func() {
-		watch <- retention.New(p.Config, p.Stores, nil, p.JS, "", zerolog.Nop()).WatchPlacement(ctx, 2*time.Second)
+		watch <- retention.New(p.Config, p.Placement, p.Stores, nil, p.JS, "", zerolog.Nop()).WatchPlacement(ctx, 2*time.Second)
 	}()
 	defer func() { cancel(); <-watch }()
 

@@ -62,7 +62,7 @@ func TestPIIIsRedactedBeforeStorage(t *testing.T) {
 func TestAuditRecordsGoToTheOneWriter(t *testing.T) {
 	p := collectortest.Start(t, nil, "acme")
 	reg := prometheus.NewRegistry()
-	other, err := collector.New(collector.Config{BatchAge: 20 * time.Millisecond}, p.JS, p.Config, map[string]*chstore.Store{"default": p.Store}, zerolog.Nop(), reg, nil)
+	other, err := collector.New(collector.Config{BatchAge: 20 * time.Millisecond}, p.JS, p.Config, p.Placement, map[string]*chstore.Store{"default": p.Store}, zerolog.Nop(), reg, nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

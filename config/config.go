@@ -68,9 +68,6 @@ type Config struct {
 	Retention Retention `yaml:"retention"`
 	// Sessions sets the UI sessions' timeouts and cookies.
 	Sessions Sessions `yaml:"sessions"`
-
-	// placement is where tenants live after region moves, shared by copies.
-	placement *Placement
 }
 
 // Retention configures the retention engine.
@@ -433,7 +430,6 @@ func Default() Config {
 		Shutdown:   Duration(20 * time.Second),
 		Quotas:     Quota{EventsPerSecond: 20000, BytesPerSecond: 32 << 20},
 		Sessions:   DefaultSessions(),
-		placement:  NewPlacement(),
 		Retention: Retention{
 			Defaults: map[string]int{"events": 90, "logs": 30, "spans": 14, "audit_records": 2555},
 			Minimum:  map[string]int{"events": 1, "logs": 1, "spans": 1, "audit_records": 2555},
@@ -814,7 +810,9 @@ func (c Config) RegionDSN(r Region, engineAddr string) string {
 	return c.ClickHouse.DSN
 }
 
-// RegionOf returns a tenant's region.
+// RegionOf returns a tenant's configured region (the platform chain's is
+// the first region). Where a tenant lives after region moves is runtime
+// state: ask the process's placement (placement.Placement.RegionOf).
 func (c Config) RegionOf(tenant string) (Region, bool) {
 	region := ""
 	if tenant == PlatformTenant {
@@ -822,12 +820,17 @@ func (c Config) RegionOf(tenant string) (Region, bool) {
 	}
 	for i := range c.Tenants {
 		if c.Tenants[i].ID == tenant {
-			region = c.TenantRegion(c.Tenants[i])
+			region = c.Tenants[i].Region
 			break
 		}
 	}
+	return c.Region(region)
+}
+
+// Region returns the configured region of that name.
+func (c Config) Region(name string) (Region, bool) {
 	for _, r := range c.Regions {
-		if region != "" && r.Name == region {
+		if name != "" && r.Name == name {
 			return r, true
 		}
 	}

@@ -322,7 +322,7 @@ func (s *Service) Close(ctx context.Context, p Period, by string) (CostReport, e
 	for _, t := range s.cfg.Tenants {
 		ids = append(ids, t.ID)
 	}
-	release, blocked := s.cfg.Placement().WriteAll(ids)
+	release, blocked := s.place.WriteAll(ids)
 	if blocked != "" {
 		return CostReport{}, fmt.Errorf("%w (tenant %s)", ErrMoving, blocked)
 	}
@@ -374,7 +374,7 @@ func (s *Service) Adjust(ctx context.Context, p Period, tenant string, amt decim
 	if _, err := s.StoreOf(tenant); err != nil {
 		return Adjustment{}, fmt.Errorf("%w: unknown tenant %q", ErrInvalid, tenant)
 	}
-	release, writable := s.cfg.Placement().Write(tenant)
+	release, writable := s.place.Write(tenant)
 	if !writable {
 		return Adjustment{}, fmt.Errorf("%w (tenant %s)", ErrMoving, tenant)
 	}

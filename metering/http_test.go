@@ -172,7 +172,7 @@ func TestRequestsAreCountedPerTenant(t *testing.T) {
 	cfg.Tenants = append(append([]config.Tenant(nil), cfg.Tenants...), config.Tenant{ID: "ui", Region: "default"})
 	cfg = withKeys(cfg, map[string]config.APIKey{"acme-key": {Role: config.RoleTenantAdmin, Tenant: "acme"},
 		"globex-key": {Role: config.RoleTenantAdmin, Tenant: "globex"}, "ui-key": {Role: config.RoleTenantAdmin, Tenant: "ui"}})
-	svc := metering.New(cfg, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
+	svc := metering.New(cfg, f.place, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
 	q := metering.NewRequests(svc)
 	srv := httptest.NewServer(q.Middleware(requestMux(identity.NewKeys(cfg))))
 	t.Cleanup(srv.Close)
@@ -200,7 +200,7 @@ func TestAnonymousAndRefusedCallsAreNotBilled(t *testing.T) {
 	f := start(t)
 	cfg := withKeys(f.cfg, map[string]config.APIKey{"acme-key": {Role: config.RoleTenantAdmin, Tenant: "acme"},
 		"globex-key": {Role: config.RoleTenantAdmin, Tenant: "globex"}, "compliance-key": {Role: config.RoleCompliance}})
-	svc := metering.New(cfg, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
+	svc := metering.New(cfg, f.place, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
 	q := metering.NewRequests(svc)
 	srv := httptest.NewServer(q.Middleware(requestMux(identity.NewKeys(cfg))))
 	t.Cleanup(srv.Close)

@@ -16,6 +16,7 @@ import (
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/metering"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 func TestMain(m *testing.M) { enginetest.Main(m) }
@@ -45,9 +46,10 @@ const card = `versions:
 `
 
 type fixture struct {
-	st  *chstore.Store
-	cfg config.Config
-	svc *metering.Service
+	st    *chstore.Store
+	cfg   config.Config
+	place *placement.Placement // shared by every Service a test builds
+	svc   *metering.Service
 }
 
 var oct = time.Date(2026, 10, 5, 12, 0, 0, 0, time.UTC)
@@ -62,9 +64,10 @@ func start(t *testing.T) *fixture {
 	}
 	rc, err := metering.ParseRateCard([]byte(card), cfg, "card.yaml")
 	require.NoError(t, err)
-	svc := metering.New(cfg, map[string]*chstore.Store{"default": st}, rc, zerolog.Nop())
+	place := placement.New()
+	svc := metering.New(cfg, place, map[string]*chstore.Store{"default": st}, rc, zerolog.Nop())
 	svc.Now = func() time.Time { return time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC) }
-	return &fixture{st: st, cfg: cfg, svc: svc}
+	return &fixture{st: st, cfg: cfg, place: place, svc: svc}
 }
 
 func (f *fixture) exec(t *testing.T, q string, args ...any) {
@@ -153,10 +156,10 @@ func TestUsageMetersCostAndClosing(t *testing.T) {
 	require.ErrorIs(t, err, metering.ErrInvalid, "a period that has not ended cannot be closed")
 	// Nothing is closed while a tenant moves to another region (the
 	// snapshot would be written in the region it is leaving).
-	f.cfg.Placement().Pause("globex", 1)
+	f.place.Pause("globex", 1)
 	_, err = f.svc.Close(ctx, p, "frank")
 	require.ErrorIs(t, err, metering.ErrMoving)
-	f.cfg.Placement().Set("globex", "", false, 2)
+	f.place.Set("globex", "", false, 2)
 	closed, err := f.svc.Close(ctx, p, "frank")
 	require.NoError(t, err)
 	require.True(t, closed.Closed)
@@ -174,10 +177,10 @@ func TestUsageMetersCostAndClosing(t *testing.T) {
 	require.ErrorIs(t, err, metering.ErrInvalid)
 	_, err = f.svc.Adjust(ctx, metering.Period{Name: "2026-11"}, "acme", five, "goodwill", "frank")
 	require.ErrorIs(t, err, metering.ErrOpen)
-	f.cfg.Placement().Pause("acme", 3)
+	f.place.Pause("acme", 3)
 	_, err = f.svc.Adjust(ctx, p, "acme", five, "goodwill after incident 42", "frank")
 	require.ErrorIs(t, err, metering.ErrMoving)
-	f.cfg.Placement().Set("acme", "", false, 4)
+	f.place.Set("acme", "", false, 4)
 	a, err := f.svc.Adjust(ctx, p, "acme", five, "goodwill after incident 42", "frank")
 	require.NoError(t, err)
 	again, err = f.svc.Cost(ctx, p)

@@ -58,7 +58,7 @@ func TestCostCSVHasNoFloatNoise(t *testing.T) {
 	f.spans(t, "globex", 123, 1, oct)
 	rc, err := metering.ParseRateCard([]byte(noisyCard), f.cfg, "card.yaml")
 	require.NoError(t, err)
-	svc := metering.New(f.cfg, map[string]*chstore.Store{"default": f.st}, rc, zerolog.Nop())
+	svc := metering.New(f.cfg, f.place, map[string]*chstore.Store{"default": f.st}, rc, zerolog.Nop())
 	svc.Now = f.svc.Now
 	p, err := metering.ParsePeriod("2026-10")
 	require.NoError(t, err)

@@ -117,7 +117,7 @@ func (q *Requests) Flush(ctx context.Context) error {
 	for k, n := range counts {
 		// A tenant being moved to another region keeps its counts for a
 		// later flush (into its new region).
-		release, writable := q.svc.cfg.Placement().Write(k.tenant)
+		release, writable := q.svc.place.Write(k.tenant)
 		if !writable {
 			q.mu.Lock()
 			q.counts[k] += n

@@ -19,11 +19,13 @@ import (
 
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 // Service reads usage, cost and SLAs from every region's store.
 type Service struct {
 	cfg     config.Config
+	place   *placement.Placement      // where tenants live, which are being moved
 	tenants map[string]config.Tenant  // by id (request counting looks tenants up per request)
 	stores  map[string]*chstore.Store // by region
 	card    *RateCard
@@ -32,9 +34,10 @@ type Service struct {
 	Now func() time.Time
 }
 
-// New builds a Service. card may be nil (usage without prices).
-func New(cfg config.Config, stores map[string]*chstore.Store, card *RateCard, log zerolog.Logger) *Service {
-	s := &Service{cfg: cfg, tenants: map[string]config.Tenant{}, stores: stores, card: card, log: log.With().Str("component", "metering").Logger(), Now: time.Now}
+// New builds a Service. place (nil: no moves) is where tenants live and
+// which are paused while they move; card may be nil (usage without prices).
+func New(cfg config.Config, place *placement.Placement, stores map[string]*chstore.Store, card *RateCard, log zerolog.Logger) *Service {
+	s := &Service{cfg: cfg, place: place, tenants: map[string]config.Tenant{}, stores: stores, card: card, log: log.With().Str("component", "metering").Logger(), Now: time.Now}
 	for _, t := range cfg.Tenants {
 		s.tenants[t.ID] = t
 	}
@@ -44,7 +47,7 @@ func New(cfg config.Config, stores map[string]*chstore.Store, card *RateCard, lo
 // StoreOf is the region store of tenant: the one place metering finds a
 // tenant's data.
 func (s *Service) StoreOf(tenant string) (*chstore.Store, error) {
-	if r, ok := s.cfg.RegionOf(tenant); ok {
+	if r, ok := s.place.RegionOf(s.cfg, tenant); ok {
 		if st := s.stores[r.Name]; st != nil {
 			return st, nil
 		}

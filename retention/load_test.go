@@ -25,6 +25,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -372,7 +373,8 @@ func childOp(raw string, r *childResult) error {
 		return err
 	}
 	defer st.Close()
-	if err := retention.LoadPlacement(ctx, cfg, st); err != nil {
+	place := placement.New()
+	if err := retention.LoadPlacement(ctx, cfg, place, st); err != nil {
 		return err
 	}
 	nc, err := nats.Connect(spec.NATS, nats.UserInfo(spec.User, spec.Password), nats.Name("retention-test-cli"))
@@ -384,7 +386,7 @@ func childOp(raw string, r *childResult) error {
 	if err != nil {
 		return err
 	}
-	svc := retention.New(cfg, map[string]*chstore.Store{"default": st}, auditlog.JetStreamPublisher(js), js, b.AuditSignerKey, zerolog.Nop())
+	svc := retention.New(cfg, place, map[string]*chstore.Store{"default": st}, auditlog.JetStreamPublisher(js), js, b.AuditSignerKey, zerolog.Nop())
 	by := auditlog.Actor{Type: "user", ID: "cli"}
 	switch spec.Op {
 	case "purge":

@@ -17,6 +17,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 // Region move states.
@@ -156,18 +157,17 @@ func (m *moves) version() uint64 {
 
 func (s *Service) platformStore() *chstore.Store { return s.stores[s.cfg.Regions[0].Name] }
 
-// LoadPlacement reads the region moves into the configuration's placement.
+// LoadPlacement reads the region moves into the engine's placement.
 func (s *Service) LoadPlacement(ctx context.Context) error {
-	return LoadPlacement(ctx, s.cfg, s.platformStore())
+	return LoadPlacement(ctx, s.cfg, s.place, s.platformStore())
 }
 
 // LoadPlacement reads the region moves from the platform store (the first
-// region's) into cfg's placement: where each moved tenant lives, and which
-// are being moved. A move to a region no longer configured is an error.
-func LoadPlacement(ctx context.Context, cfg config.Config, platform *chstore.Store) error {
-	p := cfg.Placement()
+// region's) into p: where each moved tenant lives, and which are being
+// moved. A move to a region cfg no longer has is an error.
+func LoadPlacement(ctx context.Context, cfg config.Config, p *placement.Placement, platform *chstore.Store) error {
 	if p == nil {
-		return errors.New("retention: the configuration has no placement")
+		return errors.New("retention: no placement to load the region moves into")
 	}
 	// Only what the placement needs: this runs every few seconds in every
 	// process, and the records' transfer notes and tables are large.
@@ -302,7 +302,7 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 	if tenant == config.PlatformTenant {
 		return Move{}, fmt.Errorf("%w: the platform chain lives in the first region and does not move", ErrInvalid)
 	}
-	from, ok := s.cfg.RegionOf(tenant)
+	from, ok := s.place.RegionOf(s.cfg, tenant)
 	if !ok {
 		return Move{}, fmt.Errorf("%w: unknown tenant %q", ErrNotFound, tenant)
 	}
@@ -336,7 +336,7 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 			s.moves.end(id)
 		}
 	}()
-	if s.cfg.Placement().Moving(tenant) {
+	if s.place.Moving(tenant) {
 		return Move{}, fmt.Errorf("%w: tenant %s is being moved already", ErrConflict, tenant)
 	}
 	// Another process may be moving it (or have left a move to finish).
@@ -368,7 +368,7 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 	if err != nil {
 		return Move{}, err
 	}
-	s.cfg.Placement().Pause(tenant, v)
+	s.place.Pause(tenant, v)
 	begun = true // RunMove ends it
 	return m, nil
 }
@@ -532,7 +532,7 @@ func (s *Service) RunMove(ctx context.Context, m Move, progress MoveProgress) (M
 			return m, fmt.Errorf("region move %s: the switch could not be recorded or read back: %w; the tenant stays paused until the move is resumed", m.ID, errors.Join(err, rerr))
 		}
 	}
-	s.cfg.Placement().Set(m.Tenant, m.To, false, v)
+	s.place.Set(m.Tenant, m.To, false, v)
 	m, err = s.finishMove(ctx, m, progress)
 	if err == nil {
 		moveTime.Observe(m.FinishedAt.Sub(m.StartedAt).Seconds())
@@ -824,7 +824,7 @@ func (s *Service) failMove(ctx context.Context, m Move, dst side, tabs []tenantT
 	if v == 0 { // not recorded: this process stops waiting all the same
 		v = uint64(time.Now().UnixNano())
 	}
-	s.cfg.Placement().Set(m.Tenant, "", false, v)
+	s.place.Set(m.Tenant, "", false, v)
 	moveEnds.WithLabelValues(MoveFailed).Inc()
 	actor := auditlog.Actor{Type: "user", ID: m.RequestedBy}
 	meta := map[string]string{"move_id": m.ID, "from_region": m.From, "to_region": m.To}

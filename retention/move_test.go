@@ -17,6 +17,7 @@ import (
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -38,7 +39,7 @@ func startMove(t *testing.T, regions ...config.Region) *moveFixture {
 	}, "acme", "globex")
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
-	svc := retention.New(p.Config, p.Stores, auditlog.JetStreamPublisher(p.JS), p.JS, skey, zerolog.Nop())
+	svc := retention.New(p.Config, p.Placement, p.Stores, auditlog.JetStreamPublisher(p.JS), p.JS, skey, zerolog.Nop())
 	svc.EngineAddr = p.EngineAddr
 	return &moveFixture{p: p, svc: svc, vkey: vkey}
 }
@@ -135,7 +136,7 @@ func TestRegionMoveCopiesVerifiesDeletesAndSigns(t *testing.T) {
 	m, err := f.svc.BeginMove(ctx, "acme", "us", carol, "customer asked for US hosting")
 	require.NoError(t, err)
 	require.Equal(t, retention.MoveCopying, m.State)
-	require.True(t, f.p.Config.Placement().Moving("acme"))
+	require.True(t, f.p.Placement.Moving("acme"))
 	// While paused: changes are refused, and new messages wait in the stream.
 	_, err = f.svc.SetPolicy(ctx, "acme", "events", 300, carol, "x")
 	require.ErrorIs(t, err, retention.ErrConflict)
@@ -163,8 +164,8 @@ func TestRegionMoveCopiesVerifiesDeletesAndSigns(t *testing.T) {
 	require.Equal(t, retention.MoveCompleted, m.State)
 	require.Contains(t, steps, "copying events")
 	require.Contains(t, steps, "deleting at the source events")
-	require.False(t, f.p.Config.Placement().Moving("acme"))
-	r, _ := f.p.Config.RegionOf("acme")
+	require.False(t, f.p.Placement.Moving("acme"))
+	r, _ := f.p.Placement.RegionOf(f.p.Config, "acme")
 	require.Equal(t, "us", r.Name)
 
 	// Every copied table verified; the derived daily rollups regenerated.
@@ -236,11 +237,13 @@ func TestRegionMoveCopiesVerifiesDeletesAndSigns(t *testing.T) {
 
 	// A restarted process reads where acme lives from the platform store.
 	restarted := f.p.Config
-	restarted.SetPlacement(config.NewPlacement())
-	r, _ = restarted.RegionOf("acme")
+	restartedPlace := placement.New()
+	r, _ = restartedPlace.RegionOf(restarted, "acme")
 	require.Equal(t, "default", r.Name, "the configuration alone still says default")
-	require.NoError(t, retention.New(restarted, f.p.Stores, nil, nil, "", zerolog.Nop()).LoadPlacement(ctx))
 	r, _ = restarted.RegionOf("acme")
+	require.Equal(t, "default", r.Name, "the configuration stays a plain value")
+	require.NoError(t, retention.New(restarted, restartedPlace, f.p.Stores, nil, nil, "", zerolog.Nop()).LoadPlacement(ctx))
+	r, _ = restartedPlace.RegionOf(restarted, "acme")
 	require.Equal(t, "us", r.Name)
 	ms, err = f.svc.Moves(ctx, "acme")
 	require.NoError(t, err)
@@ -249,8 +252,7 @@ func TestRegionMoveCopiesVerifiesDeletesAndSigns(t *testing.T) {
 	// A region that no longer exists in the configuration is an error.
 	gone := restarted
 	gone.Regions = gone.Regions[:1]
-	gone.SetPlacement(config.NewPlacement())
-	require.ErrorContains(t, retention.New(gone, f.p.Stores, nil, nil, "", zerolog.Nop()).LoadPlacement(ctx), `moved to region "us"`)
+	require.ErrorContains(t, retention.New(gone, placement.New(), f.p.Stores, nil, nil, "", zerolog.Nop()).LoadPlacement(ctx), `moved to region "us"`)
 }
 
 // A destination that already holds rows of the tenant is refused; a move
@@ -273,7 +275,7 @@ func TestRegionMoveRefusesAFullDestinationAndUndoesAnInterruptedCopy(t *testing.
 	_, err = f.svc.BeginMove(ctx, "globex", "us", carol, "r")
 	require.ErrorIs(t, err, retention.ErrConflict)
 	require.ErrorContains(t, err, "region us already holds 3 rows of tenant globex in events")
-	require.False(t, f.p.Config.Placement().Moving("globex"))
+	require.False(t, f.p.Placement.Moving("globex"))
 
 	// A process that was copying globex stopped: its move is still
 	// "copying", and some rows reached the destination.
@@ -282,14 +284,14 @@ func TestRegionMoveRefusesAFullDestinationAndUndoesAnInterruptedCopy(t *testing.
 	_, err = f.svc.BeginMove(ctx, "globex", "us", carol, "r")
 	require.ErrorIs(t, err, retention.ErrConflict, "a move recorded by another process is in the way")
 	require.ErrorContains(t, err, "has a move in state copying (mv_old)")
-	cfg := f.p.Config
+	cfg, place := f.p.Config, f.p.Placement
 	require.NoError(t, f.svc.LoadPlacement(ctx))
-	require.True(t, cfg.Placement().Moving("globex"), "a process that starts during a move keeps the tenant paused")
+	require.True(t, place.Moving("globex"), "a process that starts during a move keeps the tenant paused")
 	require.NoError(t, f.svc.ResumeMoves(ctx))
 	require.Zero(t, f.count(t, "us", "SELECT count() FROM events WHERE tenant_id = 'globex'"))
 	require.EqualValues(t, 20, f.count(t, "default", "SELECT count() FROM events WHERE tenant_id = 'globex'"))
-	require.False(t, cfg.Placement().Moving("globex"))
-	r, _ := cfg.RegionOf("globex")
+	require.False(t, place.Moving("globex"))
+	r, _ := place.RegionOf(cfg, "globex")
 	require.Equal(t, "default", r.Name)
 	ms, err := f.svc.Moves(ctx, "globex")
 	require.NoError(t, err)

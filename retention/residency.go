@@ -26,7 +26,7 @@ type Residency struct {
 // rows are: every table with tenant rows (found in system.columns, as a
 // region move copies them), not only the signals.
 func (s *Service) Residency(ctx context.Context, tenant string) (Residency, error) {
-	r, ok := s.cfg.RegionOf(tenant)
+	r, ok := s.place.RegionOf(s.cfg, tenant)
 	if !ok {
 		return Residency{}, fmt.Errorf("%w: unknown tenant %q", ErrNotFound, tenant)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 // HeldDays is the retention_days of held rows: they never expire.
@@ -57,7 +58,10 @@ var tables = map[string]table{
 
 // Service is the retention engine.
 type Service struct {
-	cfg    config.Config
+	cfg config.Config
+	// place is where tenants live after region moves and which are paused
+	// while they move (a move sets it; other processes reload it).
+	place  *placement.Placement
 	stores map[string]*chstore.Store
 	audit  auditlog.Publisher
 	js     jetstream.JetStream // dead letters (may be nil)
@@ -96,7 +100,7 @@ type Service struct {
 // the change is refused. The tenant's store is looked up after this, so it
 // is the one the change lands in.
 func (s *Service) hold(tenant string) (release func(), err error) {
-	r, ok := s.cfg.Placement().Write(tenant)
+	r, ok := s.place.Write(tenant)
 	if !ok {
 		return func() {}, fmt.Errorf("%w: tenant %s is being moved to another region (or where it lives could not be read); try again when the move ends", ErrConflict, tenant)
 	}
@@ -115,17 +119,18 @@ func (s *Service) change(tenant string) (st *chstore.Store, release func(), err 
 	return st, release, err
 }
 
-// New builds the engine. audit records every action in the tenant's chain;
+// New builds the engine. place is the process's placement (nil: no moves;
+// region moves need one); audit records every action in the tenant's chain;
 // js (optional) reaches the dead-letter stream; signerKey signs erasure
 // certificates.
-func New(cfg config.Config, stores map[string]*chstore.Store, audit auditlog.Publisher, js jetstream.JetStream, signerKey string, log zerolog.Logger) *Service {
-	return &Service{cfg: cfg, stores: stores, audit: audit, js: js, signer: signerKey, log: log.With().Str("component", "retention").Logger(), Now: time.Now,
+func New(cfg config.Config, place *placement.Placement, stores map[string]*chstore.Store, audit auditlog.Publisher, js jetstream.JetStream, signerKey string, log zerolog.Logger) *Service {
+	return &Service{cfg: cfg, place: place, stores: stores, audit: audit, js: js, signer: signerKey, log: log.With().Str("component", "retention").Logger(), Now: time.Now,
 		InsertMargin: time.Second, WriterWait: 30 * time.Second, LockWait: 2 * time.Minute, coord: coord{js: js}, owner: owner()}
 }
 
 // StoreOf is the one place the engine finds a tenant's store.
 func (s *Service) StoreOf(tenant string) (*chstore.Store, error) {
-	if r, ok := s.cfg.RegionOf(tenant); ok && tenant != config.PlatformTenant {
+	if r, ok := s.place.RegionOf(s.cfg, tenant); ok && tenant != config.PlatformTenant {
 		if st := s.stores[r.Name]; st != nil {
 			return st, nil
 		}

@@ -47,7 +47,7 @@ func start(t *testing.T, more ...func(*config.Config)) *fixture {
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
 	f := &fixture{p: p, st: p.Store, verifier: vkey}
-	f.svc = retention.New(p.Config, map[string]*chstore.Store{"default": p.Store}, f.audited.Publish, p.JS, skey, zerolog.Nop())
+	f.svc = retention.New(p.Config, p.Placement, map[string]*chstore.Store{"default": p.Store}, f.audited.Publish, p.JS, skey, zerolog.Nop())
 	return f
 }
 
@@ -281,7 +281,7 @@ func TestPurgedAuditRecordsKeepTheChainVerifiable(t *testing.T) {
 	cfg.Retention.Minimum["audit_records"] = 1
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
-	svc := retention.New(cfg, map[string]*chstore.Store{"default": f.st}, nil, nil, skey, zerolog.Nop())
+	svc := retention.New(cfg, f.p.Placement, map[string]*chstore.Store{"default": f.st}, nil, nil, skey, zerolog.Nop())
 	w, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return f.st, nil }, skey, 5)
 	require.NoError(t, err)
 	rec := func(i int, at time.Time) auditlog.Record {

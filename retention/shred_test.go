@@ -48,7 +48,7 @@ func TestCryptoShredding(t *testing.T) {
 
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
-	svc := retention.New(p.Config, map[string]*chstore.Store{"default": p.Store}, nil, nil, skey, zerolog.Nop())
+	svc := retention.New(p.Config, p.Placement, map[string]*chstore.Store{"default": p.Store}, nil, nil, skey, zerolog.Nop())
 	svc.Shred = p.Shredder
 	read := func() string {
 		evs, err := svc.Events(ctx, "acme", "", 10)

@@ -61,7 +61,7 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		rcv.Register(mux)
 		keys := identity.NewKeys(s.cfg)
 		keys.OnFailures = auditlog.ReportFailures(s.publishAudit, s.log, auditlog.KeyFailures)
-		s.apiKeys = apikeys.New(s.cfg, s.storeOf, s.regionStores, s.publishAudit, s.log)
+		s.apiKeys = apikeys.New(s.cfg, s.place, s.storeOf, s.regionStores, s.publishAudit, s.log)
 		if err := s.apiKeys.Load(ctx); err != nil {
 			return err
 		}
@@ -82,7 +82,7 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		pages.IsSecure = func(r *http.Request) bool { return edge.IsSecure(r.Context()) }
 		pages.VerifierKey = b.AuditVerifierKey
 		pages.Keys = s.apiKeys
-		s.metering = metering.New(s.cfg, s.stores, s.card, s.log)
+		s.metering = metering.New(s.cfg, s.place, s.stores, s.card, s.log)
 		pages.Metering = s.metering
 		pages.Retention = s.retention
 		if s.retention.Shred != nil {

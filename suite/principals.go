@@ -157,7 +157,7 @@ func (s *Suite) auditPrincipals(ctx context.Context) (int, error) {
 			changedUsers = append(changedUsers, userChange{k[1], before.Tenant, sum})
 		}
 		for _, chain := range chains {
-			if _, ok := s.cfg.RegionOf(chain); !ok {
+			if _, ok := s.place.RegionOf(s.cfg, chain); !ok {
 				continue // a tenant that is gone
 			}
 			rec.TenantID = chain
@@ -189,7 +189,7 @@ func (s *Suite) endSessions(ctx context.Context, user, tenant string, change [32
 		return err
 	}
 	chain := tenant
-	if _, ok := s.cfg.RegionOf(chain); chain == "" || !ok { // a platform user, or a tenant that is gone
+	if _, ok := s.place.RegionOf(s.cfg, chain); chain == "" || !ok { // a platform user, or a tenant that is gone
 		chain = config.PlatformTenant
 	}
 	rec := auditlog.Record{TenantID: chain, Time: time.Now().UTC(),

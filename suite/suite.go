@@ -36,6 +36,7 @@ import (
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 	"github.com/tenantscope/tenantscope/telemetry"
 )
@@ -71,7 +72,11 @@ type Options struct {
 
 // Suite is the running set of components.
 type Suite struct {
-	cfg     config.Config
+	cfg config.Config
+	// place is where tenants live after region moves (reloaded from the
+	// platform store) and which are paused while they move; every
+	// component that writes tenant data or finds a tenant's store shares it.
+	place   *placement.Placement
 	log     zerolog.Logger
 	reg     *prometheus.Registry
 	engine  *engine.Local // the embedded engine, when no server is configured
@@ -146,8 +151,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer cancel()
 		err = errors.Join(err, tp.Shutdown(sctx))
 	}()
-	cfg.InitPlacement()
-	s := &Suite{cfg: cfg, log: o.Log, reg: prometheus.NewRegistry(), stores: map[string]*chstore.Store{}, tracer: tp.Tracer("tenantscope"), health: auditlog.NewHealthBoard()}
+	s := &Suite{cfg: cfg, place: placement.New(), log: o.Log, reg: prometheus.NewRegistry(), stores: map[string]*chstore.Store{}, tracer: tp.Tracer("tenantscope"), health: auditlog.NewHealthBoard()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	defer func() {
 		err = errors.Join(err, s.close())
@@ -167,7 +171,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	s.retention = retention.New(cfg, s.stores, s.publishAudit, s.js, s.boot.AuditSignerKey, s.log)
+	s.retention = retention.New(cfg, s.place, s.stores, s.publishAudit, s.js, s.boot.AuditSignerKey, s.log)
 	s.retention.EngineAddr = s.engAddr
 	if err := retention.RegisterMetrics(s.reg, cfg); err != nil {
 		return err
@@ -178,7 +182,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	// A process that cannot reload where tenants live stops writing their
 	// data (messages wait in JetStream) rather than write into a region a
 	// tenant is leaving.
-	cfg.Placement().FailClosedAfter(PlacementStale)
+	s.place.FailClosedAfter(PlacementStale)
 	if !cfg.Embedded() {
 		s.retention.MoveSettle = MoveSettle
 	}
@@ -255,7 +259,7 @@ func Run(ctx context.Context, o Options) (err error) {
 				return nil
 			})
 		}
-		col, err := collector.New(o.Collector, s.js, cfg, s.stores, s.log, s.reg, s.tracer)
+		col, err := collector.New(o.Collector, s.js, cfg, s.place, s.stores, s.log, s.reg, s.tracer)
 		if err != nil {
 			return err
 		}
@@ -364,7 +368,7 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 	}
 	s.migrated.Store(true)
 	// Where tenants live after region moves, before anything writes.
-	if err := retention.LoadPlacement(ctx, s.cfg, s.stores[s.cfg.Regions[0].Name]); err != nil {
+	if err := retention.LoadPlacement(ctx, s.cfg, s.place, s.stores[s.cfg.Regions[0].Name]); err != nil {
 		return err
 	}
 	return s.registerTenants(ctx)
@@ -372,7 +376,7 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 
 // storeOf is a tenant's region store.
 func (s *Suite) storeOf(tenant string) (*chstore.Store, error) {
-	if r, ok := s.cfg.RegionOf(tenant); ok {
+	if r, ok := s.place.RegionOf(s.cfg, tenant); ok {
 		if st := s.stores[r.Name]; st != nil {
 			return st, nil
 		}
@@ -424,7 +428,7 @@ func (s *Suite) auditLoop(ctx context.Context, w *auditlog.Writer, verifierKey s
 			return nil
 		case <-checkpoint.C:
 			for _, t := range s.cfg.ChainTenants() {
-				release, ok := s.cfg.Placement().Write(t.ID)
+				release, ok := s.place.Write(t.ID)
 				if !ok {
 					continue // being moved to another region: checkpointed after the move
 				}
@@ -464,11 +468,11 @@ var AuditVerifyEvery = 15 * time.Minute
 // registerTenants records each tenant in its region's store.
 func (s *Suite) registerTenants(ctx context.Context) error {
 	for _, t := range s.cfg.Tenants {
-		release, ok := s.cfg.Placement().Write(t.ID)
+		release, ok := s.place.Write(t.ID)
 		if !ok {
 			continue // being moved: its row moves with it
 		}
-		region := s.cfg.TenantRegion(t)
+		region := s.place.TenantRegion(t)
 		err := s.stores[region].Exec(ctx, "INSERT INTO tenants (tenant_id, name, region) VALUES (?, ?, ?)", t.ID, t.Name, region)
 		release()
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/metering"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 const rateCard = `versions:
@@ -29,7 +30,7 @@ const rateCard = `versions:
 func withMetering(t *testing.T, f *fixture) string {
 	rc, err := metering.ParseRateCard([]byte(rateCard), f.cfg, "card")
 	require.NoError(t, err)
-	f.ui.Metering = metering.New(f.cfg, map[string]*chstore.Store{"default": f.st}, rc, zerolog.Nop())
+	f.ui.Metering = metering.New(f.cfg, placement.New(), map[string]*chstore.Store{"default": f.st}, rc, zerolog.Nop())
 	now := time.Now().UTC()
 	day := time.Date(now.Year(), now.Month(), 1, 10, 0, 0, 0, time.UTC)
 	ctx := context.Background()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
@@ -20,7 +21,7 @@ func TestRetentionPageForCompliance(t *testing.T) {
 	f := start(t)
 	skey, _, err := auditlog.GenerateKey()
 	require.NoError(t, err)
-	f.ui.Retention = retention.New(f.cfg, map[string]*chstore.Store{"default": f.st}, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
+	f.ui.Retention = retention.New(f.cfg, placement.New(), map[string]*chstore.Store{"default": f.st}, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
 	require.NoError(t, f.st.Exec(context.Background(), `INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, retention_days)
 		SELECT 'acme', 'crm', 'updated', now64(3) - toIntervalDay(1), generateUUIDv4(number), 'zoe', 'e', 1, '', 90 FROM numbers(4)`))
 
@@ -83,7 +84,7 @@ func TestRegionMoveFromTheRetentionPage(t *testing.T) {
 	ctx := context.Background()
 	skey, vkey, err := auditlog.GenerateKey()
 	require.NoError(t, err)
-	f.ui.Retention = retention.New(f.cfg, f.stores, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
+	f.ui.Retention = retention.New(f.cfg, placement.New(), f.stores, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
 	require.NoError(t, f.st.Exec(ctx, `INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, retention_days)
 		SELECT 'acme', 'crm', 'updated', now64(3) - toIntervalDay(1), generateUUIDv4(number), 'zoe', 'e', 1, '', 90 FROM numbers(4)`))
 
@@ -155,7 +156,7 @@ func TestPlatformRetentionPage(t *testing.T) {
 	f := start(t)
 	skey, _, err := auditlog.GenerateKey()
 	require.NoError(t, err)
-	f.ui.Retention = retention.New(f.cfg, map[string]*chstore.Store{"default": f.st}, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
+	f.ui.Retention = retention.New(f.cfg, placement.New(), map[string]*chstore.Store{"default": f.st}, func(context.Context, string, string, []byte) error { return nil }, nil, skey, zerolog.Nop())
 	c, _, home := signIn(t, f, "carol", "pw-carol")
 	code, doc := page(t, c, "GET", f.url+"/ui/tenants/_platform/retention", nil)
 	require.Equal(t, 200, code)

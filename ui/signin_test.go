@@ -20,6 +20,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/metering"
+	"github.com/tenantscope/tenantscope/placement"
 )
 
 type testClock struct {
@@ -147,7 +148,7 @@ func TestSignInLongUserNames(t *testing.T) {
 // a compliance officer reading it.
 func TestUIRequestsAreBilledToTheSignedInTenant(t *testing.T) {
 	f := start(t)
-	svc := metering.New(f.cfg, map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
+	svc := metering.New(f.cfg, placement.New(), map[string]*chstore.Store{"default": f.st}, nil, zerolog.Nop())
 	q := metering.NewRequests(svc)
 	mux := http.NewServeMux()
 	f.ui.Register(mux)

@@ -27,6 +27,7 @@ import (
 	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/identity/sessions"
 	"github.com/tenantscope/tenantscope/identity/sessions/sessionstest"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/ui"
 )
 
@@ -102,7 +103,7 @@ func startRegions(t *testing.T, more ...string) *fixture {
 			return nil
 		}, zerolog.Nop())
 	u.VerifierKey, u.SignerKey = vkey, skey
-	u.Keys = apikeys.New(cfg, func(string) (*chstore.Store, error) { return st, nil }, func() []*chstore.Store { return []*chstore.Store{st} },
+	u.Keys = apikeys.New(cfg, placement.New(), func(string) (*chstore.Store, error) { return st, nil }, func() []*chstore.Store { return []*chstore.Store{st} },
 		func(_ context.Context, tenant, _ string, body []byte) error {
 			f.audited = append(f.audited, tenant+" "+string(body))
 			return nil

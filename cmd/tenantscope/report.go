@@ -16,12 +16,13 @@ import (
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/export/csvcell"
 	"github.com/tenantscope/tenantscope/metering"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
 // openMetering opens every region and the configured rate card.
 func openMetering(ctx context.Context, cfg config.Config) (*metering.Service, func(), error) {
-	stores, closeAll, err := openRegions(ctx, cfg)
+	stores, place, closeAll, err := openRegions(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -32,12 +33,12 @@ func openMetering(ctx context.Context, cfg config.Config) (*metering.Service, fu
 			return nil, nil, err
 		}
 	}
-	return metering.New(cfg, stores, card, zerolog.Nop()), closeAll, nil
+	return metering.New(cfg, place, stores, card, zerolog.Nop()), closeAll, nil
 }
 
 // openRegions opens every region's store and reads where tenants live
-// after region moves (into cfg's placement); closeAll closes them.
-func openRegions(ctx context.Context, cfg config.Config) (map[string]*chstore.Store, func(), error) {
+// after region moves (place); closeAll closes the stores.
+func openRegions(ctx context.Context, cfg config.Config) (map[string]*chstore.Store, *placement.Placement, func(), error) {
 	stores := map[string]*chstore.Store{}
 	closeAll := func() {
 		for _, st := range stores {
@@ -48,15 +49,16 @@ func openRegions(ctx context.Context, cfg config.Config) (map[string]*chstore.St
 		st, err := openRegion(ctx, cfg, r)
 		if err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		stores[r.Name] = st
 	}
-	if err := retention.LoadPlacement(ctx, cfg, stores[cfg.Regions[0].Name]); err != nil {
+	place := placement.New()
+	if err := retention.LoadPlacement(ctx, cfg, place, stores[cfg.Regions[0].Name]); err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return stores, closeAll, nil
+	return stores, place, closeAll, nil
 }
 
 const (

@@ -20,7 +20,7 @@ import (
 // openRetention reaches a running suite's stores and NATS (for audit
 // records and dead letters) the way the other admin commands do.
 func openRetention(ctx context.Context, cfg config.Config) (*retention.Service, func(), error) {
-	stores, closeStores, err := openRegions(ctx, cfg)
+	stores, place, closeStores, err := openRegions(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -38,7 +38,7 @@ func openRetention(ctx context.Context, cfg config.Config) (*retention.Service, 
 		closeAll()
 		return nil, nil, err
 	}
-	svc := retention.New(cfg, stores, auditlog.JetStreamPublisher(js), js, b.AuditSignerKey, zerolog.Nop())
+	svc := retention.New(cfg, place, stores, auditlog.JetStreamPublisher(js), js, b.AuditSignerKey, zerolog.Nop())
 	svc.EngineAddr = cfg.ClickHouse.EngineListen // where a region on another server reads a moving tenant from
 	return svc, closeAll, nil
 }

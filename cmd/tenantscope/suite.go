@@ -19,6 +19,7 @@ import (
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 	"github.com/tenantscope/tenantscope/suite"
 )
@@ -268,11 +269,12 @@ func openTenantRegion(ctx context.Context, cfg config.Config, tenant string) (*c
 	if err != nil {
 		return nil, err
 	}
-	if err := retention.LoadPlacement(ctx, cfg, first); err != nil {
+	place := placement.New()
+	if err := retention.LoadPlacement(ctx, cfg, place, first); err != nil {
 		_ = first.Close() //nolint:errcheck // already failing
 		return nil, err
 	}
-	r, ok := cfg.RegionOf(tenant)
+	r, ok := place.RegionOf(cfg, tenant)
 	if ok && r.Name == cfg.Regions[0].Name {
 		return first, nil
 	}

@@ -31,7 +31,7 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 	if *key == "" {
 		return errors.New("verify: no checkpoint verifier key: pass --verifier-key or run where <data>/bootstrap.json is")
 	}
-	stores, closeAll, err := openRegions(ctx, cfg)
+	stores, place, closeAll, err := openRegions(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -41,7 +41,7 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 		if *tenant != "" && t.ID != *tenant {
 			continue
 		}
-		r, _ := cfg.RegionOf(t.ID)
+		r, _ := place.RegionOf(cfg, t.ID)
 		rep, err := auditlog.Verify(ctx, stores[r.Name], t.ID, *from, *key)
 		if err != nil {
 			return err

@@ -22,12 +22,17 @@ import (
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
+	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 )
 
 // Pipeline is a running pipeline.
 type Pipeline struct {
 	Config config.Config
+	// Placement is where the tenants live after region moves, shared by
+	// the collector, its audit writer and the policy cache (pass it to a
+	// retention engine that moves a tenant).
+	Placement *placement.Placement
 	// Store is the first region's; Stores has every region's, by name.
 	Store  *chstore.Store
 	Stores map[string]*chstore.Store
@@ -99,8 +104,9 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 		stores[r.Name] = st
 	}
 	st := stores[cfg.Regions[0].Name]
+	place := placement.New()
 	storeOf := func(tenant string) (*chstore.Store, error) {
-		r, ok := cfg.RegionOf(tenant)
+		r, ok := place.RegionOf(cfg, tenant)
 		if !ok {
 			return nil, fmt.Errorf("unknown tenant %q", tenant)
 		}
@@ -130,7 +136,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := retention.New(cfg, stores, nil, js, "", log).NewCache(ctx)
+	cache, err := retention.New(cfg, place, stores, nil, js, "", log).NewCache(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +147,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	shredder := retention.NewShredder(keys, cfg)
 	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer, RetentionFor: cache.Days,
 		ShredEvent: shredder.Event},
-		js, cfg, stores, log, reg, nil)
+		js, cfg, place, stores, log, reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +172,7 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 	for _, tn := range cfg.Tenants {
 		pw[tn.ID] = b.NATS[tn.NATS.User]
 	}
-	return &Pipeline{Config: cfg, Store: st, Stores: stores, EngineAddr: db.Addr, EngineURL: db.URL(), NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
+	return &Pipeline{Config: cfg, Placement: place, Store: st, Stores: stores, EngineAddr: db.Addr, EngineURL: db.URL(), NATS: srv, URL: srv.ClientURL(), Registry: reg, Passwords: pw, JS: js, AuditVerifierKey: b.AuditVerifierKey, Retention: cache, Shredder: shredder}
 }
 
 // Count runs a count query against the pipeline's database.

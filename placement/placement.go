@@ -1,15 +1,23 @@
-package config
+// Package placement holds where tenants live now: the region a move put
+// each tenant in, which tenants are paused while they move, and whether
+// this process could read the moves lately. It is runtime state, kept out
+// of config (a plain value): a process makes one Placement and hands it to
+// every component that writes tenant data or looks up a tenant's store, so
+// each of them sees a move at once.
+package placement
 
 import (
 	"sync"
 	"time"
+
+	"github.com/tenantscope/tenantscope/config"
 )
 
 // Placement is where tenants live now. A region move (the retention
 // engine's job, recorded in the platform store) overrides the region a
 // tenant is configured with, and a tenant being moved is paused: nothing
-// writes its data until the move ends. Copies of a Config share one
-// Placement, so every component of a process sees a move at once.
+// writes its data until the move ends. A nil *Placement has no moves:
+// every tenant lives where it is configured and may always be written.
 //
 // Each entry carries the version of the move record it comes from: a
 // reload that read the records before the move's latest save cannot undo
@@ -27,8 +35,8 @@ type Placement struct {
 	loaded   time.Time
 }
 
-// NewPlacement is a placement with no moves.
-func NewPlacement() *Placement {
+// New is a placement with no moves.
+func New() *Placement {
 	return &Placement{region: map[string]string{}, moving: map[string]bool{}, version: map[string]uint64{}, locks: map[string]*sync.RWMutex{}}
 }
 
@@ -169,27 +177,23 @@ func (p *Placement) Set(tenant, region string, moving bool, version uint64) {
 	}
 }
 
-// InitPlacement gives c a placement of its own if it has none (a Config
-// built field by field); copies made afterwards share it.
-func (c *Config) InitPlacement() {
-	if c.placement == nil {
-		c.placement = NewPlacement()
-	}
-}
-
-// Placement is the configuration's shared placement (nil for a Config not
-// made by Default, Parse or Load: then every tenant is where it is
-// configured).
-func (c Config) Placement() *Placement { return c.placement }
-
 // TenantRegion is the name of the region tenant t lives in: where a move put
 // it, else its configured region.
-func (c Config) TenantRegion(t Tenant) string {
-	if r, ok := c.placement.Moved(t.ID); ok {
+func (p *Placement) TenantRegion(t config.Tenant) string {
+	if r, ok := p.Moved(t.ID); ok {
 		return r
 	}
 	return t.Region
 }
 
-// SetPlacement gives c (and the copies made afterwards) placement p.
-func (c *Config) SetPlacement(p *Placement) { c.placement = p }
+// RegionOf returns a tenant's region as cfg.RegionOf does, after the moves:
+// the platform chain's is the first region, a configured tenant's is where
+// a move put it, else its configured one.
+func (p *Placement) RegionOf(cfg config.Config, tenant string) (config.Region, bool) {
+	for _, t := range cfg.Tenants {
+		if t.ID == tenant {
+			return cfg.Region(p.TenantRegion(t))
+		}
+	}
+	return cfg.RegionOf(tenant)
+}

@@ -1,4 +1,4 @@
-package config
+package placement
 
 import (
 	"sync/atomic"
@@ -6,16 +6,19 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/config"
 )
 
 // A move's pause waits for the writes in progress, then refuses new ones;
 // WriteAll holds nothing when one tenant is paused; ending the move lets
-// writers in again; copies of a Config share the placement.
+// writers in again; a tenant's region follows its moves, while the
+// configuration keeps saying where it is configured.
 func TestPlacementPauseWaitsForWrites(t *testing.T) {
-	cfg := Default()
-	cfg.Tenants = []Tenant{{ID: "a", Region: "eu"}, {ID: "b", Region: "eu"}}
-	cfg.Regions = []Region{{Name: "eu", Database: "eu"}, {Name: "us", Database: "us"}}
-	p := cfg.Placement()
+	cfg := config.Default()
+	cfg.Tenants = []config.Tenant{{ID: "a", Region: "eu"}, {ID: "b", Region: "eu"}}
+	cfg.Regions = []config.Region{{Name: "eu", Database: "eu"}, {Name: "us", Database: "us"}}
+	p := New()
 	release, ok := p.Write("a")
 	require.True(t, ok)
 	var paused atomic.Bool
@@ -33,20 +36,25 @@ func TestPlacementPauseWaitsForWrites(t *testing.T) {
 	p.Pause("b", 2) // returns at once: WriteAll released b
 	p.Set("b", "", false, 3)
 
-	copied := cfg
 	p.Set("a", "us", false, 4)
-	r, _ := copied.RegionOf("a")
-	require.Equal(t, "us", r.Name, "a copy sees the move")
-	release, ok = copied.Placement().Write("a")
+	r, _ := p.RegionOf(cfg, "a")
+	require.Equal(t, "us", r.Name, "the placement follows the move")
+	r, _ = cfg.RegionOf("a")
+	require.Equal(t, "eu", r.Name, "the configuration is a plain value")
+	release, ok = p.Write("a")
 	require.True(t, ok)
 	release()
-	r, _ = cfg.RegionOf("b")
+	r, _ = p.RegionOf(cfg, "b")
 	require.Equal(t, "eu", r.Name)
+	r, _ = p.RegionOf(cfg, config.PlatformTenant)
+	require.Equal(t, "eu", r.Name, "the platform chain lives in the first region")
+	_, ok = p.RegionOf(cfg, "nobody")
+	require.False(t, ok)
 
 	// A reload that read the moves before the latest save changes nothing.
 	p.Set("a", "eu", true, 3)
 	require.False(t, p.Moving("a"))
-	r, _ = cfg.RegionOf("a")
+	r, _ = p.RegionOf(cfg, "a")
 	require.Equal(t, "us", r.Name)
 
 	// A process that cannot reload its placement stops writing.
@@ -57,4 +65,20 @@ func TestPlacementPauseWaitsForWrites(t *testing.T) {
 	release, ok = p.Write("b")
 	require.True(t, ok)
 	release()
+}
+
+// A nil placement has no moves: every tenant is where it is configured and
+// may be written.
+func TestNilPlacementHasNoMoves(t *testing.T) {
+	cfg := config.Default()
+	cfg.Tenants = []config.Tenant{{ID: "a", Region: "default"}}
+	var p *Placement
+	r, ok := p.RegionOf(cfg, "a")
+	require.True(t, ok)
+	require.Equal(t, "default", r.Name)
+	release, ok := p.Write("a")
+	require.True(t, ok)
+	release()
+	require.False(t, p.Moving("a"))
+	require.False(t, p.Stale())
 }
