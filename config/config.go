@@ -68,6 +68,8 @@ type Config struct {
 	Retention Retention `yaml:"retention"`
 	// Sessions sets the UI sessions' timeouts and cookies.
 	Sessions Sessions `yaml:"sessions"`
+	// OIDC is single sign-on with an OpenID Connect provider.
+	OIDC OIDC `yaml:"oidc"`
 }
 
 // Retention configures the retention engine.
@@ -430,6 +432,7 @@ func Default() Config {
 		Shutdown:   Duration(20 * time.Second),
 		Quotas:     Quota{EventsPerSecond: 20000, BytesPerSecond: 32 << 20},
 		Sessions:   DefaultSessions(),
+		OIDC:       OIDC{LocalUsers: true},
 		Retention: Retention{
 			Defaults: map[string]int{"events": 90, "logs": 30, "spans": 14, "audit_records": 2555},
 			Minimum:  map[string]int{"events": 1, "logs": 1, "spans": 1, "audit_records": 2555},
@@ -502,6 +505,7 @@ var Env = []struct {
 	{"TENANTSCOPE_CLICKHOUSE_PASSWORD", "clickhouse.password", func(c *Config, v string) { c.ClickHouse.Password = v }},
 	{"TENANTSCOPE_CLICKHOUSE_READER_PASSWORD", "clickhouse.reader_password", func(c *Config, v string) { c.ClickHouse.ReaderPassword = v }},
 	{"TENANTSCOPE_RETENTION_KEK", "retention.kek", func(c *Config, v string) { c.Retention.KEK = v }},
+	{"TENANTSCOPE_OIDC_CLIENT_SECRET", "oidc.client_secret", func(c *Config, v string) { c.OIDC.ClientSecret = v }},
 	{"TENANTSCOPE_ENGINE_LISTEN", "clickhouse.engine_listen", func(c *Config, v string) { c.ClickHouse.EngineListen = v }},
 	{"TENANTSCOPE_CHDB_LIB", "clickhouse.chdb_lib", func(c *Config, v string) { c.ClickHouse.ChdbLib = v }},
 	{"TENANTSCOPE_LOG_LEVEL", "log.level", func(c *Config, v string) { c.Log.Level = v }},
@@ -528,6 +532,7 @@ func (c *Config) ReadSecretFiles() error {
 		{"clickhouse.reader_password_file", c.ClickHouse.ReaderPasswordFile, &c.ClickHouse.ReaderPassword},
 		{"retention.kek_file", c.Retention.KEKFile, &c.Retention.KEK},
 		{"http.metrics_token_file", c.HTTP.MetricsTokenFile, &c.HTTP.MetricsToken},
+		{"oidc.client_secret_file", c.OIDC.ClientSecretFile, &c.OIDC.ClientSecret},
 	} {
 		if f.path == "" {
 			continue
@@ -772,6 +777,7 @@ func (c Config) Validate() error {
 	}
 	c.validateMetering(bad)
 	c.validateRetention(bad)
+	c.validateOIDC(bad)
 	if err := c.Sessions.validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -864,6 +870,7 @@ func (c Config) Redacted() Config {
 	r.HTTP.MetricsToken = redact(c.HTTP.MetricsToken)
 	r.ClickHouse.ReaderPassword = redact(c.ClickHouse.ReaderPassword)
 	r.Retention.KEK = redact(c.Retention.KEK)
+	r.OIDC.ClientSecret = redact(c.OIDC.ClientSecret)
 	r.Tenants = append([]Tenant(nil), c.Tenants...)
 	for i := range r.Tenants {
 		r.Tenants[i].NATS.PasswordHash = redact(r.Tenants[i].NATS.PasswordHash)

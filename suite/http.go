@@ -20,6 +20,7 @@ import (
 	"github.com/tenantscope/tenantscope/edge"
 	"github.com/tenantscope/tenantscope/export"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/identity/oidc"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/retention"
 	"github.com/tenantscope/tenantscope/ui"
@@ -80,6 +81,11 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		pages := ui.New(s.cfg, sess, s.storeOf, s.publishAudit, s.log)
 		pages.Secure = s.cfg.Sessions.SecureCookies
 		pages.IsSecure = func(r *http.Request) bool { return edge.IsSecure(r.Context()) }
+		if s.cfg.OIDC.Enabled() { // single sign-on; the provider is discovered at the first sign-in
+			if pages.OIDC, err = oidc.New(ctx, s.cfg.OIDC, s.js, b.SessionKey); err != nil {
+				return err
+			}
+		}
 		pages.VerifierKey = b.AuditVerifierKey
 		pages.Keys = s.apiKeys
 		s.metering = metering.New(s.cfg, s.place, s.stores, s.card, s.log)

@@ -1,5 +1,6 @@
 // Package ui is the server-rendered web UI (templ): sign-in with the
-// configured local users (bcrypt), server-side sessions (identity/sessions:
+// configured local users (bcrypt) and single sign-on through an OpenID
+// Connect provider (identity/oidc), server-side sessions (identity/sessions:
 // the cookie holds only an opaque token) with CSRF protection, and the
 // audit trail, cost, SLA, retention, API key and session pages. Access
 // follows the same rule as the API (identity.Scope).
@@ -31,6 +32,7 @@ import (
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
+	"github.com/tenantscope/tenantscope/identity/oidc"
 	"github.com/tenantscope/tenantscope/identity/sessions"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/retention"
@@ -174,6 +176,12 @@ type UI struct {
 	regions      []string // configured region names (region moves)
 	// Health shows each tenant's last chain verification on the home page.
 	Health *auditlog.HealthBoard
+	// OIDC signs users in through the identity provider (nil: no single
+	// sign-on; sessions of single sign-on users are then ended).
+	OIDC *oidc.Client
+	// localUsers: password sign-in for the configured users is on
+	// (oidc.local_users).
+	localUsers bool
 	// Now is the sign-in throttle's clock (nil: time.Now).
 	Now func() time.Time
 	// signIns limits failed sign-ins per user name and reports their
@@ -195,7 +203,8 @@ func SignInLimits() (perUser, perAddress identity.ThrottleConfig) {
 // deployment shares (required).
 func New(cfg config.Config, store *sessions.Store, stores func(string) (*chstore.Store, error),
 	audit func(ctx context.Context, tenant, msgID string, body []byte) error, log zerolog.Logger) *UI {
-	u := &UI{users: map[string]config.User{}, sessions: store, stores: stores, audit: audit, log: log, retentionCfg: cfg.Retention}
+	u := &UI{users: map[string]config.User{}, sessions: store, stores: stores, audit: audit, log: log, retentionCfg: cfg.Retention,
+		localUsers: cfg.OIDC.LocalUsers}
 	perUser, perAddress := SignInLimits()
 	perUser.Now, perAddress.Now = u.now, u.now
 	perUser.Report = auditlog.ReportFailures(audit, log, auditlog.SignInFailures)
@@ -217,6 +226,8 @@ func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/login", u.loginForm)
 	mux.HandleFunc("POST /ui/login", u.login)
 	mux.HandleFunc("POST /ui/logout", u.logout)
+	mux.HandleFunc("GET /ui/oidc/start", u.oidcStart)
+	mux.HandleFunc("GET /ui/oidc/callback", u.oidcCallback)
 	mux.HandleFunc("GET /ui/{$}", u.signedIn(u.home))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit", u.signedIn(u.auditTrail))
 	mux.HandleFunc("GET /ui/tenants/{tenantId}/audit/{seq}", u.signedIn(u.detail))
@@ -262,8 +273,10 @@ var errSessionChanged = fmt.Errorf("%w: the user changed", sessions.ErrNoSession
 
 // session finds r's live session. A session whose user was removed or
 // changed (role, tenant, password) in this process's configuration is ended
-// here. sessions.ErrNoSession (wrapped) means "sign in"; other errors mean
-// the store could not be read.
+// here, as is a single sign-on session to which the current mapping no
+// longer gives the same role and tenant, and a local user's session once
+// local users are switched off. sessions.ErrNoSession (wrapped) means
+// "sign in"; other errors mean the store could not be read.
 func (u *UI) session(r *http.Request) (*Session, error) {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil || c.Value == "" {
@@ -273,13 +286,29 @@ func (u *UI) session(r *http.Request) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	if usr, ok := u.users[s.User]; !ok || usr.Role != s.Role || usr.Tenant != s.Tenant || sessions.Fingerprint(usr.PasswordHash) != s.Credential {
+	if !u.stillValid(s) {
 		if err := u.sessions.End(r.Context(), c.Value); err != nil {
 			u.log.Warn().Err(err).Str("user", identity.Clip(s.User)).Msg("end the session of a changed user")
 		}
 		return nil, errSessionChanged
 	}
 	return &Session{Session: s}, nil
+}
+
+// stillValid checks a session against this process's configuration: a
+// local user's against the configured user (role, tenant, password); a
+// single sign-on user's against the mapping (the groups kept at sign-in
+// must still give the same role and tenant, from the same issuer).
+func (u *UI) stillValid(s sessions.Session) bool {
+	if s.Issuer != "" {
+		if u.OIDC == nil || s.Issuer != u.OIDC.Issuer() {
+			return false
+		}
+		role, tenant, _, ok := u.OIDC.Resolve(s.Groups)
+		return ok && role == s.Role && tenant == s.Tenant
+	}
+	usr, ok := u.users[s.User]
+	return ok && u.localUsers && usr.Role == s.Role && usr.Tenant == s.Tenant && sessions.Fingerprint(usr.PasswordHash) == s.Credential
 }
 
 // secure says whether cookies set on r are Secure.
@@ -314,9 +343,30 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, c templ.
 }
 
 func (u *UI) loginForm(w http.ResponseWriter, r *http.Request) {
-	csrf := token()
-	u.setCookie(w, r, csrfCookie, csrf, 10*time.Minute)
-	u.render(w, r, http.StatusOK, loginPage(csrf, ""))
+	u.renderLogin(w, r, http.StatusOK, "")
+}
+
+// LoginView is the sign-in page's data.
+type LoginView struct {
+	CSRF, Message string
+	// Provider names the single sign-on button ("" none).
+	Provider string
+	// Local shows the password form (local users are on).
+	Local bool
+}
+
+// renderLogin shows the sign-in page with message; the password form gets
+// a fresh CSRF cookie.
+func (u *UI) renderLogin(w http.ResponseWriter, r *http.Request, status int, message string) {
+	v := LoginView{Message: message, Local: u.localUsers}
+	if u.OIDC != nil {
+		v.Provider = u.OIDC.Name()
+	}
+	if v.Local {
+		v.CSRF = token()
+		u.setCookie(w, r, csrfCookie, v.CSRF, 10*time.Minute)
+	}
+	u.render(w, r, status, loginPage(v))
 }
 
 // dummyHash keeps the time of a failed sign-in the same for unknown users.
@@ -339,6 +389,10 @@ const maxLoginBody = 8 << 10
 // failure of a burst and then summaries go to the platform chain
 // (auditlog.SignInFailures); a success goes to the user's tenant chain.
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
+	if !u.localUsers {
+		u.renderLogin(w, r, http.StatusForbidden, "Password sign-in is switched off (oidc.local_users: false). Sign in with your identity provider.")
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
 	if err := r.ParseForm(); err != nil {
 		status, msg := http.StatusBadRequest, "The sign-in form could not be read."
@@ -380,9 +434,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.log.Warn().Str("user", shown).Str("ip", addr).Msg("failed sign-in")
 		u.signIns.Fail(shown, at)
 		u.signInAddrs.Fail(addr, at)
-		csrf := token()
-		u.setCookie(w, r, csrfCookie, csrf, 10*time.Minute)
-		u.render(w, r, http.StatusUnauthorized, loginPage(csrf, "Wrong user or password."))
+		u.renderLogin(w, r, http.StatusUnauthorized, "Wrong user or password.")
 		return
 	}
 	u.signIns.Forget(shown)
@@ -422,9 +474,7 @@ func homeOf(s *Session) string {
 func (u *UI) tooManySignIns(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	secs := identity.RetryAfter(wait)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	csrf := token()
-	u.setCookie(w, r, csrfCookie, csrf, 10*time.Minute)
-	u.render(w, r, http.StatusTooManyRequests, loginPage(csrf, "Too many failed sign-ins. Try again in "+strconv.Itoa(secs)+" s."))
+	u.renderLogin(w, r, http.StatusTooManyRequests, "Too many failed sign-ins. Try again in "+strconv.Itoa(secs)+" s.")
 }
 
 // auditSignIn records a successful sign-in in the user's tenant's chain, or

@@ -47,6 +47,9 @@ const (
 	MaxBytes = 16 << 20
 	// maxValue bounds one session's record.
 	maxValue = 4 << 10
+	// MaxGroups bounds Session.Groups (with groups of at most 128 bytes,
+	// config.MaxOIDCGroup, a session stays well under maxValue).
+	MaxGroups = 8
 )
 
 // Errors of Get and End.
@@ -78,13 +81,20 @@ type Session struct {
 	Role   string `json:"role"`
 	Tenant string `json:"tenant,omitempty"`
 	// Credential is Fingerprint of the user's password hash at sign-in: a
-	// changed password ends the session.
-	Credential string    `json:"credential"`
-	Created    time.Time `json:"created"`
-	LastSeen   time.Time `json:"last_seen"`
-	Expires    time.Time `json:"expires"`
-	Addr       string    `json:"addr,omitempty"`
-	UserAgent  string    `json:"user_agent,omitempty"`
+	// changed password ends the session. Empty for single sign-on.
+	Credential string `json:"credential"`
+	// Issuer and Subject name a single sign-on user at their identity
+	// provider (empty for local users); Groups are the values of the role
+	// claim at sign-in that a mapping names (in mapping order, at most
+	// MaxGroups), so the session is checked against the current mapping.
+	Issuer    string    `json:"issuer,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	Groups    []string  `json:"groups,omitempty"`
+	Created   time.Time `json:"created"`
+	LastSeen  time.Time `json:"last_seen"`
+	Expires   time.Time `json:"expires"`
+	Addr      string    `json:"addr,omitempty"`
+	UserAgent string    `json:"user_agent,omitempty"`
 	// CSRF is the session's form token, derived from the token (so it is
 	// known only where the token is, and never stored).
 	CSRF string `json:"-"`
