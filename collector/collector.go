@@ -255,12 +255,32 @@ func (s *Service) Run(ctx context.Context) error {
 	pullCtx, stopPull := context.WithCancel(ctx)
 	defer stopPull()
 	var wg sync.WaitGroup
+	// stopPulls ends the pulls and waits for them; what they pulled and
+	// nobody batched is nak'd, so it comes back at once. Every return after
+	// a pull started goes through it.
+	stopPulls := func() {
+		stopPull()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		for {
+			select {
+			case m := <-in:
+				_ = m.Nak() //nolint:errcheck // redelivered after AckWait if the nak is lost
+			case <-done:
+				for len(in) > 0 {
+					_ = (<-in).Nak() //nolint:errcheck // as above
+				}
+				return
+			}
+		}
+	}
 	for _, t := range s.tenants {
 		cons, err := s.js.Consumer(ctx, natsbus.IngestStream(t.ID), natsbus.CollectorDurable)
 		if err != nil {
 			if ctx.Err() != nil {
-				break // stopped while starting: nothing was pulled yet
+				break // stopped while starting: the pulls begun end below
 			}
+			stopPulls()
 			return fmt.Errorf("collector: consumer of tenant %s: %w", t.ID, err)
 		}
 		wg.Add(1)
@@ -360,20 +380,8 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			probe.Stop()
 			flush()
-			stopPull()
-			done := make(chan struct{})
-			go func() { wg.Wait(); close(done) }()
-			for {
-				select {
-				case m := <-in:
-					_ = m.Nak() //nolint:errcheck // redelivered after AckWait if the nak is lost
-				case <-done:
-					for len(in) > 0 {
-						_ = (<-in).Nak() //nolint:errcheck // as above
-					}
-					return nil
-				}
-			}
+			stopPulls()
+			return nil
 		}
 	}
 }

@@ -374,18 +374,77 @@ func (s *Service) BeginMove(ctx context.Context, tenant, to string, by auditlog.
 }
 
 // StartMove begins a move and runs it in the background: its state is in
-// Moves (the API answers 202 with the move).
+// Moves (the API answers 202 with the move). The Service owns the run:
+// Close waits for it, and once Close has begun no move starts.
 func (s *Service) StartMove(ctx context.Context, tenant, to string, by auditlog.Actor, reason string) (Move, error) {
+	if !s.jobs.add() {
+		return Move{}, fmt.Errorf("%w: the retention engine is shutting down; start the move again once it runs", ErrConflict)
+	}
 	m, err := s.BeginMove(ctx, tenant, to, by, reason)
 	if err != nil {
+		s.jobs.done()
 		return m, err
 	}
 	go func() {
+		defer s.jobs.done()
 		if _, err := s.RunMove(context.WithoutCancel(ctx), m, nil); err != nil {
 			s.log.Error().Err(err).Str("tenant_id", tenant).Str("move_id", m.ID).Msg("region move")
 		}
 	}()
 	return m, nil
+}
+
+// Close refuses new background moves and waits for those StartMove runs
+// until ctx ends. A move cut short by the process ending is finished or
+// undone by ResumeMoves (Run) at the next start.
+func (s *Service) Close(ctx context.Context) error {
+	if err := s.jobs.close(ctx); err != nil {
+		return fmt.Errorf("retention: a region move still runs at shutdown (it is finished or undone at the next start): %w", err)
+	}
+	return nil
+}
+
+// jobs owns the goroutines a Service starts for work that outlives the
+// request that asked for it (StartMove's runs).
+type jobs struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// add counts a job about to start (done ends it), unless close has begun.
+func (j *jobs) add() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return false
+	}
+	j.wg.Add(1)
+	return true
+}
+
+func (j *jobs) done() { j.wg.Done() }
+
+func (j *jobs) refuse() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.closed = true
+}
+
+// close refuses new jobs and waits for the running ones until ctx ends.
+func (j *jobs) close(ctx context.Context) error {
+	j.refuse()
+	ended := make(chan struct{})
+	go func() { // ends with the last job, even when ctx ends first
+		j.wg.Wait()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // tenantTable is a table with tenant rows and the columns a copy names.

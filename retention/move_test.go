@@ -357,3 +357,38 @@ func TestRegionMoveBetweenServers(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, rep.OK(), "%+v", rep.Problem)
 }
+
+// A move started in the background belongs to the Service: Close waits for
+// it (a deadline that ends first is an error, the move runs on), and once
+// Close has begun no move starts. Before, StartMove's goroutine had no
+// owner: a shutdown closed the stores under a running move.
+func TestCloseWaitsForABackgroundMove(t *testing.T) {
+	f := startMove(t)
+	ctx := context.Background()
+	carol := auditlog.Actor{Type: "user", ID: "carol"}
+	f.publishEvents(t, "acme", 20)
+	require.Eventually(t, func() bool {
+		return f.count(t, "default", "SELECT count() FROM events WHERE tenant_id = 'acme'") == 20
+	}, 30*time.Second, 50*time.Millisecond)
+	f.svc.MoveSettle = time.Second // the move runs at least this long
+	m, err := f.svc.StartMove(ctx, "acme", "us", carol, "customer moved")
+	require.NoError(t, err)
+
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, f.svc.Close(short), context.DeadlineExceeded, "the move still runs")
+	_, err = f.svc.StartMove(ctx, "globex", "us", carol, "r")
+	require.ErrorIs(t, err, retention.ErrConflict, "no move starts once Close has begun")
+	require.False(t, f.p.Placement.Moving("globex"), "a refused move pauses nothing")
+
+	long, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	require.NoError(t, f.svc.Close(long))
+	// Close returned: the move has ended, no polling needed.
+	ms, err := f.svc.Moves(ctx, "acme")
+	require.NoError(t, err)
+	require.Equal(t, m.ID, ms[0].ID)
+	require.Equal(t, retention.MoveCompleted, ms[0].State, ms[0].Detail)
+	require.False(t, f.p.Placement.Moving("acme"))
+	require.EqualValues(t, 20, f.count(t, "us", "SELECT count() FROM events WHERE tenant_id = 'acme'"))
+}

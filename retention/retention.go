@@ -93,6 +93,7 @@ type Service struct {
 	coord coord
 	owner string
 	moves moves
+	jobs  jobs // background moves (StartMove), waited for by Close
 }
 
 // hold holds a tenant's data for a change until release (which may be

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,6 +107,12 @@ type Suite struct {
 	meterGauges *metering.Exporter
 	// health is the last verification of each tenant's audit chain.
 	health *auditlog.HealthBoard
+	// bg owns the goroutines started outside Run's errgroup (the embedded
+	// engine's listener watch); close waits for them.
+	bg sync.WaitGroup
+	// metricsLn is the metrics listener (close closes it and httpLn,
+	// which Serve has not when Run returned early).
+	metricsLn net.Listener
 }
 
 // HTTPAddr is where the UI, API and /metrics listen.
@@ -121,7 +128,8 @@ func (s *Suite) NATSURL() string { return s.nc.ConnectedUrl() }
 func (s *Suite) Store(region string) *chstore.Store { return s.stores[region] }
 
 // Run starts the selected components and blocks until ctx ends, then shuts
-// everything down within cfg.Shutdown.
+// everything down within cfg.Shutdown. Every goroutine it starts is waited
+// for before it returns, also when it returns early with an error.
 func Run(ctx context.Context, o Options) (err error) {
 	cfg := o.Config
 	if o.Getenv == nil {
@@ -170,7 +178,19 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := s.startNATS(ctx); err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	// The components run in g. On an early error return below, the ones
+	// already started are stopped and waited for before the deferred close
+	// takes their stores and connections away.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(runCtx)
+	running := true
+	defer func() {
+		if running {
+			stop()
+			err = errors.Join(err, g.Wait())
+		}
+	}()
 	s.retention = retention.New(cfg, s.place, s.stores, s.publishAudit, s.js, s.boot.AuditSignerKey, s.log)
 	s.retention.EngineAddr = s.engAddr
 	if err := retention.RegisterMetrics(s.reg, cfg); err != nil {
@@ -276,7 +296,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			if err != nil {
 				return fmt.Errorf("metrics listener: %w", err)
 			}
-			s.metricsAddr = mln.Addr().String()
+			s.metricsLn, s.metricsAddr = mln, mln.Addr().String()
 			ms := s.metricsServer()
 			if err := s.useTLS(ms); err != nil {
 				return err
@@ -321,6 +341,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.Ready != nil {
 		o.Ready(s)
 	}
+	running = false
 	return g.Wait()
 }
 
@@ -334,7 +355,9 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 			return err
 		}
 		s.engine, s.engAddr = local, local.Addr
-		go func() {
+		s.bg.Add(1)
+		go func() { // ends when close closes the engine
+			defer s.bg.Done()
 			if err := <-local.Served; err != nil {
 				s.log.Error().Err(err).Msg("engine http")
 			}
@@ -516,7 +539,24 @@ func (s *Suite) startNATS(ctx context.Context) error {
 }
 
 func (s *Suite) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.Shutdown))
+	defer cancel()
 	var errs []error
+	// Work that outlives its request (a region move started through the
+	// API or the UI) ends while the stores and NATS are still there.
+	if s.retention != nil {
+		if err := s.retention.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, ln := range []net.Listener{s.httpLn, s.metricsLn} {
+		if ln == nil {
+			continue
+		}
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
 	if s.nc != nil {
 		if err := s.nc.Drain(); err != nil {
 			errs = append(errs, err)
@@ -530,13 +570,12 @@ func (s *Suite) close() error {
 			errs = append(errs, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.Shutdown))
-	defer cancel()
 	if s.engine != nil {
 		if err := s.engine.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	s.bg.Wait()
 	return errors.Join(errs...)
 }
 

@@ -66,6 +66,9 @@ func child() int {
 			}
 		}
 	}
+	if check := os.Getenv("TENANTSCOPE_SUITE_LEFT_AFTER"); check != "" {
+		return leftAfterRun(ctx, opts, check)
+	}
 	err = suite.Run(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "suite:", err)
