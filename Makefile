@@ -42,6 +42,10 @@ test: chdb browser prometheus ## run every test against the embedded NATS and Cl
 	@rm -rf test-output && mkdir -p test-output
 	TENANTSCOPE_REQUIRE_BROWSER=1 TENANTSCOPE_REQUIRE_PROMETHEUS=1 $(GO) test -count=1 -p 1 -timeout 45m -artifacts -outputdir $(CURDIR)/test-output ./...
 
+.PHONY: certs
+certs: build ## write a local CA and TLS certificates for docker-compose's services into deploy/certs
+	$(BIN) certs --dir deploy/certs
+
 .PHONY: bench
 bench: chdb build ## run the Go benchmarks and the benchmark commands that print tables
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...

@@ -3,18 +3,21 @@
 package deploy
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/edge"
 	"github.com/tenantscope/tenantscope/natsbus"
 )
 
@@ -54,8 +57,8 @@ func TestComposeFile(t *testing.T) {
 	for name, s := range c.Services {
 		for _, v := range s.Volumes {
 			src := strings.SplitN(v, ":", 2)[0]
-			if strings.HasPrefix(src, "./deploy/nats-auth/") || src == "./deploy/secrets.json" {
-				continue // written by 'tenantscope nats setup' and 'secrets init' (git ignores them)
+			if strings.HasPrefix(src, "./deploy/nats-auth/") || src == "./deploy/secrets.json" || src == "./deploy/certs" {
+				continue // written by 'tenantscope nats setup', 'secrets init' and 'make certs' (git ignores them)
 			}
 			if strings.HasPrefix(src, "./") {
 				_, err := os.Stat(filepath.Join("..", src))
@@ -89,7 +92,13 @@ func TestNATSConfig(t *testing.T) {
 	dir := t.TempDir()
 	raw, err := os.ReadFile("nats.conf")
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "nats.conf"), raw, 0o600))
+	// The certificates 'make certs' writes, where the test can put them.
+	ca, err := edge.NewLocalCA(filepath.Join(dir, "certs"), time.Hour)
+	require.NoError(t, err)
+	_, _, err = ca.Issue(filepath.Join(dir, "certs"), "nats", []string{"nats-1", "nats-2", "nats-3"}, time.Hour)
+	require.NoError(t, err)
+	conf := strings.ReplaceAll(string(raw), "/etc/nats/certs/", filepath.Join(dir, "certs")+"/")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nats.conf"), []byte(conf), 0o600))
 	auth, err := natsbus.SetupAuth(filepath.Join(dir, "auth"), cfg)
 	require.NoError(t, err)
 	t.Setenv("NATS_SERVER_NAME", "nats-1")
@@ -100,6 +109,13 @@ func TestNATSConfig(t *testing.T) {
 	require.Equal(t, "tenantscope", opts.Cluster.Name)
 	require.Len(t, opts.Routes, 3, "a three-node cluster")
 	require.Equal(t, 3, cfg.NATS.Stream.Replicas, "the suite's streams have three replicas")
+	require.NotNil(t, opts.TLSConfig, "clients speak TLS")
+	require.NotNil(t, opts.Cluster.TLSConfig, "routes speak TLS")
+	require.Equal(t, tls.RequireAndVerifyClientCert, opts.Cluster.TLSConfig.ClientAuth, "routes verify each other's certificates")
+	require.True(t, strings.HasPrefix(cfg.NATS.URL, "tls://"))
+	require.NotEmpty(t, cfg.NATS.CAFile)
+	require.NotEmpty(t, cfg.HTTP.TLSCert, "the UI/API and metrics listeners speak TLS")
+	require.Contains(t, cfg.ClickHouse.DSN, "secure=true")
 	require.Equal(t, opts.JetStreamMaxStore, int64(cfg.NATS.JetStreamBudget), "the budget 'config validate' checks is the server's max_file_store")
 	require.Len(t, opts.TrustedOperators, 1, "operator mode")
 	require.Empty(t, opts.Users, "no users in the server's configuration")
@@ -121,6 +137,11 @@ func TestClickHouseReaderForGrafana(t *testing.T) {
 	prom, err := os.ReadFile("prometheus.yml")
 	require.NoError(t, err)
 	require.NotContains(t, string(prom), ":8080", "Prometheus scrapes the metrics listeners, not the public port")
+	require.Contains(t, string(prom), "scheme: https")
+	require.Contains(t, string(ds), "secure: true", "Grafana reaches ClickHouse over TLS")
+	tlsXML, err := os.ReadFile("clickhouse-tls.xml")
+	require.NoError(t, err)
+	require.Contains(t, string(tlsXML), "<https_port>8443</https_port>")
 }
 
 func TestDashboardsUseRealMetrics(t *testing.T) {

@@ -51,6 +51,7 @@ func commands() map[string]command {
 		"verify-export": {"verify an export bundle offline (--verifier-key)", runVerifyExport},
 		"demo":          {"publish demo traffic as the configured tenants to a running suite", runDemo},
 		"nats":          {"write NATS credentials: 'nats setup --dir D' (operator, accounts, resolver for a cluster), 'nats creds --tenant T --out F'", runNats},
+		"certs":         {"write a local CA and a certificate per service for TLS between a deployment's services (make certs)", runCerts},
 		"secrets":       {"write the secrets a distributed deployment's processes share (secrets init --out FILE)", runSecrets},
 		"engine":        {"serve only the embedded ClickHouse engine over ClickHouse's HTTP interface", runEngine},
 		"version":       {"print the version", runVersion},
