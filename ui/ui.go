@@ -334,8 +334,8 @@ func (u *UI) setCookie(w http.ResponseWriter, r *http.Request, name, value strin
 
 func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("X-Frame-Options", "DENY")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'")
+	// The edge sets the CSP (frame-ancestors 'none', no inline script),
+	// X-Frame-Options, nosniff and no-store on every page.
 	w.WriteHeader(status)
 	if err := c.Render(r.Context(), w); err != nil {
 		u.log.Warn().Err(err).Msg("render page")
