@@ -83,6 +83,15 @@ func NewKeys(cfg config.Config) *Keys {
 	return k
 }
 
+// Flush summarizes the wrong keys still being counted (OnFailures) and
+// forgets them: call it at shutdown, once no request is served, or the
+// summary of a burst in progress is lost.
+func (k *Keys) Flush() {
+	if k.Failures != nil {
+		k.Failures.Flush()
+	}
+}
+
 // Authenticate reads the bearer key of r. A request without a key is
 // ErrUnauthenticated and not counted; a wrong key counts against the
 // client's address, and an address that must wait gets a *WaitError

@@ -219,3 +219,26 @@ func TestThrottle(t *testing.T) {
 		}
 	})
 }
+
+// Keys.Flush (at shutdown) summarizes a burst of wrong keys still being
+// counted, which would otherwise be written only at a later attempt.
+func TestKeysFlushSummarizesABurstInProgress(t *testing.T) {
+	keys := identity.NewKeys(config.Default())
+	var rep bursts
+	keys.OnFailures = rep.add
+	for range 4 {
+		r := httptest.NewRequest("GET", "/api/v1/tenants/acme/things", nil)
+		r.Header.Set("Authorization", "Bearer wrong")
+		_, err := keys.Authenticate(r)
+		require.ErrorIs(t, err, identity.ErrUnauthenticated)
+	}
+	require.Len(t, rep.all(), 1, "only the first failure is reported at once")
+	keys.Flush()
+	got := rep.all()
+	require.Len(t, got, 2)
+	require.True(t, got[1].Ended)
+	require.Equal(t, 4, got[1].Failures)
+	keys.Flush()
+	require.Len(t, rep.all(), 2, "nothing is left to summarize")
+	(&identity.Keys{}).Flush() // no throttle: nothing to do
+}

@@ -61,6 +61,7 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		}
 		rcv.Register(mux)
 		keys := identity.NewKeys(s.cfg)
+		s.keys = keys
 		keys.OnFailures = auditlog.ReportFailures(s.publishAudit, s.log, auditlog.KeyFailures)
 		s.apiKeys = apikeys.New(s.cfg, s.place, s.storeOf, s.regionStores, s.publishAudit, s.log)
 		if err := s.apiKeys.Load(ctx); err != nil {
@@ -79,6 +80,7 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 			return err
 		}
 		pages := ui.New(s.cfg, sess, s.storeOf, s.publishAudit, s.log)
+		s.pages = pages
 		pages.Secure = s.cfg.Sessions.SecureCookies
 		pages.IsSecure = func(r *http.Request) bool { return edge.IsSecure(r.Context()) }
 		if s.cfg.OIDC.Enabled() { // single sign-on; the provider is discovered at the first sign-in

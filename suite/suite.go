@@ -34,12 +34,14 @@ import (
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/edge"
 	"github.com/tenantscope/tenantscope/engine"
+	"github.com/tenantscope/tenantscope/identity"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
 	"github.com/tenantscope/tenantscope/telemetry"
+	"github.com/tenantscope/tenantscope/ui"
 )
 
 // Components selects what a process runs.
@@ -110,6 +112,10 @@ type Suite struct {
 	// bg owns the goroutines started outside Run's errgroup (the embedded
 	// engine's listener watch); close waits for them.
 	bg sync.WaitGroup
+	// keys and pages count failed API keys and sign-ins (UI processes);
+	// close flushes their summaries into the platform chain.
+	keys  *identity.Keys
+	pages *ui.UI
 	// metricsLn is the metrics listener (close closes it and httpLn,
 	// which Serve has not when Run returned early).
 	metricsLn net.Listener
@@ -542,6 +548,15 @@ func (s *Suite) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.Shutdown))
 	defer cancel()
 	var errs []error
+	// Failed sign-ins and API keys still being counted: their bursts'
+	// summaries go to the platform chain while NATS is up (the HTTP
+	// server has stopped: no attempt comes after them).
+	if s.pages != nil {
+		s.pages.Flush()
+	}
+	if s.keys != nil {
+		s.keys.Flush()
+	}
 	// Work that outlives its request (a region move started through the
 	// API or the UI) ends while the stores and NATS are still there.
 	if s.retention != nil {

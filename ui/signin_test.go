@@ -97,6 +97,29 @@ func TestSignInFloodIsThrottledAndSummarized(t *testing.T) {
 	require.Equal(t, "success", recs[2].Outcome)
 }
 
+// A burst still being counted is summarized by Flush (at shutdown), not
+// lost: the summary of the failures since the first record reaches the
+// platform chain, and a second Flush has nothing to add.
+func TestSignInBurstIsSummarizedOnFlush(t *testing.T) {
+	f := start(t)
+	for range 3 {
+		_, code, _ := signIn(t, f, "alice", "wrong")
+		require.Equal(t, http.StatusUnauthorized, code)
+	}
+	require.Len(t, records(t, f), 1, "only the first failure is recorded at once")
+	f.ui.Flush()
+	recs := records(t, f)
+	require.Len(t, recs, 2, "the first failure and the summary")
+	sum := recs[1]
+	require.Equal(t, config.PlatformTenant, sum.TenantID)
+	require.Equal(t, "ui.sign_in_summary", sum.Action)
+	require.Equal(t, "alice", sum.Target.ID)
+	require.Equal(t, "3", sum.Metadata["failures"])
+	require.Equal(t, "summary, ended", sum.Metadata["burst"])
+	f.ui.Flush()
+	require.Len(t, records(t, f), 2)
+}
+
 // lastRetryAfter tries user's password once more and returns the 429's
 // Retry-After.
 func lastRetryAfter(t *testing.T, f *fixture, user, password string) string {

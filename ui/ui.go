@@ -221,6 +221,15 @@ func New(cfg config.Config, store *sessions.Store, stores func(string) (*chstore
 	return u
 }
 
+// Flush summarizes the failed sign-ins still being counted into the
+// platform chain and forgets them: a summary is otherwise written only at a
+// later attempt or after an hour's quiet, which a stopping process never
+// sees. Call it at shutdown, once the pages are no longer served.
+func (u *UI) Flush() {
+	u.signIns.Flush()
+	u.signInAddrs.Flush()
+}
+
 // Register mounts the pages.
 func (u *UI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ui/login", u.loginForm)
