@@ -88,7 +88,9 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	sc := config.Default()
 	sc.Data = cfg.Dir
 	sc.NATS.Listen = "127.0.0.1:0"
-	sc.NATS.Stream.MaxBytes = 8 << 30
+	// Work-queue streams hold only what waits: 512 MiB a tenant is plenty, and
+	// the whole reservation (about 4 GiB) fits a machine with a few GB free.
+	sc.NATS.Stream.MaxBytes = 512 << 20
 	sc.Quotas = config.Quota{EventsPerSecond: 1e7, BytesPerSecond: 1e10}
 	sc.Regions = []config.Region{{Name: "bench", Database: "bench"}}
 	for i := range cfg.Tenants {
@@ -127,7 +129,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	// 1. The bus alone: the same messages through a scratch stream, pulled
 	//    and acked concurrently with publishing, nothing else done.
 	step("bus only: %d tenants x %d messages of %d bytes", cfg.Tenants, cfg.Events, res.PayloadBytes)
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH_BUS", Subjects: []string{"benchbus.>"}, Storage: jetstream.FileStorage, MaxBytes: 8 << 30}); err != nil {
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH_BUS", Subjects: []string{"benchbus.>"}, Storage: jetstream.FileStorage, MaxBytes: 1 << 30}); err != nil {
 		return res, err
 	}
 	busStart := time.Now()
