@@ -36,7 +36,12 @@ type Config struct {
 	// TrustedProxies are the load balancers whose X-Forwarded-Proto is
 	// believed: a request they forward as https gets HSTS and Secure cookies.
 	TrustedProxies []netip.Prefix
-	Logger         zerolog.Logger
+	// Guard, when set, decides whether a request reaches the routes at all
+	// (it authenticates; false: it has answered). The suite's guard lets
+	// only public paths through without credentials, so a route added
+	// without its own check is still behind one.
+	Guard  func(w http.ResponseWriter, r *http.Request) bool
+	Logger zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -57,6 +62,15 @@ const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inl
 // Wrap puts h behind the edge chain.
 func Wrap(h http.Handler, cfg Config) http.Handler {
 	cfg = cfg.withDefaults()
+	guarded := h
+	if cfg.Guard != nil {
+		guarded = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if cfg.Guard(w, r) {
+				h.ServeHTTP(w, r)
+			}
+		})
+	}
+	routes := identity.WithCorrelation(guarded)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {
@@ -83,7 +97,7 @@ func Wrap(h http.Handler, cfg Config) http.Handler {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &idleBody{ReadCloser: http.MaxBytesReader(w, r.Body, cfg.MaxBody), rc: http.NewResponseController(w), idle: cfg.BodyIdle}
 		}
-		identity.WithCorrelation(h).ServeHTTP(w, r)
+		routes.ServeHTTP(w, r)
 	})
 }
 

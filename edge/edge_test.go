@@ -168,3 +168,31 @@ func TestTLSListenerReloadsItsCertificate(t *testing.T) {
 		return slices.Contains(res.TLS.PeerCertificates[0].DNSNames, "cert-200.test")
 	}, 10*time.Second, 200*time.Millisecond, "the renewed certificate is served")
 }
+
+// A guard stands in front of every route: a handler that forgot its own
+// check is still not reached without the guard's consent.
+func TestGuardStandsBeforeEveryRoute(t *testing.T) {
+	reached := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /forgot-its-check", func(http.ResponseWriter, *http.Request) { reached++ })
+	guard := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("Authorization") == "Bearer good" {
+			return true
+		}
+		http.Error(w, "sign in", http.StatusUnauthorized)
+		return false
+	}
+	addr := serve(t, mux, edge.Config{Guard: guard, Logger: zerolog.Nop()}, nil)
+	res, err := http.Get("http://" + addr + "/forgot-its-check")
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, res.StatusCode)
+	require.Equal(t, "no-store", res.Header.Get("Cache-Control"), "a refusal carries the headers too")
+	require.Zero(t, reached)
+	req, _ := http.NewRequest("GET", "http://"+addr+"/forgot-its-check", nil)
+	req.Header.Set("Authorization", "Bearer good")
+	res, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, 1, reached)
+}

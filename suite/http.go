@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,8 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 	s.httpLn = ln
 	s.httpAddr = ln.Addr().String()
 	mux := http.NewServeMux()
+	var guardKeys *identity.Keys
+	var guardPages *ui.UI
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n")) //nolint:errcheck // client gone
@@ -61,6 +64,7 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 		}
 		rcv.Register(mux)
 		keys := identity.NewKeys(s.cfg)
+		guardKeys = keys
 		s.keys = keys
 		keys.OnFailures = auditlog.ReportFailures(s.publishAudit, s.log, auditlog.KeyFailures)
 		s.apiKeys = apikeys.New(s.cfg, s.place, s.storeOf, s.regionStores, s.publishAudit, s.log)
@@ -80,6 +84,7 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 			return err
 		}
 		pages := ui.New(s.cfg, sess, s.storeOf, s.publishAudit, s.log)
+		guardPages = pages
 		s.pages = pages
 		pages.Secure = s.cfg.Sessions.SecureCookies
 		pages.IsSecure = func(r *http.Request) bool { return edge.IsSecure(r.Context()) }
@@ -112,9 +117,37 @@ func (s *Suite) startHTTP(ctx context.Context, withUI bool) error {
 	}
 	// One edge for every route: headers, correlation id, body limits and
 	// deadlines, panic recovery (edge/).
-	s.http = edge.Server(edge.Wrap(handler, edge.Config{TrustedProxies: s.cfg.HTTP.Proxies(), Logger: s.log}))
+	s.http = edge.Server(edge.Wrap(handler, edge.Config{TrustedProxies: s.cfg.HTTP.Proxies(), Guard: guard(guardKeys, guardPages), Logger: s.log}))
 	s.http.BaseContext = func(net.Listener) context.Context { return context.Background() }
 	return s.useTLS(s.http)
+}
+
+// publicPaths answer without credentials and carry nothing of a tenant.
+var publicPaths = map[string]bool{"/": true, "/healthz": true, "/readyz": true, "/metrics": true}
+
+// guard is the edge's authentication, before any route: public paths pass;
+// /api/ and /v1/ (OTLP) need a valid API key, /ui/ pages a live session
+// (sign-in pages excepted); any other path is refused as unknown. A route
+// registered without its own check is still behind a credential, and one
+// outside these prefixes is not served until it is added here.
+func guard(keys *identity.Keys, pages *ui.UI) func(http.ResponseWriter, *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		p := r.URL.Path
+		switch {
+		case publicPaths[p]:
+			return true
+		case strings.HasPrefix(p, "/ui/") && pages != nil:
+			return pages.Guard(w, r)
+		case (strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/v1/")) && keys != nil:
+			if _, err := keys.Authenticate(r); err != nil {
+				identity.Fail(w, r, err)
+				return false
+			}
+			return true
+		}
+		identity.WriteError(w, r, http.StatusNotFound, "not_found", "no such route")
+		return false
+	}
 }
 
 // useTLS serves srv over TLS when a certificate is configured (reloaded

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -543,21 +544,45 @@ func (u *UI) storeDown(w http.ResponseWriter, r *http.Request, err error) {
 // the browser to sign in, for posts too.
 func (u *UI) signedIn(h func(http.ResponseWriter, *http.Request, *Session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s, err := u.session(r)
-		if errors.Is(err, sessions.ErrNoSession) {
-			if _, cerr := r.Cookie(sessionCookie); cerr == nil {
-				u.setCookie(w, r, sessionCookie, "", -time.Second)
-			}
-			http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
-			return
-		}
-		if err != nil {
-			u.storeDown(w, r, err)
+		s, ok := u.live(w, r)
+		if !ok {
 			return
 		}
 		identity.SetCaller(r.Context(), s.principal()) // for metering
 		h(w, r, s)
 	}
+}
+
+// live finds the request's live session, or answers (sign in, or the store
+// is down) and returns false.
+func (u *UI) live(w http.ResponseWriter, r *http.Request) (*Session, bool) {
+	s, err := u.session(r)
+	if errors.Is(err, sessions.ErrNoSession) {
+		if _, cerr := r.Cookie(sessionCookie); cerr == nil {
+			u.setCookie(w, r, sessionCookie, "", -time.Second)
+		}
+		http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+		return nil, false
+	}
+	if err != nil {
+		u.storeDown(w, r, err)
+		return nil, false
+	}
+	return s, true
+}
+
+// PublicPaths are the UI's pages that need no session: signing in.
+var PublicPaths = []string{"/ui/login", "/ui/oidc/start", "/ui/oidc/callback"}
+
+// Guard is the edge's check for every /ui/ path: a public page passes; any
+// other needs a live session (else the browser is sent to sign in). A page
+// registered without signedIn is still behind it.
+func (u *UI) Guard(w http.ResponseWriter, r *http.Request) bool {
+	if slices.Contains(PublicPaths, r.URL.Path) {
+		return true
+	}
+	_, ok := u.live(w, r)
+	return ok
 }
 
 // home is the audit trails the role reads; a role that reads none (finance,
