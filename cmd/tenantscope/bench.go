@@ -61,8 +61,26 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(args) > 0 && args[0] == "cost" {
 		return runBenchCost(ctx, args[1:], getenv, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "otlp" {
+		fs := flag.NewFlagSet("bench otlp", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
+		workers := fs.Int("workers", 4, "concurrent senders, each with its own stock otlptracehttp exporter")
+		requests := fs.Int("requests", 100, "requests per worker")
+		spans := fs.Int("spans", 512, "spans per request")
+		gz := fs.Bool("gzip", false, "gzip the requests")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		res, err := bench.RunOTLP(ctx, bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz}, stderr)
+		if err != nil {
+			return err
+		}
+		res.Table(stdout)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "engine" {
-		return fmt.Errorf("%w: tenantscope bench engine|ingest|audit|cost|erase|move [flags]", errUsage)
+		return fmt.Errorf("%w: tenantscope bench engine|ingest|otlp|audit|cost|erase|move [flags]", errUsage)
 	}
 	fs := flag.NewFlagSet("bench engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
