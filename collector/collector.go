@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
+	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/placement"
@@ -396,6 +398,10 @@ func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons 
 	// Prefetch about a second of quota: enough to keep up, little enough to
 	// be stored well within the ack wait.
 	prefetch := min(max(int(q.EventsPerSecond), 16), s.cfg.BatchSize)
+	if size := s.meanMessageSize(ctx, tenant); size > 0 {
+		// A backlog of batches waits: do not ask for thousands of them.
+		prefetch = s.prefetchFor(q, 1, size)
+	}
 	throttled := s.m.throttles.WithLabelValues(tenant)
 	for {
 		paused, resumed := s.gate.state()
@@ -417,15 +423,61 @@ func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons 
 				continue
 			}
 		}
-		s.pullUntil(ctx, paused, tenant, it, in, events, bytes, burst, throttled)
+		if next := s.pullUntil(ctx, paused, tenant, it, in, events, bytes, burst, throttled, q, prefetch); next > 0 {
+			prefetch = next
+		}
 	}
+}
+
+// meanMessageSize is the mean size of the messages a tenant's stream holds
+// (0 when it holds none or does not answer).
+func (s *Service) meanMessageSize(ctx context.Context, tenant string) float64 {
+	ictx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := s.js.Stream(ictx, natsbus.IngestStream(tenant))
+	if err != nil {
+		return 0
+	}
+	info := st.CachedInfo()
+	if info.State.Msgs == 0 {
+		return 0
+	}
+	return float64(info.State.Bytes) / float64(info.State.Msgs)
+}
+
+// prefetchWindow is how many messages the prefetch is judged on.
+const prefetchWindow = 64
+
+// prefetchFor is how many messages of a tenant to hold in hand, given what
+// its messages hold on average: about a second of its quota (items and
+// bytes), and at most a batch's bytes. Batch messages (OTLP requests) hold
+// hundreds of items and kilobytes each; a prefetch sized for one-event
+// messages would hold minutes of quota (past the ack wait) and gigabytes.
+func (s *Service) prefetchFor(q config.Quota, items, size float64) int {
+	perSecond := math.Inf(1)
+	if q.EventsPerSecond > 0 {
+		perSecond = q.EventsPerSecond / max(items, 1)
+	}
+	if q.BytesPerSecond > 0 {
+		perSecond = min(perSecond, q.BytesPerSecond/max(size, 1))
+	}
+	byBytes := max(1, float64(s.cfg.BatchBytes)/max(size, 1))
+	// At least 16 (as many as a batch's bytes allow), so that small
+	// messages keep up at low quotas.
+	return int(max(min(16, byBytes), min(perSecond, byBytes, float64(s.cfg.BatchSize))))
 }
 
 // pullUntil feeds messages from it into in until ctx ends or the gate is
 // paused. Drain hands back what the iterator already buffered, so it can be
 // nak'd (redelivered at once) instead of waiting out AckWait.
+//
+// Every prefetchWindow messages it compares the prefetch with what they
+// hold (prefetchFor); when it is off by 4x or more (a tenant that starts or
+// stops sending batches, not the ups and downs of a mix) it drains the
+// iterator, feeds what it held, and returns the prefetch to pull with next
+// (0: none).
 func (s *Service) pullUntil(ctx context.Context, paused <-chan struct{}, tenant string, it jetstream.MessagesContext, in chan<- jetstream.Msg,
-	events, bytes *rate.Limiter, burst int, throttled prometheus.Counter) {
+	events, bytes *rate.Limiter, burst int, throttled prometheus.Counter, q config.Quota, prefetch int) (next int) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -446,11 +498,12 @@ func (s *Service) pullUntil(ctx context.Context, paused <-chan struct{}, tenant 
 		}
 		s.nakOutage(msg)
 	}
+	var seen, items, size float64
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return
+				return next
 			}
 			if ctx.Err() == nil {
 				s.log.Warn().Err(err).Str("tenant_id", tenant).Msg("pull")
@@ -462,9 +515,10 @@ func (s *Service) pullUntil(ctx context.Context, paused <-chan struct{}, tenant 
 			continue
 		}
 		n := min(len(msg.Data()), burst)
-		if !events.Allow() || !bytes.AllowN(time.Now(), n) {
+		k := batchItems(msg.Headers(), events.Burst())
+		if !events.AllowN(time.Now(), k) || !bytes.AllowN(time.Now(), n) {
 			throttled.Inc()
-			if events.Wait(ctx) != nil || bytes.WaitN(ctx, n) != nil {
+			if events.WaitN(ctx, k) != nil || bytes.WaitN(ctx, n) != nil {
 				handBack(msg)
 				continue
 			}
@@ -476,7 +530,33 @@ func (s *Service) pullUntil(ctx context.Context, paused <-chan struct{}, tenant 
 		case <-paused:
 			handBack(msg)
 		}
+		if next > 0 {
+			continue // draining for a new prefetch
+		}
+		seen, items, size = seen+1, items+float64(k), size+float64(len(msg.Data()))
+		if seen == prefetchWindow {
+			if want := s.prefetchFor(q, items/seen, size/seen); want*4 <= prefetch || want >= prefetch*4 {
+				next = want
+				it.Drain()
+			}
+			seen, items, size = 0, 0, 0
+		}
 	}
+}
+
+// batchItems is what a message counts against the events quota: the items
+// a batch says it holds (Batch-Items, at most the limiter's burst), else 1.
+// A publisher that understates it is still bound by the bytes quota.
+func batchItems(h nats.Header, burst int) int {
+	v := h.Get(wire.BatchItemsHeader)
+	if v == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 1
+	}
+	return min(n, max(burst, 1))
 }
 
 func isClosed(c <-chan struct{}) bool {
@@ -641,6 +721,8 @@ type rows struct {
 	logs   []Log
 	spans  []Span
 	audit  []auditlog.Record
+	// bad are the items of a batch message that are dead-lettered alone.
+	bad []BadItem
 }
 
 // process decodes a batch, dead-letters what is bad, stores the rest by
@@ -696,6 +778,13 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 			}
 			continue
 		}
+		// A batch's bad items are dead-lettered before the batch is acked
+		// (again, under the same ids, if it is redelivered).
+		for _, it := range r.bad {
+			if err := s.deadLetterItem(ctx, msg, it); err != nil {
+				return err
+			}
+		}
 		acc := byRegion[region]
 		if acc == nil {
 			acc = &rows{}
@@ -727,23 +816,7 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 			s.log.Warn().Err(err).Msg("ack failed after store")
 		}
 	}
-	for _, r := range byRegion {
-		for _, e := range r.events {
-			s.m.rows.WithLabelValues(e.TenantID, string(SignalEvent)).Inc()
-		}
-		for _, l := range r.logs {
-			s.m.rows.WithLabelValues(l.TenantID, string(SignalLog)).Inc()
-		}
-		for _, sp := range r.spans {
-			s.m.rows.WithLabelValues(sp.TenantID, string(SignalSpan)).Inc()
-			if sp.Kind == "server" {
-				s.m.serverSpan(sp)
-			}
-		}
-		for _, a := range r.audit {
-			s.m.rows.WithLabelValues(a.TenantID, string(SignalAudit)).Inc()
-		}
-	}
+	s.m.stored(byRegion)
 	return nil
 }
 
@@ -824,6 +897,10 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 		TraceParent: firstNonEmpty(h.Get("traceparent"), h.Get("Traceparent")), StreamSeq: md.Sequence.Stream, Published: md.Timestamp.UTC(),
 		SchemaVersion: h.Get("Schema-Version"), Submitter: Submitter(t),
 	}
+	if sig, ok := OTLPBatch(sub.Action); ok {
+		r, err := s.decodeOTLP(meta, sig, h, msg.Data())
+		return r, home, err
+	}
 	sig, err := SignalOf(sub.Action)
 	if err != nil {
 		return rows{}, "", err
@@ -880,6 +957,41 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 // deadLetter publishes the message to deadletter.{tenant}.{reason} with its
 // original subject, headers and the reason, then acks the original.
 func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeError) error {
+	out, tenant := s.deadLetterMsg(msg, de)
+	if _, err := s.js.PublishMsg(ctx, out); err != nil {
+		return fmt.Errorf("dead-letter %s: %w", msg.Subject(), err)
+	}
+	s.m.deadLetters.WithLabelValues(string(de.Reason)).Inc()
+	s.log.Warn().Str("tenant_id", tenant).Str("correlation_id", msg.Headers().Get("Correlation-Id")).
+		Str("reason", string(de.Reason)).Str("detail", de.Detail).Msg("dead-lettered")
+	return msg.DoubleAck(ctx)
+}
+
+// deadLetterItem publishes one bad item of a batch message alone, as a
+// one-item batch on the batch's subject that carries the item's index
+// (Batch-Offset), so a replay gives it the row id it would have had. The
+// batch itself is acked with the rest once they are stored.
+func (s *Service) deadLetterItem(ctx context.Context, msg jetstream.Msg, it BadItem) error {
+	out, tenant := s.deadLetterMsg(msg, it.Err)
+	out.Data = it.Data
+	out.Header.Set(wire.BatchOffsetHeader, strconv.Itoa(it.Index))
+	out.Header.Set(wire.BatchItemsHeader, "1")
+	if id := out.Header.Get(nats.MsgIdHdr); id != "" {
+		// One dead letter per item, even when the batch is redelivered.
+		out.Header.Set(nats.MsgIdHdr, id+"-"+strconv.Itoa(it.Index))
+	}
+	if _, err := s.js.PublishMsg(ctx, out); err != nil {
+		return fmt.Errorf("dead-letter item %d of %s: %w", it.Index, msg.Subject(), err)
+	}
+	s.m.deadLetters.WithLabelValues(string(it.Err.Reason)).Inc()
+	s.log.Warn().Str("tenant_id", tenant).Str("correlation_id", msg.Headers().Get("Correlation-Id")).Int("item", it.Index).
+		Str("reason", string(it.Err.Reason)).Str("detail", it.Err.Detail).Msg("dead-lettered an item of a batch")
+	return nil
+}
+
+// deadLetterMsg is the dead letter of msg: its headers and body, the reason
+// and where it came from.
+func (s *Service) deadLetterMsg(msg jetstream.Msg, de *DecodeError) (*nats.Msg, string) {
 	tenant := "_unknown"
 	if sub, err := ParseSubject(msg.Subject()); err == nil {
 		if _, ok := s.tenants[sub.Tenant]; ok {
@@ -909,13 +1021,7 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeE
 		out.Header.Set(nats.MsgIdHdr, "dl-"+md.Stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
 	}
 	out.Data = msg.Data()
-	if _, err := s.js.PublishMsg(ctx, out); err != nil {
-		return fmt.Errorf("dead-letter %s: %w", msg.Subject(), err)
-	}
-	s.m.deadLetters.WithLabelValues(string(de.Reason)).Inc()
-	s.log.Warn().Str("tenant_id", tenant).Str("correlation_id", msg.Headers().Get("Correlation-Id")).
-		Str("reason", string(de.Reason)).Str("detail", de.Detail).Msg("dead-lettered")
-	return msg.DoubleAck(ctx)
+	return out, tenant
 }
 
 func (s *Service) store(ctx context.Context, st *chstore.Store, r *rows) error {
@@ -1049,25 +1155,68 @@ func BadSpan(sp Span) bool {
 	return false
 }
 
-func (m *metrics) serverSpan(sp Span) {
+// slaService is the service label of a tenant's server spans: the service,
+// or "other" beyond the tenant's first maxServices.
+func (m *metrics) slaService(tenant, service string) string {
 	m.mu.Lock()
-	known := m.services[sp.TenantID]
+	defer m.mu.Unlock()
+	known := m.services[tenant]
 	if known == nil {
 		known = map[string]bool{}
-		m.services[sp.TenantID] = known
+		m.services[tenant] = known
 	}
-	service := sp.Service
 	if !known[service] {
 		if len(known) >= m.maxServices {
-			service = "other"
-		} else {
-			known[service] = true
+			return "other"
+		}
+		known[service] = true
+	}
+	return service
+}
+
+// stored counts a stored batch's rows, and its server spans into the SLA
+// counters: totals per label set first, then one update each (a label
+// lookup per row cost more than the count).
+func (m *metrics) stored(byRegion map[string]*rows) {
+	type key struct{ tenant, label string }
+	type sla struct{ requests, errors int }
+	counts := map[key]int{}
+	slas := map[key]*sla{}
+	for _, r := range byRegion {
+		for _, e := range r.events {
+			counts[key{e.TenantID, string(SignalEvent)}]++
+		}
+		for _, l := range r.logs {
+			counts[key{l.TenantID, string(SignalLog)}]++
+		}
+		for _, sp := range r.spans {
+			counts[key{sp.TenantID, string(SignalSpan)}]++
+			if sp.Kind != "server" {
+				continue
+			}
+			c := slas[key{sp.TenantID, sp.Service}]
+			if c == nil {
+				c = &sla{}
+				slas[key{sp.TenantID, sp.Service}] = c
+			}
+			c.requests++
+			if BadSpan(sp) {
+				c.errors++
+			}
+		}
+		for _, a := range r.audit {
+			counts[key{a.TenantID, string(SignalAudit)}]++
 		}
 	}
-	m.mu.Unlock()
-	m.slaRequests.WithLabelValues(sp.TenantID, service).Inc()
-	if BadSpan(sp) {
-		m.slaErrors.WithLabelValues(sp.TenantID, service).Inc()
+	for k, n := range counts {
+		m.rows.WithLabelValues(k.tenant, k.label).Add(float64(n))
+	}
+	for k, c := range slas {
+		service := m.slaService(k.tenant, k.label)
+		m.slaRequests.WithLabelValues(k.tenant, service).Add(float64(c.requests))
+		if c.errors > 0 {
+			m.slaErrors.WithLabelValues(k.tenant, service).Add(float64(c.errors))
+		}
 	}
 }
 

@@ -35,6 +35,9 @@ const (
 	// ReasonReservedIdentity is an audit record from a tenant that claims
 	// the suite's own actor types, source_service or submitted_by.
 	ReasonReservedIdentity Reason = "reserved_identity"
+	// ReasonInvalidProtobuf is a batch on a ._otlp_traces or ._otlp_logs
+	// subject whose body is not an OTLP export request.
+	ReasonInvalidProtobuf Reason = "invalid_protobuf"
 )
 
 // RegionHeader, when a publisher sets it, names the region the message's
@@ -44,7 +47,7 @@ const RegionHeader = "Data-Region"
 
 // Reasons lists every dead-letter reason (the metric starts each at 0).
 var Reasons = []Reason{ReasonBadSubject, ReasonUnknownTenant, ReasonMissingTenant, ReasonTenantMismatch, ReasonInvalidUTF8,
-	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders, ReasonWrongRegion, ReasonReservedIdentity}
+	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders, ReasonWrongRegion, ReasonReservedIdentity, ReasonInvalidProtobuf}
 
 // DecodeError is a permanent error: the message goes to the dead-letter stream.
 type DecodeError struct {
@@ -97,6 +100,9 @@ func SignalOf(action string) (Signal, error) {
 		return SignalSpan, nil
 	case "_audit":
 		return SignalAudit, nil
+	}
+	if sig, ok := OTLPBatch(action); ok {
+		return sig, nil
 	}
 	if strings.HasPrefix(action, "_") {
 		return "", bad(ReasonUnknownAction, "reserved action %q is not handled by this collector", action)

@@ -1,15 +1,21 @@
 // Package otlp is the OTLP/HTTP receiver: stock OpenTelemetry SDK exporters
 // send traces to /v1/traces and logs to /v1/logs (protobuf or JSON, gzip or
-// not) with a tenant's API key; the receiver turns each span and log record
-// into the same NATS message the Go SDK would publish, so there is one
-// pipeline. It answers with OTLP partial-success semantics: what could not
-// be published is counted as rejected, with the reason.
+// not) with a tenant's API key. A request travels as a batch: one NATS
+// message on tenant.{tenant}.{service}._otlp_traces (._otlp_logs) holding
+// the request's protobuf, cut into several only where it exceeds the
+// stream's largest message, and the client is answered once JetStream has
+// stored every part. The collector decodes the batch straight to rows. What
+// the receiver can refuse at once (a resource of another tenant, a span
+// without ids, an item larger than a message) it counts as rejected with
+// the reason (OTLP partial success); a request JetStream did not store is
+// answered 503, which exporters retry.
 package otlp
 
 import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -28,12 +34,15 @@ import (
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/identity"
 )
 
 // MaxBody bounds a request body (before and after gzip).
@@ -43,6 +52,7 @@ const MaxBody = 16 << 20
 type Receiver struct {
 	js       jetstream.JetStream
 	keys     map[string]config.APIKey // by key hash
+	maxMsg   int                      // the largest body of a message it publishes
 	log      zerolog.Logger
 	accepted *prometheus.CounterVec
 	rejected *prometheus.CounterVec
@@ -57,6 +67,7 @@ func New(cfg config.Config, js jetstream.JetStream, log zerolog.Logger, reg prom
 	for _, k := range cfg.APIKeys {
 		r.keys[k.KeyHash] = k
 	}
+	r.maxMsg = messageLimit(cfg, js)
 	if reg != nil {
 		for _, c := range []prometheus.Collector{r.accepted, r.rejected} {
 			if err := reg.Register(c); err != nil {
@@ -65,6 +76,27 @@ func New(cfg config.Config, js jetstream.JetStream, log zerolog.Logger, reg prom
 		}
 	}
 	return r, nil
+}
+
+// headerRoom is what a message's headers may take of the largest message.
+const headerRoom = 4 << 10
+
+// messageLimit is the largest body the receiver publishes: the stream's
+// max_msg_size or the server's max_payload, whichever is smaller, less room
+// for the headers.
+func messageLimit(cfg config.Config, js jetstream.JetStream) int {
+	limit := int(cfg.NATS.Stream.MaxMsgSize)
+	if js != nil {
+		if nc := js.Conn(); nc != nil {
+			if p := int(nc.MaxPayload()); p > 0 && (limit <= 0 || p < limit) {
+				limit = p
+			}
+		}
+	}
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	return max(limit-headerRoom, 1<<10)
 }
 
 // Register mounts the endpoints.
@@ -158,12 +190,14 @@ func (r *Receiver) respond(w http.ResponseWriter, req *request, m proto.Message)
 	_, _ = w.Write(b) //nolint:errcheck // client gone
 }
 
-func attrs(kvs []*commonpb.KeyValue) map[string]string {
-	out := make(map[string]string, len(kvs))
+// stringAttr is a resource attribute's value as the collector reads it.
+func stringAttr(kvs []*commonpb.KeyValue, key string) (string, bool) {
 	for _, kv := range kvs {
-		out[kv.Key] = anyValue(kv.Value)
+		if kv.Key == key {
+			return anyValue(kv.Value), true
+		}
 	}
-	return out
+	return "", false
 }
 
 func anyValue(v *commonpb.AnyValue) string {
@@ -186,71 +220,241 @@ func anyValue(v *commonpb.AnyValue) string {
 	return string(b)
 }
 
-func anyMap(m map[string]string) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+// foreignTenant reports a resource's tenant.id when it is not tenant.
+func foreignTenant(res *resourcepb.Resource, tenant string) (string, bool) {
+	t, ok := stringAttr(res.GetAttributes(), "tenant.id")
+	return t, ok && t != tenant
 }
 
-func serviceToken(res map[string]string) string {
-	s := res["service.name"]
-	if s == "" {
-		s = "unknown_service"
-	}
-	return strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_").Replace(s)
+func serviceOf(res *resourcepb.Resource) string {
+	name, _ := stringAttr(res.GetAttributes(), "service.name")
+	return wire.ServiceToken(name)
 }
 
-var kinds = map[tracepb.Span_SpanKind]string{
-	tracepb.Span_SPAN_KIND_INTERNAL: "internal", tracepb.Span_SPAN_KIND_SERVER: "server", tracepb.Span_SPAN_KIND_CLIENT: "client",
-	tracepb.Span_SPAN_KIND_PRODUCER: "producer", tracepb.Span_SPAN_KIND_CONSUMER: "consumer",
+// part is one message of a request.
+type part struct {
+	data    []byte
+	items   int
+	service string
 }
 
-// pending collects async publishes and counts what failed.
-type pending struct {
-	futures []jetstream.PubAckFuture
-	failed  int64
-	lastErr error
+// marshal is deterministic: a request sent again is cut into the same
+// parts, with the same message ids.
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// Bytes a field's tag and length prefix take at most.
+const framing = 6
+
+// splitTraces cuts a request into parts of at most limit bytes of
+// protobuf, each span with its resource and scope; a span too large for
+// any part is counted in tooBig and left out.
+func splitTraces(in *coltrace.ExportTraceServiceRequest, limit int) (parts []part, tooBig int64, err error) {
+	var (
+		cur   = &coltrace.ExportTraceServiceRequest{}
+		size  int
+		items int
+		rsOut *tracepb.ResourceSpans
+		ssOut *tracepb.ScopeSpans
+	)
+	flush := func() error {
+		if items > 0 {
+			b, err := marshal.Marshal(cur)
+			if err != nil {
+				return err
+			}
+			parts = append(parts, part{data: b, items: items, service: serviceOf(cur.ResourceSpans[0].Resource)})
+		}
+		cur, size, items, rsOut, ssOut = &coltrace.ExportTraceServiceRequest{}, 0, 0, nil, nil
+		return nil
+	}
+	for _, rs := range in.ResourceSpans {
+		rsCost := proto.Size(&tracepb.ResourceSpans{Resource: rs.Resource, SchemaUrl: rs.SchemaUrl}) + framing
+		rsOut = nil
+		for _, ss := range rs.ScopeSpans {
+			ssCost := proto.Size(&tracepb.ScopeSpans{Scope: ss.Scope, SchemaUrl: ss.SchemaUrl}) + framing
+			ssOut = nil
+			for _, s := range ss.Spans {
+				c := proto.Size(s) + framing
+				if rsCost+ssCost+c > limit {
+					tooBig++
+					continue
+				}
+				need := c
+				if ssOut == nil {
+					need += ssCost
+				}
+				if rsOut == nil {
+					need += rsCost
+				}
+				if size+need > limit {
+					if err := flush(); err != nil {
+						return nil, 0, err
+					}
+					need = rsCost + ssCost + c
+				}
+				if rsOut == nil {
+					rsOut = &tracepb.ResourceSpans{Resource: rs.Resource, SchemaUrl: rs.SchemaUrl}
+					cur.ResourceSpans = append(cur.ResourceSpans, rsOut)
+				}
+				if ssOut == nil {
+					ssOut = &tracepb.ScopeSpans{Scope: ss.Scope, SchemaUrl: ss.SchemaUrl}
+					rsOut.ScopeSpans = append(rsOut.ScopeSpans, ssOut)
+				}
+				ssOut.Spans = append(ssOut.Spans, s)
+				size += need
+				items++
+			}
+		}
+	}
+	return parts, tooBig, flush()
 }
 
-func (r *Receiver) publish(p *pending, subject, tenant, msgID, traceparent string, body any) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		p.failed++
-		p.lastErr = err
-		return
+// splitLogs is splitTraces for log records.
+func splitLogs(in *collogs.ExportLogsServiceRequest, limit int) (parts []part, tooBig int64, err error) {
+	var (
+		cur   = &collogs.ExportLogsServiceRequest{}
+		size  int
+		items int
+		rlOut *logspb.ResourceLogs
+		slOut *logspb.ScopeLogs
+	)
+	flush := func() error {
+		if items > 0 {
+			b, err := marshal.Marshal(cur)
+			if err != nil {
+				return err
+			}
+			parts = append(parts, part{data: b, items: items, service: serviceOf(cur.ResourceLogs[0].Resource)})
+		}
+		cur, size, items, rlOut, slOut = &collogs.ExportLogsServiceRequest{}, 0, 0, nil, nil
+		return nil
 	}
-	m := nats.NewMsg(subject)
-	m.Header.Set("Tenant-Id", tenant)
-	if msgID != "" {
-		m.Header.Set(nats.MsgIdHdr, msgID)
+	for _, rl := range in.ResourceLogs {
+		rlCost := proto.Size(&logspb.ResourceLogs{Resource: rl.Resource, SchemaUrl: rl.SchemaUrl}) + framing
+		rlOut = nil
+		for _, sl := range rl.ScopeLogs {
+			slCost := proto.Size(&logspb.ScopeLogs{Scope: sl.Scope, SchemaUrl: sl.SchemaUrl}) + framing
+			slOut = nil
+			for _, lr := range sl.LogRecords {
+				c := proto.Size(lr) + framing
+				if rlCost+slCost+c > limit {
+					tooBig++
+					continue
+				}
+				need := c
+				if slOut == nil {
+					need += slCost
+				}
+				if rlOut == nil {
+					need += rlCost
+				}
+				if size+need > limit {
+					if err := flush(); err != nil {
+						return nil, 0, err
+					}
+					need = rlCost + slCost + c
+				}
+				if rlOut == nil {
+					rlOut = &logspb.ResourceLogs{Resource: rl.Resource, SchemaUrl: rl.SchemaUrl}
+					cur.ResourceLogs = append(cur.ResourceLogs, rlOut)
+				}
+				if slOut == nil {
+					slOut = &logspb.ScopeLogs{Scope: sl.Scope, SchemaUrl: sl.SchemaUrl}
+					rlOut.ScopeLogs = append(rlOut.ScopeLogs, slOut)
+				}
+				slOut.LogRecords = append(slOut.LogRecords, lr)
+				size += need
+				items++
+			}
+		}
 	}
-	if traceparent != "" {
-		m.Header.Set("traceparent", traceparent)
-	}
-	m.Data = b
-	f, err := r.js.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
-	if err != nil {
-		p.failed++
-		p.lastErr = err
-		return
-	}
-	p.futures = append(p.futures, f)
+	return parts, tooBig, flush()
 }
 
-func (p *pending) wait(ctx context.Context) {
-	for _, f := range p.futures {
+// msgID is a part's Nats-Msg-Id: a digest of what it holds, so a request
+// the client sends again inside the stream's duplicate window is stored
+// once, and its log records keep their ids.
+func msgID(tenant, action string, data []byte) string {
+	h := sha256.New()
+	h.Write([]byte(tenant + "\x00" + action + "\x00"))
+	h.Write(data)
+	return "otlp-" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// publish sends the parts, one NATS message each, and returns once
+// JetStream has stored every one (or with the first error).
+func (r *Receiver) publish(ctx context.Context, tenant, action string, parts []part) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(parts))
+	for _, p := range parts {
+		m := nats.NewMsg("tenant." + tenant + "." + p.service + "." + action)
+		m.Header.Set("Tenant-Id", tenant)
+		m.Header.Set(nats.MsgIdHdr, msgID(tenant, action, p.data))
+		m.Header.Set(wire.BatchItemsHeader, strconv.Itoa(p.items))
+		m.Data = p.data
+		f, err := r.js.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			p.failed++
-			p.lastErr = err
+			return err
 		case <-ctx.Done():
-			p.failed++
-			p.lastErr = ctx.Err()
+			return ctx.Err()
 		}
 	}
+	return nil
+}
+
+// outcome is what became of a request's items.
+type outcome struct {
+	total, rejected int64
+	reason          string
+}
+
+func (o *outcome) reject(n int64, reason string) {
+	o.rejected += n
+	o.reason = reason
+}
+
+// forward publishes what was kept of a request: the client's own bytes
+// when nothing was taken out and they fit in one message, else the kept
+// items re-encoded and cut at the message size. It answers 503 (the
+// exporter retries; parts already stored are dropped as duplicates) when
+// JetStream did not store every part, and says so.
+func (r *Receiver) forward(w http.ResponseWriter, hr *http.Request, req *request, signal, action string, o *outcome, whole func() (part, bool), split func(limit int) ([]part, int64, error)) bool {
+	var parts []part
+	if p, ok := whole(); ok && len(p.data) <= r.maxMsg {
+		parts = []part{p}
+	} else {
+		var tooBig int64
+		var err error
+		if parts, tooBig, err = split(r.maxMsg); err != nil {
+			http.Error(w, "OTLP: encoding the request: "+err.Error(), http.StatusInternalServerError)
+			return false
+		}
+		if tooBig > 0 {
+			o.reject(tooBig, fmt.Sprintf("%d %s larger than the largest message (%d bytes)", tooBig, signal, r.maxMsg))
+		}
+	}
+	if err := r.publish(hr.Context(), req.tenant, action, parts); err != nil {
+		r.rejected.WithLabelValues(req.tenant, signal).Add(float64(o.total))
+		r.log.Warn().Err(err).Str("tenant_id", req.tenant).Str("correlation_id", identity.CorrelationID(hr.Context())).
+			Int64("items", o.total).Msg("OTLP request not stored; the client is asked to retry")
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "OTLP: not stored, retry later: "+err.Error(), http.StatusServiceUnavailable)
+		return false
+	}
+	r.accepted.WithLabelValues(req.tenant, signal).Add(float64(o.total - o.rejected))
+	r.rejected.WithLabelValues(req.tenant, signal).Add(float64(o.rejected))
+	if o.rejected > 0 {
+		r.log.Warn().Str("tenant_id", req.tenant).Str("correlation_id", identity.CorrelationID(hr.Context())).
+			Str("signal", signal).Int64("rejected", o.rejected).Str("reason", o.reason).Msg("OTLP items rejected")
+	}
+	return true
 }
 
 func (r *Receiver) traces(w http.ResponseWriter, hr *http.Request) {
@@ -263,62 +467,49 @@ func (r *Receiver) traces(w http.ResponseWriter, hr *http.Request) {
 		http.Error(w, "OTLP: the body is not an ExportTraceServiceRequest: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	var p pending
-	var total, invalid int64
-	var reason string
+	// What the client can be told at once (partial success) is taken out
+	// here; the collector checks every span again.
+	var o outcome
+	kept := in.ResourceSpans[:0]
 	for _, rs := range in.ResourceSpans {
-		res := attrs(rs.GetResource().GetAttributes())
-		if t, ok := res["tenant.id"]; ok && t != req.tenant {
-			n := 0
-			for _, ss := range rs.ScopeSpans {
-				n += len(ss.Spans)
-			}
-			total += int64(n)
-			invalid += int64(n)
-			reason = fmt.Sprintf("resource tenant.id %q does not match the API key's tenant", t)
+		n := 0
+		for _, ss := range rs.ScopeSpans {
+			n += len(ss.Spans)
+		}
+		o.total += int64(n)
+		if t, foreign := foreignTenant(rs.Resource, req.tenant); foreign {
+			o.reject(int64(n), fmt.Sprintf("resource tenant.id %q does not match the API key's tenant", t))
 			continue
 		}
-		service := serviceToken(res)
 		for _, ss := range rs.ScopeSpans {
+			spans := ss.Spans[:0]
 			for _, s := range ss.Spans {
-				total++
 				if len(s.TraceId) != 16 || len(s.SpanId) != 8 {
-					invalid++
-					reason = "span without a 16-byte trace id and 8-byte span id"
+					o.reject(1, "span without a 16-byte trace id and 8-byte span id")
 					continue
 				}
-				j := wire.Span{
-					TraceID: hex.EncodeToString(s.TraceId), SpanID: hex.EncodeToString(s.SpanId), Name: s.Name,
-					Kind: kinds[s.Kind], StartTime: time.Unix(0, int64(s.StartTimeUnixNano)).UTC(), EndTime: time.Unix(0, int64(s.EndTimeUnixNano)).UTC(),
-					StatusCode: strings.ToLower(strings.TrimPrefix(s.GetStatus().GetCode().String(), "STATUS_CODE_")), StatusMessage: s.GetStatus().GetMessage(),
-					Attributes: anyMap(attrs(s.Attributes)), Resource: anyMap(res),
-				}
-				if len(s.ParentSpanId) == 8 {
-					j.ParentSpanID = hex.EncodeToString(s.ParentSpanId)
-				}
-				for _, e := range s.Events {
-					j.Events = append(j.Events, wire.SpanEvent{Time: time.Unix(0, int64(e.TimeUnixNano)).UTC(), Name: e.Name, Attributes: anyMap(attrs(e.Attributes))})
-				}
-				r.publish(&p, "tenant."+req.tenant+"."+service+"._span", req.tenant, j.TraceID+"-"+j.SpanID, "00-"+j.TraceID+"-"+j.SpanID+"-01", j)
+				spans = append(spans, s)
 			}
+			ss.Spans = spans
 		}
+		kept = append(kept, rs)
 	}
-	p.wait(hr.Context())
-	rejected := invalid + p.failed
-	if p.lastErr != nil {
-		reason = "publish: " + p.lastErr.Error()
+	in.ResourceSpans = kept
+	whole := func() (part, bool) {
+		if req.json || o.rejected > 0 || o.total == 0 {
+			return part{}, false
+		}
+		return part{data: req.body, items: int(o.total), service: serviceOf(in.ResourceSpans[0].Resource)}, true
 	}
-	r.accepted.WithLabelValues(req.tenant, "spans").Add(float64(total - rejected))
-	r.rejected.WithLabelValues(req.tenant, "spans").Add(float64(rejected))
+	if !r.forward(w, hr, req, "spans", wire.ActionOTLPTraces, &o, whole, func(limit int) ([]part, int64, error) { return splitTraces(&in, limit) }) {
+		return
+	}
 	out := &coltrace.ExportTraceServiceResponse{}
-	if rejected > 0 {
-		out.PartialSuccess = &coltrace.ExportTracePartialSuccess{RejectedSpans: rejected, ErrorMessage: reason}
-		r.log.Warn().Str("tenant_id", req.tenant).Int64("rejected", rejected).Str("reason", reason).Msg("OTLP spans rejected")
+	if o.rejected > 0 {
+		out.PartialSuccess = &coltrace.ExportTracePartialSuccess{RejectedSpans: o.rejected, ErrorMessage: o.reason}
 	}
 	r.respond(w, req, out)
 }
-
-var severityText = map[int32]string{1: "trace", 5: "debug", 9: "info", 13: "warn", 17: "error", 21: "fatal"}
 
 func (r *Receiver) logs(w http.ResponseWriter, hr *http.Request) {
 	req, ok := r.read(w, hr)
@@ -330,56 +521,33 @@ func (r *Receiver) logs(w http.ResponseWriter, hr *http.Request) {
 		http.Error(w, "OTLP: the body is not an ExportLogsServiceRequest: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	var p pending
-	var total, invalid int64
-	var reason string
+	var o outcome
+	kept := in.ResourceLogs[:0]
 	for _, rl := range in.ResourceLogs {
-		res := attrs(rl.GetResource().GetAttributes())
-		if t, ok := res["tenant.id"]; ok && t != req.tenant {
-			for _, sl := range rl.ScopeLogs {
-				total += int64(len(sl.LogRecords))
-				invalid += int64(len(sl.LogRecords))
-			}
-			reason = fmt.Sprintf("resource tenant.id %q does not match the API key's tenant", t)
+		n := 0
+		for _, sl := range rl.ScopeLogs {
+			n += len(sl.LogRecords)
+		}
+		o.total += int64(n)
+		if t, foreign := foreignTenant(rl.Resource, req.tenant); foreign {
+			o.reject(int64(n), fmt.Sprintf("resource tenant.id %q does not match the API key's tenant", t))
 			continue
 		}
-		service := serviceToken(res)
-		for _, sl := range rl.ScopeLogs {
-			for _, lr := range sl.LogRecords {
-				total++
-				ts := lr.TimeUnixNano
-				if ts == 0 {
-					ts = lr.ObservedTimeUnixNano
-				}
-				level := strings.ToLower(lr.SeverityText)
-				if level == "" {
-					level = severityText[int32(lr.SeverityNumber)/4*4+1]
-				}
-				line := map[string]any{"level": level, "time": time.Unix(0, int64(ts)).UTC().Format(time.RFC3339Nano), "message": anyValue(lr.Body), "resource": res}
-				for k, v := range attrs(lr.Attributes) {
-					if _, taken := line[k]; !taken {
-						line[k] = v
-					}
-				}
-				tp := ""
-				if len(lr.TraceId) == 16 && len(lr.SpanId) == 8 {
-					line["trace_id"], line["span_id"] = hex.EncodeToString(lr.TraceId), hex.EncodeToString(lr.SpanId)
-					tp = "00-" + hex.EncodeToString(lr.TraceId) + "-" + hex.EncodeToString(lr.SpanId) + "-01"
-				}
-				r.publish(&p, "tenant."+req.tenant+"."+service+"._log", req.tenant, "", tp, line)
-			}
+		kept = append(kept, rl)
+	}
+	in.ResourceLogs = kept
+	whole := func() (part, bool) {
+		if req.json || o.rejected > 0 || o.total == 0 {
+			return part{}, false
 		}
+		return part{data: req.body, items: int(o.total), service: serviceOf(in.ResourceLogs[0].Resource)}, true
 	}
-	p.wait(hr.Context())
-	rejected := invalid + p.failed
-	if p.lastErr != nil {
-		reason = "publish: " + p.lastErr.Error()
+	if !r.forward(w, hr, req, "logs", wire.ActionOTLPLogs, &o, whole, func(limit int) ([]part, int64, error) { return splitLogs(&in, limit) }) {
+		return
 	}
-	r.accepted.WithLabelValues(req.tenant, "logs").Add(float64(total - rejected))
-	r.rejected.WithLabelValues(req.tenant, "logs").Add(float64(rejected))
 	out := &collogs.ExportLogsServiceResponse{}
-	if rejected > 0 {
-		out.PartialSuccess = &collogs.ExportLogsPartialSuccess{RejectedLogRecords: rejected, ErrorMessage: reason}
+	if o.rejected > 0 {
+		out.PartialSuccess = &collogs.ExportLogsPartialSuccess{RejectedLogRecords: o.rejected, ErrorMessage: o.reason}
 	}
 	r.respond(w, req, out)
 }
