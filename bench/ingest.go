@@ -22,8 +22,6 @@ import (
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine"
-	"github.com/tenantscope/tenantscope/migrations"
-	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/placement"
 )
 
@@ -97,34 +95,12 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 		id := fmt.Sprintf("t%02d", i)
 		sc.Tenants = append(sc.Tenants, config.Tenant{ID: id, Region: "bench", NATS: config.Credentials{User: id}})
 	}
-	if _, err := config.EnsureSecrets(&sc); err != nil {
-		return res, err
-	}
-	st, err := chstore.Open(ctx, chstore.Options{DSN: benchDSN(local.Addr), Database: "bench", Name: "bench", MaxOpenConns: 4})
+	p, closePipeline, err := startPipeline(ctx, local, &sc)
 	if err != nil {
 		return res, err
 	}
-	defer st.Close()
-	if _, err := migrations.Up(ctx, st, migrations.Params{Database: "bench"}, nil); err != nil {
-		return res, err
-	}
-	ns, err := natsbus.Embedded(sc, zerolog.Nop())
-	if err != nil {
-		return res, err
-	}
-	defer ns.Shutdown()
-	nc, err := ns.Connect("bench")
-	if err != nil {
-		return res, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return res, err
-	}
-	if err := natsbus.EnsureStreams(ctx, js, sc); err != nil {
-		return res, err
-	}
+	defer closePipeline()
+	st, ns, nc, js := p.st, p.ns, p.nc, p.js
 
 	// 1. The bus alone: the same messages through a scratch stream, pulled
 	//    and acked concurrently with publishing, nothing else done.

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/attribute"
@@ -32,7 +31,6 @@ import (
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/edge"
 	"github.com/tenantscope/tenantscope/engine"
-	"github.com/tenantscope/tenantscope/migrations"
 	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/placement"
 	"github.com/tenantscope/tenantscope/retention"
@@ -136,34 +134,12 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 	sc.Regions = []config.Region{{Name: "bench", Database: "bench"}}
 	sc.Tenants = []config.Tenant{{ID: "acme", Region: "bench", NATS: config.Credentials{User: "acme"}}}
 	sc.APIKeys = []config.APIKey{{Name: "acme-otlp", Role: config.RoleTenantAdmin, Tenant: "acme", KeyHash: config.HashAPIKey(otlpBenchKey)}}
-	if _, err := config.EnsureSecrets(&sc); err != nil {
-		return res, err
-	}
-	st, err := chstore.Open(ctx, chstore.Options{DSN: benchDSN(local.Addr), Database: "bench", Name: "bench", MaxOpenConns: 4})
+	p, closePipeline, err := startPipeline(ctx, local, &sc)
 	if err != nil {
 		return res, err
 	}
-	defer st.Close()
-	if _, err := migrations.Up(ctx, st, migrations.Params{Database: "bench"}, nil); err != nil {
-		return res, err
-	}
-	ns, err := natsbus.Embedded(sc, zerolog.Nop())
-	if err != nil {
-		return res, err
-	}
-	defer ns.Shutdown()
-	nc, err := ns.Connect("bench")
-	if err != nil {
-		return res, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return res, err
-	}
-	if err := natsbus.EnsureStreams(ctx, js, sc); err != nil {
-		return res, err
-	}
+	defer closePipeline()
+	st, js := p.st, p.js
 	stores := map[string]*chstore.Store{"bench": st}
 	place := placement.New()
 	cache, err := retention.New(sc, place, stores, nil, js, "", zerolog.Nop()).NewCache(ctx)
