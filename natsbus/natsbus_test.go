@@ -14,7 +14,7 @@ import (
 	"github.com/tenantscope/tenantscope/config"
 )
 
-func testConfig(t *testing.T) (config.Config, map[string]string) {
+func testConfig(t testing.TB) (config.Config, map[string]string) {
 	cfg := config.Default()
 	cfg.Data = t.TempDir()
 	cfg.NATS.Listen = "127.0.0.1:0"
