@@ -197,7 +197,11 @@ func TestStoreOutageIsNamedAndRecoveredFrom(t *testing.T) {
 	require.Equal(t, 1.0, value("tenantscope_collector_store_outages_total"))
 	require.Zero(t, value("tenantscope_collector_store_unavailable"))
 	require.Less(t, naks, 500.0, "no nak storm: pulling stops during the outage")
-	require.Less(t, redelivered, 500.0, "each message comes back at most about once")
+	// Each message comes back at most about once: usually a few dozen (the
+	// naks of the outage), and on a loaded machine up to one batch more,
+	// when the first insert after the return meets a pooled connection the
+	// outage broke (that batch is redelivered whole, and stored once).
+	require.LessOrEqual(t, redelivered, float64(published.Load())+naks, "each message comes back at most about once")
 	require.Less(t, recovery, 10*time.Second, "writing resumes within seconds of the store's return")
 	require.False(t, errors.Is(ctx.Err(), context.Canceled))
 }
