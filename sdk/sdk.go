@@ -55,6 +55,11 @@ type Config struct {
 	StallWait time.Duration
 	// Name names the connection (default "tenantscope-sdk").
 	Name string
+	// RetryFor is how long a publish that JetStream did not acknowledge
+	// (a stream leader election, a lost ack, no responders) is tried again
+	// with the same Nats-Msg-Id, so the stream stores it once; 0 means 30s,
+	// negative means never.
+	RetryFor time.Duration
 }
 
 // Publisher publishes a tenant's events, logs and spans.
@@ -66,6 +71,11 @@ type Publisher struct {
 	published atomic.Int64
 	mu        sync.Mutex
 	lastErr   error
+	// retries are the goroutines publishing a message again; Flush and
+	// Close wait for them.
+	retries  sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
 }
 
 // ErrClosed is returned after Close.
@@ -120,14 +130,14 @@ func New(cfg Config) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tenantscope sdk: connect: %w", err)
 	}
-	p := &Publisher{cfg: cfg, nc: nc}
+	if cfg.RetryFor == 0 {
+		cfg.RetryFor = 30 * time.Second
+	}
+	p := &Publisher{cfg: cfg, nc: nc, stop: make(chan struct{})}
 	p.js, err = jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
-			p.failed.Add(1)
-			p.mu.Lock()
-			p.lastErr = err
-			p.mu.Unlock()
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			p.retry(m, err)
 		}))
 	if err != nil {
 		nc.Close()
@@ -223,19 +233,72 @@ func (p *Publisher) Stats() (published, failed int64, lastErr error) {
 	return p.published.Load(), p.failed.Load(), p.lastErr
 }
 
-// Flush waits until every pending publish is acknowledged or ctx ends.
+// retry publishes m again (same subject, headers, Nats-Msg-Id and body),
+// with a growing pause, until JetStream acknowledges it or RetryFor has
+// passed since the first failure; only then is it counted as failed.
+func (p *Publisher) retry(m *nats.Msg, first error) {
+	if p.cfg.RetryFor < 0 {
+		p.fail(first)
+		return
+	}
+	p.retries.Add(1)
+	go func() {
+		defer p.retries.Done()
+		deadline := time.Now().Add(p.cfg.RetryFor)
+		wait, err := 100*time.Millisecond, first
+		for time.Now().Before(deadline) {
+			select {
+			case <-p.stop:
+				p.fail(fmt.Errorf("closed while retrying: %w", err))
+				return
+			case <-time.After(wait):
+			}
+			again := &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err = p.js.PublishMsg(ctx, again)
+			cancel()
+			if err == nil {
+				return
+			}
+			wait = min(2*wait, 2*time.Second)
+		}
+		p.fail(err)
+	}()
+}
+
+func (p *Publisher) fail(err error) {
+	p.failed.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastErr = err
+}
+
+// Flush waits until every pending publish is acknowledged (or has failed
+// after its retries) or ctx ends.
 func (p *Publisher) Flush(ctx context.Context) error {
 	select {
 	case <-p.js.PublishAsyncComplete():
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("tenantscope sdk: flush: %d messages still pending: %w", p.js.PublishAsyncPending(), ctx.Err())
+	}
+	done := make(chan struct{})
+	go func() {
+		p.retries.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("tenantscope sdk: flush: messages still being retried: %w", ctx.Err())
 	}
 }
 
 // Close flushes and disconnects.
 func (p *Publisher) Close(ctx context.Context) error {
 	err := p.Flush(ctx)
+	p.stopOnce.Do(func() { close(p.stop) })
+	p.retries.Wait()
 	if derr := p.nc.Drain(); derr != nil && err == nil {
 		err = derr
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/sdk"
 )
 
@@ -155,4 +156,47 @@ func TestAuditRecordsAreChainedOnceAndVerify(t *testing.T) {
 	require.True(t, rep.OK(), "%v", rep.Problem)
 	require.Equal(t, uint64(25), rep.Records)
 	require.GreaterOrEqual(t, rep.Checkpoints, 1)
+}
+
+// A publish JetStream does not acknowledge (here: the stream does not exist
+// yet, as during a stream leader election nothing answers) is tried again
+// with the same Nats-Msg-Id until it is stored: every event lands once and
+// none is counted as failed.
+func TestPublisherRetriesUntilStored(t *testing.T) {
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.NATS.Listen = "127.0.0.1:0"
+	cfg.Tenants = []config.Tenant{{ID: "acme", Region: "default", NATS: config.Credentials{User: "acme-svc"}}}
+	_, err := config.EnsureSecrets(&cfg)
+	require.NoError(t, err)
+	b, err := config.LoadBootstrap(cfg.Data)
+	require.NoError(t, err)
+	srv, err := natsbus.Embedded(cfg, zerolog.Nop())
+	require.NoError(t, err)
+	defer srv.Shutdown()
+	pub, err := sdk.New(sdk.Config{URL: srv.ClientURL(), Tenant: "acme", User: "acme-svc", Password: b.NATS["acme-svc"], RetryFor: 20 * time.Second})
+	require.NoError(t, err)
+	const n = 50
+	for i := range n {
+		require.NoError(t, pub.Event(context.Background(), "billing", "invoice_created", map[string]any{"i": i}))
+	}
+	// The stream appears a second later.
+	time.Sleep(time.Second)
+	suite, err := srv.Connect("suite")
+	require.NoError(t, err)
+	defer suite.Close()
+	js, err := jetstream.New(suite)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, natsbus.EnsureStreams(ctx, js, cfg))
+	require.NoError(t, pub.Close(ctx))
+	published, failed, lastErr := pub.Stats()
+	require.EqualValues(t, n, published)
+	require.Zero(t, failed, "%v", lastErr)
+	st, err := js.Stream(ctx, natsbus.IngestStream("acme"))
+	require.NoError(t, err)
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, n, info.State.Msgs, "every event stored once")
 }
