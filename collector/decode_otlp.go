@@ -80,12 +80,16 @@ func batchOffset(h nats.Header) (int, error) {
 func otlpAttrs(kvs []*commonpb.KeyValue) map[string]string {
 	out := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
-		out[kv.Key] = otlpValue(kv.Value)
+		out[kv.Key] = OTLPValue(kv.Value)
 	}
 	return out
 }
 
-func otlpValue(v *commonpb.AnyValue) string {
+// OTLPValue is an OTLP attribute value as the string stored in a Map
+// column: strings as they are, numbers and booleans formatted, bytes in
+// base64, arrays and maps as their OTLP JSON. The receiver reads
+// attributes (tenant.id, service.name) with it too.
+func OTLPValue(v *commonpb.AnyValue) string {
 	if v == nil {
 		return ""
 	}
@@ -329,7 +333,7 @@ func otlpLog(m Meta, res otlpResource, lr *logspb.LogRecord, id uuid.UUID, red *
 		level = otlpSeverity[(num-1)/4]
 	}
 	l := Log{
-		TenantID: m.Tenant, Service: res.service, Time: t, LogID: id, SeverityText: level, Body: otlpValue(lr.Body),
+		TenantID: m.Tenant, Service: res.service, Time: t, LogID: id, SeverityText: level, Body: OTLPValue(lr.Body),
 		Attributes: otlpAttrs(lr.Attributes), Resource: res.attrs, Correlation: m.CorrelationID,
 	}
 	if sn, ok := severities[level]; ok {

@@ -18,24 +18,6 @@ import (
 	"github.com/tenantscope/tenantscope/identity/identitytest"
 )
 
-// clock is a test clock that only moves when told.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type bursts struct {
 	mu  sync.Mutex
 	got []identity.Burst
@@ -60,7 +42,7 @@ func TestWrongAPIKeysAreThrottledAndSummarized(t *testing.T) {
 	cfg := config.Default()
 	cfg.APIKeys = []config.APIKey{{Name: "acme-admin", Role: config.RoleTenantAdmin, Tenant: "acme", KeyHash: config.HashAPIKey("right-key")}}
 	keys := identity.NewKeys(cfg)
-	clk := &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	clk := identitytest.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	var rep bursts
 	keys.Now, keys.OnFailures = clk.Now, rep.add
 	mux := http.NewServeMux()
@@ -137,7 +119,7 @@ func TestThrottle(t *testing.T) {
 	start := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	at := identity.Attempt{Addr: "192.0.2.1", UserAgent: "=HYPERLINK(\"x\")\x00"}
 	t.Run("backoff doubles up to the maximum", func(t *testing.T) {
-		clk := &clock{t: start}
+		clk := identitytest.NewClock(start)
 		th := identity.NewThrottle(identity.ThrottleConfig{Free: 3, Base: time.Second, Max: 10 * time.Second, Now: clk.Now})
 		var waits []time.Duration
 		for range 8 {
@@ -154,7 +136,7 @@ func TestThrottle(t *testing.T) {
 		require.Equal(t, []time.Duration{1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second}, waits)
 	})
 	t.Run("a success forgets the user and summarizes", func(t *testing.T) {
-		clk := &clock{t: start}
+		clk := identitytest.NewClock(start)
 		var rep bursts
 		th := identity.NewThrottle(identity.ThrottleConfig{Free: 3, Now: clk.Now, Report: rep.add})
 		for range 3 {
@@ -173,7 +155,7 @@ func TestThrottle(t *testing.T) {
 		require.Equal(t, 1, got[1].Refused)
 	})
 	t.Run("a burst that goes on is summarized once per window", func(t *testing.T) {
-		clk := &clock{t: start}
+		clk := identitytest.NewClock(start)
 		var rep bursts
 		th := identity.NewThrottle(identity.ThrottleConfig{Free: 10_000, Window: time.Hour, Now: clk.Now, Report: rep.add})
 		for range 3 * 60 * 6 { // every 10 s for 3 hours
@@ -187,7 +169,7 @@ func TestThrottle(t *testing.T) {
 		require.Equal(t, 721, got[2].Failures, "summaries are cumulative")
 	})
 	t.Run("memory is bounded", func(t *testing.T) {
-		clk := &clock{t: start}
+		clk := identitytest.NewClock(start)
 		var rep bursts
 		th := identity.NewThrottle(identity.ThrottleConfig{MaxKeys: 100, Now: clk.Now, Report: rep.add})
 		for i := range 10_000 {

@@ -2,9 +2,6 @@ package ui_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,33 +27,7 @@ func TestBrowserSingleSignOn(t *testing.T) {
 	s := startSSO(t, f, idp, nil)
 	shots := t.ArtifactDir()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.WindowSize(1280, 900), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
-
-	n := 0
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		require.NoError(t, err)
-		n++
-		require.NoError(t, os.WriteFile(filepath.Join(shots, fmt.Sprintf("%02d-%s.png", n, name)), png, 0o644))
-	}
-	do := func(steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		require.NoError(t, chromedp.Do(ctx, steps...))
-	}
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(sel))
-		require.NoError(t, err)
-		return v
-	}
+	ctx, shot, do, text, taken := openBrowser(t, exe, shots, 60*time.Second)
 	// loaded waits until the browser shows a loaded page whose address
 	// contains want (the provider's redirects happen in between).
 	loaded := func(want string) {
@@ -156,5 +127,5 @@ func TestBrowserSingleSignOn(t *testing.T) {
 	do(chromedp.WaitVisible(`[data-testid="tenants"]`))
 	require.Contains(t, text(`[data-testid="whoami"]`), "carl (compliance)")
 	shot("compliance-home")
-	t.Logf("%d screenshots in %s", n, shots)
+	t.Logf("%d screenshots in %s", taken(), shots)
 }

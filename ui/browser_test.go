@@ -42,33 +42,7 @@ func TestBrowserSignInFilterPageDetailDownload(t *testing.T) {
 	shots := t.ArtifactDir()
 	downloads := t.TempDir()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.WindowSize(1280, 900), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 30*time.Second)
-	defer cancelT()
-
-	n := 0
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		require.NoError(t, err)
-		n++
-		require.NoError(t, os.WriteFile(filepath.Join(shots, fmt.Sprintf("%02d-%s.png", n, name)), png, 0o644))
-	}
-	do := func(steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		require.NoError(t, chromedp.Do(ctx, steps...))
-	}
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(sel))
-		require.NoError(t, err)
-		return v
-	}
+	ctx, shot, do, text, taken := openBrowser(t, exe, shots, 30*time.Second)
 	eval := func(js string) string {
 		t.Helper()
 		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
@@ -159,6 +133,42 @@ func TestBrowserSignInFilterPageDetailDownload(t *testing.T) {
 	shot("audit-trail-phone")
 	entries, err := os.ReadDir(shots)
 	require.NoError(t, err)
-	require.Len(t, entries, n)
-	t.Logf("%d screenshots in %s", n, shots)
+	require.Len(t, entries, taken())
+	t.Logf("%d screenshots in %s", taken(), shots)
+}
+
+// openBrowser starts headless Chromium for a test: its context (ended with
+// the test, or after timeout), and helpers that take a numbered screenshot
+// into dir, run actions, and read an element's text, failing the test on
+// any error; taken counts the screenshots.
+func openBrowser(t *testing.T, exe, dir string, timeout time.Duration) (ctx context.Context, shot func(string),
+	do func(...chromedp.Action[chromedp.Void]), text func(string) string, taken func() int) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.WindowSize(1280, 900), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	ctx, cancelT := context.WithTimeout(ctx, timeout)
+	t.Cleanup(cancelT)
+	n := 0
+	shot = func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		require.NoError(t, err)
+		n++
+		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("%02d-%s.png", n, name)), png, 0o644))
+	}
+	do = func(steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		require.NoError(t, chromedp.Do(ctx, steps...))
+	}
+	text = func(sel string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Text(sel))
+		require.NoError(t, err)
+		return v
+	}
+	return ctx, shot, do, text, func() int { return n }
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/identity/identitytest"
 	"github.com/tenantscope/tenantscope/identity/sessions"
 	"github.com/tenantscope/tenantscope/identity/sessions/sessionstest"
 	"github.com/tenantscope/tenantscope/ui"
@@ -333,7 +334,7 @@ func idOf(ck *http.Cookie) string {
 // Idle and absolute timeouts, on an injected clock.
 func TestSessionsTimeOut(t *testing.T) {
 	f := start(t)
-	clk := &testClock{t: time.Now().UTC()}
+	clk := identitytest.NewClock(time.Now().UTC())
 	f.sessions.Now = clk.Now
 	_, csrf, ck := signedInAs(t, f, "victor")
 	c := replayer(t, f.url, ck)

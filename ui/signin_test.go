@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,26 +18,10 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/identity/identitytest"
 	"github.com/tenantscope/tenantscope/metering"
 	"github.com/tenantscope/tenantscope/placement"
 )
-
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // records decodes what the fixture's publisher received.
 func records(t *testing.T, f *fixture) []auditlog.Record {
@@ -58,7 +41,7 @@ func records(t *testing.T, f *fixture) []auditlog.Record {
 // chain), and the right password works once the wait is over.
 func TestSignInFloodIsThrottledAndSummarized(t *testing.T) {
 	f := start(t)
-	clk := &testClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	clk := identitytest.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	f.ui.Now = clk.Now
 
 	codes := map[int]int{}
@@ -136,7 +119,7 @@ func lastRetryAfter(t *testing.T, f *fixture, user, password string) string {
 // Many user names from one address: the address waits too.
 func TestSignInSprayFromOneAddressIsThrottled(t *testing.T) {
 	f := start(t)
-	clk := &testClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	clk := identitytest.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	f.ui.Now = clk.Now
 	codes := map[int]int{}
 	for i := range 40 {

@@ -40,6 +40,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/identity"
@@ -194,31 +195,12 @@ func (r *Receiver) respond(w http.ResponseWriter, req *request, m proto.Message)
 func stringAttr(kvs []*commonpb.KeyValue, key string) (string, bool) {
 	for _, kv := range kvs {
 		if kv.Key == key {
-			return anyValue(kv.Value), true
+			return collector.OTLPValue(kv.Value), true
 		}
 	}
 	return "", false
 }
 
-func anyValue(v *commonpb.AnyValue) string {
-	if v == nil {
-		return ""
-	}
-	switch x := v.Value.(type) {
-	case *commonpb.AnyValue_StringValue:
-		return x.StringValue
-	case *commonpb.AnyValue_BoolValue:
-		return strconv.FormatBool(x.BoolValue)
-	case *commonpb.AnyValue_IntValue:
-		return strconv.FormatInt(x.IntValue, 10)
-	case *commonpb.AnyValue_DoubleValue:
-		return strconv.FormatFloat(x.DoubleValue, 'g', -1, 64)
-	case *commonpb.AnyValue_BytesValue:
-		return base64.StdEncoding.EncodeToString(x.BytesValue)
-	}
-	b, _ := protojson.Marshal(v) //nolint:errcheck // a decoded message marshals
-	return string(b)
-}
 
 // foreignTenant reports a resource's tenant.id when it is not tenant.
 func foreignTenant(res *resourcepb.Resource, tenant string) (string, bool) {

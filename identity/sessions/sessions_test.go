@@ -2,37 +2,20 @@ package sessions_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantscope/tenantscope/identity/identitytest"
 	"github.com/tenantscope/tenantscope/identity/sessions"
 	"github.com/tenantscope/tenantscope/identity/sessions/sessionstest"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestSessionLifecycleSharedByProcesses(t *testing.T) {
 	ctx := context.Background()
 	js := sessionstest.JetStream(t)
-	clk := &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	clk := identitytest.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	cfg := sessions.Config{Idle: 30 * time.Minute, Absolute: 8 * time.Hour}
 	a, b := sessionstest.Store(t, js, cfg), sessionstest.Store(t, js, cfg) // two UI processes
 	a.Now, b.Now = clk.Now, clk.Now
