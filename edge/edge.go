@@ -95,7 +95,12 @@ func Wrap(h http.Handler, cfg Config) http.Handler {
 			r = r.WithContext(withSecure(r.Context()))
 		}
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &idleBody{ReadCloser: http.MaxBytesReader(w, r.Body, cfg.MaxBody), rc: http.NewResponseController(w), idle: cfg.BodyIdle}
+			// Also when nobody reads the body (a refusal): net/http drains
+			// an unread body before it answers, so without a deadline a
+			// stalled one would hold the connection.
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Now().Add(cfg.BodyIdle)) //nolint:errcheck // unsupported writers keep the server's timeouts
+			r.Body = &idleBody{ReadCloser: http.MaxBytesReader(w, r.Body, cfg.MaxBody), rc: rc, idle: cfg.BodyIdle}
 		}
 		routes.ServeHTTP(w, r)
 	})

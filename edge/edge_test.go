@@ -196,3 +196,26 @@ func TestGuardStandsBeforeEveryRoute(t *testing.T) {
 	res.Body.Close()
 	require.Equal(t, 1, reached)
 }
+
+// A request refused before anyone reads its body (the guard, a 401) that
+// announced a body and never sends it is answered, and its connection let
+// go, within the body idle time too.
+func TestStalledBodyOfARefusedRequestIsCutOff(t *testing.T) {
+	guard := func(w http.ResponseWriter, _ *http.Request) bool {
+		http.Error(w, "sign in", http.StatusUnauthorized)
+		return false
+	}
+	addr := serve(t, http.NotFoundHandler(), edge.Config{Guard: guard, BodyIdle: 500 * time.Millisecond, Logger: zerolog.Nop()}, nil)
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	start := time.Now()
+	_, err = fmt.Fprintf(conn, "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	rest, _ := io.ReadAll(conn) // the answer, then the server closes
+	took := time.Since(start)
+	require.Contains(t, string(rest), "401")
+	require.Less(t, took, 5*time.Second, "the refused request held the connection")
+	t.Logf("refused request with a stalled body: answered and closed after %s", took.Round(10*time.Millisecond))
+}

@@ -245,6 +245,12 @@ func (s *Server) expireSessions() {
 
 // ServeHTTP implements the interface.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody {
+		// Before anything may refuse the request: net/http drains an unread
+		// body before it answers, so a refused request with a stalled body
+		// would otherwise hold the connection.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyIdle)) //nolint:errcheck // unsupported writers keep the server's timeouts
+	}
 	if !s.hostAllowed(r.Host) {
 		s.fail(w, nil, &Exception{Code: 497, Name: "ACCESS_DENIED", Status: http.StatusForbidden,
 			Message: "Host " + strconv.Quote(r.Host) + " is not an address of this server"})
