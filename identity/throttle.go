@@ -107,7 +107,10 @@ type entry struct {
 	key      string
 	attempts int       // begun and not taken back: drives the wait
 	until    time.Time // must wait until
-	seen     time.Time // last attempt or refusal
+	// before is until as it was before the latest attempt armed it, for
+	// Undo: an attempt that did not fail must not make the next one wait.
+	before time.Time
+	seen   time.Time // last attempt or refusal
 
 	failures, refused int
 	from, to          time.Time
@@ -148,6 +151,7 @@ func (t *Throttle) Begin(key string, a Attempt) time.Duration {
 		return e.until.Sub(now)
 	}
 	e.attempts++
+	e.before = e.until
 	if e.attempts >= t.cfg.Free {
 		wait := t.cfg.Max
 		if n := e.attempts - t.cfg.Free; n < 30 && t.cfg.Base<<n < t.cfg.Max {
@@ -195,6 +199,7 @@ func (t *Throttle) Undo(key string) {
 	defer t.mu.Unlock()
 	if e, ok := t.keys[key]; ok && e.attempts > 0 {
 		e.attempts--
+		e.until = e.before
 	}
 }
 

@@ -224,3 +224,30 @@ func TestKeysFlushSummarizesABurstInProgress(t *testing.T) {
 	require.Len(t, rep.all(), 2, "nothing is left to summarize")
 	(&identity.Keys{}).Flush() // no throttle: nothing to do
 }
+
+// After a burst of wrong keys from an address has waited out its backoff,
+// the right key works — and keeps working: a success does not arm a new
+// wait (it did, so a guard plus a handler checking the same key locked the
+// address out for good).
+func TestARightKeyAfterTheBackoffKeepsWorking(t *testing.T) {
+	cfg := config.Default()
+	cfg.APIKeys = []config.APIKey{{Name: "acme-admin", Role: config.RoleTenantAdmin, Tenant: "acme", KeyHash: config.HashAPIKey("right-key")}}
+	keys := identity.NewKeys(cfg)
+	clk := identitytest.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	keys.Now = clk.Now
+	req := func(key string) *http.Request {
+		r := httptest.NewRequest("GET", "/api/v1/tenants/acme/things", nil)
+		r.Header.Set("Authorization", "Bearer "+key)
+		return r
+	}
+	for i := range 12 {
+		_, _ = keys.Authenticate(req(fmt.Sprintf("wrong-%d", i))) //nolint:errcheck // failures wanted
+	}
+	_, err := keys.Authenticate(req("right-key"))
+	require.ErrorIs(t, err, identity.ErrTooManyAttempts, "the address waits")
+	clk.Add(time.Minute)
+	for i := range 5 {
+		_, err := keys.Authenticate(req("right-key"))
+		require.NoError(t, err, "right key, call %d after the backoff", i+1)
+	}
+}
