@@ -201,7 +201,6 @@ func stringAttr(kvs []*commonpb.KeyValue, key string) (string, bool) {
 	return "", false
 }
 
-
 // foreignTenant reports a resource's tenant.id when it is not tenant.
 func foreignTenant(res *resourcepb.Resource, tenant string) (string, bool) {
 	t, ok := stringAttr(res.GetAttributes(), "tenant.id")
