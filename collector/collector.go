@@ -901,6 +901,10 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 		r, err := s.decodeOTLP(meta, sig, h, msg.Data())
 		return r, home, err
 	}
+	if sub.Action == wire.ActionEvents {
+		r, err := s.decodeEventBatch(meta, msg.Data())
+		return r, home, err
+	}
 	sig, err := SignalOf(sub.Action)
 	if err != nil {
 		return rows{}, "", err
@@ -974,11 +978,15 @@ func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeE
 func (s *Service) deadLetterItem(ctx context.Context, msg jetstream.Msg, it BadItem) error {
 	out, tenant := s.deadLetterMsg(msg, it.Err)
 	out.Data = it.Data
-	out.Header.Set(wire.BatchOffsetHeader, strconv.Itoa(it.Index))
-	out.Header.Set(wire.BatchItemsHeader, "1")
-	if id := out.Header.Get(nats.MsgIdHdr); id != "" {
-		// One dead letter per item, even when the batch is redelivered.
-		out.Header.Set(nats.MsgIdHdr, id+"-"+strconv.Itoa(it.Index))
+	if it.Event != nil {
+		eventDeadLetter(out, msg.Subject(), it.Event)
+	} else {
+		out.Header.Set(wire.BatchOffsetHeader, strconv.Itoa(it.Index))
+		out.Header.Set(wire.BatchItemsHeader, "1")
+		if id := out.Header.Get(nats.MsgIdHdr); id != "" {
+			// One dead letter per item, even when the batch is redelivered.
+			out.Header.Set(nats.MsgIdHdr, id+"-"+strconv.Itoa(it.Index))
+		}
 	}
 	if _, err := s.js.PublishMsg(ctx, out); err != nil {
 		return fmt.Errorf("dead-letter item %d of %s: %w", it.Index, msg.Subject(), err)

@@ -47,7 +47,7 @@ const RegionHeader = "Data-Region"
 
 // Reasons lists every dead-letter reason (the metric starts each at 0).
 var Reasons = []Reason{ReasonBadSubject, ReasonUnknownTenant, ReasonMissingTenant, ReasonTenantMismatch, ReasonInvalidUTF8,
-	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders, ReasonWrongRegion, ReasonReservedIdentity, ReasonInvalidProtobuf}
+	ReasonInvalidJSON, ReasonInvalidField, ReasonUnknownAction, ReasonTooManyHeaders, ReasonWrongRegion, ReasonReservedIdentity, ReasonInvalidProtobuf, ReasonInvalidBatch}
 
 // DecodeError is a permanent error: the message goes to the dead-letter stream.
 type DecodeError struct {
@@ -103,6 +103,9 @@ func SignalOf(action string) (Signal, error) {
 	}
 	if sig, ok := OTLPBatch(action); ok {
 		return sig, nil
+	}
+	if action == wire.ActionEvents {
+		return SignalEvent, nil
 	}
 	if strings.HasPrefix(action, "_") {
 		return "", bad(ReasonUnknownAction, "reserved action %q is not handled by this collector", action)
@@ -254,6 +257,18 @@ func raw(m json.RawMessage) any {
 	return v
 }
 
+// eventTime is the time of an event whose body has none: the time in its
+// id when the id is a UUIDv7 (what the SDK gives every event: the moment it
+// was published, the same on every redelivery and re-publish, so the row
+// is replaced, not doubled), else the time JetStream stored the message.
+func eventTime(m Meta) time.Time {
+	if id, err := uuid.Parse(m.MsgID); err == nil && id.Version() == 7 {
+		sec, nsec := id.Time().UnixTime()
+		return time.Unix(sec, nsec).UTC()
+	}
+	return m.Published
+}
+
 // DecodeEvent turns a domain event into a row. The whole body is the payload;
 // well-known top-level fields (time, actor, entity, schema_version) fill columns.
 func DecodeEvent(m Meta, body []byte, retentionDays uint16) (Event, error) {
@@ -278,7 +293,7 @@ func DecodeEvent(m Meta, body []byte, retentionDays uint16) (Event, error) {
 		return Event{}, err
 	}
 	if !ok {
-		t = m.Published
+		t = eventTime(m)
 	}
 	sv := uint16(1)
 	if v := m.SchemaVersion; v != "" {

@@ -35,8 +35,12 @@ type BadItem struct {
 	Index int
 	Err   *DecodeError
 	// Data is a one-item export request: the item with its resource and
-	// scope, in protobuf, published on the batch's subject when replayed.
+	// scope, in protobuf, published on the batch's subject when replayed;
+	// for an event batch, the event's payload.
 	Data []byte
+	// Event is the item of an event batch, dead-lettered as the plain
+	// one-event message it would have been (nil for OTLP batches).
+	Event *wire.Event
 }
 
 // OTLPBatch reports whether action is a reserved action of OTLP batches,

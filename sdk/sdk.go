@@ -1,7 +1,10 @@
 // Package sdk is how a tenant's Go services publish into tenantscope over
 // NATS with the tenant's own service credentials:
 //
-//   - Publisher.Event publishes a domain event on tenant.{tenant}.{service}.{action};
+//   - Publisher.Event publishes a domain event: packed with others of the same
+//     service, each with its own id, into a batch message on
+//     tenant.{tenant}.{service}._events (Config.Unbatched: one message on
+//     tenant.{tenant}.{service}.{action} each);
 //   - Publisher.LogWriter is an io.Writer for zerolog that ships each line to ._log;
 //   - Publisher.SpanExporter is an OpenTelemetry SpanExporter that ships spans to ._span.
 //
@@ -21,6 +24,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +65,19 @@ type Config struct {
 	// with the same Nats-Msg-Id, so the stream stores it once; 0 means 30s,
 	// negative means never.
 	RetryFor time.Duration
+	// Unbatched publishes each event as its own message on
+	// tenant.{tenant}.{service}.{action}. By default events are packed,
+	// each with its own id, into batch messages on
+	// tenant.{tenant}.{service}._events: many times the events per second
+	// for the same bus and collector.
+	Unbatched bool
+	// BatchEvents is the most events one batch message holds (default
+	// 512); BatchBytes the most bytes (default 256 KiB, under NATS's
+	// default 1 MiB payload limit; an event larger than it goes alone).
+	BatchEvents, BatchBytes int
+	// BatchLinger is how long an event may wait for its batch to fill
+	// before the batch is published anyway (default 5ms).
+	BatchLinger time.Duration
 }
 
 // Publisher publishes a tenant's events, logs and spans.
@@ -76,6 +94,21 @@ type Publisher struct {
 	retries  sync.WaitGroup
 	stop     chan struct{}
 	stopOnce sync.Once
+	// batches are the event batches being filled, by service; batchMu
+	// guards them. linger publishes the ones older than BatchLinger.
+	batchMu sync.Mutex
+	batches map[string]*batch
+	linger  sync.WaitGroup
+}
+
+// batch is an event batch being filled.
+type batch struct {
+	body   []byte
+	events int
+	// first is the correlation and trace of the batch's first event, for
+	// the message's headers (each event keeps its own inside).
+	first  context.Context
+	opened time.Time
 }
 
 // ErrClosed is returned after Close.
@@ -133,7 +166,16 @@ func New(cfg Config) (*Publisher, error) {
 	if cfg.RetryFor == 0 {
 		cfg.RetryFor = 30 * time.Second
 	}
-	p := &Publisher{cfg: cfg, nc: nc, stop: make(chan struct{})}
+	if cfg.BatchEvents <= 0 {
+		cfg.BatchEvents = 512
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = 256 << 10
+	}
+	if cfg.BatchLinger <= 0 {
+		cfg.BatchLinger = 5 * time.Millisecond
+	}
+	p := &Publisher{cfg: cfg, nc: nc, stop: make(chan struct{}), batches: map[string]*batch{}}
 	p.js, err = jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
@@ -142,6 +184,10 @@ func New(cfg Config) (*Publisher, error) {
 	if err != nil {
 		nc.Close()
 		return nil, err
+	}
+	if !cfg.Unbatched {
+		p.linger.Add(1)
+		go p.lingerLoop()
 	}
 	return p, nil
 }
@@ -177,12 +223,21 @@ func (p *Publisher) publish(m *nats.Msg) error {
 	if p.nc.IsClosed() {
 		return ErrClosed
 	}
+	n := items(m)
 	if _, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(p.cfg.StallWait)); err != nil {
-		p.failed.Add(1)
+		p.failed.Add(n)
 		return fmt.Errorf("tenantscope sdk: publish %s: %w", m.Subject, err)
 	}
-	p.published.Add(1)
+	p.published.Add(n)
 	return nil
+}
+
+// items is what a message counts in Stats: a batch the events it holds.
+func items(m *nats.Msg) int64 {
+	if v, err := strconv.Atoi(m.Header.Get(wire.BatchItemsHeader)); err == nil && v > 0 {
+		return int64(v)
+	}
+	return 1
 }
 
 // Event publishes a domain event. payload must marshal to a JSON object; its
@@ -191,6 +246,9 @@ func (p *Publisher) Event(ctx context.Context, service, action string, payload a
 	if action == "" || action[0] == '_' {
 		return fmt.Errorf("tenantscope sdk: action %q is empty or reserved", action)
 	}
+	if strings.ContainsAny(action, ". *>\t\r\n") {
+		return fmt.Errorf("tenantscope sdk: action %q is not one NATS subject token", action)
+	}
 	b, err := json.Marshal(payload)
 	if err != nil {
 		return fmt.Errorf("tenantscope sdk: event payload: %w", err)
@@ -198,7 +256,96 @@ func (p *Publisher) Event(ctx context.Context, service, action string, payload a
 	if len(b) == 0 || b[0] != '{' {
 		return errors.New("tenantscope sdk: event payload must be a JSON object")
 	}
-	return p.publish(p.msg(ctx, service, action, b))
+	if p.cfg.Unbatched {
+		return p.publish(p.msg(ctx, service, action, b))
+	}
+	return p.batchEvent(ctx, service, action, b)
+}
+
+// batchEvent adds an event to its service's batch, and publishes the batch
+// when it is full. An event that would not fit a batch goes alone.
+func (p *Publisher) batchEvent(ctx context.Context, service, action string, payload []byte) error {
+	if p.nc.IsClosed() {
+		return ErrClosed
+	}
+	e := wire.Event{ID: uuid.Must(uuid.NewV7()), Action: action, CorrelationID: CorrelationID(ctx), Payload: payload}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		e.TraceParent = "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-" + sc.TraceFlags().String()
+	}
+	size := wire.EventSize(e)
+	if size+8 > p.cfg.BatchBytes {
+		m := p.msg(ctx, service, action, payload)
+		m.Header.Set(nats.MsgIdHdr, uuid.UUID(e.ID).String())
+		return p.publish(m)
+	}
+	p.batchMu.Lock()
+	b := p.batches[service]
+	var out []*nats.Msg
+	if b != nil && len(b.body)+size > p.cfg.BatchBytes {
+		out = append(out, p.batchMsg(service, b))
+		b = nil
+	}
+	if b == nil {
+		b = &batch{first: ctx, opened: time.Now()}
+		p.batches[service] = b
+	}
+	b.body = wire.AppendEvent(b.body, e)
+	b.events++
+	if b.events >= p.cfg.BatchEvents {
+		out = append(out, p.batchMsg(service, b))
+	}
+	p.batchMu.Unlock()
+	return p.publishAll(out)
+}
+
+// batchMsg takes service's batch out of the map (batchMu held) as the
+// message to publish: a fresh Nats-Msg-Id (retries reuse it, so JetStream
+// stores the batch once), Batch-Items, and the first event's correlation
+// and trace in the headers.
+func (p *Publisher) batchMsg(service string, b *batch) *nats.Msg {
+	delete(p.batches, service)
+	m := p.msg(b.first, service, wire.ActionEvents, b.body)
+	m.Header.Set(wire.BatchItemsHeader, strconv.Itoa(b.events))
+	return m
+}
+
+// flushBatches publishes every batch older than age (all with age 0).
+func (p *Publisher) flushBatches(age time.Duration) error {
+	p.batchMu.Lock()
+	var out []*nats.Msg
+	now := time.Now()
+	for service, b := range p.batches {
+		if now.Sub(b.opened) >= age {
+			out = append(out, p.batchMsg(service, b))
+		}
+	}
+	p.batchMu.Unlock()
+	return p.publishAll(out)
+}
+
+func (p *Publisher) publishAll(msgs []*nats.Msg) error {
+	var errs []error
+	for _, m := range msgs {
+		errs = append(errs, p.publish(m))
+	}
+	return errors.Join(errs...)
+}
+
+// lingerLoop publishes batches that waited BatchLinger, until Close.
+func (p *Publisher) lingerLoop() {
+	defer p.linger.Done()
+	t := time.NewTicker(max(p.cfg.BatchLinger/2, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			if err := p.flushBatches(p.cfg.BatchLinger); err != nil {
+				p.setErr(err) // publish counted it as failed
+			}
+		}
+	}
 }
 
 // Audit publishes an audit record to tenant.{tenant}.{service}._audit; the
@@ -226,7 +373,8 @@ func (p *Publisher) Audit(ctx context.Context, service string, rec auditlog.Reco
 	return p.publish(m)
 }
 
-// Stats reports publishes handed to JetStream and those that failed.
+// Stats reports events, logs, spans and audit records handed to JetStream
+// (a batch counts as the events it holds) and those that failed.
 func (p *Publisher) Stats() (published, failed int64, lastErr error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -238,7 +386,7 @@ func (p *Publisher) Stats() (published, failed int64, lastErr error) {
 // passed since the first failure; only then is it counted as failed.
 func (p *Publisher) retry(m *nats.Msg, first error) {
 	if p.cfg.RetryFor < 0 {
-		p.fail(first)
+		p.fail(items(m), first)
 		return
 	}
 	p.retries.Add(1)
@@ -249,7 +397,7 @@ func (p *Publisher) retry(m *nats.Msg, first error) {
 		for time.Now().Before(deadline) {
 			select {
 			case <-p.stop:
-				p.fail(fmt.Errorf("closed while retrying: %w", err))
+				p.fail(items(m), fmt.Errorf("closed while retrying: %w", err))
 				return
 			case <-time.After(wait):
 			}
@@ -262,12 +410,16 @@ func (p *Publisher) retry(m *nats.Msg, first error) {
 			}
 			wait = min(2*wait, 2*time.Second)
 		}
-		p.fail(err)
+		p.fail(items(m), err)
 	}()
 }
 
-func (p *Publisher) fail(err error) {
-	p.failed.Add(1)
+func (p *Publisher) fail(n int64, err error) {
+	p.failed.Add(n)
+	p.setErr(err)
+}
+
+func (p *Publisher) setErr(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.lastErr = err
@@ -276,6 +428,9 @@ func (p *Publisher) fail(err error) {
 // Flush waits until every pending publish is acknowledged (or has failed
 // after its retries) or ctx ends.
 func (p *Publisher) Flush(ctx context.Context) error {
+	if err := p.flushBatches(0); err != nil {
+		return err
+	}
 	select {
 	case <-p.js.PublishAsyncComplete():
 	case <-ctx.Done():
@@ -298,6 +453,10 @@ func (p *Publisher) Flush(ctx context.Context) error {
 func (p *Publisher) Close(ctx context.Context) error {
 	err := p.Flush(ctx)
 	p.stopOnce.Do(func() { close(p.stop) })
+	p.linger.Wait()
+	if ferr := p.flushBatches(0); ferr != nil && err == nil {
+		err = ferr // an event batched while closing
+	}
 	p.retries.Wait()
 	if derr := p.nc.Drain(); derr != nil && err == nil {
 		err = derr

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/collectortest"
+	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 	"github.com/tenantscope/tenantscope/natsbus"
@@ -54,6 +55,7 @@ func TestPublisherEventsLogsAndSpansReachClickHouse(t *testing.T) {
 	require.NoError(t, tp.Shutdown(context.Background()))
 	require.ErrorContains(t, pub.Event(ctx, "checkout", "_audit", map[string]any{}), "reserved")
 	require.ErrorContains(t, pub.Event(ctx, "checkout", "x", []int{1}), "JSON object")
+	require.ErrorContains(t, pub.Event(ctx, "checkout", "a.b", map[string]any{}), "one NATS subject token")
 	require.NoError(t, pub.Close(context.Background()))
 	published, failed, _ := pub.Stats()
 	require.Equal(t, int64(503), published)
@@ -96,14 +98,26 @@ func TestPublisherSignsInWithACredsFile(t *testing.T) {
 }
 
 func TestPublisherBackpressureFailsClearly(t *testing.T) {
+	for _, unbatched := range []bool{true, false} {
+		t.Run(fmt.Sprint("unbatched=", unbatched), func(t *testing.T) { testBackpressure(t, unbatched) })
+	}
+}
+
+func testBackpressure(t *testing.T, unbatched bool) {
 	p := collectortest.Start(t, nil, "acme")
-	pub, err := sdk.New(sdk.Config{URL: p.URL, Tenant: "acme", User: "acme-svc", Password: p.Passwords["acme"], MaxPending: 4, StallWait: 100 * time.Millisecond})
+	pub, err := sdk.New(sdk.Config{URL: p.URL, Tenant: "acme", User: "acme-svc", Password: p.Passwords["acme"], MaxPending: 4, StallWait: 100 * time.Millisecond,
+		Unbatched: unbatched, BatchEvents: 3, BatchLinger: time.Hour})
 	require.NoError(t, err)
+	// The collector is running (it has its consumers) before the server goes.
+	require.NoError(t, pub.Event(context.Background(), "svc", "first", map[string]int{"i": -1}))
+	require.NoError(t, pub.Flush(context.Background()))
+	require.Eventually(t, func() bool { return p.Count(t, "SELECT count() FROM events") == 1 }, 30*time.Second, 50*time.Millisecond)
 	// With the server gone nothing is acknowledged: after MaxPending
-	// publishes the next one waits StallWait, then fails with a clear error.
+	// publishes (of events, or of batches of 3) the next one waits
+	// StallWait, then fails with a clear error.
 	p.NATS.Shutdown()
 	var lastErr error
-	for i := range 20 {
+	for i := range 100 {
 		if err := pub.Event(context.Background(), "svc", "act", map[string]int{"i": i}); err != nil {
 			lastErr = err
 			break
@@ -198,5 +212,18 @@ func TestPublisherRetriesUntilStored(t *testing.T) {
 	require.NoError(t, err)
 	info, err := st.Info(ctx)
 	require.NoError(t, err)
-	require.EqualValues(t, n, info.State.Msgs, "every event stored once")
+	// The events travelled in batches: count the events the stream holds.
+	stored := map[[16]byte]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		require.Equal(t, "tenant.acme.billing."+wire.ActionEvents, m.Subject)
+		_, err = wire.DecodeEvents(m.Data, func(_ int, e wire.Event) error {
+			require.False(t, stored[e.ID], "event %x stored twice", e.ID)
+			stored[e.ID] = true
+			return nil
+		})
+		require.NoError(t, err)
+	}
+	require.Len(t, stored, n, "every event stored once")
 }

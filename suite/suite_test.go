@@ -27,6 +27,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/collector"
+	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/suite"
 )
@@ -367,8 +368,40 @@ func TestBadMessagesAreDeadLettered(t *testing.T) {
 // TestSIGKILLMidBatchExactlyOnce publishes 20,000 messages to a collector
 // that SIGKILLs itself right after its first batch is stored and before it is
 // acked (the worst moment), restarts it, and checks that reads see every
-// message exactly once although the first batch was inserted twice.
+// message exactly once although the first batch was inserted twice. The
+// same with the events packed 100 to a message, as the SDK publishes them.
 func TestSIGKILLMidBatchExactlyOnce(t *testing.T) {
+	const n = 20000
+	t.Run("one event a message", func(t *testing.T) {
+		testSIGKILLMidBatch(t, n, func(i int) *nats.Msg {
+			m := nats.NewMsg("tenant.acme.orders.order_created")
+			m.Header.Set("Tenant-Id", "acme")
+			m.Header.Set(nats.MsgIdHdr, uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("kill", i))).String())
+			m.Data = []byte(fmt.Sprintf(`{"i":%d,"actor":"u"}`, i))
+			return m
+		})
+	})
+	t.Run("event batches", func(t *testing.T) {
+		const per = 100
+		testSIGKILLMidBatch(t, n/per, func(i int) *nats.Msg {
+			m := nats.NewMsg("tenant.acme.orders." + wire.ActionEvents)
+			m.Header.Set("Tenant-Id", "acme")
+			m.Header.Set(nats.MsgIdHdr, uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("batch", i))).String())
+			m.Header.Set(wire.BatchItemsHeader, fmt.Sprint(per))
+			for j := range per {
+				k := i*per + j
+				m.Data = wire.AppendEvent(m.Data, wire.Event{ID: uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("kill", k))), Action: "order_created",
+					Payload: []byte(fmt.Sprintf(`{"i":%d,"actor":"u","time":"2026-11-29T10:00:00Z"}`, k))})
+			}
+			return m
+		})
+	})
+}
+
+// testSIGKILLMidBatch publishes msgs messages made by msg (20,000 events
+// in all) and checks each event is visible exactly once after the kill.
+func testSIGKILLMidBatch(t *testing.T, msgs int, msg func(i int) *nats.Msg) {
+	const n = 20000
 	e := newEnv(t)
 	// A quota of 2,000 events/s keeps the collector busy for ~10 s, so the
 	// kill lands while it is working through the backlog.
@@ -376,14 +409,9 @@ func TestSIGKILLMidBatchExactlyOnce(t *testing.T) {
 	trigger := e.data + "/crash-now"
 	cmd := e.start(t, "TENANTSCOPE_CRASH_AFTER_STORE="+trigger)
 	js := e.tenantConn(t, "acme")
-	const n = 20000
-	futures := make([]jetstream.PubAckFuture, 0, n)
-	for i := range n {
-		m := nats.NewMsg("tenant.acme.orders.order_created")
-		m.Header.Set("Tenant-Id", "acme")
-		m.Header.Set(nats.MsgIdHdr, uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprint("kill", i))).String())
-		m.Data = []byte(fmt.Sprintf(`{"i":%d,"actor":"u"}`, i))
-		f, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)) // a loaded CI machine acks slower than the default 200 ms stall
+	futures := make([]jetstream.PubAckFuture, 0, msgs)
+	for i := range msgs {
+		f, err := js.PublishMsgAsync(msg(i), jetstream.WithStallWait(time.Minute)) // a loaded CI machine acks slower than the default 200 ms stall
 		require.NoError(t, err)
 		futures = append(futures, f)
 	}
@@ -398,7 +426,7 @@ func TestSIGKILLMidBatchExactlyOnce(t *testing.T) {
 			t.Fatal("publish ack timeout")
 		}
 	}
-	require.Equal(t, n, acked)
+	require.Equal(t, msgs, acked)
 	require.NoError(t, os.WriteFile(trigger, nil, 0o600))
 	state, err := cmd.Process.Wait()
 	require.NoError(t, err)
@@ -409,7 +437,7 @@ func TestSIGKILLMidBatchExactlyOnce(t *testing.T) {
 		return e.count(t, "ts_eu", "SELECT count() FROM events FINAL") == n
 	}, 90*time.Second, 200*time.Millisecond, "every message stored after the restart")
 	redelivered := e.metric(t, `tenantscope_collector_redelivered_total{tenant="acme"}`)
-	t.Logf("%d messages; %.0f redelivered after the kill, among them the batch stored but never acked; %d visible to reads", n, redelivered, n)
+	t.Logf("%d events in %d messages; %.0f messages redelivered after the kill, among them the batch stored but never acked; %d visible to reads", n, msgs, redelivered, n)
 	require.Positive(t, redelivered, "the batch stored before the kill was delivered and inserted again")
 	require.Equal(t, uint64(n), e.count(t, "ts_eu", "SELECT uniqExact(event_id) FROM events"))
 	require.Equal(t, uint64(n), e.count(t, "ts_eu", "SELECT count() FROM events FINAL"), "0 lost, 0 duplicated")

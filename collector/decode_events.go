@@ -1,0 +1,129 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tenantscope/tenantscope/collector/wire"
+)
+
+// Event batches: a message on tenant.{t}.{service}._events holds many
+// domain events of one service (wire.EncodeEvents), each with its own id,
+// action, correlation id and traceparent. Every event passes the checks a
+// plain one-event message on tenant.{t}.{service}.{action} would (action,
+// UTF-8, JSON object, fields), is redacted, encrypted and given its
+// retention as one; an event that fails them is dead-lettered alone, as
+// the plain message it would have been, while the others are stored.
+
+// ReasonInvalidBatch is a batch message whose body is not a batch.
+const ReasonInvalidBatch Reason = "invalid_batch"
+
+// maxActionLen bounds an event's action, as a subject token.
+const maxActionLen = 256
+
+// checkAction refuses what a plain message's subject could not carry as
+// its action: empty, reserved, too long, or with a NATS separator,
+// wildcard, space or control character.
+func checkAction(a string) error {
+	if a == "" || len(a) > maxActionLen || !utf8.ValidString(a) {
+		return bad(ReasonBadSubject, "event action %q is empty, longer than %d bytes or not UTF-8", clip(a, 64), maxActionLen)
+	}
+	if a[0] == '_' {
+		return bad(ReasonUnknownAction, "event action %q is reserved", clip(a, 64))
+	}
+	if strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == '.' || r == '*' || r == '>' || r == 0x7f }) {
+		return bad(ReasonBadSubject, "event action %q is not one subject token", clip(a, 64))
+	}
+	return nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// decodeEventBatch decodes a batch of domain events. A body that is not a
+// batch is a DecodeError (the whole message is dead-lettered); an event
+// that fails its checks is a BadItem.
+func (s *Service) decodeEventBatch(m Meta, body []byte) (rows, error) {
+	var r rows
+	_, err := wire.DecodeEvents(body, func(i int, e wire.Event) error {
+		ev, err := s.decodeBatchEvent(m, e)
+		var de *DecodeError
+		switch {
+		case errors.As(err, &de):
+			r.bad = append(r.bad, BadItem{Index: i, Err: de, Data: e.Payload, Event: &e})
+		case err != nil:
+			return err
+		default:
+			r.events = append(r.events, ev)
+		}
+		return nil
+	})
+	if errors.Is(err, wire.ErrEventBatch) {
+		return rows{}, bad(ReasonInvalidBatch, "%v", err)
+	}
+	return r, err
+}
+
+// decodeBatchEvent is one event of a batch, checked, redacted, encrypted
+// and with its retention, as decode does a plain event message.
+func (s *Service) decodeBatchEvent(m Meta, e wire.Event) (Event, error) {
+	if err := checkAction(e.Action); err != nil {
+		return Event{}, err
+	}
+	id := uuid.UUID(e.ID)
+	if id == uuid.Nil {
+		return Event{}, bad(ReasonInvalidField, "event id is the nil UUID")
+	}
+	m.Action, m.MsgID, m.CorrelationID, m.TraceParent = e.Action, id.String(), e.CorrelationID, e.TraceParent
+	body, err := s.redactors[m.Tenant].Apply(e.Payload)
+	if err != nil {
+		return Event{}, bad(ReasonInvalidJSON, "redaction: %v", err)
+	}
+	ev, err := DecodeEvent(m, body, 0)
+	if err != nil {
+		return Event{}, err
+	}
+	ev.EventID = id
+	if s.cfg.ShredEvent != nil {
+		p, err := s.cfg.ShredEvent(context.Background(), ev.TenantID, ev.Actor, []byte(ev.Payload))
+		if err != nil {
+			return Event{}, fmt.Errorf("encrypt personal fields: %w", err)
+		}
+		ev.Payload = string(p)
+	}
+	ev.RetentionDays = s.retention(m.Tenant, SignalEvent, "events", ev.Time, eventField(&ev))
+	return ev, nil
+}
+
+// eventDeadLetter turns the dead letter of a batch's event into the plain
+// message the event would have been: its own subject, id, correlation id
+// and traceparent, so a replay stores it under its id.
+func eventDeadLetter(out *nats.Msg, batchSubject string, e *wire.Event) {
+	sub, err := ParseSubject(batchSubject)
+	if err == nil {
+		out.Header.Set("Deadletter-Subject", "tenant."+sub.Tenant+"."+sub.Service+"."+e.Action)
+	}
+	out.Header.Set("Deadletter-Msg-Id", uuid.UUID(e.ID).String())
+	out.Header.Set("Deadletter-Batch-Subject", batchSubject)
+	for _, h := range []string{wire.BatchItemsHeader, wire.BatchOffsetHeader, "Correlation-Id", "traceparent", "Traceparent"} {
+		out.Header.Del(h)
+	}
+	if e.CorrelationID != "" {
+		out.Header.Set("Correlation-Id", e.CorrelationID)
+	}
+	if e.TraceParent != "" {
+		out.Header.Set("traceparent", e.TraceParent)
+	}
+	// One dead letter per event, even when the batch is redelivered.
+	out.Header.Set(nats.MsgIdHdr, "dl-"+uuid.UUID(e.ID).String())
+}

@@ -1,0 +1,106 @@
+package collector_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/collector"
+	"github.com/tenantscope/tenantscope/collector/collectortest"
+	"github.com/tenantscope/tenantscope/collector/wire"
+)
+
+// An event batch: every good event is stored under its own id, with its own
+// action and correlation id; a bad one is dead-lettered alone, as the plain
+// message it would have been; the batch delivered again (a redelivery, a
+// re-publish) stores nothing twice and dead-letters nothing twice; a body
+// that is not a batch is dead-lettered whole.
+func TestEventBatchStoresEachEventOnceAndDeadLettersTheBadOneAlone(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme", "globex")
+	ctx := context.Background()
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+
+	// Version 7 ids, as the SDK gives: an event without a time takes its id's.
+	ids := make([]uuid.UUID, 6)
+	for i := range ids {
+		ids[i] = uuid.Must(uuid.NewV7())
+	}
+	events := []wire.Event{
+		{ID: ids[0], Action: "order_created", CorrelationID: "c-0", Payload: []byte(`{"actor":"u1","entity":"o-1","time":"2026-11-01T10:00:00Z"}`)},
+		{ID: ids[1], Action: "order_paid", CorrelationID: "c-1", TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", Payload: []byte(`{"actor":"u2"}`)},
+		{ID: ids[2], Action: "order_created", Payload: []byte(`{"actor":"u3", "note": not json}`)},
+		{ID: ids[3], Action: "a.b", Payload: []byte(`{"actor":"u4"}`)},
+		{ID: ids[4], Action: "_audit", Payload: []byte(`{"actor":"u5"}`)},
+		{ID: ids[5], Action: "order_shipped", Payload: []byte(`{"actor":"u6","tenant_id":"globex"}`)},
+	}
+	var body []byte
+	for _, e := range events {
+		body = wire.AppendEvent(body, e)
+	}
+	publish := func(data []byte) {
+		m := nats.NewMsg("tenant.acme.shop." + wire.ActionEvents)
+		m.Header.Set("Tenant-Id", "acme")
+		m.Header.Set(nats.MsgIdHdr, uuid.NewString())
+		m.Header.Set(wire.BatchItemsHeader, "6")
+		m.Data = data
+		_, err := js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+	}
+	publish(body)
+	require.Eventually(t, func() bool { return p.Count(t, "SELECT count() FROM events") == 3 }, 30*time.Second, 50*time.Millisecond)
+	require.EqualValues(t, 1, p.Count(t, "SELECT count() FROM events WHERE event_id = ? AND action = 'order_created' AND correlation_id = 'c-0' AND actor = 'u1' AND entity = 'o-1' AND time = '2026-11-01 10:00:00'", ids[0]))
+	require.EqualValues(t, 1, p.Count(t, "SELECT count() FROM events WHERE event_id = ? AND action = 'order_paid' AND correlation_id = 'c-1' AND trace_id = '0af7651916cd43dd8448eb211c80319c'", ids[1]))
+	require.EqualValues(t, 1, p.Count(t, "SELECT count() FROM events WHERE event_id = ? AND tenant_id = 'acme'", ids[5]), "a field naming another tenant does not move the event")
+	sec, nsec := ids[1].Time().UnixTime()
+	require.EqualValues(t, 1, p.Count(t, "SELECT count() FROM events WHERE event_id = ? AND toUnixTimestamp64Milli(time) = ?", ids[1], time.Unix(sec, nsec).UnixMilli()), "an event without a time takes its id's")
+	require.Zero(t, p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'globex'"))
+
+	var dls []collector.DeadLetter
+	require.Eventually(t, func() bool {
+		dls, err = collector.ListDeadLetters(ctx, p.JS, collector.DeadLetterFilter{Tenant: "acme"})
+		return err == nil && len(dls) == 3
+	}, 10*time.Second, 50*time.Millisecond, "dead letters: %d", len(dls))
+	want := map[uuid.UUID]struct{ reason, subject string }{
+		ids[2]: {"invalid_json", "tenant.acme.shop.order_created"},
+		ids[3]: {"bad_subject", "tenant.acme.shop.a.b"},
+		ids[4]: {"unknown_reserved_action", "tenant.acme.shop._audit"},
+	}
+	for _, d := range dls {
+		id, err := uuid.Parse(d.Header.Get("Deadletter-Msg-Id"))
+		require.NoError(t, err)
+		w, ok := want[id]
+		require.True(t, ok, "dead letter of event %s", id)
+		require.Equal(t, w.reason, d.Reason)
+		require.Equal(t, w.subject, d.Subject, "dead-lettered as the plain message it would have been")
+		require.Equal(t, string(events[indexOf(ids, id)].Payload), string(d.Data), "the event alone, not the batch")
+		require.Empty(t, d.Header.Get(wire.BatchItemsHeader))
+	}
+
+	// The same batch again: nothing stored twice, nothing dead-lettered twice.
+	publish(body)
+	// And a body that is not a batch: dead-lettered whole.
+	publish([]byte(`{"not":"a batch"}`))
+	require.Eventually(t, func() bool {
+		dls, err = collector.ListDeadLetters(ctx, p.JS, collector.DeadLetterFilter{Tenant: "acme", Reason: string(collector.ReasonInvalidBatch)})
+		return err == nil && len(dls) == 1
+	}, 30*time.Second, 50*time.Millisecond)
+	require.EqualValues(t, 3, p.Count(t, "SELECT count() FROM events FINAL"))
+	all, err := collector.ListDeadLetters(ctx, p.JS, collector.DeadLetterFilter{Tenant: "acme"})
+	require.NoError(t, err)
+	require.Len(t, all, 4, "three events and one bad batch")
+}
+
+func indexOf(ids []uuid.UUID, id uuid.UUID) int {
+	for i, x := range ids {
+		if x == id {
+			return i
+		}
+	}
+	return -1
+}

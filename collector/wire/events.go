@@ -1,0 +1,110 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// ActionEvents is the reserved action of event batches: a message on
+// tenant.{tenant}.{service}._events holds many domain events of one
+// service, each with its own id, action, correlation id and traceparent
+// (EncodeEvents). The SDK publishes batches by default; a plain message on
+// tenant.{tenant}.{service}.{action} is still one event.
+const ActionEvents = "_events"
+
+// eventsMagic starts an event batch body; the last byte is the version.
+var eventsMagic = []byte("TSEB\x01")
+
+// MaxBatchItems bounds how many items one batch message may hold.
+const MaxBatchItems = 100_000
+
+// Event is one domain event of a batch.
+type Event struct {
+	// ID is the event's id (a UUID): the row's event_id, the same on
+	// every redelivery and replay.
+	ID [16]byte
+	// Action is the event's action, as the last token of a plain
+	// message's subject would be.
+	Action        string
+	CorrelationID string
+	TraceParent   string
+	// Payload is the event's JSON object.
+	Payload []byte
+}
+
+// AppendEvent appends one event to a batch body (started with the magic
+// when dst is empty).
+func AppendEvent(dst []byte, e Event) []byte {
+	if len(dst) == 0 {
+		dst = append(dst, eventsMagic...)
+	}
+	dst = append(dst, e.ID[:]...)
+	for _, s := range []string{e.Action, e.CorrelationID, e.TraceParent} {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(e.Payload)))
+	return append(dst, e.Payload...)
+}
+
+// EventSize is how many bytes AppendEvent adds for e (besides the magic).
+func EventSize(e Event) int {
+	n := 16
+	for _, l := range []int{len(e.Action), len(e.CorrelationID), len(e.TraceParent), len(e.Payload)} {
+		n += uvarintLen(uint64(l)) + l
+	}
+	return n
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// ErrEventBatch is wrapped by every error of DecodeEvents.
+var ErrEventBatch = errors.New("not an event batch")
+
+// DecodeEvents calls fn for each event of a batch body, in order. The
+// events' strings and payloads point into body. A malformed body is an
+// error wrapping ErrEventBatch and names the item it stopped at; the items
+// before it were handed to fn.
+func DecodeEvents(body []byte, fn func(i int, e Event) error) (int, error) {
+	if len(body) < len(eventsMagic) || string(body[:len(eventsMagic)]) != string(eventsMagic) {
+		return 0, fmt.Errorf("%w: the body does not start with the batch header", ErrEventBatch)
+	}
+	rest := body[len(eventsMagic):]
+	i := 0
+	for ; len(rest) > 0; i++ {
+		if i >= MaxBatchItems {
+			return i, fmt.Errorf("%w: more than %d items", ErrEventBatch, MaxBatchItems)
+		}
+		if len(rest) < 16 {
+			return i, fmt.Errorf("%w: item %d: truncated id", ErrEventBatch, i)
+		}
+		var e Event
+		copy(e.ID[:], rest[:16])
+		rest = rest[16:]
+		var fields [4][]byte
+		for f := range fields {
+			n, k := binary.Uvarint(rest)
+			if k <= 0 || n > uint64(len(rest)-k) {
+				return i, fmt.Errorf("%w: item %d: field %d overruns the body", ErrEventBatch, i, f)
+			}
+			fields[f] = rest[k : k+int(n)]
+			rest = rest[k+int(n):]
+		}
+		e.Action, e.CorrelationID, e.TraceParent, e.Payload = string(fields[0]), string(fields[1]), string(fields[2]), fields[3]
+		if err := fn(i, e); err != nil {
+			return i, err
+		}
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("%w: no items", ErrEventBatch)
+	}
+	return i, nil
+}
