@@ -52,11 +52,17 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(BIN) bench engine
 	$(BIN) bench ingest
 	$(BIN) bench otlp
+	$(BIN) bench otlp --peer otelcol
 	$(BIN) bench audit
 	$(BIN) bench cost
 	$(BIN) bench erase
 	$(BIN) bench move
 	$(BIN) bench move --two-servers
+
+.PHONY: bench-otelcol
+bench-otelcol: chdb build ## build the OpenTelemetry Collector (bench/otelcol, a module of its own) and run it beside the suite on the same OTLP load: exporter uncompressed, then with its default lz4
+	$(BIN) bench otlp --peer otelcol
+	$(BIN) bench otlp --peer otelcol --peer-compress lz4
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)

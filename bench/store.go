@@ -80,20 +80,44 @@ func openMigrated(ctx context.Context, addr, db string) (*chstore.Store, error) 
 // otherServer starts "tenantscope engine" (binary) on a temporary directory
 // as a second ClickHouse server and returns its HTTP address.
 func otherServer(ctx context.Context, binary, lib, peer string) (addr string, stop func(), err error) {
+	c, err := startEngineChild(ctx, binary, lib, peer)
+	if err != nil {
+		return "", nil, err
+	}
+	return c.addr, c.stop, nil
+}
+
+// engineChild is "tenantscope engine" running in a child process.
+type engineChild struct {
+	addr string
+	pid  int
+	// stop interrupts it, waits for it and removes its data directory.
+	stop func()
+}
+
+// startEngineChild starts "tenantscope engine" (binary) on a temporary
+// directory, with the benchmark's users; url() may read urlHosts.
+func startEngineChild(ctx context.Context, binary, lib string, urlHosts ...string) (engineChild, error) {
 	dir, err := os.MkdirTemp("", "tenantscope-bench-other-")
 	if err != nil {
-		return "", nil, err
+		return engineChild{}, err
 	}
-	cmd := exec.CommandContext(ctx, binary, "engine", "--data", dir, "--listen", "127.0.0.1:0", "--chdb-lib", lib,
-		"--user", benchUser, "--password", benchPassword, "--reader-password", benchPassword+"-ro", "--allow-url-host", peer)
+	args := []string{"engine", "--data", dir, "--listen", "127.0.0.1:0", "--chdb-lib", lib,
+		"--user", benchUser, "--password", benchPassword, "--reader-password", benchPassword + "-ro"}
+	for _, h := range urlHosts {
+		args = append(args, "--allow-url-host", h)
+	}
+	cmd := exec.CommandContext(ctx, binary, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", nil, err
+		_ = os.RemoveAll(dir) //nolint:errcheck // already failing
+		return engineChild{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		_ = os.RemoveAll(dir) //nolint:errcheck // already failing
+		return engineChild{}, err
 	}
-	stop = func() {
+	stop := func() {
 		_ = cmd.Process.Signal(os.Interrupt) //nolint:errcheck // benchmark teardown
 		_ = cmd.Wait()                       //nolint:errcheck // benchmark teardown
 		_ = os.RemoveAll(dir)                //nolint:errcheck // benchmark teardown
@@ -102,8 +126,8 @@ func otherServer(ctx context.Context, binary, lib, peer string) (addr string, st
 	_, rest, ok := strings.Cut(line, " at http://")
 	if err != nil || !ok {
 		stop()
-		return "", nil, fmt.Errorf("second engine did not start (%q): %v", line, err)
+		return engineChild{}, fmt.Errorf("second engine did not start (%q): %v", line, err)
 	}
-	addr, _, _ = strings.Cut(rest, " ")
-	return addr, stop, nil
+	addr, _, _ := strings.Cut(rest, " ")
+	return engineChild{addr: addr, pid: cmd.Process.Pid, stop: stop}, nil
 }

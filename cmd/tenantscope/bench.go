@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/tenantscope/tenantscope/bench"
@@ -69,15 +70,26 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		requests := fs.Int("requests", 100, "requests per worker")
 		spans := fs.Int("spans", 512, "spans per request")
 		gz := fs.Bool("gzip", false, "gzip the requests")
+		peer := fs.String("peer", "", "also feed the same load to a peer and print both side by side: otelcol (the OpenTelemetry Collector built from bench/otelcol, storing in a 'tenantscope engine' child)")
+		peerDir := fs.String("peer-dir", "", "the Collector's Go module (default: bench/otelcol of the repository around the working directory)")
+		peerBin := fs.String("peer-bin", "", "where the built Collector is kept; rebuilt when missing or older than its module (default: <cache>/otelcol-bench/otelcol-bench)")
+		peerCompress := fs.String("peer-compress", "none", "the ClickHouse exporter's compress setting: none (as the suite writes to its engine), lz4 (the exporter's default), zstd, gzip, ...")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		res, err := bench.RunOTLP(ctx, bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz}, stderr)
-		if err != nil {
-			return err
+		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz}
+		if *peer == "" {
+			res, err := bench.RunOTLP(ctx, load, stderr)
+			if err != nil {
+				return err
+			}
+			res.Table(stdout)
+			return nil
 		}
-		res.Table(stdout)
-		return nil
+		if *peer != "otelcol" {
+			return fmt.Errorf("%w: --peer %q: the only peer is otelcol", errUsage, *peer)
+		}
+		return runBenchOTelCol(ctx, load, *peerDir, *peerBin, *peerCompress, getenv, stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "engine" {
 		return fmt.Errorf("%w: tenantscope bench engine|ingest|otlp|audit|cost|erase|move [flags]", errUsage)
@@ -152,4 +164,56 @@ func runBenchCost(ctx context.Context, args []string, getenv func(string) string
 	}
 	res.Table(stdout)
 	return nil
+}
+
+// runBenchOTelCol runs the OpenTelemetry Collector on the load, then the
+// suite on the same load, and prints both side by side.
+func runBenchOTelCol(ctx context.Context, load bench.OTLPConfig, dir, binary, compress string, getenv func(string) string, stdout, stderr io.Writer) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if binary == "" {
+		binary = filepath.Join(cacheDir(getenv), "otelcol-bench", "otelcol-bench")
+	}
+	if dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		if dir, err = bench.FindOTelColDir(wd); err != nil {
+			return err
+		}
+	}
+	if err := bench.BuildOTelCol(ctx, dir, binary, stderr); err != nil {
+		return err
+	}
+	col, err := bench.RunOTelCol(ctx, bench.OTelColConfig{Load: load, Self: self, Binary: binary, Compress: compress}, stderr)
+	if err != nil {
+		return fmt.Errorf("otelcol: %w", err)
+	}
+	suite, err := bench.RunOTLP(ctx, load, stderr)
+	if err != nil {
+		return fmt.Errorf("tenantscope: %w", err)
+	}
+	bench.SideBySide{Suite: suite, Collector: col}.Table(stdout)
+	return nil
+}
+
+// cacheDir is the suite's cache directory, where 'make chdb' puts the
+// engine library too: $TENANTSCOPE_CACHE, else $XDG_CACHE_HOME/tenantscope,
+// else ~/.cache/tenantscope (as chdb.DefaultLibraryPath).
+func cacheDir(getenv func(string) string) string {
+	if c := getenv("TENANTSCOPE_CACHE"); c != "" {
+		return c
+	}
+	base := getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home := getenv("HOME")
+		if home == "" {
+			home, _ = os.UserHomeDir() //nolint:errcheck // an empty home gives a relative path, which still works
+		}
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "tenantscope")
 }
