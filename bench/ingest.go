@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,9 @@ import (
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine"
+	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/placement"
+	"github.com/tenantscope/tenantscope/sdk"
 )
 
 // IngestConfig configures the ingest benchmark.
@@ -33,15 +36,32 @@ type IngestConfig struct {
 	Events  int // per tenant (default 50,000)
 	// LatencyFor is how long the half-load latency phase publishes (default 5s).
 	LatencyFor time.Duration
+	// BatchedEvents is how many events per tenant the SDK publishes in
+	// batches (default 250,000; negative skips the phase).
+	BatchedEvents int
 }
 
 // IngestResult is what the ingest benchmark measured.
 type IngestResult struct {
-	Tenants, Events        int
-	PayloadBytes           int
-	EndToEndPerSec         float64 // publish -> stored in ClickHouse
-	BusOnlyPerSec          float64 // publish + pull + ack, no processing
-	Ratio                  float64
+	Tenants, Events int
+	PayloadBytes    int
+	EndToEndPerSec  float64 // publish -> stored in ClickHouse
+	BusOnlyPerSec   float64 // publish + pull + ack, no processing
+	Ratio           float64
+	// SuiteBusPerSec is the bus alone as it was measured before tenant
+	// accounts: published from the suite's account, acked in bulk (AckAll).
+	SuiteBusPerSec float64
+	// BatchedEvents per tenant went through the SDK in batch messages;
+	// BatchedPerSec is their end-to-end rate, BatchedMessages how many
+	// messages carried them.
+	BatchedEvents   int
+	BatchedPerSec   float64
+	BatchedMessages uint64
+	// BatchedPublishSeconds is how long publishing them took (until
+	// JetStream acknowledged the last).
+	BatchedPublishSeconds float64
+	// Stages is where the collector's time went (its metrics).
+	Stages                 string
 	HalfLoadPerSec         float64
 	LatencyP50, LatencyP99 time.Duration
 	RSSMiB                 float64
@@ -64,7 +84,10 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	if cfg.LatencyFor == 0 {
 		cfg.LatencyFor = 5 * time.Second
 	}
-	res := IngestResult{Tenants: cfg.Tenants, Events: cfg.Events, PayloadBytes: len(payload(0, time.Now()))}
+	if cfg.BatchedEvents == 0 {
+		cfg.BatchedEvents = 250_000
+	}
+	res := IngestResult{Tenants: cfg.Tenants, Events: cfg.Events, PayloadBytes: len(payload(0, time.Now())), BatchedEvents: max(cfg.BatchedEvents, 0)}
 	if cfg.Dir == "" {
 		dir, err := os.MkdirTemp("", "tenantscope-bench-ingest-")
 		if err != nil {
@@ -91,9 +114,13 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	sc.NATS.Stream.MaxBytes = 512 << 20
 	sc.Quotas = config.Quota{EventsPerSecond: 1e7, BytesPerSecond: 1e10}
 	sc.Regions = []config.Region{{Name: "bench", Database: "bench"}}
-	for i := range cfg.Tenants {
-		id := fmt.Sprintf("t%02d", i)
-		sc.Tenants = append(sc.Tenants, config.Tenant{ID: id, Region: "bench", NATS: config.Credentials{User: id}})
+	// Tenants t00… take the end-to-end load, b00… the bus-only load (their
+	// streams and consumers are the same, nothing else reads them).
+	for _, prefix := range []string{"t", "b"} {
+		for i := range cfg.Tenants {
+			id := fmt.Sprintf("%s%02d", prefix, i)
+			sc.Tenants = append(sc.Tenants, config.Tenant{ID: id, Region: "bench", NATS: config.Credentials{User: id}})
+		}
 	}
 	p, closePipeline, err := startPipeline(ctx, local, &sc)
 	if err != nil {
@@ -102,22 +129,45 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	defer closePipeline()
 	st, ns, nc, js := p.st, p.ns, p.nc, p.js
 
-	// 1. The bus alone: the same messages through a scratch stream, pulled
-	//    and acked concurrently with publishing, nothing else done.
-	step("bus only: %d tenants x %d messages of %d bytes", cfg.Tenants, cfg.Events, res.PayloadBytes)
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH_BUS", Subjects: []string{"benchbus.>"}, Storage: jetstream.FileStorage, MaxBytes: 1 << 30}); err != nil {
+	b, err := config.LoadBootstrap(sc.Data)
+	if err != nil {
 		return res, err
 	}
+	asTenant := func(id string) (*nats.Conn, error) {
+		return nats.Connect(ns.ClientURL(), nats.UserInfo(id, b.NATS[id]), nats.Name("bench-"+id))
+	}
+
+	// 1. The bus alone: the same messages, published as tenants through
+	//    their accounts into their streams, pulled by the collector's
+	//    durable consumer and acked one by one as the collector acks,
+	//    nothing else done.
+	step("bus only: %d tenants x %d messages of %d bytes, through the tenants' accounts", cfg.Tenants, cfg.Events, res.PayloadBytes)
 	busStart := time.Now()
 	consumed := make(chan error, 1)
-	go func() { consumed <- consumeAll(ctx, js, "BENCH_BUS", total, progress) }()
-	if err := publishAll(ctx, nc, cfg, func(t int) string { return fmt.Sprintf("benchbus.t%02d.orders.order_created", t) }, nil); err != nil {
+	go func() { consumed <- consumeTenants(ctx, js, "b", cfg.Tenants, total, progress) }()
+	if err := publishAll(ctx, nc, cfg, "b", func(t int) string { return fmt.Sprintf("tenant.b%02d.orders.order_created", t) }, asTenant); err != nil {
 		return res, err
 	}
 	if err := <-consumed; err != nil {
 		return res, err
 	}
 	res.BusOnlyPerSec = float64(total) / time.Since(busStart).Seconds()
+
+	// 1b. For reference, the bus as measured before tenant accounts: a
+	//     scratch stream in the suite's account, acked in bulk.
+	step("bus only, suite account and AckAll (reference)")
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH_BUS", Subjects: []string{"benchbus.>"}, Storage: jetstream.FileStorage, MaxBytes: 1 << 30}); err != nil {
+		return res, err
+	}
+	busStart = time.Now()
+	go func() { consumed <- consumeAll(ctx, js, "BENCH_BUS", total, progress) }()
+	if err := publishAll(ctx, nc, cfg, "t", func(t int) string { return fmt.Sprintf("benchbus.t%02d.orders.order_created", t) }, nil); err != nil {
+		return res, err
+	}
+	if err := <-consumed; err != nil {
+		return res, err
+	}
+	res.SuiteBusPerSec = float64(total) / time.Since(busStart).Seconds()
 	if err := js.DeleteStream(ctx, "BENCH_BUS"); err != nil {
 		return res, err
 	}
@@ -136,14 +186,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 
 	step("end to end: %d tenants x %d events -> ClickHouse", cfg.Tenants, cfg.Events)
 	e2eStart := time.Now()
-	b, err := config.LoadBootstrap(sc.Data)
-	if err != nil {
-		return res, err
-	}
-	asTenant := func(id string) (*nats.Conn, error) {
-		return nats.Connect(ns.ClientURL(), nats.UserInfo(id, b.NATS[id]), nats.Name("bench-"+id))
-	}
-	if err := publishAll(ctx, nc, cfg, func(t int) string { return fmt.Sprintf("tenant.t%02d.orders.order_created", t) }, asTenant); err != nil {
+	if err := publishAll(ctx, nc, cfg, "t", func(t int) string { return fmt.Sprintf("tenant.t%02d.orders.order_created", t) }, asTenant); err != nil {
 		return res, err
 	}
 	if err := waitRows(ctx, st, uint64(total), progress); err != nil {
@@ -151,6 +194,33 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	}
 	res.EndToEndPerSec = float64(total) / time.Since(e2eStart).Seconds()
 	res.Ratio = res.EndToEndPerSec / res.BusOnlyPerSec
+	stored := uint64(total)
+
+	// 2b. End to end with the SDK's batches (its defaults), as services
+	//     publish with it.
+	if cfg.BatchedEvents > 0 {
+		step("end to end, SDK batches: %d tenants x %d events -> ClickHouse", cfg.Tenants, cfg.BatchedEvents)
+		before, err := streamMessages(ctx, js, sc.Tenants[:cfg.Tenants])
+		if err != nil {
+			return res, err
+		}
+		start := time.Now()
+		if err := publishSDK(ctx, ns.ClientURL(), b, cfg.Tenants, cfg.BatchedEvents); err != nil {
+			return res, err
+		}
+		res.BatchedPublishSeconds = time.Since(start).Seconds()
+		stored += uint64(cfg.Tenants * cfg.BatchedEvents)
+		if err := waitRows(ctx, st, stored, progress); err != nil {
+			return res, err
+		}
+		res.BatchedPerSec = float64(cfg.Tenants*cfg.BatchedEvents) / time.Since(start).Seconds()
+		after, err := streamMessages(ctx, js, sc.Tenants[:cfg.Tenants])
+		if err != nil {
+			return res, err
+		}
+		res.BatchedMessages = after - before
+		res.Stages = stageTimes(reg)
+	}
 
 	// 3. Latency at half the end-to-end rate: every event carries its
 	//    publish time; ClickHouse stamps received_at when it stores the row.
@@ -159,8 +229,8 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	if err := publishPaced(ctx, nc, sc.Tenants, res.HalfLoadPerSec, cfg.LatencyFor); err != nil {
 		return res, err
 	}
-	n := uint64(total) + uint64(res.HalfLoadPerSec*cfg.LatencyFor.Seconds())
-	if err := waitRows(ctx, st, n*98/100, progress); err != nil {
+	paced := uint64(res.HalfLoadPerSec * cfg.LatencyFor.Seconds())
+	if err := waitRows(ctx, st, stored+paced*98/100, progress); err != nil {
 		return res, err
 	}
 	time.Sleep(time.Second)
@@ -180,7 +250,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 // tenant, asynchronously with a bounded number in flight. With asTenant set
 // it connects as each tenant (through its own NATS account, as services
 // do); otherwise it uses nc.
-func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, subject func(int) string, asTenant func(id string) (*nats.Conn, error)) error {
+func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, prefix string, subject func(int) string, asTenant func(id string) (*nats.Conn, error)) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, cfg.Tenants)
 	for t := range cfg.Tenants {
@@ -189,7 +259,7 @@ func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, subject fu
 			defer wg.Done()
 			conn := nc
 			if asTenant != nil {
-				c, err := asTenant(fmt.Sprintf("t%02d", t))
+				c, err := asTenant(fmt.Sprintf("%s%02d", prefix, t))
 				if err != nil {
 					errs <- err
 					return
@@ -203,7 +273,7 @@ func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, subject fu
 				return
 			}
 			subj := subject(t)
-			tenant := fmt.Sprintf("t%02d", t)
+			tenant := fmt.Sprintf("%s%02d", prefix, t)
 			for i := range cfg.Events {
 				m := nats.NewMsg(subj)
 				m.Header.Set("Tenant-Id", tenant)
@@ -224,6 +294,113 @@ func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, subject fu
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// publishSDK publishes events per tenant with the SDK (batched, its
+// defaults), as each tenant, one goroutine per tenant, and flushes.
+func publishSDK(ctx context.Context, url string, b *config.Bootstrap, tenants, events int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, tenants)
+	for t := range tenants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("t%02d", t)
+			pub, err := sdk.New(sdk.Config{URL: url, Tenant: id, User: id, Password: b.NATS[id], StallWait: time.Minute})
+			if err != nil {
+				errs <- err
+				return
+			}
+			for i := range events {
+				if err := pub.Event(ctx, "orders", "order_created", json.RawMessage(payload(i, time.Now()))); err != nil {
+					errs <- err
+					break
+				}
+			}
+			if err := pub.Close(ctx); err != nil {
+				errs <- err
+			}
+			if _, failed, lastErr := pub.Stats(); failed > 0 {
+				errs <- fmt.Errorf("tenant %s: %d events failed: %w", id, failed, lastErr)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// streamMessages is how many messages the tenants' streams have taken.
+func streamMessages(ctx context.Context, js jetstream.JetStream, tenants []config.Tenant) (uint64, error) {
+	var n uint64
+	for _, t := range tenants {
+		st, err := js.Stream(ctx, natsbus.IngestStream(t.ID))
+		if err != nil {
+			return 0, err
+		}
+		n += st.CachedInfo().State.LastSeq
+	}
+	return n, nil
+}
+
+// consumeTenants pulls total messages from the streams of tenants
+// prefix00… with the collector's durable consumer, acking each.
+func consumeTenants(ctx context.Context, js jetstream.JetStream, prefix string, tenants, total int, progress io.Writer) error {
+	var got atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, tenants)
+	for t := range tenants {
+		cons, err := js.Consumer(ctx, natsbus.IngestStream(fmt.Sprintf("%s%02d", prefix, t)), natsbus.CollectorDurable)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for int(got.Load()) < total && ctx.Err() == nil {
+				batch, err := cons.Fetch(5000, jetstream.FetchMaxWait(200*time.Millisecond))
+				if err != nil {
+					errs <- err
+					return
+				}
+				for m := range batch.Messages() {
+					if err := m.Ack(); err != nil {
+						errs <- err
+						return
+					}
+					got.Add(1)
+				}
+				if t == 0 {
+					bar(progress, "bus", int(got.Load()), total)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Fprintln(progress)
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// stageTimes sums the collector's batch metrics: batches, messages per
+// batch, seconds storing.
+func stageTimes(reg *prometheus.Registry) string {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "tenantscope_collector_insert_seconds", "tenantscope_collector_batch_messages", "tenantscope_collector_batch_age_seconds":
+			h := mf.GetMetric()[0].GetHistogram()
+			out = append(out, fmt.Sprintf("%s: %d, sum %.1f", strings.TrimPrefix(mf.GetName(), "tenantscope_collector_"), h.GetSampleCount(), h.GetSampleSum()))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 func consumeAll(ctx context.Context, js jetstream.JetStream, stream string, total int, progress io.Writer) error {
@@ -322,8 +499,15 @@ func bar(w io.Writer, label string, done, total int) {
 func (r IngestResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "| ingest (%d tenants x %d events, %d-byte payloads) | value |\n|---|---|\n", r.Tenants, r.Events, r.PayloadBytes)
 	fmt.Fprintf(w, "| end to end: publish -> stored in ClickHouse (goal >= 100,000/s) | %.0f events/s |\n", r.EndToEndPerSec)
-	fmt.Fprintf(w, "| bus only: publish + pull + ack, same messages | %.0f msgs/s |\n", r.BusOnlyPerSec)
+	fmt.Fprintf(w, "| bus only: publish as the tenants + pull + ack each, same messages | %.0f msgs/s |\n", r.BusOnlyPerSec)
 	fmt.Fprintf(w, "| ratio end to end / bus only (goal >= 0.70) | %.2f |\n", r.Ratio)
+	fmt.Fprintf(w, "| bus only from the suite's account, acked in bulk (reference, as measured before tenant accounts) | %.0f msgs/s |\n", r.SuiteBusPerSec)
+	if r.BatchedEvents > 0 {
+		fmt.Fprintf(w, "| end to end with the SDK's batches, %d tenants x %d events (goal >= 150,000/s) | %.0f events/s |\n", r.Tenants, r.BatchedEvents, r.BatchedPerSec)
+		fmt.Fprintf(w, "| messages that carried them | %d (%.0f events each) |\n", r.BatchedMessages, float64(r.Tenants*r.BatchedEvents)/max(float64(r.BatchedMessages), 1))
+		fmt.Fprintf(w, "| publishing them took (until JetStream acknowledged the last) | %.1f s of %.1f s |\n", r.BatchedPublishSeconds, float64(r.Tenants*r.BatchedEvents)/max(r.BatchedPerSec, 1))
+		fmt.Fprintf(w, "| collector batches (all phases) | %s |\n", r.Stages)
+	}
 	fmt.Fprintf(w, "| publish -> queryable at half load (%.0f/s), p50 | %v |\n", r.HalfLoadPerSec, r.LatencyP50)
 	fmt.Fprintf(w, "| publish -> queryable at half load, p99 (goal < 2s) | %v |\n", r.LatencyP99)
 	fmt.Fprintf(w, "| process RSS (collector, NATS and engine in one process) | %.0f MiB |\n", r.RSSMiB)

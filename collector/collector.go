@@ -67,6 +67,9 @@ type Config struct {
 	// AfterStore, when set, runs after a batch is stored and before it is
 	// acked: a fault-injection point for crash tests.
 	AfterStore func()
+	// StoreWorkers is how many batches are stored at once (default 2),
+	// while the next one is decoded.
+	StoreWorkers int
 }
 
 func (c *Config) defaults() {
@@ -78,6 +81,9 @@ func (c *Config) defaults() {
 	}
 	if c.BatchBytes == 0 {
 		c.BatchBytes = 8 << 20
+	}
+	if c.StoreWorkers <= 0 {
+		c.StoreWorkers = 2
 	}
 	if c.Retention == nil {
 		c.Retention = map[Signal]uint16{SignalEvent: 90, SignalLog: 30, SignalSpan: 14}
@@ -298,11 +304,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 
 	var (
-		batch    []jetstream.Msg
-		size     int
-		failures int
-		opened   time.Time
-		timer    = time.NewTimer(time.Hour)
+		batch  []jetstream.Msg
+		size   int
+		opened time.Time
+		timer  = time.NewTimer(time.Hour)
 		// The store outage in progress: since when, the next probe's wait.
 		outage  time.Time
 		backoff time.Duration
@@ -311,6 +316,34 @@ func (s *Service) Run(ctx context.Context) error {
 	)
 	timer.Stop()
 	probe.Stop()
+	// The pipeline: this goroutine decodes a batch while the store stage
+	// stores the one before it (inserting is mostly the engine's work), so
+	// decoding and inserting overlap. The store stage reports store
+	// outages back here; it pauses the pulls itself, at once.
+	//
+	// StoreWorkers store batches side by side (the engine inserts a block
+	// on one thread). Batches with audit records all go to the first
+	// worker, in order, so each chain is appended in the order decoded.
+	work := make(chan *prepared)
+	audit := make(chan *prepared)
+	outages := make(chan error, 1)
+	var storing sync.WaitGroup
+	for i := range s.cfg.StoreWorkers {
+		own := audit
+		if i > 0 {
+			own = nil
+		}
+		storing.Add(1)
+		go func() {
+			defer storing.Done()
+			s.storeStage(ctx, work, own, outages)
+		}()
+	}
+	stopStore := func() {
+		close(work)
+		close(audit)
+		storing.Wait()
+	}
 	flush := func() {
 		if len(batch) == 0 {
 			return
@@ -318,36 +351,14 @@ func (s *Service) Run(ctx context.Context) error {
 		timer.Stop()
 		s.m.batchAge.Observe(time.Since(opened).Seconds())
 		// Finish the batch even when ctx is cancelled meanwhile.
-		err := s.process(context.WithoutCancel(ctx), batch)
-		switch {
-		case err == nil:
-			failures = 0
-		case s.storeUnavailable(ctx, err):
-			// Stop pulling and hand the batch back: its messages wait in
-			// their streams (for another collector, or for the store).
-			if outage.IsZero() {
-				outage, backoff = time.Now(), s.cfg.ProbeEvery
-				s.gate.pause()
-				s.storeDown.Store(true)
-				s.m.storeDown.Set(1)
-				s.m.outages.Inc()
-				s.log.Error().Err(err).Int("messages", len(batch)).
-					Msg("store unavailable: pulling stopped, messages wait in their streams; probing the store")
-				probe.Reset(backoff)
-				probeC = probe.C
-			}
-			for _, m := range batch {
-				s.nakOutage(m)
-			}
-		default:
-			failures++
-			delay := min(s.cfg.NakDelay<<min(failures-1, 5), maxNakDelay)
-			s.log.Error().Err(err).Int("messages", len(batch)).Dur("retry_in", delay).Msg("batch not stored; redelivering")
-			for _, m := range batch {
-				_ = m.NakWithDelay(delay) //nolint:errcheck // unacked messages come back after AckWait anyway
-			}
+		p := s.prepare(context.WithoutCancel(ctx), batch)
+		if p.hasAudit() {
+			audit <- p
+		} else {
+			work <- p
 		}
-		batch, size = batch[:0], 0
+		// A new slice: the store stage holds the last one.
+		batch, size = make([]jetstream.Msg, 0, len(batch)), 0
 	}
 	for {
 		select {
@@ -363,6 +374,14 @@ func (s *Service) Run(ctx context.Context) error {
 			s.m.storeDown.Set(0)
 			s.storeDown.Store(false)
 			s.gate.resume()
+		case err := <-outages:
+			if outage.IsZero() {
+				outage, backoff = time.Now(), s.cfg.ProbeEvery
+				s.m.outages.Inc()
+				s.log.Error().Err(err).Msg("store unavailable: pulling stopped, messages wait in their streams; probing the store")
+				probe.Reset(backoff)
+				probeC = probe.C
+			}
 		case m := <-in:
 			if !outage.IsZero() {
 				s.nakOutage(m) // pulled just before the pause
@@ -382,8 +401,59 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			probe.Stop()
 			flush()
+			stopStore()
 			stopPulls()
 			return nil
+		}
+	}
+}
+
+// storeStage stores the batches prepare decoded, in order, and acks them;
+// a batch that could not be stored is handed back (nak'd): at once during
+// a store outage (which it pauses the pulls for and reports on outages),
+// else after a growing delay.
+func (s *Service) storeStage(ctx context.Context, work, audit <-chan *prepared, outages chan<- error) {
+	failures := 0
+	for work != nil || audit != nil {
+		var p *prepared
+		select {
+		case w, ok := <-work:
+			if !ok {
+				work = nil
+				continue
+			}
+			p = w
+		case a, ok := <-audit:
+			if !ok {
+				audit = nil
+				continue
+			}
+			p = a
+		}
+		err := s.commit(p)
+		switch {
+		case err == nil:
+			failures = 0
+		case s.storeUnavailable(ctx, err):
+			// Stop pulling and hand the batch back: its messages wait in
+			// their streams (for another collector, or for the store).
+			s.gate.pause()
+			s.storeDown.Store(true)
+			s.m.storeDown.Set(1)
+			select {
+			case outages <- err:
+			default: // one report is waiting already
+			}
+			for _, m := range p.msgs {
+				s.nakOutage(m)
+			}
+		default:
+			failures++
+			delay := min(s.cfg.NakDelay<<min(failures-1, 5), maxNakDelay)
+			s.log.Error().Err(err).Int("messages", len(p.msgs)).Dur("retry_in", delay).Msg("batch not stored; redelivering")
+			for _, m := range p.msgs {
+				_ = m.NakWithDelay(delay) //nolint:errcheck // unacked messages come back after AckWait anyway
+			}
 		}
 	}
 }
@@ -725,9 +795,33 @@ type rows struct {
 	bad []BadItem
 }
 
-// process decodes a batch, dead-letters what is bad, stores the rest by
-// region and acks everything that was stored or dead-lettered.
-func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error) {
+// prepared is a decoded batch on its way to the stores: its rows by
+// region, the messages to ack once they are stored, the tenants it holds
+// for writing (released once it is stored or handed back) and its span.
+type prepared struct {
+	ctx      context.Context
+	span     trace.Span
+	msgs     []jetstream.Msg
+	good     []jetstream.Msg
+	byRegion map[string]*rows
+	writing  map[string]func()
+	// err is a decoding failure that is not the messages' fault (a dead
+	// letter not published): the whole batch is handed back.
+	err error
+}
+
+func (p *prepared) hasAudit() bool {
+	for _, r := range p.byRegion {
+		if len(r.audit) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// prepare decodes a batch and dead-letters what is bad; commit stores the
+// rest by region and acks everything that was stored or dead-lettered.
+func (s *Service) prepare(ctx context.Context, msgs []jetstream.Msg) *prepared {
 	// One span per batch, linked to the traces its messages carry in their
 	// traceparent headers (the publishers' spans).
 	var links []trace.Link
@@ -737,27 +831,16 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 		}
 	}
 	ctx, span := s.tracer.Start(ctx, "collector batch", trace.WithLinks(links...), trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(msgs))))
-	defer func() {
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
-		}
-		span.End()
-	}()
-	byRegion := map[string]*rows{}
-	var good []jetstream.Msg
 	// A tenant's rows are written only while no region move holds it: each
 	// tenant of the batch is held for writing until the batch is stored.
-	writing := map[string]func(){}
-	defer func() {
-		for _, release := range writing {
-			if release != nil {
-				release()
-			}
-		}
-	}()
-	for _, msg := range msgs {
-		r, region, err := s.decode(msg, writing)
+	p := &prepared{ctx: ctx, span: span, msgs: msgs, byRegion: map[string]*rows{}, writing: map[string]func(){}}
+	p.err = s.decodeAll(ctx, p)
+	return p
+}
+
+func (s *Service) decodeAll(ctx context.Context, p *prepared) error {
+	for _, msg := range p.msgs {
+		r, region, err := s.decode(msg, p.writing)
 		if errors.Is(err, errNotMine) {
 			_ = msg.NakWithDelay(250 * time.Millisecond) //nolint:errcheck // redelivered after AckWait anyway
 			s.m.deferred.Inc()
@@ -785,38 +868,58 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg) (err error)
 				return err
 			}
 		}
-		acc := byRegion[region]
+		acc := p.byRegion[region]
 		if acc == nil {
 			acc = &rows{}
-			byRegion[region] = acc
+			p.byRegion[region] = acc
 		}
 		acc.events = append(acc.events, r.events...)
 		acc.logs = append(acc.logs, r.logs...)
 		acc.spans = append(acc.spans, r.spans...)
 		acc.audit = append(acc.audit, r.audit...)
-		good = append(good, msg)
+		p.good = append(p.good, msg)
+	}
+	return nil
+}
+
+// commit stores a prepared batch and acks it, then releases its tenants.
+func (s *Service) commit(p *prepared) (err error) {
+	defer func() {
+		for _, release := range p.writing {
+			if release != nil {
+				release()
+			}
+		}
+		if err != nil {
+			p.span.RecordError(err)
+			p.span.SetStatus(codes.Error, err.Error())
+		}
+		p.span.End()
+	}()
+	if p.err != nil {
+		return p.err
 	}
 	start := time.Now()
-	for region, r := range byRegion {
-		if err := s.store(ctx, s.stores[region], r); err != nil {
+	for region, r := range p.byRegion {
+		if err := s.store(p.ctx, s.stores[region], r); err != nil {
 			return fmt.Errorf("region %s: %w", region, err)
 		}
 	}
 	if s.cfg.AfterStore != nil {
 		s.cfg.AfterStore()
 	}
-	if len(good) > 0 {
+	if len(p.good) > 0 {
 		s.m.insertSeconds.Observe(time.Since(start).Seconds())
-		s.m.batchSize.Observe(float64(len(good)))
+		s.m.batchSize.Observe(float64(len(p.good)))
 	}
 	// Plain acks are sent without waiting for the server's confirmation: a
 	// lost ack only means a redelivery, which reads deduplicate.
-	for _, msg := range good {
+	for _, msg := range p.good {
 		if err := msg.Ack(); err != nil {
 			s.log.Warn().Err(err).Msg("ack failed after store")
 		}
 	}
-	s.m.stored(byRegion)
+	s.m.stored(p.byRegion)
 	return nil
 }
 

@@ -115,3 +115,16 @@ func FuzzDecoders(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodeEvent decodes the payload bench ingest publishes.
+func BenchmarkDecodeEvent(b *testing.B) {
+	body := []byte(`{"time":"2026-11-29T10:00:00.123456789Z","actor":{"id":"user-7","type":"user"},"entity":"order-7","amount":7.07,"currency":"EUR","items":[{"sku":"A-7","qty":1}],"note":"` + strings.Repeat("x", 120) + `"}`)
+	m := Meta{Subject: Subject{Tenant: "acme", Service: "orders", Action: "order_created"}, MsgID: "0193a1c0-0000-7000-8000-000000000001"}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeEvent(m, body, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/tenantscope/tenantscope/bench"
@@ -119,10 +120,23 @@ func runBenchIngest(ctx context.Context, args []string, getenv func(string) stri
 	tenants := fs.Int("tenants", 4, "tenants publishing")
 	events := fs.Int("events", 50_000, "events per tenant")
 	latencyFor := fs.Duration("latency-for", 5*time.Second, "how long the half-load latency phase publishes")
+	batched := fs.Int("batched-events", 250_000, "events per tenant published with the SDK's batches (negative: skip)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor}, stderr)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor, BatchedEvents: *batched}, stderr)
 	if err != nil {
 		return err
 	}
