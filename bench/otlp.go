@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,6 +73,40 @@ type OTLPResult struct {
 	// RSSStartMiB is the process's resident set once the components are
 	// up, before the load; RSSMiB at the end, PeakRSSMiB its peak.
 	RSSStartMiB, RSSMiB, PeakRSSMiB float64
+	// Stages is where the collector's time went (its batch metrics).
+	Stages string
+	// GoPeakMiB is the most memory the Go runtime held from the OS during
+	// the load (the rest of the RSS is the engine's and the library's).
+	GoPeakMiB float64
+}
+
+// sampleGoMemory samples the memory the Go runtime holds from the OS
+// (mapped, less what it released) every 20 ms, keeping the peak, until
+// stop.
+func sampleGoMemory() (peak *atomic.Uint64, stop func()) {
+	peak = &atomic.Uint64{}
+	done := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		samples := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(samples)
+			if v := samples[0].Value.Uint64() - samples[1].Value.Uint64(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return peak, func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 const otlpBenchKey = "bench-otlp-key"
@@ -193,6 +229,8 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 	step("end to end: %d workers x %d requests x %d spans -> ClickHouse", cfg.Workers, cfg.Requests, cfg.SpansPerRequest)
 	cpu0 = cpuTime()
 	start := time.Now()
+	goPeak, stopSampling := sampleGoMemory()
+	defer stopSampling()
 	if err := sendOTLP(ctx, srv.url, cfg, progress); err != nil {
 		return res, err
 	}
@@ -208,6 +246,9 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 	res.SpansPerSec = float64(total) / res.Seconds
 	res.RSSMiB = rssMiB()
 	res.PeakRSSMiB = peakRSSMiB()
+	res.Stages = stageTimes(reg)
+	stopSampling()
+	res.GoPeakMiB = float64(goPeak.Load()) / (1 << 20)
 	after, err := stream.Info(ctx)
 	if err != nil {
 		return res, err
@@ -393,4 +434,6 @@ func (r OTLPResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "| CPU per span, load generator alone (to a discarding receiver) | %.1f µs |\n", float64(r.ClientCPUPerSpan.Nanoseconds())/1000)
 	fmt.Fprintf(w, "| CPU per span, the suite's share (difference) | %.1f µs |\n", float64((r.CPUPerSpan-r.ClientCPUPerSpan).Nanoseconds())/1000)
 	fmt.Fprintf(w, "| process RSS before the load / at the end / peak (goal <= 600 MiB) | %.0f / %.0f / %.0f MiB |\n", r.RSSStartMiB, r.RSSMiB, r.PeakRSSMiB)
+	fmt.Fprintf(w, "| of it the Go runtime's, peak during the load (the rest: the engine) | %.0f MiB |\n", r.GoPeakMiB)
+	fmt.Fprintf(w, "| collector batches | %s |\n", r.Stages)
 }

@@ -80,7 +80,7 @@ func (c *Config) defaults() {
 		c.BatchAge = 250 * time.Millisecond
 	}
 	if c.BatchBytes == 0 {
-		c.BatchBytes = 8 << 20
+		c.BatchBytes = 4 << 20
 	}
 	if c.StoreWorkers <= 0 {
 		c.StoreWorkers = 2

@@ -75,9 +75,15 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		peerDir := fs.String("peer-dir", "", "the Collector's Go module (default: bench/otelcol of the repository around the working directory)")
 		peerBin := fs.String("peer-bin", "", "where the built Collector is kept; rebuilt when missing or older than its module (default: <cache>/otelcol-bench/otelcol-bench)")
 		peerCompress := fs.String("peer-compress", "none", "the ClickHouse exporter's compress setting: none (as the suite writes to its engine), lz4 (the exporter's default), zstd, gzip, ...")
+		cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz}
 		if *peer == "" {
 			res, err := bench.RunOTLP(ctx, load, stderr)
@@ -125,17 +131,11 @@ func runBenchIngest(ctx context.Context, args []string, getenv func(string) stri
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor, BatchedEvents: *batched}, stderr)
 	if err != nil {
 		return err
@@ -230,4 +230,24 @@ func cacheDir(getenv func(string) string) string {
 		base = filepath.Join(home, ".cache")
 	}
 	return filepath.Join(base, "tenantscope")
+}
+
+// startCPUProfile profiles the Go side of a benchmark into path (nothing
+// when empty); the engine's own threads are not in it.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
