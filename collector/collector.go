@@ -1154,31 +1154,21 @@ func (s *Service) store(ctx context.Context, st *chstore.Store, r *rows) error {
 			}
 		}
 	}
-	if err := insert(ctx, st, "logs", "tenant_id, service, time, log_id, severity_text, severity_number, body, attributes, resource, trace_id, span_id, correlation_id, retention_days",
-		len(r.logs), func(i int) []any {
-			l := r.logs[i]
-			return []any{l.TenantID, l.Service, l.Time, l.LogID, l.SeverityText, l.SeverityNumber, l.Body, l.Attributes, l.Resource, l.TraceID, l.SpanID, l.Correlation, l.RetentionDays}
-		}); err != nil {
+	if err := insertLogs(ctx, st, r.logs); err != nil {
 		return err
 	}
-	return insert(ctx, st, "spans", "tenant_id, service, name, start_time, trace_id, span_id, parent_span_id, kind, duration_ns, status_code, status_message, attributes, resource, events, correlation_id, retention_days",
-		len(r.spans), func(i int) []any {
-			sp := r.spans[i]
-			events := make([][]any, len(sp.Events))
-			for j, e := range sp.Events {
-				events[j] = []any{e.Time, e.Name, e.Attributes}
-			}
-			return []any{sp.TenantID, sp.Service, sp.Name, sp.StartTime, sp.TraceID, sp.SpanID, sp.ParentSpanID, sp.Kind, sp.DurationNs, sp.StatusCode, sp.StatusMessage, sp.Attributes, sp.Resource, events, sp.CorrelationID, sp.RetentionDays}
-		})
+	return insertSpans(ctx, st, r.spans)
 }
 
-// insertEvents appends the events column by column (one slice per column,
-// no per-row reflection): events are the bulk of the traffic.
+// insertEvents, insertLogs and insertSpans append their rows column by
+// column (one typed slice per column, no per-row []any): the bulk of the
+// traffic. clickhouse-go appends strings, numbers and times of a slice at
+// once; Map and Array columns still go row by row inside it.
 func insertEvents(ctx context.Context, st *chstore.Store, events []Event) error {
-	if len(events) == 0 {
+	n := len(events)
+	if n == 0 {
 		return nil
 	}
-	n := len(events)
 	var (
 		tenant, service, action, actor, entity, payload, corr, traceID, spanID = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		times                                                                  = make([]time.Time, n)
@@ -1191,33 +1181,66 @@ func insertEvents(ctx context.Context, st *chstore.Store, events []Event) error 
 		actor[i], entity[i], versions[i], payload[i] = e.Actor, e.Entity, e.SchemaVersion, e.Payload
 		corr[i], traceID[i], spanID[i], days[i] = e.CorrelationID, e.TraceID, e.SpanID, e.RetentionDays
 	}
-	b, err := st.PrepareBatch(ctx, "INSERT INTO events (tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, correlation_id, trace_id, span_id, retention_days)")
-	if err != nil {
-		return fmt.Errorf("prepare events batch: %w", err)
-	}
-	for i, col := range []any{tenant, service, action, times, ids, actor, entity, versions, payload, corr, traceID, spanID, days} {
-		if err := b.Column(i).Append(col); err != nil {
-			return fmt.Errorf("append events column %d: %w", i, err)
-		}
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("insert events: %w", err)
-	}
-	return nil
+	return insertColumns(ctx, st, "events", "tenant_id, service, action, time, event_id, actor, entity, schema_version, payload, correlation_id, trace_id, span_id, retention_days",
+		tenant, service, action, times, ids, actor, entity, versions, payload, corr, traceID, spanID, days)
 }
 
-// insert sends n rows to table in one clickhouse-go batch.
-func insert(ctx context.Context, st *chstore.Store, table, columns string, n int, row func(i int) []any) error {
+func insertLogs(ctx context.Context, st *chstore.Store, logs []Log) error {
+	n := len(logs)
 	if n == 0 {
 		return nil
 	}
+	var (
+		tenant, service, sevText, body, traceID, spanID, corr = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		times                                                 = make([]time.Time, n)
+		ids                                                   = make([]uuid.UUID, n)
+		sevNum                                                = make([]uint8, n)
+		attrs, res                                            = make([]map[string]string, n), make([]map[string]string, n)
+		days                                                  = make([]uint16, n)
+	)
+	for i, l := range logs {
+		tenant[i], service[i], times[i], ids[i], sevText[i], sevNum[i], body[i] = l.TenantID, l.Service, l.Time, l.LogID, l.SeverityText, l.SeverityNumber, l.Body
+		attrs[i], res[i], traceID[i], spanID[i], corr[i], days[i] = l.Attributes, l.Resource, l.TraceID, l.SpanID, l.Correlation, l.RetentionDays
+	}
+	return insertColumns(ctx, st, "logs", "tenant_id, service, time, log_id, severity_text, severity_number, body, attributes, resource, trace_id, span_id, correlation_id, retention_days",
+		tenant, service, times, ids, sevText, sevNum, body, attrs, res, traceID, spanID, corr, days)
+}
+
+func insertSpans(ctx context.Context, st *chstore.Store, spans []Span) error {
+	n := len(spans)
+	if n == 0 {
+		return nil
+	}
+	var (
+		tenant, service, name, traceID, spanID, parent, kind, code, msg, corr = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		start                                                                 = make([]time.Time, n)
+		dur                                                                   = make([]uint64, n)
+		attrs, res                                                            = make([]map[string]string, n), make([]map[string]string, n)
+		events                                                                = make([][][]any, n)
+		days                                                                  = make([]uint16, n)
+	)
+	for i, sp := range spans {
+		tenant[i], service[i], name[i], start[i], traceID[i], spanID[i], parent[i] = sp.TenantID, sp.Service, sp.Name, sp.StartTime, sp.TraceID, sp.SpanID, sp.ParentSpanID
+		kind[i], dur[i], code[i], msg[i], attrs[i], res[i], corr[i], days[i] = sp.Kind, sp.DurationNs, sp.StatusCode, sp.StatusMessage, sp.Attributes, sp.Resource, sp.CorrelationID, sp.RetentionDays
+		events[i] = make([][]any, len(sp.Events))
+		for j, e := range sp.Events {
+			events[i][j] = []any{e.Time, e.Name, e.Attributes}
+		}
+	}
+	return insertColumns(ctx, st, "spans", "tenant_id, service, name, start_time, trace_id, span_id, parent_span_id, kind, duration_ns, status_code, status_message, attributes, resource, events, correlation_id, retention_days",
+		tenant, service, name, start, traceID, spanID, parent, kind, dur, code, msg, attrs, res, events, corr, days)
+}
+
+// insertColumns sends one clickhouse-go batch into table, one slice per
+// column, in the order of columns.
+func insertColumns(ctx context.Context, st *chstore.Store, table, columns string, cols ...any) error {
 	b, err := st.PrepareBatch(ctx, "INSERT INTO "+table+" ("+columns+")")
 	if err != nil {
 		return fmt.Errorf("prepare %s batch: %w", table, err)
 	}
-	for i := range n {
-		if err := b.Append(row(i)...); err != nil {
-			return fmt.Errorf("append to %s: %w", table, err)
+	for i, col := range cols {
+		if err := b.Column(i).Append(col); err != nil {
+			return fmt.Errorf("append %s column %d: %w", table, i, err)
 		}
 	}
 	if err := b.Send(); err != nil {
