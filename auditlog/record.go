@@ -15,7 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -255,66 +255,88 @@ func (r Record) Canonical() []byte { return r.canonical(compactJSON(r.Changes)) 
 
 // canonical is Canonical with the changes already in canonical form.
 func (r Record) canonical(changes []byte) []byte {
-	var b bytes.Buffer
-	b.Grow(512 + len(changes))
-	str := func(s string) { appendString(&b, s) }
-	field := func(name string, first bool) {
-		if !first {
-			b.WriteByte(',')
+	return appendCanonical(make([]byte, 0, 512+len(changes)), &r, sortedMetadata(nil, r.Metadata), changes)
+}
+
+// metaPair is one metadata entry.
+type metaPair struct{ k, v string }
+
+// sortedMetadata appends m's entries to dst in the canonical order: by key,
+// byte by byte (sort.Strings' order).
+func sortedMetadata(dst []metaPair, m map[string]string) []metaPair {
+	for k, v := range m {
+		dst = append(dst, metaPair{k, v})
+	}
+	slices.SortFunc(dst, func(a, b metaPair) int { return strings.Compare(a.k, b.k) })
+	return dst
+}
+
+// appendCanonical appends the canonical form of r to b, with meta (r's
+// metadata, sorted by key, each key once) and changes (canonical already)
+// standing in for r.Metadata and r.Changes. Record.Canonical and the
+// verification read path (which reads metadata as stored pairs and changes as
+// stored bytes) share it, so both write the same bytes.
+func appendCanonical[C ~string | ~[]byte](b []byte, r *Record, meta []metaPair, changes C) []byte {
+	b = append(b, `{"v":`...)
+	b = strconv.AppendUint(b, uint64(r.SchemaVersion), 10)
+	b = append(b, `,"tenant_id":`...)
+	b = appendString(b, r.TenantID)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, r.Seq, 10)
+	b = append(b, `,"record_id":"`...)
+	b = appendUUID(b, r.RecordID)
+	b = append(b, `","time":"`...)
+	b = r.Time.UTC().Truncate(time.Millisecond).AppendFormat(b, "2006-01-02T15:04:05.000Z")
+	b = append(b, `","actor":{"type":`...)
+	b = appendString(b, r.Actor.Type)
+	b = append(b, `,"id":`...)
+	b = appendString(b, r.Actor.ID)
+	b = append(b, `,"name":`...)
+	b = appendString(b, r.Actor.Name)
+	b = append(b, `,"ip":`...)
+	b = appendString(b, r.Actor.IP)
+	b = append(b, `,"user_agent":`...)
+	b = appendString(b, r.Actor.UserAgent)
+	b = append(b, `},"action":`...)
+	b = appendString(b, r.Action)
+	b = append(b, `,"target":{"type":`...)
+	b = appendString(b, r.Target.Type)
+	b = append(b, `,"id":`...)
+	b = appendString(b, r.Target.ID)
+	b = append(b, `,"name":`...)
+	b = appendString(b, r.Target.Name)
+	b = append(b, `},"outcome":`...)
+	b = appendString(b, r.Outcome)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, r.Reason)
+	b = append(b, `,"source_service":`...)
+	b = appendString(b, r.SourceService)
+	b = append(b, `,"correlation_id":`...)
+	b = appendString(b, r.CorrelationID)
+	b = append(b, `,"changes":`...)
+	b = append(b, changes...)
+	b = append(b, `,"metadata":{`...)
+	for i, kv := range meta {
+		if i > 0 {
+			b = append(b, ',')
 		}
-		str(name)
-		b.WriteByte(':')
+		b = appendString(b, kv.k)
+		b = append(b, ':')
+		b = appendString(b, kv.v)
 	}
-	b.WriteByte('{')
-	field("v", true)
-	b.WriteString(strconv.Itoa(int(r.SchemaVersion)))
-	field("tenant_id", false)
-	str(r.TenantID)
-	field("seq", false)
-	b.WriteString(strconv.FormatUint(r.Seq, 10))
-	field("record_id", false)
-	str(r.RecordID.String())
-	field("time", false)
-	str(r.Time.UTC().Truncate(time.Millisecond).Format("2006-01-02T15:04:05.000Z"))
-	field("actor", false)
-	b.WriteByte('{')
-	field("type", true)
-	str(r.Actor.Type)
-	for _, kv := range [][2]string{{"id", r.Actor.ID}, {"name", r.Actor.Name}, {"ip", r.Actor.IP}, {"user_agent", r.Actor.UserAgent}} {
-		field(kv[0], false)
-		str(kv[1])
+	return append(b, "}}"...)
+}
+
+// appendUUID appends id as uuid.UUID.String writes it (lower-case hex,
+// 8-4-4-4-12).
+func appendUUID(b []byte, id uuid.UUID) []byte {
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&0xF])
 	}
-	b.WriteByte('}')
-	field("action", false)
-	str(r.Action)
-	field("target", false)
-	b.WriteByte('{')
-	field("type", true)
-	str(r.Target.Type)
-	field("id", false)
-	str(r.Target.ID)
-	field("name", false)
-	str(r.Target.Name)
-	b.WriteByte('}')
-	for _, kv := range [][2]string{{"outcome", r.Outcome}, {"reason", r.Reason}, {"source_service", r.SourceService}, {"correlation_id", r.CorrelationID}} {
-		field(kv[0], false)
-		str(kv[1])
-	}
-	field("changes", false)
-	b.Write(changes)
-	field("metadata", false)
-	b.WriteByte('{')
-	keys := make([]string, 0, len(r.Metadata))
-	for k := range r.Metadata {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for i, k := range keys {
-		field(k, i == 0)
-		str(r.Metadata[k])
-	}
-	b.WriteString("}}")
-	return b.Bytes()
+	return b
 }
 
 func compactJSON(raw json.RawMessage) []byte {
@@ -334,11 +356,11 @@ func compactJSON(raw json.RawMessage) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString writes s as a JSON string the way encoding/json does with
-// HTML escaping off: \" \\ \n \r \t, other control characters and
-// U+2028/U+2029 as \u00XX/\u20XX, invalid UTF-8 as \ufffd.
-func appendString(b *bytes.Buffer, s string) {
-	b.WriteByte('"')
+// appendString appends s as a JSON string the way encoding/json writes it
+// with HTML escaping off: \" \\ \n \r \t \b \f, other control characters
+// and U+2028/U+2029 as \u00XX/\u20XX, invalid UTF-8 as \ufffd.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -347,25 +369,23 @@ func appendString(b *bytes.Buffer, s string) {
 				i++
 				continue
 			}
-			b.WriteString(s[start:i])
+			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':
-				b.WriteByte('\\')
-				b.WriteByte(c)
+				b = append(b, '\\', c)
 			case '\n':
-				b.WriteString(`\n`)
+				b = append(b, `\n`...)
 			case '\r':
-				b.WriteString(`\r`)
+				b = append(b, `\r`...)
 			case '\t':
-				b.WriteString(`\t`)
+				b = append(b, `\t`...)
 			case '\b':
-				b.WriteString(`\b`)
+				b = append(b, `\b`...)
 			case '\f':
-				b.WriteString(`\f`)
+				b = append(b, `\f`...)
 			default:
-				b.WriteString(`\u00`)
-				b.WriteByte(hexDigits[c>>4])
-				b.WriteByte(hexDigits[c&0xF])
+				b = append(b, `\u00`...)
+				b = append(b, hexDigits[c>>4], hexDigits[c&0xF])
 			}
 			i++
 			start = i
@@ -373,24 +393,24 @@ func appendString(b *bytes.Buffer, s string) {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			b.WriteString(s[start:i])
-			b.WriteString(`\ufffd`)
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
 			i += size
 			start = i
 			continue
 		}
 		if r == '\u2028' || r == '\u2029' {
-			b.WriteString(s[start:i])
-			b.WriteString(`\u202`)
-			b.WriteByte(hexDigits[r&0xF])
+			b = append(b, s[start:i]...)
+			b = append(b, `\u202`...)
+			b = append(b, hexDigits[r&0xF])
 			i += size
 			start = i
 			continue
 		}
 		i += size
 	}
-	b.WriteString(s[start:])
-	b.WriteByte('"')
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // GenesisHash is the prev_hash of a tenant's first record.

@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/compact"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tenantscope/tenantscope/chstore"
@@ -85,51 +85,45 @@ func (s storedRecord) record() Record {
 // record that does not link to its predecessor (inserted or reordered), or a
 // checkpoint that the records no longer match (history rewritten, even with
 // every hash recomputed) or whose signature is not the configured key's.
+//
+// The chain is streamed (readpath.go): records are read in seq order as one
+// RowBinary string each, hashed on every CPU while the next ones are read,
+// and linked and folded into the Merkle tree in order; memory does not grow
+// with the chain, and reading stops at the first problem.
 func Verify(ctx context.Context, st *chstore.Store, tenant string, from uint64, verifierKey string) (Report, error) {
-	// Hashes are checked on the other CPUs while the rows are still being
-	// read: reading and hashing take about as long as each other.
-	type chunk struct {
-		at   int // index of the chunk's first record
-		recs []Record
-		ok   []bool
+	verifier, err := note.NewVerifier(verifierKey)
+	if err != nil {
+		return Report{Tenant: tenant}, fmt.Errorf("audit verifier key: %w", err)
 	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		done []chunk
-	)
-	chunks := make(chan chunk, 4)
-	for range max(1, runtime.GOMAXPROCS(0)-1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range chunks {
-				c.ok = make([]bool, len(c.recs))
-				for i, r := range c.recs {
-					c.ok[i] = r.Seq < from || r.Purged || r.matchesHash()
-				}
-				c.recs = nil
-				mu.Lock()
-				done = append(done, c)
-				mu.Unlock()
-			}
-		}()
+	if from == 0 {
+		from = 1
 	}
-	recs, cps, err := load(ctx, st, tenant, func(at int, recs []Record) { chunks <- chunk{at: at, recs: recs} })
-	close(chunks)
+	// Checkpoints first: the writer stores a checkpoint after the records it
+	// covers, so every record a checkpoint read here covers is read below,
+	// even while the chain grows.
+	cps, purged, err := readHead(ctx, st, tenant)
+	if err != nil {
+		return Report{Tenant: tenant}, err
+	}
+	// Their signatures are checked while the records are read.
+	var opened []openedCheckpoint
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		opened = openCheckpoints(tenant, cps, verifier)
+	}()
+	c := newChainCheck(tenant, cps, from)
+	err = streamChain(ctx, st, tenant, from, c, purged)
 	wg.Wait()
 	if err != nil {
 		return Report{Tenant: tenant}, err
 	}
-	hashOK := make([]bool, len(recs))
-	for _, c := range done {
-		copy(hashOK[c.at:], c.ok)
+	if c.rep.Problem == nil {
+		c.checkCheckpoints(cps, opened)
 	}
-	return verifyRecords(tenant, recs, hashOK, cps, from, verifierKey)
+	return c.rep, nil
 }
-
-// loadChunk is how many records Verify hands to a hashing worker at once.
-const loadChunk = 4096
 
 // SignedCheckpoint is a stored checkpoint: its size and signed note.
 type SignedCheckpoint struct {
@@ -137,150 +131,147 @@ type SignedCheckpoint struct {
 	Note string `ch:"note" json:"note"`
 }
 
-// Load reads a tenant's chain and checkpoints, in order.
-func Load(ctx context.Context, st *chstore.Store, tenant string) ([]Record, []SignedCheckpoint, error) {
-	return load(ctx, st, tenant, nil)
-}
-
-// load is Load calling chunk (when set) with every loadChunk records read.
-func load(ctx context.Context, st *chstore.Store, tenant string, chunk func(at int, recs []Record)) ([]Record, []SignedCheckpoint, error) {
-	var recs []Record
-	var purged []struct {
-		Seq  uint64 `ch:"seq"`
-		Hash string `ch:"hash"`
-	}
-	if err := st.Select(ctx, &purged, "SELECT seq, hash FROM audit_purged FINAL WHERE tenant_id = ? ORDER BY seq", tenant); err != nil {
-		return nil, nil, fmt.Errorf("read purged audit records of %s: %w", tenant, err)
-	}
-	for _, p := range purged {
-		recs = append(recs, Record{TenantID: tenant, Seq: p.Seq, Hash: p.Hash, Purged: true})
-	}
-	// Positional scans: a chain can be millions of rows, and reflection per
-	// row (ScanStruct) was a third of verification's time.
-	rows, err := st.Query(ctx, `SELECT tenant_id, seq, record_id, time, actor_type, actor_id, actor_name, actor_ip, user_agent,
-		action, target_type, target_id, target_name, outcome, reason, source_service, correlation_id, changes, metadata,
-		schema_version, prev_hash, hash FROM audit_records FINAL WHERE tenant_id = ? ORDER BY seq`, tenant)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read audit records of %s: %w", tenant, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r Record
-		var changes string
-		if err := rows.Scan(&r.TenantID, &r.Seq, &r.RecordID, &r.Time, &r.Actor.Type, &r.Actor.ID, &r.Actor.Name, &r.Actor.IP, &r.Actor.UserAgent,
-			&r.Action, &r.Target.Type, &r.Target.ID, &r.Target.Name, &r.Outcome, &r.Reason, &r.SourceService, &r.CorrelationID,
-			&changes, &r.Metadata, &r.SchemaVersion, &r.PrevHash, &r.Hash); err != nil {
-			return nil, nil, fmt.Errorf("read audit records of %s: %w", tenant, err)
-		}
-		r.Changes = json.RawMessage(changes)
-		if len(purged) > 0 && r.Seq <= purged[len(purged)-1].Seq {
-			continue // purged, its delete not yet done: its hash stands in for it
-		}
-		recs = append(recs, r)
-		if chunk != nil && len(recs)%loadChunk == 0 {
-			chunk(len(recs)-loadChunk, slices.Clone(recs[len(recs)-loadChunk:]))
-		}
-	}
-	if rest := len(recs) % loadChunk; chunk != nil && rest != 0 {
-		chunk(len(recs)-rest, slices.Clone(recs[len(recs)-rest:]))
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read audit records of %s: %w", tenant, err)
-	}
-	var cps []SignedCheckpoint
-	if err := st.Select(ctx, &cps, "SELECT size, note FROM audit_checkpoints FINAL WHERE tenant_id = ? ORDER BY size", tenant); err != nil {
-		return nil, nil, fmt.Errorf("read checkpoints of %s: %w", tenant, err)
-	}
-	return recs, cps, nil
-}
-
 // VerifyRecords verifies a chain held in memory (from the store, or from an
 // export bundle offline): see Verify.
 func VerifyRecords(tenant string, recs []Record, cps []SignedCheckpoint, from uint64, verifierKey string) (Report, error) {
-	return verifyRecords(tenant, recs, matchAll(recs, from), cps, from, verifierKey)
-}
-
-// verifyRecords is VerifyRecords with each record's hash check done.
-func verifyRecords(tenant string, recs []Record, hashOK []bool, cps []SignedCheckpoint, from uint64, verifierKey string) (Report, error) {
-	rep := Report{Tenant: tenant}
 	verifier, err := note.NewVerifier(verifierKey)
 	if err != nil {
-		return rep, fmt.Errorf("audit verifier key: %w", err)
+		return Report{Tenant: tenant}, fmt.Errorf("audit verifier key: %w", err)
 	}
 	if from == 0 {
 		from = 1
 	}
-	fail := func(seq uint64, format string, a ...any) (Report, error) {
-		rep.Problem = &Problem{Seq: seq, What: fmt.Sprintf(format, a...)}
-		return rep, nil
-	}
-
-	// Roots of the records as stored, at every checkpoint size.
-	tree := factory.NewEmptyRange(0)
-	roots := map[uint64][]byte{}
-	wantRoot := map[uint64]bool{}
-	for _, c := range cps {
-		wantRoot[c.Size] = true
-	}
-	prev := GenesisHash
-	expect := uint64(1)
+	hashOK := matchAll(recs, from)
+	c := newChainCheck(tenant, cps, from)
 	for i, r := range recs {
-		if r.Seq != expect {
-			if r.Seq > expect {
-				return fail(expect, "missing: the chain jumps from record %d to %d (deleted)", expect-1, r.Seq)
-			}
-			return fail(r.Seq, "out of order")
+		if stop, err := c.add(r.Seq, r.Purged, r.PrevHash, r.Hash, hashOK[i], nil); stop || err != nil {
+			return c.rep, err
 		}
-		if r.Purged {
-			rep.Purged++
-		} else if r.Seq >= from {
-			rep.Records++
-			if r.PrevHash != prev {
-				return fail(r.Seq, "does not link to record %d: prev_hash %.16s… but record %d's hash is %.16s… (a record was inserted, deleted or reordered here)", r.Seq-1, r.PrevHash, r.Seq-1, prev)
-			}
-			if !hashOK[i] {
-				return fail(r.Seq, "contents do not match its hash (modified after it was written)")
-			}
-		}
-		l, err := leaf(r.Hash)
-		if err != nil {
-			return fail(r.Seq, "hash is not hex: %v", err)
-		}
-		if err := tree.Append(l, nil); err != nil {
-			return rep, err
-		}
-		if wantRoot[r.Seq] {
-			root, err := tree.GetRootHash(nil)
-			if err != nil {
-				return rep, err
-			}
-			roots[r.Seq] = root
-		}
-		prev = r.Hash
-		expect++
 	}
-	// Checkpoints: signed by our key, for this tenant, and matching the records.
+	c.checkCheckpoints(cps, openCheckpoints(tenant, cps, verifier))
+	return c.rep, nil
+}
+
+// chainCheck checks a chain's records in seq order, one at a time, and then
+// its checkpoints against the Merkle roots of the records as stored. It
+// keeps only the chain's head, its compact Merkle range and the roots at
+// checkpoint sizes.
+type chainCheck struct {
+	rep      Report
+	from     uint64
+	tree     *compact.Range
+	roots    map[uint64][]byte
+	wantRoot map[uint64]bool
+	prev     string // the hash of the record before expect
+	expect   uint64 // the next seq
+}
+
+func newChainCheck(tenant string, cps []SignedCheckpoint, from uint64) *chainCheck {
+	c := &chainCheck{rep: Report{Tenant: tenant}, from: from, tree: factory.NewEmptyRange(0),
+		roots: map[uint64][]byte{}, wantRoot: make(map[uint64]bool, len(cps)), prev: GenesisHash, expect: 1}
+	for _, cp := range cps {
+		c.wantRoot[cp.Size] = true
+	}
+	return c
+}
+
+func (c *chainCheck) fail(seq uint64, format string, a ...any) {
+	c.rep.Problem = &Problem{Seq: seq, What: fmt.Sprintf(format, a...)}
+}
+
+// add checks the next record: seq, whether it was purged, its prev_hash and
+// hash as stored, whether its contents match its hash (known for records
+// from c.from on that were not purged), and its Merkle leaf hash (nil: it
+// is computed from hash here). stop is true once a problem is found
+// (c.rep.Problem).
+func (c *chainCheck) add(seq uint64, purged bool, prevHash, hash string, hashOK bool, leafHash []byte) (stop bool, err error) {
+	if seq != c.expect {
+		if seq > c.expect {
+			c.fail(c.expect, "missing: the chain jumps from record %d to %d (deleted)", c.expect-1, seq)
+		} else {
+			c.fail(seq, "out of order")
+		}
+		return true, nil
+	}
+	if purged {
+		c.rep.Purged++
+	} else if seq >= c.from {
+		c.rep.Records++
+		if prevHash != c.prev {
+			c.fail(seq, "does not link to record %d: prev_hash %.16s… but record %d's hash is %.16s… (a record was inserted, deleted or reordered here)", seq-1, prevHash, seq-1, c.prev)
+			return true, nil
+		}
+		if !hashOK {
+			c.fail(seq, "contents do not match its hash (modified after it was written)")
+			return true, nil
+		}
+	}
+	if leafHash == nil {
+		l, err := leaf(hash)
+		if err != nil {
+			c.fail(seq, "hash is not hex: %v", err)
+			return true, nil
+		}
+		leafHash = l
+	}
+	if err := c.tree.Append(leafHash, nil); err != nil {
+		return true, err
+	}
+	if c.wantRoot[seq] {
+		root, err := c.tree.GetRootHash(nil)
+		if err != nil {
+			return true, err
+		}
+		c.roots[seq] = root
+	}
+	c.prev = hash
+	c.expect++
+	return false, nil
+}
+
+// openedCheckpoint is a stored checkpoint's note opened with the verifier
+// key: the checkpoint it signs, or why it does not verify.
+type openedCheckpoint struct {
+	cp  *log.Checkpoint
+	err error
+}
+
+func openCheckpoints(tenant string, cps []SignedCheckpoint, verifier note.Verifier) []openedCheckpoint {
+	out := make([]openedCheckpoint, len(cps))
+	for i, c := range cps {
+		out[i].cp, _, _, out[i].err = log.ParseCheckpoint([]byte(c.Note), Origin(tenant), verifier)
+	}
+	return out
+}
+
+// checkCheckpoints checks, after every record was added, that each
+// checkpoint is signed by the verifier's key for this tenant and matches the
+// records' Merkle root at its size.
+func (c *chainCheck) checkCheckpoints(cps []SignedCheckpoint, opened []openedCheckpoint) {
 	last := uint64(0)
-	for _, c := range cps {
-		rep.Checkpoints++
-		cp, _, _, err := log.ParseCheckpoint([]byte(c.Note), Origin(tenant), verifier)
-		if err != nil {
-			return fail(last+1, "checkpoint at size %d does not verify: %v", c.Size, err)
+	for i, cp := range cps {
+		c.rep.Checkpoints++
+		if err := opened[i].err; err != nil {
+			c.fail(last+1, "checkpoint at size %d does not verify: %v", cp.Size, err)
+			return
 		}
-		if cp.Size != c.Size {
-			return fail(last+1, "checkpoint row says size %d but its signed note says %d", c.Size, cp.Size)
+		signed := opened[i].cp
+		if signed.Size != cp.Size {
+			c.fail(last+1, "checkpoint row says size %d but its signed note says %d", cp.Size, signed.Size)
+			return
 		}
-		root, ok := roots[c.Size]
+		root, ok := c.roots[cp.Size]
 		if !ok {
-			return fail(expect, "checkpoint at size %d covers records that are missing (only %d exist)", c.Size, expect-1)
+			c.fail(c.expect, "checkpoint at size %d covers records that are missing (only %d exist)", cp.Size, c.expect-1)
+			return
 		}
-		if !bytes.Equal(root, cp.Hash) {
-			return fail(last+1, "records %d..%d do not match the checkpoint signed at size %d (history rewritten, hashes recomputed)", last+1, c.Size, c.Size)
+		if !bytes.Equal(root, signed.Hash) {
+			c.fail(last+1, "records %d..%d do not match the checkpoint signed at size %d (history rewritten, hashes recomputed)", last+1, cp.Size, cp.Size)
+			return
 		}
-		last = c.Size
+		last = cp.Size
 	}
-	rep.Signed = last
-	return rep, nil
+	c.rep.Signed = last
 }
 
 // matchAll checks every record's contents against its hash on all CPUs (the
@@ -366,3 +357,57 @@ func Inspect(ctx context.Context, st *chstore.Store, tenant string, seq uint64, 
 
 // ErrNotFound is a record that does not exist.
 var ErrNotFound = errors.New("not found")
+
+// VerifyEach verifies n chains (chain(i) is the i-th one's store and
+// tenant) with Verify, a few at a time, and hands each report to report in
+// order, 0 first. A tenant's chain is mostly read while the next one's
+// queries start: on many small chains, one at a time left the CPUs waiting
+// on round trips. It returns the first error in that order, from Verify or
+// from report, and then stops the verifications under way.
+func VerifyEach(ctx context.Context, n int, chain func(i int) (*chstore.Store, string), from uint64, verifierKey string, report func(i int, rep Report) error) error {
+	return verifyEach(ctx, n, chain, from, verifierKey, report, verifyAhead)
+}
+
+// verifyAhead is how many chains VerifyEach verifies at once.
+const verifyAhead = 2
+
+func verifyEach(ctx context.Context, n int, chain func(i int) (*chstore.Store, string), from uint64, verifierKey string, report func(i int, rep Report) error, ahead int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel: deferred calls run last first
+	defer cancel()
+	type result struct {
+		rep  Report
+		err  error
+		done chan struct{}
+	}
+	results := make([]*result, n)
+	start := func(i int) {
+		r := &result{done: make(chan struct{})}
+		results[i] = r
+		st, tenant := chain(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(r.done)
+			r.rep, r.err = Verify(ctx, st, tenant, from, verifierKey)
+		}()
+	}
+	for i := range min(n, ahead) {
+		start(i)
+	}
+	for i := range n {
+		r := results[i]
+		<-r.done
+		if i+ahead < n {
+			start(i + ahead)
+		}
+		if r.err != nil {
+			return r.err
+		}
+		if err := report(i, r.rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
