@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/tenantscope/tenantscope/auditlog"
+	"github.com/tenantscope/tenantscope/chstore"
 	"github.com/tenantscope/tenantscope/config"
 )
 
@@ -36,22 +37,28 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer closeAll()
-	failed := 0
+	var tenants []config.Tenant
 	for _, t := range cfg.ChainTenants() {
-		if *tenant != "" && t.ID != *tenant {
-			continue
+		if *tenant == "" || t.ID == *tenant {
+			tenants = append(tenants, t)
 		}
-		r, _ := place.RegionOf(cfg, t.ID)
-		rep, err := auditlog.Verify(ctx, stores[r.Name], t.ID, *from, *key)
-		if err != nil {
-			return err
-		}
+	}
+	// A few chains at a time (auditlog.VerifyEach), reported in order.
+	failed := 0
+	err = auditlog.VerifyEach(ctx, len(tenants), func(i int) (*chstore.Store, string) {
+		r, _ := place.RegionOf(cfg, tenants[i].ID)
+		return stores[r.Name], tenants[i].ID
+	}, *from, *key, func(i int, rep auditlog.Report) error {
 		if rep.OK() {
-			fmt.Fprintf(stdout, "%-12s ok: %d records chained, %d signed checkpoints (the last covers records 1..%d)\n", t.ID, rep.Records, rep.Checkpoints, rep.Signed)
-			continue
+			fmt.Fprintf(stdout, "%-12s ok: %d records chained, %d signed checkpoints (the last covers records 1..%d)\n", tenants[i].ID, rep.Records, rep.Checkpoints, rep.Signed)
+			return nil
 		}
 		failed++
-		fmt.Fprintf(stdout, "%-12s FAILED at %s\n", t.ID, rep.Problem)
+		fmt.Fprintf(stdout, "%-12s FAILED at %s\n", tenants[i].ID, rep.Problem)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d audit chains do not verify", failed)
