@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,10 +13,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/chstore"
@@ -31,6 +35,9 @@ type AuditConfig struct {
 	Tenants int
 	Queries int // page loads measured
 	Days    int // the records span this many days
+	// VerifyRecords (default 1,000,000) are chained by the writer across
+	// VerifyTenants (default 10) more tenants, then verified.
+	VerifyRecords, VerifyTenants int
 }
 
 // AuditResult is what the audit page benchmark measured.
@@ -40,12 +47,23 @@ type AuditResult struct {
 	PageP50, PageP95, PageP99 time.Duration // the UI page over HTTP, signed in
 	ListP50, ListP95          time.Duration // auditlog.List alone (the query)
 	RowsPerPage               float64
+	Verify                    VerifyResult
+}
+
+// VerifyResult is what the verification part of the audit benchmark
+// measured.
+type VerifyResult struct {
+	Records, Tenants, Checkpoints int
+	ChainSeconds                  float64 // the writer chaining and storing them
+	OneSeconds                    float64 // auditlog.Verify of one tenant's chain
+	AllSeconds                    float64 // every tenant, as 'tenantscope verify' does
 }
 
 // RunAudit fills an engine with cfg.Records audit records across
 // cfg.Tenants tenants and times the audit trail page (50 rows of one
 // tenant, filtered by a one-day time range) as a signed-in compliance
-// officer loads it.
+// officer loads it; then it times the verification of audit chains the
+// writer chained (runVerify).
 func RunAudit(ctx context.Context, cfg AuditConfig, progress io.Writer) (AuditResult, error) {
 	if cfg.Records == 0 {
 		cfg.Records = 10_000_000
@@ -58,6 +76,12 @@ func RunAudit(ctx context.Context, cfg AuditConfig, progress io.Writer) (AuditRe
 	}
 	if cfg.Days == 0 {
 		cfg.Days = 60
+	}
+	if cfg.VerifyRecords == 0 {
+		cfg.VerifyRecords = 1_000_000
+	}
+	if cfg.VerifyTenants == 0 {
+		cfg.VerifyTenants = 10
 	}
 	res := AuditResult{Records: cfg.Records, Tenants: cfg.Tenants, Queries: cfg.Queries}
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench audit: "+format+"\n", a...) }
@@ -165,7 +189,109 @@ func RunAudit(ctx context.Context, cfg AuditConfig, progress io.Writer) (AuditRe
 	res.PageP50, res.PageP95, res.PageP99 = pct(page, .50), pct(page, .95), pct(page, .99)
 	res.ListP50, res.ListP95 = pct(list, .50), pct(list, .95)
 	res.RowsPerPage = float64(rows) / float64(len(page))
+	res.Verify, err = runVerify(ctx, st, cfg, step)
+	return res, err
+}
+
+// runVerify chains cfg.VerifyRecords records of cfg.VerifyTenants tenants
+// (v-0, v-1, …) with the writer, as serve does (batches of 5,000, the
+// collector's; a signed checkpoint every 1,000 records), then times
+// auditlog.Verify on one tenant's chain and on every tenant's as
+// 'tenantscope verify' does.
+func runVerify(ctx context.Context, st *chstore.Store, cfg AuditConfig, step func(string, ...any)) (VerifyResult, error) {
+	res := VerifyResult{Records: cfg.VerifyRecords, Tenants: cfg.VerifyTenants}
+	signer, verifier, err := auditlog.GenerateKey()
+	if err != nil {
+		return res, err
+	}
+	perTenant := cfg.VerifyRecords / cfg.VerifyTenants
+	res.Records = perTenant * cfg.VerifyTenants
+	tenants := make([]string, cfg.VerifyTenants)
+	for i := range tenants {
+		tenants[i] = fmt.Sprintf("v-%d", i)
+	}
+	// Two writers, each with its half of the tenants, keep the engine busy
+	// while the other hashes.
+	t0 := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	var chained atomic.Int64
+	for w := range 2 {
+		g.Go(func() error {
+			wr, err := auditlog.NewWriter(func(string) (*chstore.Store, error) { return st, nil }, signer, 1000)
+			if err != nil {
+				return err
+			}
+			for i := w; i < len(tenants); i += 2 {
+				for off := 0; off < perTenant; off += 5000 {
+					batch := make([]auditlog.Record, min(5000, perTenant-off))
+					for j := range batch {
+						batch[j] = verifyRecord(tenants[i], off+j)
+					}
+					if _, err := wr.Append(gctx, tenants[i], batch); err != nil {
+						return fmt.Errorf("chain %s: %w", tenants[i], err)
+					}
+					if n := chained.Add(int64(len(batch))); n%100_000 == 0 {
+						step("chained %d/%d records", n, res.Records)
+					}
+				}
+				if err := wr.Checkpoint(gctx, tenants[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
+	res.ChainSeconds = time.Since(t0).Seconds()
+	step("%d records of %d tenants chained in %.1f s", res.Records, res.Tenants, res.ChainSeconds)
+
+	t1 := time.Now()
+	rep, err := auditlog.Verify(ctx, st, tenants[0], 1, verifier)
+	if err != nil {
+		return res, err
+	}
+	if !rep.OK() || rep.Records != uint64(perTenant) {
+		return res, fmt.Errorf("verify %s: %d records, %v", tenants[0], rep.Records, rep.Problem)
+	}
+	res.OneSeconds = time.Since(t1).Seconds()
+	step("one tenant: %d records verified in %.2f s", perTenant, res.OneSeconds)
+
+	t2 := time.Now()
+	err = auditlog.VerifyEach(ctx, len(tenants), func(i int) (*chstore.Store, string) { return st, tenants[i] }, 1, verifier,
+		func(_ int, rep auditlog.Report) error {
+			if !rep.OK() || rep.Records != uint64(perTenant) {
+				return fmt.Errorf("verify %s: %d records, %v", rep.Tenant, rep.Records, rep.Problem)
+			}
+			res.Checkpoints += rep.Checkpoints
+			return nil
+		})
+	if err != nil {
+		return res, err
+	}
+	res.AllSeconds = time.Since(t2).Seconds()
+	step("%d tenants: %d records verified in %.2f s", res.Tenants, res.Records, res.AllSeconds)
 	return res, nil
+}
+
+// verifyRecord is record n of a tenant's chain in the verification part:
+// the fields and sizes of the page benchmark's records.
+func verifyRecord(tenant string, n int) auditlog.Record {
+	actions := []string{"invoice.updated", "user.signed_in", "role.changed", "export.downloaded"}
+	outcome := "success"
+	if n%50 == 0 {
+		outcome = "failure"
+	}
+	return auditlog.Record{
+		TenantID: tenant, RecordID: uuid.NewSHA1(uuid.NameSpaceOID, []byte(fmt.Sprintf("%s/%d", tenant, n))),
+		Time:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(n) * 5 * time.Second),
+		Actor:  auditlog.Actor{Type: "user", ID: fmt.Sprintf("user-%d", n%500), Name: "A User", IP: "10.0.0.1", UserAgent: "Mozilla/5.0"},
+		Action: actions[n%4], Target: auditlog.Target{Type: "invoice", ID: fmt.Sprintf("inv-%d", n%10000), Name: "Invoice"},
+		Outcome: outcome, SourceService: "billing", CorrelationID: fmt.Sprintf("%016x", uint64(n)*0x9E3779B97F4A7C15),
+		Changes:  json.RawMessage(fmt.Sprintf(`{"before":{"amount":%d},"after":{"amount":%d}}`, n, n+1)),
+		Metadata: map[string]string{"k": "v"},
+	}
 }
 
 // signIn returns a client with a session of user.
@@ -209,6 +335,13 @@ func (r AuditResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "| UI page p99 | %.1f ms |\n", ms(r.PageP99))
 	fmt.Fprintf(w, "| the query alone (auditlog.List) p50 / p95 | %.1f / %.1f ms |\n", ms(r.ListP50), ms(r.ListP95))
 	fmt.Fprintf(w, "| rows per page (mean) | %.1f |\n", r.RowsPerPage)
+	v := r.Verify
+	fmt.Fprintf(w, "\n| audit chain verification (%d records chained by the writer, %d tenants) | value |\n|---|---|\n", v.Records, v.Tenants)
+	fmt.Fprintf(w, "| chain and store them (writer, batches of 5,000, checkpoint every 1,000) | %.1f s |\n", v.ChainSeconds)
+	one := v.Records / max(1, v.Tenants)
+	fmt.Fprintf(w, "| verify one tenant (%d records) | %.2f s, %.0f records/s |\n", one, v.OneSeconds, float64(one)/v.OneSeconds)
+	fmt.Fprintf(w, "| verify every tenant, as tenantscope verify (%d signed checkpoints) | %.2f s, %.0f records/s |\n", v.Checkpoints, v.AllSeconds, float64(v.Records)/v.AllSeconds)
+	fmt.Fprintf(w, "| goal (issue 15) | ≥ 200,000 records/s |\n")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
