@@ -226,11 +226,12 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	//    publish time; ClickHouse stamps received_at when it stores the row.
 	res.HalfLoadPerSec = res.EndToEndPerSec / 2
 	step("latency at half load: %.0f events/s for %s", res.HalfLoadPerSec, cfg.LatencyFor)
-	if err := publishPaced(ctx, nc, sc.Tenants, res.HalfLoadPerSec, cfg.LatencyFor); err != nil {
+	paced, err := publishPaced(ctx, nc, sc.Tenants[:cfg.Tenants], res.HalfLoadPerSec, cfg.LatencyFor)
+	if err != nil {
 		return res, err
 	}
-	paced := uint64(res.HalfLoadPerSec * cfg.LatencyFor.Seconds())
-	if err := waitRows(ctx, st, stored+paced*98/100, progress); err != nil {
+	// Every paced event was acknowledged by JetStream: wait for all of them.
+	if err := waitRows(ctx, st, stored+paced, progress); err != nil {
 		return res, err
 	}
 	time.Sleep(time.Second)
@@ -452,11 +453,12 @@ func waitRows(ctx context.Context, st *chstore.Store, want uint64, progress io.W
 	}
 }
 
-// publishPaced publishes at rate events/s spread over the tenants for d.
-func publishPaced(ctx context.Context, nc *nats.Conn, tenants []config.Tenant, rate float64, d time.Duration) error {
+// publishPaced publishes at rate events/s spread over the tenants for d
+// (fewer when ticks are missed) and says how many it published.
+func publishPaced(ctx context.Context, nc *nats.Conn, tenants []config.Tenant, rate float64, d time.Duration) (uint64, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	interval := time.Duration(float64(time.Second) / rate * 100) // 100 events per tick
 	tick := time.NewTicker(max(interval, time.Millisecond))
@@ -466,7 +468,7 @@ func publishPaced(ctx context.Context, nc *nats.Conn, tenants []config.Tenant, r
 	for time.Now().Before(end) {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-tick.C:
 		}
 		for range 100 {
@@ -477,15 +479,15 @@ func publishPaced(ctx context.Context, nc *nats.Conn, tenants []config.Tenant, r
 			m.Header.Set(nats.MsgIdHdr, uuid.NewString())
 			m.Data = payload(k, time.Now())
 			if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
 	select {
 	case <-js.PublishAsyncComplete():
-		return nil
+		return uint64(i.Load()), nil
 	case <-time.After(30 * time.Second):
-		return errors.New("paced publishes not acknowledged")
+		return 0, errors.New("paced publishes not acknowledged")
 	}
 }
 
