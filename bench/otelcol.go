@@ -232,15 +232,7 @@ exporters:
 // suite, and times until every span is stored in otel_traces.
 func RunOTelCol(ctx context.Context, cfg OTelColConfig, progress io.Writer) (res OTelColResult, err error) {
 	load := cfg.Load
-	if load.Workers == 0 {
-		load.Workers = 4
-	}
-	if load.Requests == 0 {
-		load.Requests = 100
-	}
-	if load.SpansPerRequest == 0 {
-		load.SpansPerRequest = 512
-	}
+	load.defaults()
 	total := load.Workers * load.Requests * load.SpansPerRequest
 	res = OTelColResult{Spans: total, Compress: cfg.Compress}
 	if res.Compress == "" {

@@ -52,6 +52,19 @@ type OTLPConfig struct {
 	Gzip bool
 }
 
+// defaults fills the load's defaults: 4 workers x 100 requests x 512 spans.
+func (c *OTLPConfig) defaults() {
+	if c.Workers == 0 {
+		c.Workers = 4
+	}
+	if c.Requests == 0 {
+		c.Requests = 100
+	}
+	if c.SpansPerRequest == 0 {
+		c.SpansPerRequest = 512
+	}
+}
+
 // OTLPResult is what the OTLP benchmark measured.
 type OTLPResult struct {
 	Workers, Requests, SpansPerRequest, Spans int
@@ -117,15 +130,7 @@ const otlpBenchKey = "bench-otlp-key"
 // behind the HTTP edge, one collector with serve's batching and retention
 // cache), and times until every span is stored.
 func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResult, error) {
-	if cfg.Workers == 0 {
-		cfg.Workers = 4
-	}
-	if cfg.Requests == 0 {
-		cfg.Requests = 100
-	}
-	if cfg.SpansPerRequest == 0 {
-		cfg.SpansPerRequest = 512
-	}
+	cfg.defaults()
 	total := cfg.Workers * cfg.Requests * cfg.SpansPerRequest
 	res := OTLPResult{Workers: cfg.Workers, Requests: cfg.Requests, SpansPerRequest: cfg.SpansPerRequest, Spans: total, Gzip: cfg.Gzip}
 	if cfg.Dir == "" {
