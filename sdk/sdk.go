@@ -454,8 +454,9 @@ func (p *Publisher) Close(ctx context.Context) error {
 	err := p.Flush(ctx)
 	p.stopOnce.Do(func() { close(p.stop) })
 	p.linger.Wait()
-	if ferr := p.flushBatches(0); ferr != nil && err == nil {
-		err = ferr // an event batched while closing
+	// Events batched while closing: published and waited for too.
+	if ferr := p.Flush(ctx); ferr != nil && err == nil {
+		err = ferr
 	}
 	p.retries.Wait()
 	if derr := p.nc.Drain(); derr != nil && err == nil {
