@@ -558,6 +558,13 @@ func (s *Service) pullUntil(ctx context.Context, paused <-chan struct{}, tenant 
 		case <-paused:
 		case <-done:
 		}
+		if !s.js.Conn().IsConnected() {
+			// Draining waits for the server (until the connection's drain
+			// timeout) when it is gone: stop instead; what the iterator
+			// holds comes back after the ack wait.
+			it.Stop()
+			return
+		}
 		it.Drain()
 	}()
 	defer func() { close(done); wg.Wait() }()
