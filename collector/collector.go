@@ -1072,7 +1072,7 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 // original subject, headers and the reason, then acks the original.
 func (s *Service) deadLetter(ctx context.Context, msg jetstream.Msg, de *DecodeError) error {
 	out, tenant := s.deadLetterMsg(msg, de)
-	if _, err := s.js.PublishMsg(ctx, out); err != nil {
+	if _, err := s.js.PublishMsg(ctx, fitDeadLetter(out, s.js.Conn().MaxPayload())); err != nil {
 		return fmt.Errorf("dead-letter %s: %w", msg.Subject(), err)
 	}
 	s.m.deadLetters.WithLabelValues(string(de.Reason)).Inc()
@@ -1098,13 +1098,42 @@ func (s *Service) deadLetterItem(ctx context.Context, msg jetstream.Msg, it BadI
 			out.Header.Set(nats.MsgIdHdr, id+"-"+strconv.Itoa(it.Index))
 		}
 	}
-	if _, err := s.js.PublishMsg(ctx, out); err != nil {
+	if _, err := s.js.PublishMsg(ctx, fitDeadLetter(out, s.js.Conn().MaxPayload())); err != nil {
 		return fmt.Errorf("dead-letter item %d of %s: %w", it.Index, msg.Subject(), err)
 	}
 	s.m.deadLetters.WithLabelValues(string(it.Err.Reason)).Inc()
 	s.log.Warn().Str("tenant_id", tenant).Str("correlation_id", msg.Headers().Get("Correlation-Id")).Int("item", it.Index).
 		Str("reason", string(it.Err.Reason)).Str("detail", it.Err.Detail).Msg("dead-lettered an item of a batch")
 	return nil
+}
+
+// maxDeadLetterHeader bounds each header value of a dead letter.
+const maxDeadLetterHeader = 1024
+
+// fitDeadLetter makes a dead letter publishable whatever its message held:
+// header values longer than maxDeadLetterHeader are cut (an event's 500 KB
+// action would put 500 KB into Deadletter-Subject), and a body that would
+// take the message past the server's max payload is cut too, the original
+// size in Deadletter-Truncated. A dead letter that could not be published
+// would hand its whole batch back, again and again.
+func fitDeadLetter(out *nats.Msg, maxPayload int64) *nats.Msg {
+	size := len(out.Subject)
+	for k, vs := range out.Header {
+		for i, v := range vs {
+			if len(v) > maxDeadLetterHeader {
+				vs[i] = v[:maxDeadLetterHeader] + "…"
+				out.Header.Set("Deadletter-Truncated-Header", k)
+			}
+			size += len(k) + len(vs[i]) + 4
+		}
+	}
+	// Room for the header line and Deadletter-Truncated itself.
+	room := int(maxPayload) - size - 256
+	if len(out.Data) > room {
+		out.Header.Set("Deadletter-Truncated", strconv.Itoa(len(out.Data)))
+		out.Data = out.Data[:max(room, 0)]
+	}
+	return out
 }
 
 // deadLetterMsg is the dead letter of msg: its headers and body, the reason

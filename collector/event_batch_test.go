@@ -1,7 +1,10 @@
 package collector_test
 
 import (
+	"bytes"
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,4 +106,78 @@ func indexOf(ids []uuid.UUID, id uuid.UUID) int {
 		}
 	}
 	return -1
+}
+
+// The worst publisher of a batch: events with the nil id, actions that are
+// not one subject token (a NUL, a space, a wildcard, a tab, 500 KB), a
+// far-future time, and a Batch-Items header that understates the batch.
+// Each bad event is dead-lettered alone with its reason; the good ones are
+// stored under the subject's tenant; nothing else is stored.
+func TestEventBatchRefusesHostileEvents(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	ctx := context.Background()
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	good, future := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	events := []wire.Event{
+		{ID: good, Action: "order_created", Payload: []byte(`{"actor":"u1"}`)},
+		{ID: future, Action: "order_created", Payload: []byte(`{"actor":"u2","time":"9999-12-31T23:59:59Z"}`)},
+		{ID: uuid.Nil, Action: "order_created", Payload: []byte(`{"actor":"nil-id"}`)},
+		{ID: uuid.Must(uuid.NewV7()), Action: "a\x00b", Payload: []byte(`{}`)},
+		{ID: uuid.Must(uuid.NewV7()), Action: "a b", Payload: []byte(`{}`)},
+		{ID: uuid.Must(uuid.NewV7()), Action: "*", Payload: []byte(`{}`)},
+		{ID: uuid.Must(uuid.NewV7()), Action: "a\tb", Payload: []byte(`{}`)},
+		{ID: uuid.Must(uuid.NewV7()), Action: strings.Repeat("x", 500<<10), Payload: []byte(`{}`)},
+	}
+	var body []byte
+	for _, e := range events {
+		body = wire.AppendEvent(body, e)
+	}
+	m := nats.NewMsg("tenant.acme.shop." + wire.ActionEvents)
+	m.Header.Set("Tenant-Id", "acme")
+	m.Header.Set(wire.BatchItemsHeader, "1")
+	m.Data = body
+	_, err = js.PublishMsg(ctx, m)
+	require.NoError(t, err)
+
+	var dls []collector.DeadLetter
+	require.Eventually(t, func() bool {
+		dls, err = collector.ListDeadLetters(ctx, p.JS, collector.DeadLetterFilter{Tenant: "acme"})
+		return err == nil && len(dls) == 6
+	}, 30*time.Second, 50*time.Millisecond, "dead letters: %d (%v), events %d", len(dls), dls, p.Count(t, "SELECT count() FROM events"))
+	reasons := map[string]int{}
+	for _, d := range dls {
+		reasons[d.Reason]++
+		require.LessOrEqual(t, len(d.Detail), 1024, "a 500 KB action is not copied into the detail")
+	}
+	require.Equal(t, map[string]int{"invalid_field": 1, "bad_subject": 5}, reasons)
+	require.Eventually(t, func() bool { return p.Count(t, "SELECT count() FROM events") >= 1 }, 30*time.Second, 50*time.Millisecond)
+	require.EqualValues(t, 1, p.Count(t, "SELECT count() FROM events WHERE event_id = ? AND tenant_id = 'acme'", good))
+	// A far-future time is the publisher's to give (in the JSON, or in a
+	// UUIDv7 id); ClickHouse's DateTime64 bounds it, and the row is its.
+	require.LessOrEqual(t, p.Count(t, "SELECT count() FROM events"), uint64(2))
+}
+
+// A message as large as the server takes, and bad: its dead letter (the
+// body and more headers) would not fit; it is published cut, saying so,
+// instead of handing the message back forever.
+func TestDeadLetterOfAMessageAtTheSizeLimitFits(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	ctx := context.Background()
+	nc := p.TenantConn(t, "acme")
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	m := nats.NewMsg("tenant.acme.shop.order_created")
+	m.Header.Set("Tenant-Id", "acme")
+	m.Data = bytes.Repeat([]byte("x"), int(nc.MaxPayload())-200) // not JSON
+	_, err = js.PublishMsg(ctx, m)
+	require.NoError(t, err)
+	var dls []collector.DeadLetter
+	require.Eventually(t, func() bool {
+		dls, err = collector.ListDeadLetters(ctx, p.JS, collector.DeadLetterFilter{Tenant: "acme"})
+		return err == nil && len(dls) == 1
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, "invalid_json", dls[0].Reason)
+	require.Equal(t, strconv.Itoa(len(m.Data)), dls[0].Header.Get("Deadletter-Truncated"))
+	require.Less(t, len(dls[0].Data), len(m.Data))
 }
