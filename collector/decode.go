@@ -126,6 +126,18 @@ type Meta struct {
 	// Submitter is who published, for an audit record's submitted_by
 	// (Submitter of the subject's tenant).
 	Submitter string
+	// eventID is MsgID already parsed (an event of a batch carries its id
+	// as a UUID: formatted into MsgID and parsed back twice a row before).
+	eventID uuid.UUID
+}
+
+// msgUUID is the message id as a UUID, if it is one.
+func (m Meta) msgUUID() (uuid.UUID, bool) {
+	if m.eventID != uuid.Nil {
+		return m.eventID, true
+	}
+	id, err := uuid.Parse(m.MsgID)
+	return id, err == nil
 }
 
 // Event is a row of the events table.
@@ -143,7 +155,7 @@ type Event struct {
 // stableID is the event id: the Nats-Msg-Id when it is a UUID, else a UUID
 // derived from the stream sequence, which is the same on every redelivery.
 func stableID(m Meta) uuid.UUID {
-	if id, err := uuid.Parse(m.MsgID); err == nil {
+	if id, ok := m.msgUUID(); ok {
 		return id
 	}
 	key := m.MsgID
@@ -251,7 +263,7 @@ func raw(m json.RawMessage) any {
 // was published, the same on every redelivery and re-publish, so the row
 // is replaced, not doubled), else the time JetStream stored the message.
 func eventTime(m Meta) time.Time {
-	if id, err := uuid.Parse(m.MsgID); err == nil && id.Version() == 7 {
+	if id, ok := m.msgUUID(); ok && id.Version() == 7 {
 		sec, nsec := id.Time().UnixTime()
 		return time.Unix(sec, nsec).UTC()
 	}

@@ -84,7 +84,7 @@ func (s *Service) decodeBatchEvent(m Meta, e wire.Event) (Event, error) {
 	if id == uuid.Nil {
 		return Event{}, bad(ReasonInvalidField, "event id is the nil UUID")
 	}
-	m.Action, m.MsgID, m.CorrelationID, m.TraceParent = e.Action, id.String(), e.CorrelationID, e.TraceParent
+	m.Action, m.MsgID, m.eventID, m.CorrelationID, m.TraceParent = e.Action, id.String(), id, e.CorrelationID, e.TraceParent
 	body, err := s.redactors[m.Tenant].Apply(e.Payload)
 	if err != nil {
 		return Event{}, bad(ReasonInvalidJSON, "redaction: %v", err)
@@ -93,7 +93,6 @@ func (s *Service) decodeBatchEvent(m Meta, e wire.Event) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	ev.EventID = id
 	if s.cfg.ShredEvent != nil {
 		p, err := s.cfg.ShredEvent(context.Background(), ev.TenantID, ev.Actor, []byte(ev.Payload))
 		if err != nil {
