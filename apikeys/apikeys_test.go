@@ -139,9 +139,9 @@ func TestCreateRefusesBadInputAndWritesNothing(t *testing.T) {
 	require.Empty(t, f.audited.Records())
 }
 
-// Every role on every key route, for its own tenant and a foreign one.
-func TestAPIRoleMatrixAndKeyLifecycle(t *testing.T) {
-	f := start(t)
+// serveKeyAPI serves the key API and the audit API over f's store, as the
+// suite does, and returns the tenants' base URL.
+func (f *fixture) serveKeyAPI(t *testing.T) string {
 	keys := identity.NewKeys(f.cfg)
 	keys.Managed = f.store
 	mux := http.NewServeMux()
@@ -149,7 +149,13 @@ func TestAPIRoleMatrixAndKeyLifecycle(t *testing.T) {
 	auditlog.NewAPI(keys, func(string) (*chstore.Store, error) { return f.st, nil }, nil, zerolog.Nop()).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	base := srv.URL + "/api/v1/tenants/"
+	return srv.URL + "/api/v1/tenants/"
+}
+
+// Every role on every key route, for its own tenant and a foreign one.
+func TestAPIRoleMatrixAndKeyLifecycle(t *testing.T) {
+	f := start(t)
+	base := f.serveKeyAPI(t)
 
 	// The matrix: only a tenant's own admin manages its keys.
 	for _, caller := range []string{"acme-admin", "acme-viewer", "globex-admin", "compliance", "finance", "sre", ""} {
@@ -211,14 +217,7 @@ func TestAPIRoleMatrixAndKeyLifecycle(t *testing.T) {
 // key minted, and theirs, each audited, and nothing else.
 func TestKeyLineageAndCascadingRevocation(t *testing.T) {
 	f := start(t)
-	keys := identity.NewKeys(f.cfg)
-	keys.Managed = f.store
-	mux := http.NewServeMux()
-	(&apikeys.API{Keys: keys, Store: f.store}).Register(mux)
-	auditlog.NewAPI(keys, func(string) (*chstore.Store, error) { return f.st, nil }, nil, zerolog.Nop()).Register(mux)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	base := srv.URL + "/api/v1/tenants/"
+	base := f.serveKeyAPI(t)
 	mint := func(caller, tenant, name, role string) (id, secret string) {
 		t.Helper()
 		code, body := identitytest.CallJSON(t, "POST", base+tenant+"/api-keys", caller, `{"name":"`+name+`","role":"`+role+`"}`)
