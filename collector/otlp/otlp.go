@@ -438,9 +438,33 @@ func (r *Receiver) forward(w http.ResponseWriter, hr *http.Request, req *request
 	return true
 }
 
+// forwardClean answers a protobuf request that scan finds clean and that
+// fits in one message: its own bytes are published whole, with nothing to
+// take out, and it is answered with an empty response (or the 503 of
+// forward). It reports false, having written nothing, for every other
+// request, which the full decode then handles.
+func (r *Receiver) forwardClean(w http.ResponseWriter, hr *http.Request, req *request, signal, action string, scan func([]byte, string) (scanned, bool), empty proto.Message) bool {
+	if req.json || len(req.body) > r.maxMsg {
+		return false
+	}
+	s, clean := scan(req.body, req.tenant)
+	if !clean {
+		return false
+	}
+	o := outcome{total: int64(s.items)}
+	whole := func() (part, bool) { return part{data: req.body, items: s.items, service: s.service}, true }
+	if r.forward(w, hr, req, signal, action, &o, whole, nil) {
+		r.respond(w, req, empty)
+	}
+	return true
+}
+
 func (r *Receiver) traces(w http.ResponseWriter, hr *http.Request) {
 	req, ok := r.read(w, hr)
 	if !ok {
+		return
+	}
+	if r.forwardClean(w, hr, req, "spans", wire.ActionOTLPTraces, scanTraces, &coltrace.ExportTraceServiceResponse{}) {
 		return
 	}
 	var in coltrace.ExportTraceServiceRequest
@@ -495,6 +519,9 @@ func (r *Receiver) traces(w http.ResponseWriter, hr *http.Request) {
 func (r *Receiver) logs(w http.ResponseWriter, hr *http.Request) {
 	req, ok := r.read(w, hr)
 	if !ok {
+		return
+	}
+	if r.forwardClean(w, hr, req, "logs", wire.ActionOTLPLogs, scanLogs, &collogs.ExportLogsServiceResponse{}) {
 		return
 	}
 	var in collogs.ExportLogsServiceRequest

@@ -1,0 +1,339 @@
+package otlp
+
+import (
+	"bytes"
+	"unicode/utf8"
+
+	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/tenantscope/tenantscope/collector/wire"
+)
+
+// A protobuf request that is sound and whole is forwarded as the client's
+// own bytes; building it (proto.Unmarshal) only to find that out cost the
+// receiver about as much as the collector's own decoding. scan walks the
+// bytes instead: it checks them as proto.Unmarshal would (the wire format
+// of every message, at every depth, and UTF-8 in string fields, from the
+// OTLP descriptors) and reads only what the receiver decides on: each
+// resource's tenant.id, the first resource's service.name, the items, and
+// for spans their trace and span ids. Anything it does not find plainly
+// clean (a resource of another tenant, a span without ids, a field given
+// twice where the last would win, a non-string tenant.id, deep nesting) it
+// leaves to the full decode, which finds and reports the same as before:
+// scan never refuses a request itself. FuzzScanAgreesWithUnmarshal holds it
+// to that.
+
+// wireSchema is a message's fields by number, as the wire checks need them.
+type wireSchema struct {
+	fields []wireField
+}
+
+type wireKind uint8
+
+const (
+	kindUnknown wireKind = iota // unknown, or a scalar whose wire type is checked only
+	kindMessage
+	kindString
+	kindBytes
+	kindPacked // a repeated number, packed: elements of packedType
+)
+
+type wireField struct {
+	kind       wireKind
+	msg        *wireSchema
+	packedType protowire.Type
+}
+
+func schemaOf(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]*wireSchema) *wireSchema {
+	if s, ok := seen[md.FullName()]; ok {
+		return s
+	}
+	s := &wireSchema{}
+	seen[md.FullName()] = s
+	fds := md.Fields()
+	top := 0
+	for i := range fds.Len() {
+		top = max(top, int(fds.Get(i).Number()))
+	}
+	s.fields = make([]wireField, top+1)
+	for i := range fds.Len() {
+		fd := fds.Get(i)
+		f := &s.fields[fd.Number()]
+		switch fd.Kind() {
+		case protoreflect.MessageKind:
+			f.kind, f.msg = kindMessage, schemaOf(fd.Message(), seen)
+		case protoreflect.StringKind:
+			f.kind = kindString
+		case protoreflect.BytesKind:
+			f.kind = kindBytes
+		case protoreflect.GroupKind:
+			// Not in OTLP; a group's bytes are left to ConsumeFieldValue.
+		default:
+			if fd.IsList() {
+				f.kind, f.packedType = kindPacked, scalarWireType(fd.Kind())
+			}
+		}
+	}
+	return s
+}
+
+func scalarWireType(k protoreflect.Kind) protowire.Type {
+	switch k {
+	case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
+		return protowire.Fixed32Type
+	case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
+		return protowire.Fixed64Type
+	}
+	return protowire.VarintType
+}
+
+// maxScanDepth is how deep scan follows nested messages (attribute values
+// inside arrays inside maps...); deeper requests take the full decode.
+const maxScanDepth = 64
+
+// sound reports whether b is a message of schema s as proto.Unmarshal
+// would accept it.
+func sound(b []byte, s *wireSchema, depth int) bool {
+	if depth > maxScanDepth {
+		return false
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || !num.IsValid() {
+			return false
+		}
+		b = b[n:]
+		if typ == protowire.BytesType && int(num) < len(s.fields) && s.fields[num].kind != kindUnknown {
+			f := &s.fields[num]
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			switch f.kind {
+			case kindMessage:
+				if !sound(v, f.msg, depth+1) {
+					return false
+				}
+			case kindString:
+				if !utf8.Valid(v) {
+					return false
+				}
+			case kindPacked:
+				for len(v) > 0 {
+					n := protowire.ConsumeFieldValue(num, f.packedType, v)
+					if n < 0 {
+						return false
+					}
+					v = v[n:]
+				}
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+var (
+	tracesSchema = schemaOf((&coltrace.ExportTraceServiceRequest{}).ProtoReflect().Descriptor(), map[protoreflect.FullName]*wireSchema{})
+	logsSchema   = schemaOf((&collogs.ExportLogsServiceRequest{}).ProtoReflect().Descriptor(), map[protoreflect.FullName]*wireSchema{})
+)
+
+// The field numbers scan reads: the same in both requests (resource_spans
+// and resource_logs, scope_spans and scope_logs, spans and log_records).
+const (
+	fieldResourceItems = 1 // request: resource_spans, resource_logs
+	fieldResource      = 1 // resource_spans: resource
+	fieldScopeItems    = 2 // resource_spans: scope_spans
+	fieldItems         = 2 // scope_spans: spans
+	fieldAttributes    = 1 // resource: attributes
+	fieldKey           = 1 // key_value: key
+	fieldValue         = 2 // key_value: value
+	fieldStringValue   = 1 // any_value: string_value
+	fieldTraceID       = 1 // span: trace_id
+	fieldSpanID        = 2 // span: span_id
+)
+
+// scanned is what scan read of a clean request.
+type scanned struct {
+	items   int
+	service string // the first resource's, as a subject token
+}
+
+// scanTraces reports whether a protobuf ExportTraceServiceRequest is clean
+// for tenant: sound, no resource of another tenant, every span with a
+// 16-byte trace id and an 8-byte span id.
+func scanTraces(body []byte, tenant string) (scanned, bool) {
+	return scan(body, tenant, tracesSchema, spanIDsPlain)
+}
+
+// scanLogs is scanTraces for an ExportLogsServiceRequest.
+func scanLogs(body []byte, tenant string) (scanned, bool) {
+	return scan(body, tenant, logsSchema, nil)
+}
+
+func scan(body []byte, tenant string, schema *wireSchema, itemOK func([]byte) bool) (scanned, bool) {
+	var out scanned
+	if !sound(body, schema, 0) {
+		return out, false
+	}
+	first := true
+	// Every message below was just found sound: the walk reads its fields
+	// without checking them again.
+	ok := eachField(body, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		if num != fieldResourceItems || typ != protowire.BytesType {
+			return true
+		}
+		var resource []byte
+		resources := 0
+		items := 0
+		walked := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+			switch {
+			case typ != protowire.BytesType:
+			case num == fieldResource:
+				resource = v
+				resources++
+			case num == fieldScopeItems:
+				return eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+					if num != fieldItems || typ != protowire.BytesType {
+						return true
+					}
+					items++
+					return itemOK == nil || itemOK(v)
+				})
+			}
+			return true
+		})
+		if !walked || resources > 1 {
+			return false // a resource given twice is merged: the full decode reads it
+		}
+		t, hasTenant, service, ok := resourceNames(resource)
+		if !ok || (hasTenant && t != tenant) {
+			return false
+		}
+		if first {
+			out.service, first = wire.ServiceToken(service), false
+		}
+		out.items += items
+		return true
+	})
+	return out, ok && out.items > 0
+}
+
+// eachField calls fn with each field of a sound message, until fn says
+// false; it reports whether fn never did.
+func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte) bool) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		b = b[n:]
+		var v []byte
+		if typ == protowire.BytesType {
+			v, n = protowire.ConsumeBytes(b)
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		if !fn(num, typ, v) {
+			return false
+		}
+	}
+	return true
+}
+
+// spanIDsPlain reports whether a span has one trace id of 16 bytes and one
+// span id of 8.
+func spanIDsPlain(span []byte) bool {
+	var traces, spans int
+	ok := eachField(span, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		switch {
+		case typ != protowire.BytesType:
+		case num == fieldTraceID:
+			traces++
+			return len(v) == 16
+		case num == fieldSpanID:
+			spans++
+			return len(v) == 8
+		}
+		return true
+	})
+	return ok && traces == 1 && spans == 1
+}
+
+var (
+	keyTenant  = []byte("tenant.id")
+	keyService = []byte("service.name")
+)
+
+// resourceNames reads a resource's first tenant.id and service.name, when
+// each attribute has one key and those two have plain string values;
+// otherwise ok is false and the full decode decides.
+func resourceNames(resource []byte) (tenant string, hasTenant bool, service string, ok bool) {
+	var hasService bool
+	ok = eachField(resource, func(num protowire.Number, typ protowire.Type, kv []byte) bool {
+		if num != fieldAttributes || typ != protowire.BytesType {
+			return true
+		}
+		var key, value []byte
+		keys, values := 0, 0
+		eachField(kv, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+			if typ == protowire.BytesType {
+				switch num {
+				case fieldKey:
+					key = v
+					keys++
+				case fieldValue:
+					value = v
+					values++
+				}
+			}
+			return true
+		})
+		if keys != 1 {
+			return false
+		}
+		isTenant := bytes.Equal(key, keyTenant) && !hasTenant
+		isService := bytes.Equal(key, keyService) && !hasService
+		if !isTenant && !isService {
+			return true
+		}
+		s, plain := plainString(value)
+		if values != 1 || !plain {
+			return false
+		}
+		if isTenant {
+			tenant, hasTenant = s, true
+		} else {
+			service, hasService = s, true
+		}
+		return true
+	})
+	return tenant, hasTenant, service, ok
+}
+
+// plainString reads an AnyValue that holds only a string_value.
+func plainString(anyValue []byte) (string, bool) {
+	var s []byte
+	fields, isString := 0, false
+	eachField(anyValue, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		fields++
+		if num == fieldStringValue && typ == protowire.BytesType {
+			s, isString = v, true
+		}
+		return true
+	})
+	if fields != 1 || !isString {
+		return "", false
+	}
+	return string(s), true
+}
