@@ -46,3 +46,52 @@ func resourceColumn(n int, at func(i int) map[string]string) []any {
 	}
 	return out
 }
+
+// flatAttrs is one row's attribute map as clickhouse-go's Map column takes
+// it: keys boxed (shared by the batch), values as pointers into the batch's
+// array of values, which boxes nothing.
+type flatAttrs struct {
+	keys []any
+	vals []string
+	i    int
+}
+
+func (f *flatAttrs) Put(k, v any) {} // only appended, never scanned into
+
+func (f *flatAttrs) Iterator() column.MapIterator { f.i = -1; return f }
+func (f *flatAttrs) Next() bool                   { f.i++; return f.i < len(f.keys) }
+func (f *flatAttrs) Key() any                     { return f.keys[f.i] }
+func (f *flatAttrs) Value() any                   { return &f.vals[f.i] }
+
+// attrsColumn is a Map column's values for clickhouse-go, a map per row.
+// clickhouse-go appends a map[string]string by reflection and boxes every
+// key and value; here each distinct key is boxed once a batch (keys repeat
+// from row to row) and values are not boxed at all.
+func attrsColumn(n int, at func(i int) map[string]string) []any {
+	total := 0
+	for i := range n {
+		total += len(at(i))
+	}
+	keys := make([]any, 0, total)
+	vals := make([]string, 0, total)
+	rows := make([]flatAttrs, n)
+	out := make([]any, n)
+	boxed := map[string]any{}
+	for i := range n {
+		start := len(keys)
+		for k, v := range at(i) {
+			b, ok := boxed[k]
+			if !ok {
+				b = k
+				boxed[k] = b
+			}
+			keys = append(keys, b)
+			vals = append(vals, v)
+		}
+		// keys and vals were made with room for every entry: the rows'
+		// slices of them stay where they are.
+		rows[i] = flatAttrs{keys: keys[start:len(keys):len(keys)], vals: vals[start:len(vals):len(vals)]}
+		out[i] = &rows[i]
+	}
+	return out
+}

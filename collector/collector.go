@@ -1231,13 +1231,13 @@ func insertLogs(ctx context.Context, st *chstore.Store, logs []Log) error {
 		times                                                 = make([]time.Time, n)
 		ids                                                   = make([]uuid.UUID, n)
 		sevNum                                                = make([]uint8, n)
-		attrs                                                 = make([]map[string]string, n)
+		attrs                                                 = attrsColumn(n, func(i int) map[string]string { return logs[i].Attributes })
 		res                                                   = resourceColumn(n, func(i int) map[string]string { return logs[i].Resource })
 		days                                                  = make([]uint16, n)
 	)
 	for i, l := range logs {
 		tenant[i], service[i], times[i], ids[i], sevText[i], sevNum[i], body[i] = l.TenantID, l.Service, l.Time, l.LogID, l.SeverityText, l.SeverityNumber, l.Body
-		attrs[i], traceID[i], spanID[i], corr[i], days[i] = l.Attributes, l.TraceID, l.SpanID, l.Correlation, l.RetentionDays
+		traceID[i], spanID[i], corr[i], days[i] = l.TraceID, l.SpanID, l.Correlation, l.RetentionDays
 	}
 	return insertColumns(ctx, st, "logs", "tenant_id, service, time, log_id, severity_text, severity_number, body, attributes, resource, trace_id, span_id, correlation_id, retention_days",
 		tenant, service, times, ids, sevText, sevNum, body, attrs, res, traceID, spanID, corr, days)
@@ -1252,14 +1252,14 @@ func insertSpans(ctx context.Context, st *chstore.Store, spans []Span) error {
 		tenant, service, name, traceID, spanID, parent, kind, code, msg, corr = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		start                                                                 = make([]time.Time, n)
 		dur                                                                   = make([]uint64, n)
-		attrs                                                                 = make([]map[string]string, n)
+		attrs                                                                 = attrsColumn(n, func(i int) map[string]string { return spans[i].Attributes })
 		res                                                                   = resourceColumn(n, func(i int) map[string]string { return spans[i].Resource })
 		events                                                                = make([][][]any, n)
 		days                                                                  = make([]uint16, n)
 	)
 	for i, sp := range spans {
 		tenant[i], service[i], name[i], start[i], traceID[i], spanID[i], parent[i] = sp.TenantID, sp.Service, sp.Name, sp.StartTime, sp.TraceID, sp.SpanID, sp.ParentSpanID
-		kind[i], dur[i], code[i], msg[i], attrs[i], corr[i], days[i] = sp.Kind, sp.DurationNs, sp.StatusCode, sp.StatusMessage, sp.Attributes, sp.CorrelationID, sp.RetentionDays
+		kind[i], dur[i], code[i], msg[i], corr[i], days[i] = sp.Kind, sp.DurationNs, sp.StatusCode, sp.StatusMessage, sp.CorrelationID, sp.RetentionDays
 		events[i] = make([][]any, len(sp.Events))
 		for j, e := range sp.Events {
 			events[i][j] = []any{e.Time, e.Name, e.Attributes}

@@ -380,3 +380,52 @@ func TestUnstoredRequestsAreRetried(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code, string(body))
 	require.Contains(t, string(body), "retry")
 }
+
+// Every attribute of every span and log record arrives with its own value:
+// keys shared by many rows, empty values, rows without attributes, and
+// non-ASCII keys (the Map columns are appended without clickhouse-go's
+// reflection).
+func TestAttributesArriveWhole(t *testing.T) {
+	p, url := start(t)
+	want := []map[string]string{
+		{"http.method": "GET", "empty": "", "ключ": "значение"},
+		{},
+		{"http.method": "POST", "n": "1"},
+	}
+	var spans []*tracepb.Span
+	var records []*logspb.LogRecord
+	for i, m := range want {
+		var attrs []*commonpb.KeyValue
+		for k, v := range m {
+			attrs = append(attrs, kv(k, v))
+		}
+		spans = append(spans, span(i, fmt.Sprintf("s%d", i), attrs...))
+		records = append(records, &logspb.LogRecord{TimeUnixNano: uint64(time.Now().UnixNano()), Attributes: attrs,
+			Body: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprintf("s%d", i)}}})
+	}
+	code, body := postProto(t, url+"/v1/traces", &coltrace.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}})
+	require.Equal(t, 200, code, string(body))
+	code, body = postProto(t, url+"/v1/logs", &collogs.ExportLogsServiceRequest{ResourceLogs: []*logspb.ResourceLogs{{
+		ScopeLogs: []*logspb.ScopeLogs{{LogRecords: records}}}}})
+	require.Equal(t, 200, code, string(body))
+	require.Eventually(t, func() bool {
+		return p.Count(t, "SELECT count() FROM spans") == 3 && p.Count(t, "SELECT count() FROM logs") == 3
+	}, 30*time.Second, 50*time.Millisecond)
+	for _, q := range []string{"SELECT name, attributes FROM spans ORDER BY name", "SELECT body, attributes FROM logs ORDER BY body"} {
+		rows, err := p.Store.Query(context.Background(), q)
+		require.NoError(t, err)
+		i := 0
+		for rows.Next() {
+			var name string
+			var got map[string]string
+			require.NoError(t, rows.Scan(&name, &got))
+			require.Equal(t, fmt.Sprintf("s%d", i), name)
+			require.Equal(t, want[i], got, q)
+			i++
+		}
+		require.NoError(t, rows.Err())
+		require.NoError(t, rows.Close())
+		require.Equal(t, 3, i)
+	}
+}
