@@ -40,7 +40,7 @@ import (
 type Config struct {
 	BatchSize  int           // messages per batch (default 5000)
 	BatchAge   time.Duration // longest wait for a batch to fill (default 250ms)
-	BatchBytes int           // payload bytes per batch (default 8 MiB)
+	BatchBytes int           // payload bytes per batch (default 4 MiB)
 	// Retention per signal in days, written on every row (the retention
 	// engine's policies replace these defaults).
 	Retention map[Signal]uint16

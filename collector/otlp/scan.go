@@ -2,13 +2,10 @@ package otlp
 
 import (
 	"bytes"
-	"unicode/utf8"
 
-	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
-	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/tenantscope/tenantscope/collector/otlpwire"
 	"github.com/tenantscope/tenantscope/collector/wire"
 )
 
@@ -25,127 +22,6 @@ import (
 // leaves to the full decode, which finds and reports the same as before:
 // scan never refuses a request itself. FuzzScanAgreesWithUnmarshal holds it
 // to that.
-
-// wireSchema is a message's fields by number, as the wire checks need them.
-type wireSchema struct {
-	fields []wireField
-}
-
-type wireKind uint8
-
-const (
-	kindUnknown wireKind = iota // unknown, or a scalar whose wire type is checked only
-	kindMessage
-	kindString
-	kindBytes
-	kindPacked // a repeated number, packed: elements of packedType
-)
-
-type wireField struct {
-	kind       wireKind
-	msg        *wireSchema
-	packedType protowire.Type
-}
-
-func schemaOf(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]*wireSchema) *wireSchema {
-	if s, ok := seen[md.FullName()]; ok {
-		return s
-	}
-	s := &wireSchema{}
-	seen[md.FullName()] = s
-	fds := md.Fields()
-	top := 0
-	for i := range fds.Len() {
-		top = max(top, int(fds.Get(i).Number()))
-	}
-	s.fields = make([]wireField, top+1)
-	for i := range fds.Len() {
-		fd := fds.Get(i)
-		f := &s.fields[fd.Number()]
-		switch fd.Kind() {
-		case protoreflect.MessageKind:
-			f.kind, f.msg = kindMessage, schemaOf(fd.Message(), seen)
-		case protoreflect.StringKind:
-			f.kind = kindString
-		case protoreflect.BytesKind:
-			f.kind = kindBytes
-		case protoreflect.GroupKind:
-			// Not in OTLP; a group's bytes are left to ConsumeFieldValue.
-		default:
-			if fd.IsList() {
-				f.kind, f.packedType = kindPacked, scalarWireType(fd.Kind())
-			}
-		}
-	}
-	return s
-}
-
-func scalarWireType(k protoreflect.Kind) protowire.Type {
-	switch k {
-	case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
-		return protowire.Fixed32Type
-	case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
-		return protowire.Fixed64Type
-	}
-	return protowire.VarintType
-}
-
-// maxScanDepth is how deep scan follows nested messages (attribute values
-// inside arrays inside maps...); deeper requests take the full decode.
-const maxScanDepth = 64
-
-// sound reports whether b is a message of schema s as proto.Unmarshal
-// would accept it.
-func sound(b []byte, s *wireSchema, depth int) bool {
-	if depth > maxScanDepth {
-		return false
-	}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || !num.IsValid() {
-			return false
-		}
-		b = b[n:]
-		if typ == protowire.BytesType && int(num) < len(s.fields) && s.fields[num].kind != kindUnknown {
-			f := &s.fields[num]
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return false
-			}
-			b = b[n:]
-			switch f.kind {
-			case kindMessage:
-				if !sound(v, f.msg, depth+1) {
-					return false
-				}
-			case kindString:
-				if !utf8.Valid(v) {
-					return false
-				}
-			case kindPacked:
-				for len(v) > 0 {
-					n := protowire.ConsumeFieldValue(num, f.packedType, v)
-					if n < 0 {
-						return false
-					}
-					v = v[n:]
-				}
-			}
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
-}
-
-var (
-	tracesSchema = schemaOf((&coltrace.ExportTraceServiceRequest{}).ProtoReflect().Descriptor(), map[protoreflect.FullName]*wireSchema{})
-	logsSchema   = schemaOf((&collogs.ExportLogsServiceRequest{}).ProtoReflect().Descriptor(), map[protoreflect.FullName]*wireSchema{})
-)
 
 // The field numbers scan reads: the same in both requests (resource_spans
 // and resource_logs, scope_spans and scope_logs, spans and log_records).
@@ -172,37 +48,37 @@ type scanned struct {
 // for tenant: sound, no resource of another tenant, every span with a
 // 16-byte trace id and an 8-byte span id.
 func scanTraces(body []byte, tenant string) (scanned, bool) {
-	return scan(body, tenant, tracesSchema, spanIDsPlain)
+	return scan(body, tenant, otlpwire.SoundTraces, spanIDsPlain)
 }
 
 // scanLogs is scanTraces for an ExportLogsServiceRequest.
 func scanLogs(body []byte, tenant string) (scanned, bool) {
-	return scan(body, tenant, logsSchema, nil)
+	return scan(body, tenant, otlpwire.SoundLogs, nil)
 }
 
-func scan(body []byte, tenant string, schema *wireSchema, itemOK func([]byte) bool) (scanned, bool) {
+func scan(body []byte, tenant string, sound func([]byte) bool, itemOK func([]byte) bool) (scanned, bool) {
 	var out scanned
-	if !sound(body, schema, 0) {
+	if !sound(body) {
 		return out, false
 	}
 	first := true
 	// Every message below was just found sound: the walk reads its fields
 	// without checking them again.
-	ok := eachField(body, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+	ok := otlpwire.EachField(body, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 		if num != fieldResourceItems || typ != protowire.BytesType {
 			return true
 		}
 		var resource []byte
 		resources := 0
 		items := 0
-		walked := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		walked := otlpwire.EachField(v, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 			switch {
 			case typ != protowire.BytesType:
 			case num == fieldResource:
 				resource = v
 				resources++
 			case num == fieldScopeItems:
-				return eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+				return otlpwire.EachField(v, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 					if num != fieldItems || typ != protowire.BytesType {
 						return true
 					}
@@ -228,34 +104,11 @@ func scan(body []byte, tenant string, schema *wireSchema, itemOK func([]byte) bo
 	return out, ok && out.items > 0
 }
 
-// eachField calls fn with each field of a sound message, until fn says
-// false; it reports whether fn never did.
-func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte) bool) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		b = b[n:]
-		var v []byte
-		if typ == protowire.BytesType {
-			v, n = protowire.ConsumeBytes(b)
-		} else {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return false
-		}
-		b = b[n:]
-		if !fn(num, typ, v) {
-			return false
-		}
-	}
-	return true
-}
-
 // spanIDsPlain reports whether a span has one trace id of 16 bytes and one
 // span id of 8.
 func spanIDsPlain(span []byte) bool {
 	var traces, spans int
-	ok := eachField(span, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+	ok := otlpwire.EachField(span, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 		switch {
 		case typ != protowire.BytesType:
 		case num == fieldTraceID:
@@ -280,13 +133,13 @@ var (
 // otherwise ok is false and the full decode decides.
 func resourceNames(resource []byte) (tenant string, hasTenant bool, service string, ok bool) {
 	var hasService bool
-	ok = eachField(resource, func(num protowire.Number, typ protowire.Type, kv []byte) bool {
+	ok = otlpwire.EachField(resource, func(num protowire.Number, typ protowire.Type, kv []byte) bool {
 		if num != fieldAttributes || typ != protowire.BytesType {
 			return true
 		}
 		var key, value []byte
 		keys, values := 0, 0
-		eachField(kv, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		otlpwire.EachField(kv, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 			if typ == protowire.BytesType {
 				switch num {
 				case fieldKey:
@@ -325,7 +178,7 @@ func resourceNames(resource []byte) (tenant string, hasTenant bool, service stri
 func plainString(anyValue []byte) (string, bool) {
 	var s []byte
 	fields, isString := 0, false
-	eachField(anyValue, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+	otlpwire.EachField(anyValue, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 		fields++
 		if num == fieldStringValue && typ == protowire.BytesType {
 			s, isString = v, true
