@@ -124,7 +124,12 @@ type otlpResource struct {
 }
 
 func newOTLPResource(kvs []*commonpb.KeyValue) otlpResource {
-	r := otlpResource{attrs: otlpAttrs(kvs)}
+	return resourceOf(otlpAttrs(kvs))
+}
+
+// resourceOf is the resource of attrs (which it keeps and may add to).
+func resourceOf(attrs map[string]string) otlpResource {
+	r := otlpResource{attrs: attrs}
 	r.service = wire.ServiceToken(r.attrs["service.name"])
 	if _, ok := r.attrs["service.name"]; !ok {
 		r.attrs["service.name"] = r.service
@@ -154,6 +159,15 @@ var otlpStatus = [...]string{tracepb.Status_STATUS_CODE_UNSET: "unset", tracepb.
 // of a ._span message) before it becomes a row, so the rules see the same
 // fields either way. A body that is not a request is a DecodeError.
 func DecodeOTLPTraces(m Meta, body []byte, offset int, red *Redactor) ([]Span, []BadItem, error) {
+	if spans, bads, ok := decodeTracesWire(m, body, offset, red); ok {
+		return spans, bads, nil
+	}
+	return decodeTracesProto(m, body, offset, red)
+}
+
+// decodeTracesProto is DecodeOTLPTraces through the built request: for the
+// requests decodeTracesWire leaves to it (and its error messages).
+func decodeTracesProto(m Meta, body []byte, offset int, red *Redactor) ([]Span, []BadItem, error) {
 	var req coltrace.ExportTraceServiceRequest
 	if err := proto.Unmarshal(body, &req); err != nil {
 		return nil, nil, bad(ReasonInvalidProtobuf, "body is not an OTLP ExportTraceServiceRequest: %v", err)
@@ -177,7 +191,7 @@ func DecodeOTLPTraces(m Meta, body []byte, offset int, red *Redactor) ([]Span, [
 				de := resErr
 				var sp Span
 				if de == nil {
-					sp, de = otlpSpan(m, res, s, red)
+					sp, de = otlpSpan(m, res, fieldsOf(s), red)
 				}
 				if de != nil {
 					one := &coltrace.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: rs.Resource, SchemaUrl: rs.SchemaUrl,
@@ -193,38 +207,58 @@ func DecodeOTLPTraces(m Meta, body []byte, offset int, red *Redactor) ([]Span, [
 	return spans, bads, nil
 }
 
-func otlpSpan(m Meta, res otlpResource, s *tracepb.Span, red *Redactor) (Span, *DecodeError) {
-	if len(s.TraceId) != 16 || len(s.SpanId) != 8 {
+// spanFields are the fields of an OTLP span that become its row, from the
+// built message (fieldsOf) or from its bytes (decodeTracesWire).
+type spanFields struct {
+	traceID, spanID, parentSpanID []byte
+	name                          string
+	kind                          int32
+	start, end                    uint64
+	attributes                    map[string]string
+	events                        []SpanEvent
+	statusCode                    int32
+	statusMessage                 string
+}
+
+func fieldsOf(s *tracepb.Span) spanFields {
+	f := spanFields{traceID: s.TraceId, spanID: s.SpanId, parentSpanID: s.ParentSpanId, name: s.Name, kind: int32(s.Kind),
+		start: s.StartTimeUnixNano, end: s.EndTimeUnixNano, attributes: otlpAttrs(s.Attributes),
+		statusCode: int32(s.GetStatus().GetCode()), statusMessage: s.GetStatus().GetMessage()}
+	if len(s.Events) > 0 {
+		f.events = make([]SpanEvent, len(s.Events))
+		for i, e := range s.Events {
+			f.events[i] = SpanEvent{Time: time.Unix(0, int64(e.TimeUnixNano)).UTC(), Name: e.Name, Attributes: otlpAttrs(e.Attributes)}
+		}
+	}
+	return f
+}
+
+func otlpSpan(m Meta, res otlpResource, s spanFields, red *Redactor) (Span, *DecodeError) {
+	if len(s.traceID) != 16 || len(s.spanID) != 8 {
 		return Span{}, &DecodeError{Reason: ReasonInvalidField, Detail: "span needs a 16-byte trace_id and an 8-byte span_id"}
 	}
-	if s.Name == "" || s.StartTimeUnixNano == 0 {
+	if s.name == "" || s.start == 0 {
 		return Span{}, &DecodeError{Reason: ReasonInvalidField, Detail: "span needs a name and a start_time"}
 	}
-	if s.EndTimeUnixNano < s.StartTimeUnixNano {
+	if s.end < s.start {
 		return Span{}, &DecodeError{Reason: ReasonInvalidField, Detail: "end_time is before start_time"}
 	}
-	start := time.Unix(0, int64(s.StartTimeUnixNano)).UTC()
+	start := time.Unix(0, int64(s.start)).UTC()
 	kind, status := "internal", "unset"
-	if k := int(s.Kind); k >= 0 && k < len(otlpKinds) {
+	if k := int(s.kind); k >= 0 && k < len(otlpKinds) {
 		kind = otlpKinds[k]
 	}
-	if c := int(s.GetStatus().GetCode()); c >= 0 && c < len(otlpStatus) {
+	if c := int(s.statusCode); c >= 0 && c < len(otlpStatus) {
 		status = otlpStatus[c]
 	}
 	sp := Span{
-		TenantID: m.Tenant, Service: res.service, Name: s.Name, StartTime: start,
-		TraceID: hex.EncodeToString(s.TraceId), SpanID: hex.EncodeToString(s.SpanId), Kind: kind,
-		DurationNs: s.EndTimeUnixNano - s.StartTimeUnixNano, StatusCode: status, StatusMessage: s.GetStatus().GetMessage(),
-		Attributes: otlpAttrs(s.Attributes), Resource: res.attrs, CorrelationID: m.CorrelationID,
+		TenantID: m.Tenant, Service: res.service, Name: s.name, StartTime: start,
+		TraceID: hex.EncodeToString(s.traceID), SpanID: hex.EncodeToString(s.spanID), Kind: kind,
+		DurationNs: s.end - s.start, StatusCode: status, StatusMessage: s.statusMessage,
+		Attributes: s.attributes, Resource: res.attrs, CorrelationID: m.CorrelationID, Events: s.events,
 	}
-	if len(s.ParentSpanId) == 8 {
-		sp.ParentSpanID = hex.EncodeToString(s.ParentSpanId)
-	}
-	if len(s.Events) > 0 {
-		sp.Events = make([]SpanEvent, len(s.Events))
-		for i, e := range s.Events {
-			sp.Events[i] = SpanEvent{Time: time.Unix(0, int64(e.TimeUnixNano)).UTC(), Name: e.Name, Attributes: otlpAttrs(e.Attributes)}
-		}
+	if len(s.parentSpanID) == 8 {
+		sp.ParentSpanID = hex.EncodeToString(s.parentSpanID)
 	}
 	if red == nil {
 		return sp, nil

@@ -143,9 +143,10 @@ func SoundTraces(b []byte) bool { return sound(b, traces, 0) }
 // proto.Unmarshal accepts.
 func SoundLogs(b []byte) bool { return sound(b, logs, 0) }
 
-// EachField calls fn with each field of a sound message (v is the
-// payload of a length-delimited field, nil for the others), until fn says
-// false; it reports whether fn never did.
+// EachField calls fn with each field of a sound message, until fn says
+// false; it reports whether fn never did. v is the payload of a
+// length-delimited field, and the encoded value of the others (Varint and
+// Fixed64 read it).
 func EachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte) bool) bool {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -155,6 +156,9 @@ func EachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 			v, n = protowire.ConsumeBytes(b)
 		} else {
 			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n >= 0 {
+				v = b[:n]
+			}
 		}
 		if n < 0 {
 			return false
@@ -165,4 +169,16 @@ func EachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 		}
 	}
 	return true
+}
+
+// Varint reads the value of a varint field as EachField gives it.
+func Varint(v []byte) uint64 {
+	n, _ := protowire.ConsumeVarint(v)
+	return n
+}
+
+// Fixed64 reads the value of a fixed64 field as EachField gives it.
+func Fixed64(v []byte) uint64 {
+	n, _ := protowire.ConsumeFixed64(v)
+	return n
 }

@@ -1,0 +1,274 @@
+package collector
+
+import (
+	"encoding/base64"
+	"math"
+	"strconv"
+	"time"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tenantscope/tenantscope/collector/otlpwire"
+)
+
+// decodeTracesWire is DecodeOTLPTraces without building the request: the
+// spans are read from the bytes straight into rows, with proto.Unmarshal's
+// rules (the last of a repeated scalar field wins, a field of the wrong
+// wire type is unknown). Building the request cost the collector more than
+// reading it. An attribute value other than a plain string, number, bool
+// or bytes (arrays, maps, odd encodings) is built alone and read as
+// before. ok is false, with nothing done, for a body that is not sound or
+// of a rare shape (a resource or scope given twice, which proto merges):
+// decodeTracesProto decodes those. FuzzDecodeTracesWireSameAsProto holds
+// the two to the same rows, bad items and errors.
+func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []Span, bads []BadItem, ok bool) {
+	if !otlpwire.SoundTraces(body) {
+		return nil, nil, false
+	}
+	i := offset
+	ok = otlpwire.EachField(body, func(num protowire.Number, typ protowire.Type, rs []byte) bool {
+		if num != 1 || typ != protowire.BytesType { // resource_spans
+			return true
+		}
+		var resource, schemaURL []byte
+		var scopes [][]byte
+		resources := 0
+		otlpwire.EachField(rs, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+			if typ != protowire.BytesType {
+				return true
+			}
+			switch num {
+			case 1:
+				resource = v
+				resources++
+			case 2:
+				scopes = append(scopes, v)
+			case 3:
+				schemaURL = v
+			}
+			return true
+		})
+		if resources > 1 {
+			return false
+		}
+		var kvs [][]byte
+		otlpwire.EachField(resource, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+			if num == 1 && typ == protowire.BytesType {
+				kvs = append(kvs, v)
+			}
+			return true
+		})
+		res := resourceOf(attrsOfWire(kvs))
+		resErr := res.check(m)
+		for _, ss := range scopes {
+			var scope, ssSchema []byte
+			scopeCount := 0
+			var items [][]byte
+			otlpwire.EachField(ss, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+				if typ != protowire.BytesType {
+					return true
+				}
+				switch num {
+				case 1:
+					scope = v
+					scopeCount++
+				case 2:
+					items = append(items, v)
+				case 3:
+					ssSchema = v
+				}
+				return true
+			})
+			if scopeCount > 1 {
+				return false
+			}
+			for _, raw := range items {
+				idx := i
+				i++
+				de := resErr
+				var sp Span
+				if de == nil {
+					sp, de = otlpSpan(m, res, spanOfWire(raw), red)
+				}
+				if de != nil {
+					one := oneSpanRequest(resource, resources > 0, schemaURL, scope, scopeCount > 0, ssSchema, raw)
+					bads = append(bads, BadItem{Index: idx, Err: de, Data: one})
+					continue
+				}
+				spans = append(spans, sp)
+			}
+		}
+		return true
+	})
+	if !ok {
+		return nil, nil, false
+	}
+	return spans, bads, true
+}
+
+// oneSpanRequest is a request of one span with its resource and scope, as
+// decodeTracesProto marshals it.
+func oneSpanRequest(resource []byte, hasResource bool, schemaURL, scope []byte, hasScope bool, ssSchema, span []byte) []byte {
+	var ss []byte
+	if hasScope {
+		ss = protowire.AppendBytes(protowire.AppendTag(ss, 1, protowire.BytesType), scope)
+	}
+	ss = protowire.AppendBytes(protowire.AppendTag(ss, 2, protowire.BytesType), span)
+	if len(ssSchema) > 0 {
+		ss = protowire.AppendBytes(protowire.AppendTag(ss, 3, protowire.BytesType), ssSchema)
+	}
+	var rs []byte
+	if hasResource {
+		rs = protowire.AppendBytes(protowire.AppendTag(rs, 1, protowire.BytesType), resource)
+	}
+	rs = protowire.AppendBytes(protowire.AppendTag(rs, 2, protowire.BytesType), ss)
+	if len(schemaURL) > 0 {
+		rs = protowire.AppendBytes(protowire.AppendTag(rs, 3, protowire.BytesType), schemaURL)
+	}
+	return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rs)
+}
+
+// spanOfWire reads a sound span's fields.
+func spanOfWire(b []byte) spanFields {
+	var f spanFields
+	var kvs [][]byte
+	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		switch typ {
+		case protowire.BytesType:
+			switch num {
+			case 1:
+				f.traceID = v
+			case 2:
+				f.spanID = v
+			case 4:
+				f.parentSpanID = v
+			case 5:
+				f.name = string(v)
+			case 9:
+				kvs = append(kvs, v)
+			case 11:
+				f.events = append(f.events, eventOfWire(v))
+			case 15:
+				statusOfWire(v, &f)
+			}
+		case protowire.VarintType:
+			if num == 6 {
+				f.kind = int32(otlpwire.Varint(v))
+			}
+		case protowire.Fixed64Type:
+			switch num {
+			case 7:
+				f.start = otlpwire.Fixed64(v)
+			case 8:
+				f.end = otlpwire.Fixed64(v)
+			}
+		}
+		return true
+	})
+	f.attributes = attrsOfWire(kvs)
+	return f
+}
+
+// eventOfWire reads a sound span event.
+func eventOfWire(b []byte) SpanEvent {
+	var e SpanEvent
+	var t uint64
+	var kvs [][]byte
+	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		switch {
+		case num == 1 && typ == protowire.Fixed64Type:
+			t = otlpwire.Fixed64(v)
+		case num == 2 && typ == protowire.BytesType:
+			e.Name = string(v)
+		case num == 3 && typ == protowire.BytesType:
+			kvs = append(kvs, v)
+		}
+		return true
+	})
+	e.Time = time.Unix(0, int64(t)).UTC()
+	e.Attributes = attrsOfWire(kvs)
+	return e
+}
+
+// statusOfWire reads a sound status into f: a status given twice is
+// merged, field by field, as proto does.
+func statusOfWire(b []byte, f *spanFields) {
+	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		switch {
+		case num == 2 && typ == protowire.BytesType:
+			f.statusMessage = string(v)
+		case num == 3 && typ == protowire.VarintType:
+			f.statusCode = int32(otlpwire.Varint(v))
+		}
+		return true
+	})
+}
+
+// attrsOfWire is otlpAttrs of sound KeyValue messages.
+func attrsOfWire(kvs [][]byte) map[string]string {
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v := attrOfWire(kv)
+		out[k] = v
+	}
+	return out
+}
+
+// attrOfWire reads a KeyValue: the plain values from the bytes, anything
+// else (arrays, maps, a value given twice, unknown fields) through the
+// built message and OTLPValue, as before.
+func attrOfWire(b []byte) (string, string) {
+	var key string
+	var value []byte
+	values := 0
+	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		if typ != protowire.BytesType {
+			return true
+		}
+		switch num {
+		case 1:
+			key = string(v)
+		case 2:
+			value = v
+			values++
+		}
+		return true
+	})
+	if values == 0 {
+		return key, OTLPValue(nil)
+	}
+	if s, ok := plainValue(value); ok && values == 1 {
+		return key, s
+	}
+	var kv commonpb.KeyValue
+	if err := proto.Unmarshal(b, &kv); err != nil {
+		return key, "" // not reached: b is sound
+	}
+	return kv.Key, OTLPValue(kv.Value)
+}
+
+// plainValue reads an AnyValue of exactly one plain field as OTLPValue
+// would format it.
+func plainValue(b []byte) (string, bool) {
+	var out string
+	fields, ok := 0, false
+	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		fields++
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			out, ok = string(v), true
+		case num == 2 && typ == protowire.VarintType:
+			out, ok = strconv.FormatBool(otlpwire.Varint(v) != 0), true
+		case num == 3 && typ == protowire.VarintType:
+			out, ok = strconv.FormatInt(int64(otlpwire.Varint(v)), 10), true
+		case num == 4 && typ == protowire.Fixed64Type:
+			out, ok = strconv.FormatFloat(math.Float64frombits(otlpwire.Fixed64(v)), 'g', -1, 64), true
+		case num == 7 && typ == protowire.BytesType:
+			out, ok = base64.StdEncoding.EncodeToString(v), true
+		}
+		return true
+	})
+	return out, ok && fields == 1
+}
