@@ -28,6 +28,7 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 		return nil, nil, false
 	}
 	i := offset
+	in := interner{}
 	ok = otlpwire.EachField(body, func(num protowire.Number, typ protowire.Type, rs []byte) bool {
 		if num != 1 || typ != protowire.BytesType { // resource_spans
 			return true
@@ -60,7 +61,7 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 			}
 			return true
 		})
-		res := resourceOf(attrsOfWire(kvs))
+		res := resourceOf(in.attrs(kvs))
 		resErr := res.check(m)
 		for _, ss := range scopes {
 			var scope, ssSchema []byte
@@ -90,7 +91,7 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 				de := resErr
 				var sp Span
 				if de == nil {
-					sp, de = otlpSpan(m, res, spanOfWire(raw), red)
+					sp, de = otlpSpan(m, res, in.span(raw), red)
 				}
 				if de != nil {
 					one := oneSpanRequest(resource, resources > 0, schemaURL, scope, scopeCount > 0, ssSchema, raw)
@@ -130,8 +131,25 @@ func oneSpanRequest(resource []byte, hasResource bool, schemaURL, scope []byte, 
 	return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rs)
 }
 
-// spanOfWire reads a sound span's fields.
-func spanOfWire(b []byte) spanFields {
+// interner gives the strings of one request that repeat from span to span
+// (attribute keys, names, short values) one allocation each.
+type interner map[string]string
+
+// maxInterned is the longest value interned: longer ones (paths, ids,
+// messages) seldom repeat.
+const maxInterned = 32
+
+func (in interner) str(b []byte) string {
+	if s, ok := in[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	in[s] = s
+	return s
+}
+
+// span reads a sound span's fields.
+func (in interner) span(b []byte) spanFields {
 	var f spanFields
 	var kvs [][]byte
 	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
@@ -145,11 +163,11 @@ func spanOfWire(b []byte) spanFields {
 			case 4:
 				f.parentSpanID = v
 			case 5:
-				f.name = string(v)
+				f.name = in.str(v)
 			case 9:
 				kvs = append(kvs, v)
 			case 11:
-				f.events = append(f.events, eventOfWire(v))
+				f.events = append(f.events, in.event(v))
 			case 15:
 				statusOfWire(v, &f)
 			}
@@ -167,12 +185,12 @@ func spanOfWire(b []byte) spanFields {
 		}
 		return true
 	})
-	f.attributes = attrsOfWire(kvs)
+	f.attributes = in.attrs(kvs)
 	return f
 }
 
-// eventOfWire reads a sound span event.
-func eventOfWire(b []byte) SpanEvent {
+// event reads a sound span event.
+func (in interner) event(b []byte) SpanEvent {
 	var e SpanEvent
 	var t uint64
 	var kvs [][]byte
@@ -181,14 +199,14 @@ func eventOfWire(b []byte) SpanEvent {
 		case num == 1 && typ == protowire.Fixed64Type:
 			t = otlpwire.Fixed64(v)
 		case num == 2 && typ == protowire.BytesType:
-			e.Name = string(v)
+			e.Name = in.str(v)
 		case num == 3 && typ == protowire.BytesType:
 			kvs = append(kvs, v)
 		}
 		return true
 	})
 	e.Time = time.Unix(0, int64(t)).UTC()
-	e.Attributes = attrsOfWire(kvs)
+	e.Attributes = in.attrs(kvs)
 	return e
 }
 
@@ -206,21 +224,21 @@ func statusOfWire(b []byte, f *spanFields) {
 	})
 }
 
-// attrsOfWire is otlpAttrs of sound KeyValue messages.
-func attrsOfWire(kvs [][]byte) map[string]string {
+// attrs is otlpAttrs of sound KeyValue messages.
+func (in interner) attrs(kvs [][]byte) map[string]string {
 	out := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
-		k, v := attrOfWire(kv)
+		k, v := in.attr(kv)
 		out[k] = v
 	}
 	return out
 }
 
-// attrOfWire reads a KeyValue: the plain values from the bytes, anything
-// else (arrays, maps, a value given twice, unknown fields) through the
-// built message and OTLPValue, as before.
-func attrOfWire(b []byte) (string, string) {
-	var key string
+// attr reads a KeyValue: the plain values from the bytes, anything else
+// (arrays, maps, a value given twice, unknown fields) through the built
+// message and OTLPValue, as before.
+func (in interner) attr(b []byte) (string, string) {
+	var key []byte
 	var value []byte
 	values := 0
 	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
@@ -229,7 +247,7 @@ func attrOfWire(b []byte) (string, string) {
 		}
 		switch num {
 		case 1:
-			key = string(v)
+			key = v
 		case 2:
 			value = v
 			values++
@@ -237,14 +255,19 @@ func attrOfWire(b []byte) (string, string) {
 		return true
 	})
 	if values == 0 {
-		return key, OTLPValue(nil)
+		return in.str(key), OTLPValue(nil)
 	}
-	if s, ok := plainValue(value); ok && values == 1 {
-		return key, s
+	if values == 1 {
+		if v, ok := otlpwire.PlainString(value); ok && len(v) <= maxInterned {
+			return in.str(key), in.str(v)
+		}
+		if s, ok := plainValue(value); ok {
+			return in.str(key), s
+		}
 	}
 	var kv commonpb.KeyValue
 	if err := proto.Unmarshal(b, &kv); err != nil {
-		return key, "" // not reached: b is sound
+		return string(key), "" // not reached: b is sound
 	}
 	return kv.Key, OTLPValue(kv.Value)
 }

@@ -160,33 +160,16 @@ func resourceNames(resource []byte) (tenant string, hasTenant bool, service stri
 		if !isTenant && !isService {
 			return true
 		}
-		s, plain := plainString(value)
+		s, plain := otlpwire.PlainString(value)
 		if values != 1 || !plain {
 			return false
 		}
 		if isTenant {
-			tenant, hasTenant = s, true
+			tenant, hasTenant = string(s), true
 		} else {
-			service, hasService = s, true
+			service, hasService = string(s), true
 		}
 		return true
 	})
 	return tenant, hasTenant, service, ok
-}
-
-// plainString reads an AnyValue that holds only a string_value.
-func plainString(anyValue []byte) (string, bool) {
-	var s []byte
-	fields, isString := 0, false
-	otlpwire.EachField(anyValue, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-		fields++
-		if num == fieldStringValue && typ == protowire.BytesType {
-			s, isString = v, true
-		}
-		return true
-	})
-	if fields != 1 || !isString {
-		return "", false
-	}
-	return string(s), true
 }

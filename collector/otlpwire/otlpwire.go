@@ -182,3 +182,17 @@ func Fixed64(v []byte) uint64 {
 	n, _ := protowire.ConsumeFixed64(v)
 	return n
 }
+
+// PlainString reads an AnyValue that holds only a string_value.
+func PlainString(anyValue []byte) ([]byte, bool) {
+	var s []byte
+	fields, isString := 0, false
+	EachField(anyValue, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		fields++
+		if num == 1 && typ == protowire.BytesType {
+			s, isString = v, true
+		}
+		return true
+	})
+	return s, fields == 1 && isString
+}
