@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tenantscope/tenantscope/config"
 )
 
 // TestOTelColYAML checks the Collector's configuration: one traces
@@ -82,10 +84,10 @@ func TestParseProcStatCPU(t *testing.T) {
 }
 
 func TestParseVmHWM(t *testing.T) {
-	got, err := parseVmHWM("Name:\totelcol\nVmPeak:\t  999 kB\nVmHWM:\t  204800 kB\nVmRSS:\t  1024 kB\n")
+	got, err := parseStatusMiB("Name:\totelcol\nVmPeak:\t  999 kB\nVmHWM:\t  204800 kB\nVmRSS:\t  1024 kB\n", "VmHWM")
 	require.NoError(t, err)
 	require.InDelta(t, 200.0, got, 1e-9)
-	_, err = parseVmHWM("Name:\tx\n")
+	_, err = parseStatusMiB("Name:\tx\n", "VmHWM")
 	require.ErrorIs(t, err, errProcFormat)
 	// This process's own, read the way the children's are.
 	self, err := procPeakRSSMiB(os.Getpid())
@@ -138,4 +140,24 @@ func TestBuildOTelColUpToDate(t *testing.T) {
 	require.True(t, errors.As(err, &exit), "%v\n%s", err, progress.String())
 	require.Contains(t, progress.String(), "  go build: ")
 	require.Contains(t, progress.String(), "undefined")
+}
+
+// The configuration bench otlp gives its serve child is one serve accepts:
+// every listener where the benchmark looks for it, the tenant and its key.
+func TestServeYAMLIsAValidConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "serve.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(serveYAML(filepath.Join(dir, "data"), "127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003", "127.0.0.1:1004", "secret", []string{"acme"}, config.HashAPIKey("k"))), 0o600))
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, "127.0.0.1:1001", cfg.HTTP.Listen)
+	require.Equal(t, "127.0.0.1:1002", cfg.HTTP.MetricsListen)
+	require.Equal(t, "127.0.0.1:1003", cfg.NATS.Listen)
+	require.Equal(t, "127.0.0.1:1004", cfg.ClickHouse.EngineListen)
+	require.Equal(t, "secret", cfg.ClickHouse.ReaderPassword)
+	require.Equal(t, []config.Region{{Name: "bench", Database: "bench"}}, cfg.Regions)
+	require.Len(t, cfg.Tenants, 1)
+	require.Equal(t, "acme", cfg.Tenants[0].ID)
+	require.Equal(t, []config.APIKey{{Name: "acme-otlp", Role: config.RoleTenantAdmin, Tenant: "acme", KeyHash: config.HashAPIKey("k")}}, cfg.APIKeys)
 }

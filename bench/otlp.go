@@ -2,22 +2,14 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
-	"path/filepath"
-	"runtime/metrics"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -28,14 +20,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenantscope/tenantscope/chstore"
-	"github.com/tenantscope/tenantscope/collector"
-	"github.com/tenantscope/tenantscope/collector/otlp"
-	"github.com/tenantscope/tenantscope/config"
-	"github.com/tenantscope/tenantscope/edge"
-	"github.com/tenantscope/tenantscope/engine"
-	"github.com/tenantscope/tenantscope/natsbus"
-	"github.com/tenantscope/tenantscope/placement"
-	"github.com/tenantscope/tenantscope/retention"
 )
 
 // OTLPConfig configures the OTLP benchmark.
@@ -50,6 +34,10 @@ type OTLPConfig struct {
 	Requests, SpansPerRequest int
 	// Gzip compresses the requests (the exporter's default is none).
 	Gzip bool
+	// Binary is the tenantscope binary run as 'serve' (default: this
+	// program); ServeCPUProfile, when set, is where serve writes a CPU
+	// profile of the run.
+	Binary, ServeCPUProfile string
 }
 
 // defaults fills the load's defaults: 4 workers x 100 requests x 512 spans.
@@ -62,6 +50,11 @@ func (c *OTLPConfig) defaults() {
 	}
 	if c.SpansPerRequest == 0 {
 		c.SpansPerRequest = 512
+	}
+	if c.Binary == "" {
+		if exe, err := os.Executable(); err == nil {
+			c.Binary = exe
+		}
 	}
 }
 
@@ -78,57 +71,24 @@ type OTLPResult struct {
 	StoredAtSendEnd      uint64
 	// StreamMessages is how many messages the tenant's stream took.
 	StreamMessages uint64
-	// CPUPerSpan is the whole process's CPU (user+system, getrusage) per
-	// stored span: receiver, NATS, collector, engine and the load
-	// generator; ClientCPUPerSpan is the load generator's alone, measured
-	// first against a receiver that discards the requests.
+	// CPUPerSpan is serve's CPU (user+system, all its threads: receiver,
+	// NATS, collector, engine, its periodic jobs) per stored span, from
+	// the first request sent to the last span stored; ClientCPUPerSpan is
+	// this process's meanwhile (the load generator, row-count polling).
 	CPUPerSpan, ClientCPUPerSpan time.Duration
-	// RSSStartMiB is the process's resident set once the components are
-	// up, before the load; RSSMiB at the end, PeakRSSMiB its peak.
+	// RSSStartMiB is serve's resident set once it is ready, before the
+	// load; RSSMiB at the end, PeakRSSMiB its peak (VmHWM).
 	RSSStartMiB, RSSMiB, PeakRSSMiB float64
 	// Stages is where the collector's time went (its batch metrics).
 	Stages string
-	// GoPeakMiB is the most memory the Go runtime held from the OS during
-	// the load (the rest of the RSS is the engine's and the library's).
-	GoPeakMiB float64
-}
-
-// sampleGoMemory samples the memory the Go runtime holds from the OS
-// (mapped, less what it released) every 20 ms, keeping the peak, until
-// stop.
-func sampleGoMemory() (peak *atomic.Uint64, stop func()) {
-	peak = &atomic.Uint64{}
-	done := make(chan struct{})
-	var once sync.Once
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		samples := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			metrics.Read(samples)
-			if v := samples[0].Value.Uint64() - samples[1].Value.Uint64(); v > peak.Load() {
-				peak.Store(v)
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return peak, func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 const otlpBenchKey = "bench-otlp-key"
 
-// RunOTLP sends OTLP/HTTP trace requests with the stock exporter to the
-// suite's components, run as serve runs them but in this process (embedded
-// NATS with the tenant streams, the embedded engine, the OTLP receiver
-// behind the HTTP edge, one collector with serve's batching and retention
-// cache), and times until every span is stored.
+// RunOTLP sends OTLP/HTTP trace requests with the stock exporter to
+// 'tenantscope serve' in a child process (its defaults: embedded NATS and
+// engine, one collector, the OTLP receiver behind the HTTP edge) and times
+// until every span is stored, reading serve's CPU and memory from /proc.
 func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResult, error) {
 	cfg.defaults()
 	total := cfg.Workers * cfg.Requests * cfg.SpansPerRequest
@@ -143,149 +103,73 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 	}
 	step := func(format string, a ...any) { fmt.Fprintf(progress, "bench otlp: "+format+"\n", a...) }
 
-	// 0. The load generator alone, against a receiver that reads and
-	//    discards: what the client side costs in this process.
-	step("load generator alone: %d workers x %d requests x %d spans, to a discarding receiver", cfg.Workers, cfg.Requests, cfg.SpansPerRequest)
-	null, err := startHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body) //nolint:errcheck // a discarding receiver
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	}))
-	if err != nil {
-		return res, err
-	}
-	cpu0 := cpuTime()
-	if err := sendOTLP(ctx, null.url, cfg, nil); err != nil {
-		null.close()
-		return res, fmt.Errorf("load generator alone: %w", err)
-	}
-	res.ClientCPUPerSpan = (cpuTime() - cpu0) / time.Duration(total)
-	null.close()
-
-	// 1. The suite's components, in this process.
-	local, err := engine.StartLocal(engine.Config{Dir: filepath.Join(cfg.Dir, "engine"), LibPath: cfg.LibPath, Logger: zerolog.Nop()}, benchServerConfig(), "127.0.0.1:0")
-	if err != nil {
-		return res, err
-	}
-	defer local.Close(context.Background()) //nolint:errcheck // benchmark teardown
-	sc := config.Default()
-	sc.Data = cfg.Dir
-	sc.NATS.Listen = "127.0.0.1:0"
-	// Quotas out of the way: this measures the pipeline, not the limits.
-	sc.Quotas = config.Quota{EventsPerSecond: 1e7, BytesPerSecond: 1e10}
-	sc.Regions = []config.Region{{Name: "bench", Database: "bench"}}
-	sc.Tenants = []config.Tenant{{ID: "acme", Region: "bench", NATS: config.Credentials{User: "acme"}}}
-	sc.APIKeys = []config.APIKey{{Name: "acme-otlp", Role: config.RoleTenantAdmin, Tenant: "acme", KeyHash: config.HashAPIKey(otlpBenchKey)}}
-	p, closePipeline, err := startPipeline(ctx, local, &sc)
-	if err != nil {
-		return res, err
-	}
-	defer closePipeline()
-	st, js := p.st, p.js
-	stores := map[string]*chstore.Store{"bench": st}
-	place := placement.New()
-	cache, err := retention.New(sc, place, stores, nil, js, "", zerolog.Nop()).NewCache(ctx)
-	if err != nil {
-		return res, err
-	}
-	reg := prometheus.NewRegistry()
-	col, err := collector.New(collector.Config{RetentionFor: cache.Days}, js, sc, place, stores, zerolog.Nop(), reg, nil)
-	if err != nil {
-		return res, err
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := col.Run(runCtx); err != nil {
-			step("collector: %v", err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		if err := cache.Run(runCtx, 10*time.Second); err != nil && !errors.Is(err, context.Canceled) {
-			step("retention cache: %v", err)
-		}
-	}()
-	defer func() { stop(); wg.Wait() }()
-	rcv, err := otlp.New(sc, js, zerolog.Nop(), reg)
-	if err != nil {
-		return res, err
-	}
-	mux := http.NewServeMux()
-	rcv.Register(mux)
-	srv, err := startHTTP(edge.Wrap(mux, edge.Config{Logger: zerolog.Nop()}))
+	// 1. The suite, as its users run it: serve in a child process.
+	step("starting serve (%s)", cfg.Binary)
+	srv, err := startServe(ctx, cfg, []string{"acme"}, otlpBenchKey)
 	if err != nil {
 		return res, err
 	}
 	defer srv.close()
-	stream, err := js.Stream(ctx, natsbus.IngestStream("acme"))
+	if res.RSSStartMiB, err = procRSSMiB(srv.pid); err != nil {
+		return res, err
+	}
+	_, messagesBefore, err := srv.collectorStages()
 	if err != nil {
 		return res, err
 	}
-	before, err := stream.Info(ctx)
-	if err != nil {
-		return res, err
-	}
-
-	res.RSSStartMiB = rssMiB()
 
 	// 2. Send, and time until every span is stored.
 	step("end to end: %d workers x %d requests x %d spans -> ClickHouse", cfg.Workers, cfg.Requests, cfg.SpansPerRequest)
-	cpu0 = cpuTime()
-	start := time.Now()
-	goPeak, stopSampling := sampleGoMemory()
-	defer stopSampling()
-	if err := sendOTLP(ctx, srv.url, cfg, progress); err != nil {
-		return res, err
-	}
-	res.SendSeconds = time.Since(start).Seconds()
-	if err := st.QueryRow(ctx, []any{&res.StoredAtSendEnd}, "SELECT count() FROM spans"); err != nil {
-		return res, err
-	}
-	if err := waitTable(ctx, st, "spans", uint64(total), progress); err != nil {
-		return res, err
-	}
-	res.Seconds = time.Since(start).Seconds()
-	res.CPUPerSpan = (cpuTime() - cpu0) / time.Duration(total)
-	res.SpansPerSec = float64(total) / res.Seconds
-	res.RSSMiB = rssMiB()
-	res.PeakRSSMiB = peakRSSMiB()
-	res.Stages = stageTimes(reg)
-	stopSampling()
-	res.GoPeakMiB = float64(goPeak.Load()) / (1 << 20)
-	after, err := stream.Info(ctx)
+	serveCPU0, err := procCPU(srv.pid)
 	if err != nil {
 		return res, err
 	}
-	res.StreamMessages = after.State.LastSeq - before.State.LastSeq
+	cpu0 := cpuTime()
+	start := time.Now()
+	if err := sendOTLP(ctx, srv.url, cfg, progress); err != nil {
+		return res, fmt.Errorf("sending to serve: %w%s", err, srv.logTail())
+	}
+	res.SendSeconds = time.Since(start).Seconds()
+	if err := srv.st.QueryRow(ctx, []any{&res.StoredAtSendEnd}, "SELECT count() FROM spans"); err != nil {
+		return res, err
+	}
+	if err := waitTable(ctx, srv.st, "spans", uint64(total), progress); err != nil {
+		return res, fmt.Errorf("%w%s", err, srv.logTail())
+	}
+	res.Seconds = time.Since(start).Seconds()
+	serveCPU, err := procCPU(srv.pid)
+	if err != nil {
+		return res, err
+	}
+	res.CPUPerSpan = (serveCPU - serveCPU0) / time.Duration(total)
+	res.ClientCPUPerSpan = (cpuTime() - cpu0) / time.Duration(total)
+	res.SpansPerSec = float64(total) / res.Seconds
+	if res.RSSMiB, err = procRSSMiB(srv.pid); err != nil {
+		return res, err
+	}
+	if res.PeakRSSMiB, err = procPeakRSSMiB(srv.pid); err != nil {
+		return res, err
+	}
+	// The collector observes a batch's metrics just after its rows are
+	// stored: wait a moment for the last one.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var messages uint64
+		if res.Stages, messages, err = srv.collectorStages(); err != nil {
+			return res, err
+		}
+		res.StreamMessages = messages - messagesBefore
+		if res.StreamMessages >= uint64(cfg.Workers*cfg.Requests) || time.Now().After(deadline) {
+			break
+		}
+	}
 	var distinct uint64
-	if err := st.QueryRow(ctx, []any{&distinct}, "SELECT count() FROM spans FINAL"); err != nil {
+	if err := srv.st.QueryRow(ctx, []any{&distinct}, "SELECT count() FROM spans FINAL"); err != nil {
 		return res, err
 	}
 	if distinct != uint64(total) {
 		return res, fmt.Errorf("%d spans sent, %d distinct stored", total, distinct)
 	}
 	return res, nil
-}
-
-type httpServer struct {
-	url   string
-	close func()
-}
-
-func startHTTP(h http.Handler) (httpServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return httpServer{}, err
-	}
-	srv := edge.Server(h)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln) //nolint:errcheck // ends with Close
-	}()
-	return httpServer{url: "http://" + ln.Addr().String(), close: func() { _ = srv.Close(); <-done }}, nil //nolint:errcheck // teardown
 }
 
 // sendOTLP sends cfg.Requests requests of cfg.SpansPerRequest spans from
@@ -434,11 +318,9 @@ func (r OTLPResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "| spans stored per second (first request sent -> last span stored) | %.0f spans/s |\n", r.SpansPerSec)
 	fmt.Fprintf(w, "| sending took / all stored after | %.2f s / %.2f s |\n", r.SendSeconds, r.Seconds)
 	fmt.Fprintf(w, "| spans waiting when sending ended | %d of %d |\n", uint64(r.Spans)-min(r.StoredAtSendEnd, uint64(r.Spans)), r.Spans)
-	fmt.Fprintf(w, "| messages the tenant's stream took | %d |\n", r.StreamMessages)
-	fmt.Fprintf(w, "| CPU per span, whole process (receiver, NATS, collector, engine, load generator) | %.1f µs |\n", float64(r.CPUPerSpan.Nanoseconds())/1000)
-	fmt.Fprintf(w, "| CPU per span, load generator alone (to a discarding receiver) | %.1f µs |\n", float64(r.ClientCPUPerSpan.Nanoseconds())/1000)
-	fmt.Fprintf(w, "| CPU per span, the suite's share (difference) | %.1f µs |\n", float64((r.CPUPerSpan-r.ClientCPUPerSpan).Nanoseconds())/1000)
-	fmt.Fprintf(w, "| process RSS before the load / at the end / peak (goal <= 600 MiB) | %.0f / %.0f / %.0f MiB |\n", r.RSSStartMiB, r.RSSMiB, r.PeakRSSMiB)
-	fmt.Fprintf(w, "| of it the Go runtime's, peak during the load (the rest: the engine) | %.0f MiB |\n", r.GoPeakMiB)
+	fmt.Fprintf(w, "| messages the collector took (one a request) | %d |\n", r.StreamMessages)
+	fmt.Fprintf(w, "| CPU per span, serve (receiver, NATS, collector, engine, its jobs) | %.1f µs |\n", float64(r.CPUPerSpan.Nanoseconds())/1000)
+	fmt.Fprintf(w, "| CPU per span, the load generator in this process | %.1f µs |\n", float64(r.ClientCPUPerSpan.Nanoseconds())/1000)
+	fmt.Fprintf(w, "| serve RSS before the load / at the end / peak (goal <= 600 MiB) | %.0f / %.0f / %.0f MiB |\n", r.RSSStartMiB, r.RSSMiB, r.PeakRSSMiB)
 	fmt.Fprintf(w, "| collector batches | %s |\n", r.Stages)
 }

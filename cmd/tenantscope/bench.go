@@ -75,16 +75,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		peerDir := fs.String("peer-dir", "", "the Collector's Go module (default: bench/otelcol of the repository around the working directory)")
 		peerBin := fs.String("peer-bin", "", "where the built Collector is kept; rebuilt when missing or older than its module (default: <cache>/otelcol-bench/otelcol-bench)")
 		peerCompress := fs.String("peer-compress", "none", "the ClickHouse exporter's compress setting: none (as the suite writes to its engine), lz4 (the exporter's default), zstd, gzip, ...")
-		cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		stop, err := startCPUProfile(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz}
+		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile}
 		if *peer == "" {
 			res, err := bench.RunOTLP(ctx, load, stderr)
 			if err != nil {

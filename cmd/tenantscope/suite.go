@@ -176,6 +176,7 @@ func runSuite(components suite.Components, name string) func(context.Context, []
 		if components.Collector {
 			auditWriter = cf.fs.Bool("audit-writer", components.AuditWriter, "write the tenants' audit chains (one process at a time holds the writer's lease)")
 		}
+		cpuProfile := cf.fs.String("cpuprofile", "", "write a CPU profile of this process to this file until it stops (for performance work, e.g. 'bench otlp --cpuprofile')")
 		if err := cf.fs.Parse(args); err != nil {
 			return err
 		}
@@ -183,6 +184,11 @@ func runSuite(components suite.Components, name string) func(context.Context, []
 		if err != nil {
 			return err
 		}
+		stopProfile, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
 		c := components
 		c.Demo = *demoFlag
 		c.AuditWriter = c.Collector && *auditWriter
