@@ -33,6 +33,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/valyala/fastjson"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -249,17 +250,40 @@ func (p *Publisher) Event(ctx context.Context, service, action string, payload a
 	if strings.ContainsAny(action, ". *>\t\r\n") {
 		return fmt.Errorf("tenantscope sdk: action %q is not one NATS subject token", action)
 	}
-	b, err := json.Marshal(payload)
+	b, err := eventJSON(payload)
 	if err != nil {
-		return fmt.Errorf("tenantscope sdk: event payload: %w", err)
-	}
-	if len(b) == 0 || b[0] != '{' {
-		return errors.New("tenantscope sdk: event payload must be a JSON object")
+		return err
 	}
 	if p.cfg.Unbatched {
 		return p.publish(p.msg(ctx, service, action, b))
 	}
 	return p.batchEvent(ctx, service, action, b)
+}
+
+// eventJSON is an event's payload as the JSON object it publishes. A
+// json.RawMessage is checked and published as it is, less surrounding
+// space, in a copy (the caller may reuse its buffer): json.Marshal would
+// re-encode it, which cost three times the check. Anything else is
+// marshalled.
+func eventJSON(payload any) ([]byte, error) {
+	raw, isRaw := payload.(json.RawMessage)
+	b := bytes.TrimSpace(raw)
+	if !isRaw {
+		var err error
+		if b, err = json.Marshal(payload); err != nil {
+			return nil, fmt.Errorf("tenantscope sdk: event payload: %w", err)
+		}
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return nil, errors.New("tenantscope sdk: event payload must be a JSON object")
+	}
+	if !isRaw {
+		return b, nil
+	}
+	if err := fastjson.ValidateBytes(b); err != nil {
+		return nil, fmt.Errorf("tenantscope sdk: event payload: %w", err)
+	}
+	return bytes.Clone(b), nil
 }
 
 // batchEvent adds an event to its service's batch, and publishes the batch

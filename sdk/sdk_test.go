@@ -1,6 +1,7 @@
 package sdk_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -226,4 +227,30 @@ func TestPublisherRetriesUntilStored(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Len(t, stored, n, "every event stored once")
+}
+
+// JSON a service already has (json.RawMessage) is published as it is, in
+// a copy: the caller may reuse its buffer at once; bad JSON and JSON that
+// is not an object are refused, nothing of them published.
+func TestRawJSONEventsArePublishedAsTheyAre(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	for _, unbatched := range []bool{false, true} {
+		pub, err := sdk.New(sdk.Config{URL: p.URL, Tenant: "acme", User: "acme-svc", Password: p.Passwords["acme"], Unbatched: unbatched})
+		require.NoError(t, err)
+		buf := []byte(fmt.Sprintf("  {\"entity\": \"raw-%v\", \"note\": \"<b>&</b>\"}\n", unbatched))
+		require.NoError(t, pub.Event(context.Background(), "checkout", "raw", json.RawMessage(buf)))
+		copy(buf, bytes.Repeat([]byte("x"), len(buf))) // the caller reuses its buffer
+		for _, bad := range []string{`{"a":`, `{"a":1} {"b":2}`, `[1]`, ``, `  `} {
+			require.Error(t, pub.Event(context.Background(), "checkout", "raw", json.RawMessage(bad)), bad)
+		}
+		require.NoError(t, pub.Close(context.Background()))
+		published, failed, _ := pub.Stats()
+		require.Equal(t, int64(1), published)
+		require.Zero(t, failed)
+		want := fmt.Sprintf(`{"entity": "raw-%v", "note": "<b>&</b>"}`, unbatched)
+		require.Eventually(t, func() bool {
+			return p.Count(t, "SELECT count() FROM events WHERE action = 'raw' AND payload = ?", want) == 1
+		}, 30*time.Second, 50*time.Millisecond, "stored: %d", p.Count(t, "SELECT count() FROM events WHERE action = 'raw'"))
+	}
+	require.Equal(t, uint64(2), p.Count(t, "SELECT count() FROM events WHERE action = 'raw'"))
 }
