@@ -288,6 +288,9 @@ func RunOTelCol(ctx context.Context, cfg OTelColConfig, progress io.Writer) (res
 		return res, fmt.Errorf("%s holds %d rows before the load", otelcolTraces, n)
 	}
 
+	if err := waitIdle(ctx, col.pid, eng.pid); err != nil {
+		return res, err
+	}
 	step("%d workers x %d requests x %d spans -> otelcol -> ClickHouse", load.Workers, load.Requests, load.SpansPerRequest)
 	colCPU0, err := procCPU(col.pid)
 	if err != nil {
@@ -447,6 +450,46 @@ func (p *childProcess) logTail() string {
 		b = b[len(b)-4000:]
 	}
 	return "; the output of " + p.name + " ends:\n" + string(b)
+}
+
+// waitIdle waits, at most 15 s, until the processes together use less
+// than 5 % of a core over half a second: what they do once started
+// (migrations, first passes of periodic jobs) is not counted against the
+// load.
+func waitIdle(ctx context.Context, pids ...int) error {
+	const window = 500 * time.Millisecond
+	total := func() (time.Duration, error) {
+		var sum time.Duration
+		for _, pid := range pids {
+			d, err := procCPU(pid)
+			if err != nil {
+				return 0, err
+			}
+			sum += d
+		}
+		return sum, nil
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	prev, err := total()
+	if err != nil {
+		return err
+	}
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(window):
+		}
+		cur, err := total()
+		if err != nil {
+			return err
+		}
+		if cur-prev < window/20 {
+			return nil
+		}
+		prev = cur
+	}
+	return nil
 }
 
 // clockTicks is the unit of /proc/<pid>/stat's CPU times (USER_HZ, 100

@@ -118,6 +118,10 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 		return res, err
 	}
 
+	if err := waitIdle(ctx, srv.pid); err != nil {
+		return res, err
+	}
+
 	// 2. Send, and time until every span is stored.
 	step("end to end: %d workers x %d requests x %d spans -> ClickHouse", cfg.Workers, cfg.Requests, cfg.SpansPerRequest)
 	serveCPU0, err := procCPU(srv.pid)
