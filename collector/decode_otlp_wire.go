@@ -33,24 +33,9 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 		if num != 1 || typ != protowire.BytesType { // resource_spans
 			return true
 		}
-		var resource, schemaURL []byte
-		var scopes [][]byte
-		resources := 0
-		otlpwire.EachField(rs, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-			if typ != protowire.BytesType {
-				return true
-			}
-			switch num {
-			case 1:
-				resource = v
-				resources++
-			case 2:
-				scopes = append(scopes, v)
-			case 3:
-				schemaURL = v
-			}
-			return true
-		})
+		// resource_spans: resource, scope_spans, schema_url.
+		r := partsOf(rs, 1, 2, 3)
+		resource, resources, scopes, schemaURL := r.one, r.ones, r.many, r.last
 		if resources > 1 {
 			return false
 		}
@@ -64,24 +49,9 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 		res := resourceOf(in.attrs(kvs))
 		resErr := res.check(m)
 		for _, ss := range scopes {
-			var scope, ssSchema []byte
-			scopeCount := 0
-			var items [][]byte
-			otlpwire.EachField(ss, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-				if typ != protowire.BytesType {
-					return true
-				}
-				switch num {
-				case 1:
-					scope = v
-					scopeCount++
-				case 2:
-					items = append(items, v)
-				case 3:
-					ssSchema = v
-				}
-				return true
-			})
+			// scope_spans: scope, spans, schema_url.
+			p := partsOf(ss, 1, 2, 3)
+			scope, scopeCount, items, ssSchema := p.one, p.ones, p.many, p.last
 			if scopeCount > 1 {
 				return false
 			}
@@ -107,6 +77,38 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 		return nil, nil, false
 	}
 	return spans, bads, true
+}
+
+// parts are the length-delimited fields of a sound message of the shape
+// OTLP uses at each level: one singular field (and how often it came: proto
+// merges a repeated one), one repeated field, and one more singular field
+// of which the last counts. Fields of another wire type are unknown.
+type parts struct {
+	one  []byte
+	ones int
+	many [][]byte
+	last []byte
+}
+
+// partsOf reads them; a number 0 reads nothing.
+func partsOf(b []byte, one, many, last protowire.Number) parts {
+	var p parts
+	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		if typ != protowire.BytesType {
+			return true
+		}
+		switch num {
+		case one:
+			p.one = v
+			p.ones++
+		case many:
+			p.many = append(p.many, v)
+		case last:
+			p.last = v
+		}
+		return true
+	})
+	return p
 }
 
 // oneSpanRequest is a request of one span with its resource and scope, as
@@ -238,22 +240,9 @@ func (in interner) attrs(kvs [][]byte) map[string]string {
 // (arrays, maps, a value given twice, unknown fields) through the built
 // message and OTLPValue, as before.
 func (in interner) attr(b []byte) (string, string) {
-	var key []byte
-	var value []byte
-	values := 0
-	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-		if typ != protowire.BytesType {
-			return true
-		}
-		switch num {
-		case 1:
-			key = v
-		case 2:
-			value = v
-			values++
-		}
-		return true
-	})
+	// key_value: key, value.
+	p := partsOf(b, 2, 0, 1)
+	key, value, values := p.last, p.one, p.ones
 	if values == 0 {
 		return in.str(key), OTLPValue(nil)
 	}
