@@ -169,3 +169,18 @@ func BenchmarkDecodeOTLPTraces(b *testing.B) {
 		})
 	}
 }
+
+// A resource naming its tenant twice, the second time another tenant, may
+// pass the receiver (which reads the first): the collector reads the last,
+// as the built message did, and dead-letters its spans.
+func TestASecondTenantIDIsRefusedByTheCollector(t *testing.T) {
+	body := mustMarshal(t, &coltrace.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{kv("tenant.id", "acme"), kv("tenant.id", "globex")}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: tid(1), SpanId: sid(1), Name: "x", StartTimeUnixNano: 1, EndTimeUnixNano: 1}}}}}}})
+	require.True(t, sameAsProto(t, body, nil))
+	spans, bads, err := DecodeOTLPTraces(otlpMeta(), body, 0, nil)
+	require.NoError(t, err)
+	require.Empty(t, spans)
+	require.Len(t, bads, 1)
+	require.Equal(t, ReasonTenantMismatch, bads[0].Err.Reason)
+}

@@ -50,6 +50,15 @@ func anyString(s string) *commonpb.AnyValue {
 	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}
 }
 
+// nested is an AnyValue of arrays depth levels deep.
+func nested(depth int) *commonpb.AnyValue {
+	v := anyString("bottom")
+	for range depth {
+		v = &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: []*commonpb.AnyValue{v}}}}
+	}
+	return v
+}
+
 func tracesRequest(resources ...*tracepb.ResourceSpans) []byte {
 	b, err := proto.Marshal(&coltrace.ExportTraceServiceRequest{ResourceSpans: resources})
 	if err != nil {
@@ -103,6 +112,12 @@ func TestScanFindsCleanRequestsAndLeavesTheRestToTheFullDecode(t *testing.T) {
 		{"a resource given twice", twiceBody, false, 0, ""},
 		{"no spans", tracesRequest(resourceSpans(acme)), false, 0, ""},
 		{"truncated", bad, false, 0, ""},
+		// The first tenant.id decides here, as in the full decode; the
+		// collector reads the last and dead-letters the spans
+		// (TestASecondTenantIDIsRefusedByTheCollector).
+		{"tenant.id given twice, the second another tenant's", tracesRequest(resourceSpans([]*commonpb.KeyValue{str("tenant.id", "acme"), str("tenant.id", "globex")}, goodSpan(1))), true, 1, "unknown_service"},
+		{"nesting deeper than the scan follows", tracesRequest(resourceSpans(acme, &tracepb.Span{TraceId: []byte("0123456789abcdef"), SpanId: []byte("01234567"),
+			Attributes: []*commonpb.KeyValue{{Key: "deep", Value: nested(70)}}})), false, 0, ""},
 		{"attributes three messages down", tracesRequest(resourceSpans(acme, &tracepb.Span{TraceId: []byte("0123456789abcdef"), SpanId: []byte("01234567"),
 			Events: []*tracepb.Span_Event{{Attributes: []*commonpb.KeyValue{{Key: "k", Value: anyString("ok")}}}}})), true, 1, "checkout"},
 	} {
