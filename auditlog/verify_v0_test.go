@@ -10,8 +10,6 @@ package auditlog
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -207,22 +205,11 @@ func (r Record) matchesHashV0() bool {
 	if len(changes) == 0 {
 		changes = []byte("null")
 	}
-	if h, err := chainHashV0(r.PrevHash, r.canonicalV0(changes)); err == nil && h == r.Hash {
+	if h, err := chainHash(r.PrevHash, r.canonicalV0(changes)); err == nil && h == r.Hash {
 		return true
 	}
-	h, err := chainHashV0(r.PrevHash, r.canonicalV0(compactJSON(r.Changes)))
+	h, err := chainHash(r.PrevHash, r.canonicalV0(compactJSON(r.Changes)))
 	return err == nil && h == r.Hash
-}
-
-func chainHashV0(prevHash string, canonical []byte) (string, error) {
-	prev, err := hex.DecodeString(prevHash)
-	if err != nil || len(prev) != sha256.Size {
-		return "", fmt.Errorf("prev_hash %q is not a SHA-256 hex digest", prevHash)
-	}
-	h := sha256.New()
-	h.Write(prev)
-	h.Write(canonical)
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (r Record) canonicalV0(changes []byte) []byte {

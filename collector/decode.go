@@ -304,14 +304,11 @@ func DecodeEvent(m Meta, body []byte, retentionDays uint16) (Event, error) {
 	if !ok {
 		t = eventTime(m)
 	}
-	sv := uint16(1)
-	if v := m.SchemaVersion; v != "" {
-		n, err := strconv.ParseUint(v, 10, 16)
-		if err != nil {
-			return Event{}, bad(ReasonInvalidField, "Schema-Version header %q is not a number", v)
-		}
-		sv = uint16(n)
-	} else if v := obj.Get("schema_version"); v != nil && v.Type() == fastjson.TypeNumber {
+	sv, fromHeader, err := schemaVersionHeader(m)
+	if err != nil {
+		return Event{}, err
+	}
+	if v := obj.Get("schema_version"); !fromHeader && v != nil && v.Type() == fastjson.TypeNumber {
 		if f := v.GetFloat64(); f >= 0 && f < 65536 {
 			sv = uint16(f)
 		}
@@ -326,6 +323,19 @@ func DecodeEvent(m Meta, body []byte, retentionDays uint16) (Event, error) {
 		Actor: fieldString(obj.Get("actor")), Entity: entity, SchemaVersion: sv, Payload: string(body),
 		CorrelationID: m.CorrelationID, TraceID: traceID, SpanID: spanID, RetentionDays: retentionDays,
 	}, nil
+}
+
+// schemaVersionHeader reads an event's Schema-Version header: 1 and
+// fromHeader false when there is none (the body's schema_version may say).
+func schemaVersionHeader(m Meta) (sv uint16, fromHeader bool, err error) {
+	if m.SchemaVersion == "" {
+		return 1, false, nil
+	}
+	n, err := strconv.ParseUint(m.SchemaVersion, 10, 16)
+	if err != nil {
+		return 0, false, bad(ReasonInvalidField, "Schema-Version header %q is not a number", m.SchemaVersion)
+	}
+	return uint16(n), true, nil
 }
 
 // eventTimeField is timeField on a parsed event: the first of keys

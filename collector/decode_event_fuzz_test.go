@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -49,14 +48,11 @@ func decodeEventStd(m Meta, body []byte, retentionDays uint16) (Event, error) {
 	if !ok {
 		t = eventTime(m)
 	}
-	sv := uint16(1)
-	if v := m.SchemaVersion; v != "" {
-		n, err := strconv.ParseUint(v, 10, 16)
-		if err != nil {
-			return Event{}, bad(ReasonInvalidField, "Schema-Version header %q is not a number", v)
-		}
-		sv = uint16(n)
-	} else if v, ok := raw(h.SchemaVersion).(float64); ok && v >= 0 && v < 65536 {
+	sv, fromHeader, err := schemaVersionHeader(m)
+	if err != nil {
+		return Event{}, err
+	}
+	if v, ok := raw(h.SchemaVersion).(float64); !fromHeader && ok && v >= 0 && v < 65536 {
 		sv = uint16(v)
 	}
 	entity := str(raw(h.Entity))

@@ -114,23 +114,21 @@ func partsOf(b []byte, one, many, last protowire.Number) parts {
 // oneSpanRequest is a request of one span with its resource and scope, as
 // decodeTracesProto marshals it.
 func oneSpanRequest(resource []byte, hasResource bool, schemaURL, scope []byte, hasScope bool, ssSchema, span []byte) []byte {
-	var ss []byte
-	if hasScope {
-		ss = protowire.AppendBytes(protowire.AppendTag(ss, 1, protowire.BytesType), scope)
+	field := func(b []byte, num protowire.Number, v []byte, present bool) []byte {
+		if !present {
+			return b
+		}
+		return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), v)
 	}
-	ss = protowire.AppendBytes(protowire.AppendTag(ss, 2, protowire.BytesType), span)
-	if len(ssSchema) > 0 {
-		ss = protowire.AppendBytes(protowire.AppendTag(ss, 3, protowire.BytesType), ssSchema)
-	}
-	var rs []byte
-	if hasResource {
-		rs = protowire.AppendBytes(protowire.AppendTag(rs, 1, protowire.BytesType), resource)
-	}
-	rs = protowire.AppendBytes(protowire.AppendTag(rs, 2, protowire.BytesType), ss)
-	if len(schemaURL) > 0 {
-		rs = protowire.AppendBytes(protowire.AppendTag(rs, 3, protowire.BytesType), schemaURL)
-	}
-	return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rs)
+	// scope_spans: scope, the span, schema_url.
+	ss := field(nil, 1, scope, hasScope)
+	ss = field(ss, 2, span, true)
+	ss = field(ss, 3, ssSchema, len(ssSchema) > 0)
+	// resource_spans: resource, scope_spans, schema_url.
+	rs := field(nil, 1, resource, hasResource)
+	rs = field(rs, 2, ss, true)
+	rs = field(rs, 3, schemaURL, len(schemaURL) > 0)
+	return field(nil, 1, rs, true)
 }
 
 // interner gives the strings of one request that repeat from span to span
