@@ -16,6 +16,7 @@ import (
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
+	"github.com/tenantscope/tenantscope/internal/jsoncheck"
 )
 
 // Reason is why a message was dead-lettered; it is a NATS subject token.
@@ -284,7 +285,7 @@ func DecodeEvent(m Meta, body []byte, retentionDays uint16) (Event, error) {
 	if !isObject(body) {
 		return Event{}, bad(ReasonInvalidJSON, "body is not a JSON object")
 	}
-	if err := fastjson.ValidateBytes(body); err != nil {
+	if err := jsoncheck.Valid(body); err != nil {
 		return Event{}, bad(ReasonInvalidJSON, "body is not a JSON object: %v", err)
 	}
 	p := eventParsers.Get()

@@ -33,13 +33,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/valyala/fastjson"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tenantscope/tenantscope/auditlog"
 	"github.com/tenantscope/tenantscope/collector/wire"
+	"github.com/tenantscope/tenantscope/internal/jsoncheck"
 	"github.com/tenantscope/tenantscope/telemetry"
 )
 
@@ -280,7 +280,7 @@ func eventJSON(payload any) ([]byte, error) {
 	if !isRaw {
 		return b, nil
 	}
-	if err := fastjson.ValidateBytes(b); err != nil {
+	if err := jsoncheck.Valid(b); err != nil {
 		return nil, fmt.Errorf("tenantscope sdk: event payload: %w", err)
 	}
 	return bytes.Clone(b), nil

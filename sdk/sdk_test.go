@@ -240,7 +240,7 @@ func TestRawJSONEventsArePublishedAsTheyAre(t *testing.T) {
 		buf := []byte(fmt.Sprintf("  {\"entity\": \"raw-%v\", \"note\": \"<b>&</b>\"}\n", unbatched))
 		require.NoError(t, pub.Event(context.Background(), "checkout", "raw", json.RawMessage(buf)))
 		copy(buf, bytes.Repeat([]byte("x"), len(buf))) // the caller reuses its buffer
-		for _, bad := range []string{`{"a":`, `{"a":1} {"b":2}`, `[1]`, ``, `  `} {
+		for _, bad := range []string{`{"a":`, `{"a":1} {"b":2}`, `[1]`, ``, `  `, "{\"a\":\"\x00\"}"} {
 			require.Error(t, pub.Event(context.Background(), "checkout", "raw", json.RawMessage(bad)), bad)
 		}
 		require.NoError(t, pub.Close(context.Background()))
