@@ -123,6 +123,14 @@ func eventDeadLetter(out *nats.Msg, batchSubject string, e *wire.Event) {
 	if e.TraceParent != "" {
 		out.Header.Set("traceparent", e.TraceParent)
 	}
-	// One dead letter per event, even when the batch is redelivered.
-	out.Header.Set(nats.MsgIdHdr, "dl-"+uuid.UUID(e.ID).String())
+	// One dead letter per event, even when the batch is redelivered or
+	// re-published; the event's id is the publisher's choice, so it is
+	// keyed by the batch's tenant too: another tenant sending the same id
+	// must not make this dead letter a duplicate (dropped, and the event
+	// with it, since the batch is acked).
+	tenant := batchSubject
+	if err == nil {
+		tenant = sub.Tenant
+	}
+	out.Header.Set(nats.MsgIdHdr, "dl-"+tenant+"-"+uuid.UUID(e.ID).String())
 }

@@ -181,3 +181,29 @@ func TestDeadLetterOfAMessageAtTheSizeLimitFits(t *testing.T) {
 	require.Equal(t, strconv.Itoa(len(m.Data)), dls[0].Header.Get("Deadletter-Truncated"))
 	require.Less(t, len(dls[0].Data), len(m.Data))
 }
+
+// Two tenants' batches holding a bad event with the same id (ids are the
+// publishers' choice): each tenant's dead letter is kept. Keyed by the id
+// alone, the second was dropped by the dead-letter stream's duplicate window
+// and its event lost, the batch being acked.
+func TestADeadLetteredEventIsNotAnotherTenantsDuplicate(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme", "globex")
+	ctx := context.Background()
+	id := uuid.Must(uuid.NewV7())
+	for _, tenant := range []string{"acme", "globex"} {
+		js, err := jetstream.New(p.TenantConn(t, tenant))
+		require.NoError(t, err)
+		m := nats.NewMsg("tenant." + tenant + ".shop." + wire.ActionEvents)
+		m.Header.Set("Tenant-Id", tenant)
+		m.Header.Set(nats.MsgIdHdr, uuid.NewString())
+		m.Data = wire.AppendEvent(nil, wire.Event{ID: id, Action: "order_created", Payload: []byte(`{"actor": not json}`)})
+		_, err = js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+	}
+	for _, tenant := range []string{"acme", "globex"} {
+		require.Eventually(t, func() bool {
+			dls, err := collector.ListDeadLetters(ctx, p.JS, collector.DeadLetterFilter{Tenant: tenant})
+			return err == nil && len(dls) == 1 && dls[0].Header.Get("Deadletter-Msg-Id") == id.String()
+		}, 15*time.Second, 50*time.Millisecond, "tenant %s's dead letter", tenant)
+	}
+}
