@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -24,30 +22,18 @@ import (
 // ReasonInvalidBatch is a batch message whose body is not a batch.
 const ReasonInvalidBatch Reason = "invalid_batch"
 
-// maxActionLen bounds an event's action, as a subject token.
-const maxActionLen = 256
-
-// checkAction refuses what a plain message's subject could not carry as
-// its action: empty, reserved, too long, or with a NATS separator,
-// wildcard, space or control character.
+// checkAction is wire.CheckAction with the dead-letter reason: reserved
+// actions are unknown_reserved_action, the rest bad_subject.
 func checkAction(a string) error {
-	if a == "" || len(a) > maxActionLen || !utf8.ValidString(a) {
-		return bad(ReasonBadSubject, "event action %q is empty, longer than %d bytes or not UTF-8", clip(a, 64), maxActionLen)
+	err := wire.CheckAction(a)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, wire.ErrActionReserved):
+		return bad(ReasonUnknownAction, "%v", err)
+	default:
+		return bad(ReasonBadSubject, "%v", err)
 	}
-	if a[0] == '_' {
-		return bad(ReasonUnknownAction, "event action %q is reserved", clip(a, 64))
-	}
-	if strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == '.' || r == '*' || r == '>' || r == 0x7f }) {
-		return bad(ReasonBadSubject, "event action %q is not one subject token", clip(a, 64))
-	}
-	return nil
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // decodeEventBatch decodes a batch of domain events. A body that is not a

@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,11 +243,8 @@ func items(m *nats.Msg) int64 {
 // Event publishes a domain event. payload must marshal to a JSON object; its
 // time, actor, entity and schema_version fields fill the stored columns.
 func (p *Publisher) Event(ctx context.Context, service, action string, payload any) error {
-	if action == "" || action[0] == '_' {
-		return fmt.Errorf("tenantscope sdk: action %q is empty or reserved", action)
-	}
-	if strings.ContainsAny(action, ". *>\t\r\n") {
-		return fmt.Errorf("tenantscope sdk: action %q is not one NATS subject token", action)
+	if err := wire.CheckAction(action); err != nil {
+		return fmt.Errorf("tenantscope sdk: %w", err)
 	}
 	b, err := eventJSON(payload)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +57,11 @@ func TestPublisherEventsLogsAndSpansReachClickHouse(t *testing.T) {
 	require.NoError(t, tp.Shutdown(context.Background()))
 	require.ErrorContains(t, pub.Event(ctx, "checkout", "_audit", map[string]any{}), "reserved")
 	require.ErrorContains(t, pub.Event(ctx, "checkout", "x", []int{1}), "JSON object")
-	require.ErrorContains(t, pub.Event(ctx, "checkout", "a.b", map[string]any{}), "one NATS subject token")
+	// The collector's own rule (wire.CheckAction): what it would dead-letter
+	// is refused here, where the caller hears of it.
+	for _, a := range []string{"a.b", "a\x00b", "a\x7fb", "a b", "a*", strings.Repeat("x", 257), "\xff"} {
+		require.ErrorIs(t, pub.Event(ctx, "checkout", a, map[string]any{}), wire.ErrActionNotToken, "%q", a)
+	}
 	require.NoError(t, pub.Close(context.Background()))
 	published, failed, _ := pub.Stats()
 	require.Equal(t, int64(503), published)

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 )
 
 // ActionEvents is the reserved action of event batches: a message on
@@ -107,4 +109,38 @@ func DecodeEvents(body []byte, fn func(i int, e Event) error) (int, error) {
 		return 0, fmt.Errorf("%w: no items", ErrEventBatch)
 	}
 	return i, nil
+}
+
+// MaxActionLen bounds an event's action, as a subject token.
+const MaxActionLen = 256
+
+// Why an action cannot be an event's: CheckAction wraps one of these.
+var (
+	ErrActionReserved = errors.New("reserved")
+	ErrActionNotToken = errors.New("not one subject token")
+)
+
+// CheckAction refuses what a plain message's subject could not carry as its
+// action: empty, too long, not UTF-8, with a NATS separator, wildcard,
+// space or control character (ErrActionNotToken), or beginning with '_'
+// (ErrActionReserved). The SDK refuses such an event before it is sent; the
+// collector dead-letters one that arrives in a batch.
+func CheckAction(a string) error {
+	if a == "" || len(a) > MaxActionLen || !utf8.ValidString(a) {
+		return fmt.Errorf("event action %q is empty, longer than %d bytes or not UTF-8: %w", clipAction(a), MaxActionLen, ErrActionNotToken)
+	}
+	if a[0] == '_' {
+		return fmt.Errorf("event action %q is %w", clipAction(a), ErrActionReserved)
+	}
+	if strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == '.' || r == '*' || r == '>' || r == 0x7f }) {
+		return fmt.Errorf("event action %q is %w", clipAction(a), ErrActionNotToken)
+	}
+	return nil
+}
+
+func clipAction(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return s[:64] + "…"
 }
