@@ -1019,27 +1019,19 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 	if err != nil {
 		return rows{}, "", err
 	}
+	if sig == SignalEvent {
+		e, err := s.eventRow(meta, msg.Data())
+		if err != nil {
+			return rows{}, "", err
+		}
+		return rows{events: []Event{e}}, home, nil
+	}
 	body, err := s.redactors[sub.Tenant].Apply(msg.Data())
 	if err != nil {
 		return rows{}, "", bad(ReasonInvalidJSON, "redaction: %v", err)
 	}
 	var r rows
 	switch sig {
-	case SignalEvent:
-		e, err := DecodeEvent(meta, body, 0)
-		if err != nil {
-			return rows{}, "", err
-		}
-		if s.cfg.ShredEvent != nil {
-			p, err := s.cfg.ShredEvent(context.Background(), e.TenantID, e.Actor, []byte(e.Payload))
-			if err != nil {
-				return rows{}, "", fmt.Errorf("encrypt personal fields: %w", err)
-			}
-			e.Payload = string(p)
-		}
-		// Holds match the row as stored, as the retention engine's queries do.
-		e.RetentionDays = s.retention(meta.Tenant, SignalEvent, "events", e.Time, eventField(&e))
-		r.events = append(r.events, e)
 	case SignalLog:
 		l, err := DecodeLog(meta, body, 0)
 		if err != nil {

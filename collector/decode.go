@@ -208,32 +208,35 @@ func str(v any) string {
 
 func timeField(obj map[string]any, keys ...string) (time.Time, bool, error) {
 	for _, k := range keys {
-		v, ok := obj[k]
-		if !ok {
-			continue
-		}
-		switch x := v.(type) {
-		case string:
-			t, err := time.Parse(time.RFC3339Nano, x)
-			if err != nil {
-				return time.Time{}, false, bad(ReasonInvalidField, "field %q: %q is not an RFC 3339 time", k, x)
-			}
-			return t.UTC(), true, nil
-		case float64:
-			// Unix seconds, milliseconds or nanoseconds by magnitude.
-			switch {
-			case x > 1e17:
-				return time.Unix(0, int64(x)).UTC(), true, nil
-			case x > 1e11:
-				return time.UnixMilli(int64(x)).UTC(), true, nil
-			default:
-				return time.Unix(0, int64(x*1e9)).UTC(), true, nil
-			}
-		default:
-			return time.Time{}, false, bad(ReasonInvalidField, "field %q is not a time", k)
+		if v, ok := obj[k]; ok {
+			return timeOf(k, v)
 		}
 	}
 	return time.Time{}, false, nil
+}
+
+// timeOf reads field k's value as a time: an RFC 3339 string, or Unix
+// seconds, milliseconds or nanoseconds by magnitude.
+func timeOf(k string, v any) (time.Time, bool, error) {
+	switch x := v.(type) {
+	case string:
+		t, err := time.Parse(time.RFC3339Nano, x)
+		if err != nil {
+			return time.Time{}, false, bad(ReasonInvalidField, "field %q: %q is not an RFC 3339 time", k, x)
+		}
+		return t.UTC(), true, nil
+	case float64:
+		switch {
+		case x > 1e17:
+			return time.Unix(0, int64(x)).UTC(), true, nil
+		case x > 1e11:
+			return time.UnixMilli(int64(x)).UTC(), true, nil
+		default:
+			return time.Unix(0, int64(x*1e9)).UTC(), true, nil
+		}
+	default:
+		return time.Time{}, false, bad(ReasonInvalidField, "field %q is not a time", k)
+	}
 }
 
 func isObject(body []byte) bool {
@@ -349,13 +352,13 @@ func eventTimeField(obj *fastjson.Object, keys ...string) (time.Time, bool, erro
 		}
 		switch v.Type() {
 		case fastjson.TypeString:
-			return timeField(map[string]any{k: string(v.GetStringBytes())}, k)
+			return timeOf(k, string(v.GetStringBytes()))
 		case fastjson.TypeNumber:
 			f, err := v.Float64()
 			if err != nil {
 				return time.Time{}, false, bad(ReasonInvalidField, "field %q is not a time", k)
 			}
-			return timeField(map[string]any{k: f}, k)
+			return timeOf(k, f)
 		default:
 			return time.Time{}, false, bad(ReasonInvalidField, "field %q is not a time", k)
 		}

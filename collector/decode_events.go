@@ -46,7 +46,8 @@ func (s *Service) decodeEventBatch(m Meta, body []byte) (rows, error) {
 		var de *DecodeError
 		switch {
 		case errors.As(err, &de):
-			r.bad = append(r.bad, BadItem{Index: i, Err: de, Data: e.Payload, Event: &e})
+			failed := e // only a bad event's copy escapes to the heap
+			r.bad = append(r.bad, BadItem{Index: i, Err: de, Data: e.Payload, Event: &failed})
 		case err != nil:
 			return err
 		default:
@@ -70,8 +71,16 @@ func (s *Service) decodeBatchEvent(m Meta, e wire.Event) (Event, error) {
 	if id == uuid.Nil {
 		return Event{}, bad(ReasonInvalidField, "event id is the nil UUID")
 	}
-	m.Action, m.MsgID, m.eventID, m.CorrelationID, m.TraceParent = e.Action, id.String(), id, e.CorrelationID, e.TraceParent
-	body, err := s.redactors[m.Tenant].Apply(e.Payload)
+	m.Action, m.MsgID, m.eventID, m.CorrelationID, m.TraceParent = e.Action, "", id, e.CorrelationID, e.TraceParent
+	return s.eventRow(m, e.Payload)
+}
+
+// eventRow is an event's row from its JSON, as a plain message or an event
+// of a batch: redacted by the tenant's rules, decoded, its personal fields
+// encrypted (crypto-shredding) and with its retention (holds match the row
+// as stored, as the retention engine's queries do).
+func (s *Service) eventRow(m Meta, payload []byte) (Event, error) {
+	body, err := s.redactors[m.Tenant].Apply(payload)
 	if err != nil {
 		return Event{}, bad(ReasonInvalidJSON, "redaction: %v", err)
 	}
