@@ -5,13 +5,11 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -303,21 +301,11 @@ func (r EngineResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "| RSS after the workload | %.0f MiB |\n", r.RSSAfterWorkloadMiB)
 }
 
-// rssMiB reads this process's resident set size.
+// rssMiB is this process's resident set (0 if /proc cannot say).
 func rssMiB() float64 {
-	f, err := os.Open("/proc/self/status")
+	mib, err := procRSSMiB(os.Getpid())
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
-			if err == nil {
-				return kb / 1024
-			}
-		}
-	}
-	return 0
+	return mib
 }

@@ -393,13 +393,23 @@ func stageTimes(reg *prometheus.Registry) string {
 	if err != nil {
 		return err.Error()
 	}
-	var out []string
+	values := map[string]float64{}
 	for _, mf := range mfs {
-		switch mf.GetName() {
-		case "tenantscope_collector_insert_seconds", "tenantscope_collector_batch_messages", "tenantscope_collector_batch_age_seconds":
+		if name, ok := strings.CutPrefix(mf.GetName(), "tenantscope_collector_"); ok && len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetHistogram() != nil {
 			h := mf.GetMetric()[0].GetHistogram()
-			out = append(out, fmt.Sprintf("%s: %d, sum %.1f", strings.TrimPrefix(mf.GetName(), "tenantscope_collector_"), h.GetSampleCount(), h.GetSampleSum()))
+			values[name+"_count"], values[name+"_sum"] = float64(h.GetSampleCount()), h.GetSampleSum()
 		}
+	}
+	return formatStages(values)
+}
+
+// formatStages prints the collector's three batch histograms from their
+// _count and _sum values (by name without the tenantscope_collector_
+// prefix).
+func formatStages(values map[string]float64) string {
+	var out []string
+	for _, h := range []string{"batch_age_seconds", "batch_messages", "insert_seconds"} {
+		out = append(out, fmt.Sprintf("%s: %.0f, sum %.1f", h, values[h+"_count"], values[h+"_sum"]))
 	}
 	return strings.Join(out, "; ")
 }

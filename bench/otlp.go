@@ -322,7 +322,7 @@ func (r OTLPResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "| spans stored per second (first request sent -> last span stored) | %.0f spans/s |\n", r.SpansPerSec)
 	fmt.Fprintf(w, "| sending took / all stored after | %.2f s / %.2f s |\n", r.SendSeconds, r.Seconds)
 	fmt.Fprintf(w, "| spans waiting when sending ended | %d of %d |\n", uint64(r.Spans)-min(r.StoredAtSendEnd, uint64(r.Spans)), r.Spans)
-	fmt.Fprintf(w, "| messages the collector took (one a request) | %d |\n", r.StreamMessages)
+	fmt.Fprintf(w, "| messages the collector took (one per request; serve's own records count too) | %d |\n", r.StreamMessages)
 	fmt.Fprintf(w, "| CPU per span, serve (receiver, NATS, collector, engine, its jobs) | %.1f µs |\n", float64(r.CPUPerSpan.Nanoseconds())/1000)
 	fmt.Fprintf(w, "| CPU per span, the load generator in this process | %.1f µs |\n", float64(r.ClientCPUPerSpan.Nanoseconds())/1000)
 	fmt.Fprintf(w, "| serve RSS before the load / at the end / peak (goal <= 600 MiB) | %.0f / %.0f / %.0f MiB |\n", r.RSSStartMiB, r.RSSMiB, r.PeakRSSMiB)

@@ -142,9 +142,5 @@ func (p *serveProcess) collectorStages() (stages string, messages uint64, err er
 	if err := sc.Err(); err != nil {
 		return "", 0, err
 	}
-	var out []string
-	for _, h := range []string{"batch_age_seconds", "batch_messages", "insert_seconds"} {
-		out = append(out, fmt.Sprintf("%s: %.0f, sum %.1f", h, values[h+"_count"], values[h+"_sum"]))
-	}
-	return strings.Join(out, "; "), uint64(values["batch_messages_sum"]), nil
+	return formatStages(values), uint64(values["batch_messages_sum"]), nil
 }
