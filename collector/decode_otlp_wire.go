@@ -34,24 +34,17 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 			return true
 		}
 		// resource_spans: resource, scope_spans, schema_url.
-		r := partsOf(rs, 1, 2, 3)
-		resource, resources, scopes, schemaURL := r.one, r.ones, r.many, r.last
+		r := otlpwire.PartsOf(rs, 1, 2, 3)
+		resource, resources, scopes, schemaURL := r.One, r.Ones, r.Many, r.Last
 		if resources > 1 {
 			return false
 		}
-		var kvs [][]byte
-		otlpwire.EachField(resource, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-			if num == 1 && typ == protowire.BytesType {
-				kvs = append(kvs, v)
-			}
-			return true
-		})
-		res := resourceOf(in.attrs(kvs))
+		res := resourceOf(in.attrs(otlpwire.PartsOf(resource, 0, 1, 0).Many)) // resource: attributes
 		resErr := res.check(m)
 		for _, ss := range scopes {
 			// scope_spans: scope, spans, schema_url.
-			p := partsOf(ss, 1, 2, 3)
-			scope, scopeCount, items, ssSchema := p.one, p.ones, p.many, p.last
+			p := otlpwire.PartsOf(ss, 1, 2, 3)
+			scope, scopeCount, items, ssSchema := p.One, p.Ones, p.Many, p.Last
 			if scopeCount > 1 {
 				return false
 			}
@@ -77,38 +70,6 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 		return nil, nil, false
 	}
 	return spans, bads, true
-}
-
-// parts are the length-delimited fields of a sound message of the shape
-// OTLP uses at each level: one singular field (and how often it came: proto
-// merges a repeated one), one repeated field, and one more singular field
-// of which the last counts. Fields of another wire type are unknown.
-type parts struct {
-	one  []byte
-	ones int
-	many [][]byte
-	last []byte
-}
-
-// partsOf reads them; a number 0 reads nothing.
-func partsOf(b []byte, one, many, last protowire.Number) parts {
-	var p parts
-	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-		if typ != protowire.BytesType {
-			return true
-		}
-		switch num {
-		case one:
-			p.one = v
-			p.ones++
-		case many:
-			p.many = append(p.many, v)
-		case last:
-			p.last = v
-		}
-		return true
-	})
-	return p
 }
 
 // oneSpanRequest is a request of one span with its resource and scope, as
@@ -239,16 +200,13 @@ func (in interner) attrs(kvs [][]byte) map[string]string {
 // message and OTLPValue, as before.
 func (in interner) attr(b []byte) (string, string) {
 	// key_value: key, value.
-	p := partsOf(b, 2, 0, 1)
-	key, value, values := p.last, p.one, p.ones
+	p := otlpwire.PartsOf(b, 2, 0, 1)
+	key, value, values := p.Last, p.One, p.Ones
 	if values == 0 {
 		return in.str(key), OTLPValue(nil)
 	}
 	if values == 1 {
-		if v, ok := otlpwire.PlainString(value); ok && len(v) <= maxInterned {
-			return in.str(key), in.str(v)
-		}
-		if s, ok := plainValue(value); ok {
+		if s, ok := in.plainValue(value); ok {
 			return in.str(key), s
 		}
 	}
@@ -260,13 +218,15 @@ func (in interner) attr(b []byte) (string, string) {
 }
 
 // plainValue reads an AnyValue of exactly one plain field as OTLPValue
-// would format it.
-func plainValue(b []byte) (string, bool) {
+// would format it; short strings are interned.
+func (in interner) plainValue(b []byte) (string, bool) {
 	var out string
 	fields, ok := 0, false
 	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 		fields++
 		switch {
+		case num == 1 && typ == protowire.BytesType && len(v) <= maxInterned:
+			out, ok = in.str(v), true
 		case num == 1 && typ == protowire.BytesType:
 			out, ok = string(v), true
 		case num == 2 && typ == protowire.VarintType:

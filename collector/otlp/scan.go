@@ -64,34 +64,24 @@ func scan(body []byte, tenant string, sound func([]byte) bool, itemOK func([]byt
 	first := true
 	// Every message below was just found sound: the walk reads its fields
 	// without checking them again.
-	ok := otlpwire.EachField(body, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+	ok := otlpwire.EachField(body, func(num protowire.Number, typ protowire.Type, rs []byte) bool {
 		if num != fieldResourceItems || typ != protowire.BytesType {
 			return true
 		}
-		var resource []byte
-		resources := 0
-		items := 0
-		walked := otlpwire.EachField(v, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-			switch {
-			case typ != protowire.BytesType:
-			case num == fieldResource:
-				resource = v
-				resources++
-			case num == fieldScopeItems:
-				return otlpwire.EachField(v, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-					if num != fieldItems || typ != protowire.BytesType {
-						return true
-					}
-					items++
-					return itemOK == nil || itemOK(v)
-				})
-			}
-			return true
-		})
-		if !walked || resources > 1 {
+		p := otlpwire.PartsOf(rs, fieldResource, fieldScopeItems, 0)
+		if p.Ones > 1 {
 			return false // a resource given twice is merged: the full decode reads it
 		}
-		t, hasTenant, service, ok := resourceNames(resource)
+		items := 0
+		for _, ss := range p.Many {
+			for _, item := range otlpwire.PartsOf(ss, 0, fieldItems, 0).Many {
+				if itemOK != nil && !itemOK(item) {
+					return false
+				}
+				items++
+			}
+		}
+		t, hasTenant, service, ok := resourceNames(p.One)
 		if !ok || (hasTenant && t != tenant) {
 			return false
 		}
@@ -133,43 +123,25 @@ var (
 // otherwise ok is false and the full decode decides.
 func resourceNames(resource []byte) (tenant string, hasTenant bool, service string, ok bool) {
 	var hasService bool
-	ok = otlpwire.EachField(resource, func(num protowire.Number, typ protowire.Type, kv []byte) bool {
-		if num != fieldAttributes || typ != protowire.BytesType {
-			return true
+	for _, kv := range otlpwire.PartsOf(resource, 0, fieldAttributes, 0).Many {
+		p := otlpwire.PartsOf(kv, fieldValue, 0, fieldKey)
+		if p.Lasts != 1 {
+			return "", false, "", false
 		}
-		var key, value []byte
-		keys, values := 0, 0
-		otlpwire.EachField(kv, func(num protowire.Number, typ protowire.Type, v []byte) bool {
-			if typ == protowire.BytesType {
-				switch num {
-				case fieldKey:
-					key = v
-					keys++
-				case fieldValue:
-					value = v
-					values++
-				}
-			}
-			return true
-		})
-		if keys != 1 {
-			return false
-		}
-		isTenant := bytes.Equal(key, keyTenant) && !hasTenant
-		isService := bytes.Equal(key, keyService) && !hasService
+		isTenant := bytes.Equal(p.Last, keyTenant) && !hasTenant
+		isService := bytes.Equal(p.Last, keyService) && !hasService
 		if !isTenant && !isService {
-			return true
+			continue
 		}
-		s, plain := otlpwire.PlainString(value)
-		if values != 1 || !plain {
-			return false
+		s, plain := otlpwire.PlainString(p.One)
+		if p.Ones != 1 || !plain {
+			return "", false, "", false
 		}
 		if isTenant {
 			tenant, hasTenant = string(s), true
 		} else {
 			service, hasService = string(s), true
 		}
-		return true
-	})
-	return tenant, hasTenant, service, ok
+	}
+	return tenant, hasTenant, service, true
 }

@@ -196,3 +196,40 @@ func PlainString(anyValue []byte) ([]byte, bool) {
 	})
 	return s, fields == 1 && isString
 }
+
+// Parts are the length-delimited fields of a sound message of the shape
+// OTLP uses at each level: one singular field (and how often it came: proto
+// merges a repeated message, and the last of a repeated string wins), one
+// repeated field, and one more singular field (the last counts; Lasts how
+// often it came). Fields of another wire type are unknown to proto, and
+// here. The receiver's scan and the collector's span reader walk requests
+// with it.
+type Parts struct {
+	One   []byte
+	Ones  int
+	Many  [][]byte
+	Last  []byte
+	Lasts int
+}
+
+// PartsOf reads them; a number 0 reads nothing.
+func PartsOf(b []byte, one, many, last protowire.Number) Parts {
+	var p Parts
+	EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		if typ != protowire.BytesType {
+			return true
+		}
+		switch num {
+		case one:
+			p.One = v
+			p.Ones++
+		case many:
+			p.Many = append(p.Many, v)
+		case last:
+			p.Last = v
+			p.Lasts++
+		}
+		return true
+	})
+	return p
+}
