@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -1110,14 +1112,23 @@ const maxDeadLetterHeader = 1024
 // would hand its whole batch back, again and again.
 func fitDeadLetter(out *nats.Msg, maxPayload int64) *nats.Msg {
 	size := len(out.Subject)
+	var cut []string
 	for k, vs := range out.Header {
 		for i, v := range vs {
 			if len(v) > maxDeadLetterHeader {
-				vs[i] = v[:maxDeadLetterHeader] + "…"
-				out.Header.Set("Deadletter-Truncated-Header", k)
+				vs[i] = clipHeader(v)
+				cut = append(cut, k)
 			}
 			size += len(k) + len(vs[i]) + 4
 		}
+	}
+	if len(cut) > 0 {
+		// Set after the loop: a key added while ranging may or may not be
+		// visited.
+		slices.Sort(cut)
+		names := clipHeader(strings.Join(slices.Compact(cut), ","))
+		out.Header.Set("Deadletter-Truncated-Header", names)
+		size += len("Deadletter-Truncated-Header") + len(names) + 4
 	}
 	// Room for the header line and Deadletter-Truncated itself.
 	room := int(maxPayload) - size - 256
@@ -1126,6 +1137,19 @@ func fitDeadLetter(out *nats.Msg, maxPayload int64) *nats.Msg {
 		out.Data = out.Data[:max(room, 0)]
 	}
 	return out
+}
+
+// clipHeader cuts a header value at maxDeadLetterHeader bytes, between
+// characters, not inside one.
+func clipHeader(v string) string {
+	if len(v) <= maxDeadLetterHeader {
+		return v
+	}
+	n := maxDeadLetterHeader
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n] + "…"
 }
 
 // deadLetterMsg is the dead letter of msg: its headers and body, the reason
