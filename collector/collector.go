@@ -119,6 +119,9 @@ type Service struct {
 	js      jetstream.JetStream
 	tenants map[string]config.Tenant
 	quotas  map[string]config.Quota
+	// eventLimits are the tenants' events_per_second limiters: the pulls
+	// charge what a message says it holds, decoding what it held more.
+	eventLimits map[string]*rate.Limiter
 	// redactors hold each tenant's PII rules (nil: none).
 	redactors map[string]*Redactor
 	stores    map[string]*chstore.Store // by region
@@ -214,10 +217,13 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, place *placeme
 	}
 	tenants := map[string]config.Tenant{}
 	quotas := map[string]config.Quota{}
+	eventLimits := map[string]*rate.Limiter{}
 	redactors := map[string]*Redactor{}
 	for _, t := range suite.ChainTenants() {
 		tenants[t.ID] = t
-		quotas[t.ID] = suite.QuotaOf(t)
+		q := suite.QuotaOf(t)
+		quotas[t.ID] = q
+		eventLimits[t.ID] = rate.NewLimiter(rate.Limit(q.EventsPerSecond), max(1, int(q.EventsPerSecond/10)))
 		salt := t.PIISalt
 		if salt == "" {
 			salt = cfg.PIISalts[t.ID]
@@ -244,7 +250,7 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, place *placeme
 	if tracer == nil {
 		tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, redactors: redactors, stores: stores, suite: suite, place: place,
+	return &Service{cfg: cfg, js: js, tenants: tenants, quotas: quotas, eventLimits: eventLimits, redactors: redactors, stores: stores, suite: suite, place: place,
 		log: log.With().Str("component", "collector").Logger(), m: m, tracer: tracer, gate: newGate(), oldest: map[string]time.Duration{}}, nil
 }
 
@@ -464,7 +470,7 @@ func (s *Service) storeStage(ctx context.Context, work, audit <-chan *prepared, 
 // stops pulling while the gate is paused (a store outage) and pulls again
 // when it is resumed.
 func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons jetstream.Consumer, in chan<- jetstream.Msg) {
-	events := rate.NewLimiter(rate.Limit(q.EventsPerSecond), max(1, int(q.EventsPerSecond/10)))
+	events := s.eventLimits[tenant]
 	burst := max(int(q.BytesPerSecond/10), 2<<20)
 	bytes := rate.NewLimiter(rate.Limit(q.BytesPerSecond), burst)
 	// Prefetch about a second of quota: enough to keep up, little enough to
@@ -623,9 +629,31 @@ func (s *Service) pullUntil(ctx context.Context, paused <-chan struct{}, tenant 
 	}
 }
 
-// batchItems is what a message counts against the events quota: the items
-// a batch says it holds (Batch-Items, at most the limiter's burst), else 1.
-// A publisher that understates it is still bound by the bytes quota.
+// chargeItems charges the tenant's events quota with the items a batch held
+// beyond what the pull charged for it (batchItems: its Batch-Items header,
+// at most the burst). A publisher that understates the header, or sends
+// batches larger than the burst, pays for every item before its next
+// messages are pulled.
+func (s *Service) chargeItems(tenant string, h nats.Header, items int) {
+	if lim := s.eventLimits[tenant]; lim != nil {
+		chargeLimiter(lim, items-batchItems(h, lim.Burst()))
+	}
+}
+
+// chargeLimiter takes n events from lim now, into debt if need be, in
+// reservations no larger than its burst.
+func chargeLimiter(lim *rate.Limiter, n int) {
+	now := time.Now()
+	for n > 0 {
+		k := min(n, lim.Burst())
+		lim.ReserveN(now, k)
+		n -= k
+	}
+}
+
+// batchItems is what the pull charges a message against the events quota:
+// the items a batch says it holds (Batch-Items, at most the limiter's
+// burst), else 1. chargeItems charges the rest once it is decoded.
 func batchItems(h nats.Header, burst int) int {
 	v := h.Get(wire.BatchItemsHeader)
 	if v == "" {
@@ -1011,10 +1039,12 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 	}
 	if sig, ok := OTLPBatch(sub.Action); ok {
 		r, err := s.decodeOTLP(meta, sig, h, msg.Data())
+		s.chargeItems(sub.Tenant, h, len(r.spans)+len(r.logs)+len(r.bad))
 		return r, home, err
 	}
 	if sub.Action == wire.ActionEvents {
 		r, err := s.decodeEventBatch(meta, msg.Data())
+		s.chargeItems(sub.Tenant, h, len(r.events)+len(r.bad))
 		return r, home, err
 	}
 	sig, err := SignalOf(sub.Action)

@@ -16,6 +16,7 @@ import (
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/collector/collectortest"
 	"github.com/tenantscope/tenantscope/collector/wire"
+	"github.com/tenantscope/tenantscope/config"
 )
 
 // An event batch: every good event is stored under its own id, with its own
@@ -206,4 +207,51 @@ func TestADeadLetteredEventIsNotAnotherTenantsDuplicate(t *testing.T) {
 			return err == nil && len(dls) == 1 && dls[0].Header.Get("Deadletter-Msg-Id") == id.String()
 		}, 15*time.Second, 50*time.Millisecond, "tenant %s's dead letter", tenant)
 	}
+}
+
+// A batch that understates its Batch-Items header pays for every event it
+// held: the quota charges the rest once the batch is decoded, so the
+// tenant's next message waits for it (before, a batch of 100 events said
+// "1" and cost 1 against events_per_second).
+func TestAnUnderstatedBatchPaysForEveryEvent(t *testing.T) {
+	p := collectortest.Start(t, func(c *config.Config) { c.Tenants[0].Quota.EventsPerSecond = 20 }, "acme")
+	ctx := context.Background()
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	var body []byte
+	for range 100 {
+		body = wire.AppendEvent(body, wire.Event{ID: uuid.Must(uuid.NewV7()), Action: "order_created", Payload: []byte(`{"actor":"u1"}`)})
+	}
+	m := nats.NewMsg("tenant.acme.shop." + wire.ActionEvents)
+	m.Header.Set("Tenant-Id", "acme")
+	m.Header.Set(wire.BatchItemsHeader, "1")
+	m.Data = body
+	_, err = js.PublishMsg(ctx, m)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Count(t, "SELECT count() FROM events") == 100 }, 30*time.Second, 50*time.Millisecond)
+	throttled := func() float64 {
+		mfs, err := p.Registry.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "tenantscope_collector_throttled_total" {
+				for _, m := range mf.GetMetric() {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "tenant" && l.GetValue() == "acme" {
+							return m.GetCounter().GetValue()
+						}
+					}
+				}
+			}
+		}
+		return 0
+	}
+	require.Zero(t, throttled(), "the batch itself was charged what it claimed")
+
+	one := nats.NewMsg("tenant.acme.shop.order_created")
+	one.Header.Set("Tenant-Id", "acme")
+	one.Data = []byte(`{"actor":"after"}`)
+	_, err = js.PublishMsg(ctx, one)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Count(t, "SELECT count() FROM events WHERE actor = 'after'") == 1 }, 30*time.Second, 50*time.Millisecond)
+	require.EqualValues(t, 1, throttled(), "the next message waited for the 99 events the batch did not declare")
 }
