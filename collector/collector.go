@@ -876,7 +876,14 @@ func (s *Service) prepare(ctx context.Context, msgs []jetstream.Msg) *prepared {
 }
 
 func (s *Service) decodeAll(ctx context.Context, p *prepared) error {
-	for _, msg := range p.msgs {
+	// rest[i] is about how many rows msgs[i:] hold (their Batch-Items, at
+	// most maxRowsHint in all): a region's rows grow once to hold them
+	// instead of doubling from message to message.
+	rest := make([]int, len(p.msgs)+1)
+	for i := len(p.msgs) - 1; i >= 0; i-- {
+		rest[i] = min(rest[i+1]+batchItems(p.msgs[i].Headers(), maxRowsHint), maxRowsHint)
+	}
+	for i, msg := range p.msgs {
 		r, region, err := s.decode(msg, p.writing)
 		if errors.Is(err, errNotMine) {
 			_ = msg.NakWithDelay(250 * time.Millisecond) //nolint:errcheck // redelivered after AckWait anyway
@@ -910,13 +917,26 @@ func (s *Service) decodeAll(ctx context.Context, p *prepared) error {
 			acc = &rows{}
 			p.byRegion[region] = acc
 		}
-		acc.events = append(acc.events, r.events...)
-		acc.logs = append(acc.logs, r.logs...)
-		acc.spans = append(acc.spans, r.spans...)
-		acc.audit = append(acc.audit, r.audit...)
+		acc.events = appendRows(acc.events, r.events, rest[i])
+		acc.logs = appendRows(acc.logs, r.logs, rest[i])
+		acc.spans = appendRows(acc.spans, r.spans, rest[i])
+		acc.audit = appendRows(acc.audit, r.audit, rest[i])
 		p.good = append(p.good, msg)
 	}
 	return nil
+}
+
+// maxRowsHint bounds how many rows decodeAll makes room for ahead, whatever
+// the messages' Batch-Items headers (which their publishers set) say.
+const maxRowsHint = 1 << 16
+
+// appendRows appends src to dst; when dst is full it makes room for hint
+// rows (what the batch's messages from this one on hold) at once.
+func appendRows[T any](dst, src []T, hint int) []T {
+	if len(src) > cap(dst)-len(dst) {
+		dst = slices.Grow(dst, max(len(src), hint))
+	}
+	return append(dst, src...)
 }
 
 // commit stores a prepared batch and acks it, then releases its tenants.

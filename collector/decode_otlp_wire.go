@@ -28,7 +28,7 @@ func decodeTracesWire(m Meta, body []byte, offset int, red *Redactor) (spans []S
 		return nil, nil, false
 	}
 	i := offset
-	in := interner{}
+	in := &interner{strs: map[string]string{}}
 	ok = otlpwire.EachField(body, func(num protowire.Number, typ protowire.Type, rs []byte) bool {
 		if num != 1 || typ != protowire.BytesType { // resource_spans
 			return true
@@ -93,26 +93,31 @@ func oneSpanRequest(resource []byte, hasResource bool, schemaURL, scope []byte, 
 }
 
 // interner gives the strings of one request that repeat from span to span
-// (attribute keys, names, short values) one allocation each.
-type interner map[string]string
+// (attribute keys, names, short values) one allocation each. kvs and ekvs
+// are a span's and an event's attributes as read (reused from span to
+// span: an event is read while its span's attributes are gathered).
+type interner struct {
+	strs      map[string]string
+	kvs, ekvs [][]byte
+}
 
 // maxInterned is the longest value interned: longer ones (paths, ids,
 // messages) seldom repeat.
 const maxInterned = 32
 
-func (in interner) str(b []byte) string {
-	if s, ok := in[string(b)]; ok {
+func (in *interner) str(b []byte) string {
+	if s, ok := in.strs[string(b)]; ok {
 		return s
 	}
 	s := string(b)
-	in[s] = s
+	in.strs[s] = s
 	return s
 }
 
 // span reads a sound span's fields.
-func (in interner) span(b []byte) spanFields {
+func (in *interner) span(b []byte) spanFields {
 	var f spanFields
-	var kvs [][]byte
+	kvs := in.kvs[:0]
 	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 		switch typ {
 		case protowire.BytesType:
@@ -147,14 +152,15 @@ func (in interner) span(b []byte) spanFields {
 		return true
 	})
 	f.attributes = in.attrs(kvs)
+	in.kvs = kvs[:0]
 	return f
 }
 
 // event reads a sound span event.
-func (in interner) event(b []byte) SpanEvent {
+func (in *interner) event(b []byte) SpanEvent {
 	var e SpanEvent
 	var t uint64
-	var kvs [][]byte
+	kvs := in.ekvs[:0]
 	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 		switch {
 		case num == 1 && typ == protowire.Fixed64Type:
@@ -168,6 +174,7 @@ func (in interner) event(b []byte) SpanEvent {
 	})
 	e.Time = time.Unix(0, int64(t)).UTC()
 	e.Attributes = in.attrs(kvs)
+	in.ekvs = kvs[:0]
 	return e
 }
 
@@ -186,7 +193,7 @@ func statusOfWire(b []byte, f *spanFields) {
 }
 
 // attrs is otlpAttrs of sound KeyValue messages.
-func (in interner) attrs(kvs [][]byte) map[string]string {
+func (in *interner) attrs(kvs [][]byte) map[string]string {
 	out := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
 		k, v := in.attr(kv)
@@ -198,7 +205,7 @@ func (in interner) attrs(kvs [][]byte) map[string]string {
 // attr reads a KeyValue: the plain values from the bytes, anything else
 // (arrays, maps, a value given twice, unknown fields) through the built
 // message and OTLPValue, as before.
-func (in interner) attr(b []byte) (string, string) {
+func (in *interner) attr(b []byte) (string, string) {
 	// key_value: key, value.
 	p := otlpwire.PartsOf(b, 2, 0, 1)
 	key, value, values := p.Last, p.One, p.Ones
@@ -219,7 +226,7 @@ func (in interner) attr(b []byte) (string, string) {
 
 // plainValue reads an AnyValue of exactly one plain field as OTLPValue
 // would format it; short strings are interned.
-func (in interner) plainValue(b []byte) (string, bool) {
+func (in *interner) plainValue(b []byte) (string, bool) {
 	var out string
 	fields, ok := 0, false
 	otlpwire.EachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
