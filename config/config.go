@@ -70,6 +70,54 @@ type Config struct {
 	Sessions Sessions `yaml:"sessions"`
 	// OIDC is single sign-on with an OpenID Connect provider.
 	OIDC OIDC `yaml:"oidc"`
+	// Memory bounds what a process holds (serve, collector, ui).
+	Memory Memory `yaml:"memory"`
+}
+
+// DefaultGoMemoryLimit is Memory.GoLimit's default: the Go side of serve
+// (the collector's batches in flight, NATS, the HTTP edge) holds 90-150 MiB
+// of live heap under the default batch size, and without a limit the
+// garbage collector lets it double.
+const DefaultGoMemoryLimit = 256 << 20
+
+// DefaultEngineAllocator is Memory.EngineAllocator's default: the embedded
+// engine's allocator hands freed pages back after 250 ms instead of 5 s.
+const DefaultEngineAllocator = "dirty_decay_ms:250"
+
+// Memory bounds a process's memory.
+type Memory struct {
+	// GoLimit is the Go runtime's soft memory limit
+	// (runtime/debug.SetMemoryLimit): above it the garbage collector runs
+	// sooner. 0: DefaultGoMemoryLimit. GOMEMLIMIT in the environment
+	// (e.g. GOMEMLIMIT=off) wins. Raise it with batch sizes or for many
+	// busy tenants: a limit below the live heap makes the collector spend
+	// up to half the CPU on garbage collection.
+	GoLimit ByteSize `yaml:"go_limit"`
+	// EngineAllocator is the embedded engine's allocator options (its
+	// jemalloc's, as JE_MALLOC_CONF takes them), set when the engine's
+	// library is loaded. Empty: DefaultEngineAllocator; "-": the library's
+	// own. JE_MALLOC_CONF in the environment wins.
+	EngineAllocator string `yaml:"engine_allocator"`
+}
+
+// EngineAllocatorOptions is EngineAllocator or its default ("" for the
+// library's own).
+func (m Memory) EngineAllocatorOptions() string {
+	switch m.EngineAllocator {
+	case "":
+		return DefaultEngineAllocator
+	case "-":
+		return ""
+	}
+	return m.EngineAllocator
+}
+
+// GoMemoryLimit is GoLimit or its default.
+func (m Memory) GoMemoryLimit() int64 {
+	if m.GoLimit > 0 {
+		return int64(m.GoLimit)
+	}
+	return DefaultGoMemoryLimit
 }
 
 // Retention configures the retention engine.

@@ -19,6 +19,7 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantscope/tenantscope/engine"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 )
 
@@ -375,6 +376,20 @@ func TestMidStreamErrorIsTaggedException(t *testing.T) {
 // process, so close/reopen is tested against a real process boundary.
 func helperProcess() int {
 	dir := os.Getenv("TENANTSCOPE_HELPER_DIR")
+	if os.Getenv("TENANTSCOPE_HELPER") == "allocator" {
+		// Opens the engine with the allocator options given, nothing else.
+		e, err := engine.Open(engine.Config{Dir: dir, Allocator: os.Getenv("TENANTSCOPE_HELPER_ALLOCATOR")})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		fmt.Println("opened")
+		if err := e.Close(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		return 0
+	}
 	e, err := enginetest.Start(dir, engineServerConfig())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

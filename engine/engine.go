@@ -35,6 +35,11 @@ type Config struct {
 	// ones); 0 means the number of CPUs.
 	PoolSize int
 	Logger   zerolog.Logger
+	// Allocator is the engine allocator's options (jemalloc's, as
+	// JE_MALLOC_CONF takes them), set before the library is first loaded
+	// in this process. Empty: the library's own. JE_MALLOC_CONF in the
+	// environment wins.
+	Allocator string
 }
 
 // Validate names every missing or wrong field.
@@ -79,6 +84,10 @@ type Engine struct {
 	DisplayName string
 }
 
+// allocatorEnv is where libchdb's jemalloc (built with the je_ prefix)
+// reads its options.
+const allocatorEnv = "JE_MALLOC_CONF"
+
 // Open loads the library if needed, boots the engine on cfg.Dir and opens the
 // control connection. Pool connections open on demand.
 func Open(cfg Config) (*Engine, error) {
@@ -102,6 +111,13 @@ func Open(cfg Config) (*Engine, error) {
 	defer openMu.Unlock()
 	if openEngine != nil {
 		return nil, fmt.Errorf("engine: %s is already open in this process; one process opens one engine", openEngine.dir)
+	}
+	if cfg.Allocator != "" && os.Getenv(allocatorEnv) == "" {
+		// Read by the library's allocator when it is loaded (the binary
+		// links libc, so this reaches the C environment).
+		if err := os.Setenv(allocatorEnv, cfg.Allocator); err != nil {
+			return nil, fmt.Errorf("engine: allocator options: %w", err)
+		}
 	}
 	lib, err := chdb.Load(cfg.LibPath)
 	if err != nil {

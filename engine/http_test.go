@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
 )
@@ -364,4 +365,39 @@ func TestSecondEngineInProcessIsRefused(t *testing.T) {
 	enginetest.Shared(t)
 	_, err := engine.Open(engine.Config{Dir: t.TempDir()})
 	require.ErrorContains(t, err, "already open in this process")
+}
+
+// TestAllocatorOptionsReachTheEngine opens the engine in a child process
+// with allocator options that jemalloc refuses (abort_conf makes a refused
+// option fatal): the child must die, so the options reach the engine's
+// allocator. The default options are accepted, and JE_MALLOC_CONF in the
+// environment wins over the configured ones.
+func TestAllocatorOptionsReachTheEngine(t *testing.T) {
+	run := func(allocator, env string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "JE_MALLOC_CONF=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, "TENANTSCOPE_HELPER=allocator", "TENANTSCOPE_HELPER_DIR="+t.TempDir(), "TENANTSCOPE_HELPER_ALLOCATOR="+allocator)
+		if env != "" {
+			cmd.Env = append(cmd.Env, "JE_MALLOC_CONF="+env)
+		}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("abort_conf:true,not_an_option:1", "")
+	require.Error(t, err, "a refused allocator option did not stop the engine: it never reached the allocator\n%s", out)
+	require.Contains(t, out, "SIGABRT", "the engine did not abort on a refused allocator option")
+
+	out, err = run("abort_conf:true,"+config.DefaultEngineAllocator, "")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "opened")
+
+	out, err = run("abort_conf:true,not_an_option:1", "dirty_decay_ms:1000")
+	require.NoError(t, err, "JE_MALLOC_CONF did not win over the configured options\n%s", out)
+	require.Contains(t, out, "opened")
 }

@@ -356,6 +356,7 @@ func (s *Suite) startClickHouse(ctx context.Context) error {
 		local, err := engine.StartLocal(engine.Config{
 			Dir: filepath.Join(s.cfg.Data, "engine"), LibPath: s.cfg.ClickHouse.ChdbLib,
 			PoolSize: s.cfg.ClickHouse.PoolSize, Logger: s.log.With().Str("component", "engine").Logger(),
+			Allocator: s.cfg.Memory.EngineAllocatorOptions(),
 		}, engineServerConfig(s.cfg, s.log.With().Str("component", "engine-http").Logger()), s.cfg.ClickHouse.EngineListen)
 		if err != nil {
 			return err

@@ -34,6 +34,7 @@ func runEngine(ctx context.Context, args []string, getenv func(string) string, s
 	fs.Var(&hosts, "host", "extra name clients reach this server by, checked against the Host header (repeatable)")
 	fs.Var(&urlHosts, "allow-url-host", "host:port that url() may read, e.g. another region's engine (repeatable)")
 	maxBody := fs.Int64("max-body", 1<<30, "largest request body in bytes, before and after decompression")
+	allocator := fs.String("allocator", "", "the engine allocator's options, as jemalloc's JE_MALLOC_CONF takes them (JE_MALLOC_CONF wins; '-': the library's own; default \""+config.DefaultEngineAllocator+"\")")
 	logLevel := fs.String("log-level", envOr(getenv, "TENANTSCOPE_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -54,7 +55,7 @@ func runEngine(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	log := zerolog.New(stderr).Level(lvl).With().Timestamp().Str("component", "engine").Logger()
 	users := map[string]engine.User{*user: {Password: *password}, *reader: {Password: *readerPassword, ReadOnly: true}}
-	local, err := engine.StartLocal(engine.Config{Dir: *data, LibPath: *lib, PoolSize: *pool, Logger: log},
+	local, err := engine.StartLocal(engine.Config{Dir: *data, LibPath: *lib, PoolSize: *pool, Logger: log, Allocator: config.Memory{EngineAllocator: *allocator}.EngineAllocatorOptions()},
 		engine.ServerConfig{Users: users, AllowOrigins: origins, Hosts: hosts, URLHosts: urlHosts, MaxBodyBytes: *maxBody, Logger: log}, *listen)
 	if err != nil {
 		return err

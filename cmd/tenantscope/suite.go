@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"text/tabwriter"
 
 	"github.com/rs/zerolog"
@@ -189,6 +190,7 @@ func runSuite(components suite.Components, name string) func(context.Context, []
 			return err
 		}
 		defer stopProfile()
+		setGoMemoryLimit(cfg.Memory, getenv)
 		c := components
 		c.Demo = *demoFlag
 		c.AuditWriter = c.Collector && *auditWriter
@@ -385,4 +387,13 @@ func setupMetering(ctx context.Context, st *chstore.Store, cfg config.Config) er
 		}
 	}
 	return metering.Setup(ctx, st, cfg, card, zerolog.Nop())
+}
+
+// setGoMemoryLimit gives the Go runtime the configured soft memory limit,
+// unless GOMEMLIMIT (which the runtime has applied already) is set.
+func setGoMemoryLimit(m config.Memory, getenv func(string) string) {
+	if getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(m.GoMemoryLimit())
 }
