@@ -74,11 +74,17 @@ type Config struct {
 	Memory Memory `yaml:"memory"`
 }
 
-// DefaultGoMemoryLimit is Memory.GoLimit's default: the Go side of serve
-// (the collector's batches in flight, NATS, the HTTP edge) holds 90-150 MiB
-// of live heap under the default batch size, and without a limit the
-// garbage collector lets it double.
-const DefaultGoMemoryLimit = 256 << 20
+// The default Go memory limit (Memory.GoLimit) is a base for what serve's
+// Go side holds whatever the tenants (a collector batch being decoded and
+// two being stored, NATS, the HTTP edge: 90-150 MiB of live heap measured
+// under load with the default batches) and an allowance per tenant for the
+// messages the collector holds in hand from its stream (at most a batch's
+// bytes each). Without a limit the garbage collector lets the heap grow to
+// twice what is live.
+const (
+	DefaultGoMemoryBase      = 192 << 20
+	DefaultGoMemoryPerTenant = 4 << 20
+)
 
 // DefaultEngineAllocator is Memory.EngineAllocator's default: the embedded
 // engine's allocator hands freed pages back after 250 ms instead of 5 s.
@@ -88,7 +94,8 @@ const DefaultEngineAllocator = "dirty_decay_ms:250"
 type Memory struct {
 	// GoLimit is the Go runtime's soft memory limit
 	// (runtime/debug.SetMemoryLimit): above it the garbage collector runs
-	// sooner. 0: DefaultGoMemoryLimit. GOMEMLIMIT in the environment
+	// sooner. 0: DefaultGoMemoryBase plus DefaultGoMemoryPerTenant for each
+	// configured tenant. GOMEMLIMIT in the environment
 	// (e.g. GOMEMLIMIT=off) wins. Raise it with batch sizes or for many
 	// busy tenants: a limit below the live heap makes the collector spend
 	// up to half the CPU on garbage collection.
@@ -112,12 +119,13 @@ func (m Memory) EngineAllocatorOptions() string {
 	return m.EngineAllocator
 }
 
-// GoMemoryLimit is GoLimit or its default.
-func (m Memory) GoMemoryLimit() int64 {
-	if m.GoLimit > 0 {
-		return int64(m.GoLimit)
+// GoMemoryLimit is memory.go_limit, or its default for the tenants
+// configured.
+func (c Config) GoMemoryLimit() int64 {
+	if c.Memory.GoLimit > 0 {
+		return int64(c.Memory.GoLimit)
 	}
-	return DefaultGoMemoryLimit
+	return DefaultGoMemoryBase + int64(len(c.Tenants))*DefaultGoMemoryPerTenant
 }
 
 // Retention configures the retention engine.

@@ -190,7 +190,7 @@ func runSuite(components suite.Components, name string) func(context.Context, []
 			return err
 		}
 		defer stopProfile()
-		setGoMemoryLimit(cfg.Memory, getenv)
+		setGoMemoryLimit(cfg, getenv)
 		c := components
 		c.Demo = *demoFlag
 		c.AuditWriter = c.Collector && *auditWriter
@@ -391,9 +391,9 @@ func setupMetering(ctx context.Context, st *chstore.Store, cfg config.Config) er
 
 // setGoMemoryLimit gives the Go runtime the configured soft memory limit,
 // unless GOMEMLIMIT (which the runtime has applied already) is set.
-func setGoMemoryLimit(m config.Memory, getenv func(string) string) {
+func setGoMemoryLimit(cfg config.Config, getenv func(string) string) {
 	if getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	debug.SetMemoryLimit(m.GoMemoryLimit())
+	debug.SetMemoryLimit(cfg.GoMemoryLimit())
 }
