@@ -60,8 +60,8 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(BIN) bench move --two-servers
 
 .PHONY: bench-otelcol
-bench-otelcol: chdb build ## build the OpenTelemetry Collector (bench/otelcol, a module of its own) and run it beside the suite on the same OTLP load: exporter uncompressed, then with its default lz4
-	$(BIN) bench otlp --peer otelcol
+bench-otelcol: chdb build ## build the OpenTelemetry Collector (bench/otelcol, a module of its own) and run it beside the suite on the same OTLP load: three rounds with the exporter uncompressed (the median of each ratio), then one with its default lz4
+	$(BIN) bench otlp --peer otelcol --rounds 3
 	$(BIN) bench otlp --peer otelcol --peer-compress lz4
 
 .PHONY: fuzz

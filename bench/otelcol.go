@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -569,6 +570,66 @@ func parseStatusMiB(status, field string) (float64, error) {
 type SideBySide struct {
 	Suite     OTLPResult
 	Collector OTelColResult
+	// SuiteFirst: the suite's side ran before the Collector's.
+	SuiteFirst bool
+}
+
+// Ratios are the suite's spans/s, CPU per span and peak RSS, each divided
+// by the Collector's (0 where the Collector's is 0).
+func (s SideBySide) Ratios() (spans, cpu, rss float64) {
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	return div(s.Suite.SpansPerSec, s.Collector.SpansPerSec),
+		div(float64(s.Suite.CPUPerSpan), float64(s.Collector.CPUPerSpan())),
+		div(s.Suite.PeakRSSMiB, s.Collector.PeakRSSMiB())
+}
+
+// Rounds are side-by-side runs of one benchmark, in the order they ran.
+type Rounds []SideBySide
+
+// Medians are the median of each ratio over the rounds.
+func (rs Rounds) Medians() (spans, cpu, rss float64) {
+	var a, b, c []float64
+	for _, r := range rs {
+		x, y, z := r.Ratios()
+		a, b, c = append(a, x), append(b, y), append(c, z)
+	}
+	return median(a), median(b), median(c)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
+}
+
+// Table prints a row per round (which side went first, both sides' spans/s,
+// CPU per span and peak RSS, and their ratios) and the median ratios.
+func (rs Rounds) Table(w io.Writer) {
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+	fmt.Fprintf(w, "| round (first) | spans/s tenantscope / otelcol | ratio (goal >= 1.0) | CPU µs a span tenantscope / otelcol | ratio (goal <= 1.0) | peak RSS MiB tenantscope / otelcol | ratio |\n|---|---|---|---|---|---|---|\n")
+	for i, r := range rs {
+		first := "otelcol"
+		if r.SuiteFirst {
+			first = "tenantscope"
+		}
+		spans, cpu, rss := r.Ratios()
+		fmt.Fprintf(w, "| %d (%s) | %.0f / %.0f | %.2f | %.1f / %.1f | %.2f | %.0f / %.0f | %.2f |\n", i+1, first,
+			r.Suite.SpansPerSec, r.Collector.SpansPerSec, spans, us(r.Suite.CPUPerSpan), us(r.Collector.CPUPerSpan()), cpu,
+			r.Suite.PeakRSSMiB, r.Collector.PeakRSSMiB(), rss)
+	}
+	spans, cpu, rss := rs.Medians()
+	fmt.Fprintf(w, "| median of %d rounds | | %.2f | | %.2f | | %.2f |\n", len(rs), spans, cpu, rss)
 }
 
 // Table prints both columns and the ratio suite / Collector.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,4 +161,32 @@ func TestServeYAMLIsAValidConfiguration(t *testing.T) {
 	require.Len(t, cfg.Tenants, 1)
 	require.Equal(t, "acme", cfg.Tenants[0].ID)
 	require.Equal(t, []config.APIKey{{Name: "acme-otlp", Role: config.RoleTenantAdmin, Tenant: "acme", KeyHash: config.HashAPIKey("k")}}, cfg.APIKeys)
+}
+
+func TestRoundsTakeTheMedianOfEachRatio(t *testing.T) {
+	round := func(suiteFirst bool, spans, colSpans float64, cpu, colCPU, colEngineCPU time.Duration, rss, colRSS, colEngineRSS float64) SideBySide {
+		return SideBySide{
+			SuiteFirst: suiteFirst,
+			Suite:      OTLPResult{SpansPerSec: spans, CPUPerSpan: cpu, PeakRSSMiB: rss},
+			Collector:  OTelColResult{SpansPerSec: colSpans, CollectorCPUPerSpan: colCPU, EngineCPUPerSpan: colEngineCPU, CollectorPeakRSSMiB: colRSS, EnginePeakRSSMiB: colEngineRSS},
+		}
+	}
+	rs := Rounds{
+		round(false, 90, 100, 12*time.Microsecond, 4*time.Microsecond, 6*time.Microsecond, 600, 200, 400),  // 0.90, 1.20, 1.00
+		round(true, 120, 100, 9*time.Microsecond, 4*time.Microsecond, 6*time.Microsecond, 540, 200, 400),   // 1.20, 0.90, 0.90
+		round(false, 100, 100, 10*time.Microsecond, 4*time.Microsecond, 6*time.Microsecond, 660, 200, 400), // 1.00, 1.00, 1.10
+	}
+	spans, cpu, rss := rs.Medians()
+	require.InDelta(t, 1.00, spans, 1e-9)
+	require.InDelta(t, 1.00, cpu, 1e-9)
+	require.InDelta(t, 1.00, rss, 1e-9)
+	_, _, rssOfTwo := rs[:2].Medians()
+	require.InDelta(t, 0.95, rssOfTwo, 1e-9, "an even count takes the mean of the middle two")
+
+	var b strings.Builder
+	rs.Table(&b)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	require.Len(t, lines, 2+3+1)
+	require.Equal(t, "| 2 (tenantscope) | 120 / 100 | 1.20 | 9.0 / 10.0 | 0.90 | 540 / 600 | 0.90 |", lines[3])
+	require.Equal(t, "| median of 3 rounds | | 1.00 | | 1.00 | | 1.00 |", lines[5])
 }

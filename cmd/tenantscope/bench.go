@@ -76,8 +76,12 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		peerBin := fs.String("peer-bin", "", "where the built Collector is kept; rebuilt when missing or older than its module (default: <cache>/otelcol-bench/otelcol-bench)")
 		peerCompress := fs.String("peer-compress", "none", "the ClickHouse exporter's compress setting: none (as the suite writes to its engine), lz4 (the exporter's default), zstd, gzip, ...")
 		cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file")
+		rounds := fs.Int("rounds", 1, "with --peer: rounds of both sides, alternating which goes first; prints each round and the median of each ratio")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if *rounds < 1 {
+			return fmt.Errorf("%w: --rounds %d: at least 1", errUsage, *rounds)
 		}
 		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile}
 		if *peer == "" {
@@ -91,7 +95,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		if *peer != "otelcol" {
 			return fmt.Errorf("%w: --peer %q: the only peer is otelcol", errUsage, *peer)
 		}
-		return runBenchOTelCol(ctx, load, *peerDir, *peerBin, *peerCompress, getenv, stdout, stderr)
+		return runBenchOTelCol(ctx, load, *peerDir, *peerBin, *peerCompress, *rounds, getenv, stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "engine" {
 		return fmt.Errorf("%w: tenantscope bench engine|ingest|otlp|audit|cost|erase|move [flags]", errUsage)
@@ -176,8 +180,10 @@ func runBenchCost(ctx context.Context, args []string, getenv func(string) string
 }
 
 // runBenchOTelCol runs the OpenTelemetry Collector on the load, then the
-// suite on the same load, and prints both side by side.
-func runBenchOTelCol(ctx context.Context, load bench.OTLPConfig, dir, binary, compress string, getenv func(string) string, stdout, stderr io.Writer) error {
+// suite on the same load, and prints both side by side; with rounds > 1 it
+// does so again, the suite first in every second round, and prints the
+// median of each ratio.
+func runBenchOTelCol(ctx context.Context, load bench.OTLPConfig, dir, binary, compress string, rounds int, getenv func(string) string, stdout, stderr io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -197,15 +203,44 @@ func runBenchOTelCol(ctx context.Context, load bench.OTLPConfig, dir, binary, co
 	if err := bench.BuildOTelCol(ctx, dir, binary, stderr); err != nil {
 		return err
 	}
-	col, err := bench.RunOTelCol(ctx, bench.OTelColConfig{Load: load, Self: self, Binary: binary, Compress: compress}, stderr)
-	if err != nil {
-		return fmt.Errorf("otelcol: %w", err)
+	var all bench.Rounds
+	for r := range rounds {
+		var round bench.SideBySide
+		round.SuiteFirst = r%2 == 1
+		otelcol := func() (err error) {
+			round.Collector, err = bench.RunOTelCol(ctx, bench.OTelColConfig{Load: load, Self: self, Binary: binary, Compress: compress}, stderr)
+			if err != nil {
+				return fmt.Errorf("otelcol: %w", err)
+			}
+			return nil
+		}
+		suite := func() (err error) {
+			round.Suite, err = bench.RunOTLP(ctx, load, stderr)
+			if err != nil {
+				return fmt.Errorf("tenantscope: %w", err)
+			}
+			return nil
+		}
+		first, second := otelcol, suite
+		if round.SuiteFirst {
+			first, second = suite, otelcol
+		}
+		if rounds > 1 {
+			fmt.Fprintf(stderr, "bench otlp: round %d of %d\n", r+1, rounds)
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
+			return err
+		}
+		round.Table(stdout)
+		all = append(all, round)
 	}
-	suite, err := bench.RunOTLP(ctx, load, stderr)
-	if err != nil {
-		return fmt.Errorf("tenantscope: %w", err)
+	if rounds > 1 {
+		fmt.Fprintln(stdout)
+		all.Table(stdout)
 	}
-	bench.SideBySide{Suite: suite, Collector: col}.Table(stdout)
 	return nil
 }
 
