@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -37,4 +38,16 @@ func BenchmarkEngineInsert(b *testing.B) {
 	b.ReportMetric(res.Ratio, "http/inproc")
 	b.ReportMetric(res.ScanSeconds*1000, "scan-ms")
 	b.ReportMetric(res.RSSAfterStartMiB, "rss-start-MiB")
+}
+
+// TestPayloadIsUnchanged holds bench ingest's payload to the fmt version it
+// replaced, so numbers before and after compare the same events.
+func TestPayloadIsUnchanged(t *testing.T) {
+	sent := time.Date(2026, 11, 30, 5, 4, 3, 120456789, time.UTC)
+	for _, i := range []int{0, 1, 9, 10, 99, 100, 996, 997, 9999, 10000, 123456, 50_000_000} {
+		want := fmt.Appendf(nil, `{"time":%q,"actor":{"id":"user-%d","type":"user"},"entity":"order-%d","amount":%d.%02d,"currency":"EUR","items":[{"sku":"A-%d","qty":%d}],"note":"%s"}`,
+			sent.Format(time.RFC3339Nano), i%997, i, i%10000, i%100, i%50, i%7+1, strings.Repeat("x", 120))
+		require.Equal(t, string(want), string(payload(i, sent)), "event %d", i)
+	}
+	require.Len(t, payload(0, sent), 291, "the 291-byte payloads the READMEs report")
 }
