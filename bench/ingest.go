@@ -417,13 +417,21 @@ func stageTimes(reg *prometheus.Registry) string {
 		return err.Error()
 	}
 	values := map[string]float64{}
+	var redelivered float64
 	for _, mf := range mfs {
 		if name, ok := strings.CutPrefix(mf.GetName(), "tenantscope_collector_"); ok && len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetHistogram() != nil {
 			h := mf.GetMetric()[0].GetHistogram()
 			values[name+"_count"], values[name+"_sum"] = float64(h.GetSampleCount()), h.GetSampleSum()
 		}
+		if mf.GetName() == "tenantscope_collector_redelivered_total" {
+			for _, m := range mf.GetMetric() {
+				redelivered += m.GetCounter().GetValue()
+			}
+		}
 	}
-	return formatStages(values)
+	// A redelivered message waited out the ack wait (or a failed insert's
+	// delay): a stall of seconds in the phase it fell in.
+	return fmt.Sprintf("%s; messages redelivered: %.0f", formatStages(values), redelivered)
 }
 
 // formatStages prints the collector's three batch histograms from their

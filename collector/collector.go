@@ -267,7 +267,13 @@ func New(cfg Config, js jetstream.JetStream, suite config.Config, place *placeme
 // with a backoff doubling from ProbeEvery to MaxProbeEvery until they all
 // answer; then pulling resumes.
 func (s *Service) Run(ctx context.Context) error {
-	in := make(chan jetstream.Msg, s.cfg.BatchSize)
+	// A short hand-off: the pulls' iterators hold what is prefetched
+	// (bounded in bytes), so that what the collector holds in hand stays
+	// within a few batches, far less than the ack wait's worth, whatever
+	// the messages' sizes (BatchSize messages of 150 KB OTLP requests or
+	// SDK batches were hundreds of MB, stored only after their ack wait had
+	// passed and JetStream had sent them again).
+	in := make(chan jetstream.Msg, handOff)
 	pullCtx, stopPull := context.WithCancel(ctx)
 	defer stopPull()
 	var wg sync.WaitGroup
@@ -491,7 +497,7 @@ func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons 
 		// Short pull expiry: a pull request left behind by a stopped
 		// collector swallows new messages (until AckWait) only for a few
 		// seconds.
-		it, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(3*time.Second))
+		it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(prefetch, s.pullBytes()), jetstream.PullExpiry(3*time.Second))
 		if err != nil {
 			s.log.Error().Err(err).Str("tenant_id", tenant).Msg("pull consumer")
 			select {
@@ -505,6 +511,16 @@ func (s *Service) pull(ctx context.Context, tenant string, q config.Quota, cons 
 			prefetch = next
 		}
 	}
+}
+
+// handOff is how many pulled messages wait for the batcher.
+const handOff = 16
+
+// pullBytes is the most a tenant's pull holds in hand: a batch's bytes, and
+// at least two of the largest messages the server takes (a pull request's
+// byte limit below a message's size would never deliver it).
+func (s *Service) pullBytes() int {
+	return max(s.cfg.BatchBytes, 2*int(s.js.Conn().MaxPayload()))
 }
 
 // meanMessageSize is the mean size of the messages a tenant's stream holds

@@ -59,6 +59,12 @@ type Pipeline struct {
 // The tenants live in region "default"; a region mutate adds with no
 // database gets a fresh database of the same engine.
 func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeline {
+	return StartWith(t, mutate, nil, tenants...)
+}
+
+// StartWith is Start with the collector's configuration changed by
+// collectorMutate (when not nil) before it starts.
+func StartWith(t testing.TB, mutate func(*config.Config), collectorMutate func(*collector.Config), tenants ...string) *Pipeline {
 	t.Helper()
 	db := enginetest.New(t)
 	cfg := config.Default()
@@ -145,9 +151,12 @@ func Start(t testing.TB, mutate func(*config.Config), tenants ...string) *Pipeli
 		t.Fatal(err)
 	}
 	shredder := retention.NewShredder(keys, cfg)
-	col, err := collector.New(collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer, RetentionFor: cache.Days,
-		ShredEvent: shredder.Event},
-		js, cfg, place, stores, log, reg, nil)
+	colCfg := collector.Config{BatchAge: 50 * time.Millisecond, PIISalts: b.PIISalts, Audit: writer, RetentionFor: cache.Days,
+		ShredEvent: shredder.Event}
+	if collectorMutate != nil {
+		collectorMutate(&colCfg)
+	}
+	col, err := collector.New(colCfg, js, cfg, place, stores, log, reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,73 @@
+package collector_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/collector"
+	"github.com/tenantscope/tenantscope/collector/collectortest"
+	"github.com/tenantscope/tenantscope/natsbus"
+)
+
+// TestInHandStaysWithinAFewBatches: while the store is stuck (AfterStore
+// blocks), a tenant publishes 300 messages of 100 KB (30 MB). The collector
+// may hold what it is storing, the batch after it, the one it is filling,
+// a short hand-off and one pull's bytes: about 60 messages with 1 MiB
+// batches, not all 300. Before, it took in up to BatchSize messages
+// whatever their size (hundreds of MB of OTLP requests or SDK batches),
+// and those at the back waited past the ack wait and were sent again.
+func TestInHandStaysWithinAFewBatches(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	p := collectortest.StartWith(t, nil, func(c *collector.Config) {
+		c.BatchBytes = 1 << 20
+		c.AfterStore = func() { <-release }
+	}, "acme")
+	t.Cleanup(unblock) // before the pipeline stops (cleanups run last first)
+	ctx := context.Background()
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	note := strings.Repeat("x", 100<<10)
+	const total = 300
+	for i := range total {
+		m := nats.NewMsg("tenant.acme.orders.order_created")
+		m.Header.Set("Tenant-Id", "acme")
+		m.Data = fmt.Appendf(nil, `{"n":%d,"note":%q}`, i, note)
+		_, err := js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+	}
+	cons, err := p.JS.Consumer(ctx, natsbus.IngestStream("acme"), natsbus.CollectorDurable)
+	require.NoError(t, err)
+	// In hand: delivered and not acked. Wait until it stops growing (well
+	// within the ack wait, after which JetStream would send them again).
+	var inHand, last int
+	stable := 0
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) && stable < 8 {
+		info, err := cons.Info(ctx)
+		require.NoError(t, err)
+		inHand = info.NumAckPending
+		if inHand > 0 && inHand == last {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = inHand
+		time.Sleep(250 * time.Millisecond)
+	}
+	require.Positive(t, inHand, "the collector took nothing")
+	require.LessOrEqual(t, inHand, 90, "the collector holds %d of %d messages of 100 KB while its store is stuck", inHand, total)
+	unblock()
+	require.Eventually(t, func() bool {
+		return p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'acme'") == total
+	}, 60*time.Second, 100*time.Millisecond, "every message is stored once the store moves again")
+}
