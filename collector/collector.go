@@ -892,12 +892,13 @@ func (s *Service) prepare(ctx context.Context, msgs []jetstream.Msg) *prepared {
 }
 
 func (s *Service) decodeAll(ctx context.Context, p *prepared) error {
-	// rest[i] is about how many rows msgs[i:] hold (their Batch-Items, at
-	// most maxRowsHint in all): a region's rows grow once to hold them
-	// instead of doubling from message to message.
+	// rest[i] is about how many rows msgs[i:] hold (rowsHint: their
+	// Batch-Items as far as their sizes allow, at most maxRowsHint in
+	// all): a region's rows grow once to hold them instead of doubling
+	// from message to message.
 	rest := make([]int, len(p.msgs)+1)
 	for i := len(p.msgs) - 1; i >= 0; i-- {
-		rest[i] = min(rest[i+1]+batchItems(p.msgs[i].Headers(), maxRowsHint), maxRowsHint)
+		rest[i] = min(rest[i+1]+rowsHint(p.msgs[i].Headers(), len(p.msgs[i].Data())), maxRowsHint)
 	}
 	for i, msg := range p.msgs {
 		r, region, err := s.decode(msg, p.writing)
@@ -945,6 +946,18 @@ func (s *Service) decodeAll(ctx context.Context, p *prepared) error {
 // maxRowsHint bounds how many rows decodeAll makes room for ahead, whatever
 // the messages' Batch-Items headers (which their publishers set) say.
 const maxRowsHint = 1 << 16
+
+// minRowBytes is the fewest bytes a row takes in a message: an event of a
+// batch carries its 16-byte id, a stored span its 16-byte trace id.
+const minRowBytes = 16
+
+// rowsHint is how many rows a message says it holds (Batch-Items), but no
+// more than its bytes can hold: the header is the publisher's, and a
+// hostile 'Batch-Items: 1000000000' on a small message must not make a
+// batch reserve room for rows that cannot come.
+func rowsHint(h nats.Header, size int) int {
+	return min(batchItems(h, maxRowsHint), size/minRowBytes+1)
+}
 
 // appendRows appends src to dst; when dst is full it makes room for hint
 // rows (what the batch's messages from this one on hold) at once.
