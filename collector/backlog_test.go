@@ -1,13 +1,11 @@
 package collector_test
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -45,15 +43,10 @@ func gaugeOf(t *testing.T, reg *prometheus.Registry, name, tenant string) (float
 // messages have left the stream.
 func TestBacklogMetrics(t *testing.T) {
 	p := collectortest.Start(t, func(c *config.Config) { c.Tenants[0].Quota.EventsPerSecond = 5 }, "acme")
-	ctx := context.Background()
 	js, err := jetstream.New(p.TenantConn(t, "acme"))
 	require.NoError(t, err)
 	for i := range 80 {
-		m := nats.NewMsg("tenant.acme.orders.order_created")
-		m.Header.Set("Tenant-Id", "acme")
-		m.Data = []byte(fmt.Sprintf(`{"n":%d}`, i))
-		_, err := js.PublishMsg(ctx, m)
-		require.NoError(t, err)
+		publishAcmeOrder(t, js, fmt.Appendf(nil, `{"n":%d}`, i))
 	}
 	// Before the collector's first metrics pass (later on a loaded
 	// machine) a gauge may not be exported yet: NaN fails every comparison

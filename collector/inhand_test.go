@@ -39,11 +39,7 @@ func TestInHandStaysWithinAFewBatches(t *testing.T) {
 	note := strings.Repeat("x", 100<<10)
 	const total = 300
 	for i := range total {
-		m := nats.NewMsg("tenant.acme.orders.order_created")
-		m.Header.Set("Tenant-Id", "acme")
-		m.Data = fmt.Appendf(nil, `{"n":%d,"note":%q}`, i, note)
-		_, err := js.PublishMsg(ctx, m)
-		require.NoError(t, err)
+		publishAcmeOrder(t, js, fmt.Appendf(nil, `{"n":%d,"note":%q}`, i, note))
 	}
 	cons, err := p.JS.Consumer(ctx, natsbus.IngestStream("acme"), natsbus.CollectorDurable)
 	require.NoError(t, err)
@@ -70,4 +66,41 @@ func TestInHandStaysWithinAFewBatches(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'acme'") == total
 	}, 60*time.Second, 100*time.Millisecond, "every message is stored once the store moves again")
+}
+
+// TestSwitchingMessageSizesKeepsPulling: a tenant switches between small
+// and large messages again and again, so the collector re-sizes its pull
+// each time (it drains the old one); every message is stored.
+func TestSwitchingMessageSizesKeepsPulling(t *testing.T) {
+	p := collectortest.Start(t, nil, "acme")
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	big := strings.Repeat("x", 60<<10)
+	n := 0
+	for round := range 12 {
+		for i := range 100 {
+			note := ""
+			if round%2 == 1 {
+				note = big
+			}
+			publishAcmeOrder(t, js, fmt.Appendf(nil, `{"n":%d,"note":%q}`, i, note))
+			n++
+		}
+		if round%4 == 3 {
+			want := uint64(n)
+			require.Eventually(t, func() bool {
+				return p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'acme'") >= want
+			}, 30*time.Second, 20*time.Millisecond, "round %d: the collector stopped pulling", round)
+		}
+	}
+}
+
+// publishAcmeOrder publishes data as acme's order_created event.
+func publishAcmeOrder(t *testing.T, js jetstream.JetStream, data []byte) {
+	t.Helper()
+	m := nats.NewMsg("tenant.acme.orders.order_created")
+	m.Header.Set("Tenant-Id", "acme")
+	m.Data = data
+	_, err := js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
 }
