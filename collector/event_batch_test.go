@@ -134,12 +134,7 @@ func TestEventBatchRefusesHostileEvents(t *testing.T) {
 	for _, e := range events {
 		body = wire.AppendEvent(body, e)
 	}
-	m := nats.NewMsg("tenant.acme.shop." + wire.ActionEvents)
-	m.Header.Set("Tenant-Id", "acme")
-	m.Header.Set(wire.BatchItemsHeader, "1")
-	m.Data = body
-	_, err = js.PublishMsg(ctx, m)
-	require.NoError(t, err)
+	publishUnderstatedBatch(t, js, body)
 
 	var dls []collector.DeadLetter
 	require.Eventually(t, func() bool {
@@ -222,12 +217,7 @@ func TestAnUnderstatedBatchPaysForEveryEvent(t *testing.T) {
 	for range 100 {
 		body = wire.AppendEvent(body, wire.Event{ID: uuid.Must(uuid.NewV7()), Action: "order_created", Payload: []byte(`{"actor":"u1"}`)})
 	}
-	m := nats.NewMsg("tenant.acme.shop." + wire.ActionEvents)
-	m.Header.Set("Tenant-Id", "acme")
-	m.Header.Set(wire.BatchItemsHeader, "1")
-	m.Data = body
-	_, err = js.PublishMsg(ctx, m)
-	require.NoError(t, err)
+	publishUnderstatedBatch(t, js, body)
 	require.Eventually(t, func() bool { return p.Count(t, "SELECT count() FROM events") == 100 }, 30*time.Second, 50*time.Millisecond)
 	throttled := func() float64 {
 		mfs, err := p.Registry.Gather()
@@ -254,4 +244,16 @@ func TestAnUnderstatedBatchPaysForEveryEvent(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return p.Count(t, "SELECT count() FROM events WHERE actor = 'after'") == 1 }, 30*time.Second, 50*time.Millisecond)
 	require.EqualValues(t, 1, throttled(), "the next message waited for the 99 events the batch did not declare")
+}
+
+// publishUnderstatedBatch publishes body as one of acme's event batches
+// whose Batch-Items header says it holds one event.
+func publishUnderstatedBatch(t *testing.T, js jetstream.JetStream, body []byte) {
+	t.Helper()
+	m := nats.NewMsg("tenant.acme.shop." + wire.ActionEvents)
+	m.Header.Set("Tenant-Id", "acme")
+	m.Header.Set(wire.BatchItemsHeader, "1")
+	m.Data = body
+	_, err := js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
 }
