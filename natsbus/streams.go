@@ -11,13 +11,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
 )
 
-// IngestStream is the stream of one tenant's subjects. Each tenant has its
-// own stream, so one tenant's backlog limit (its quota) never rejects
-// another tenant's messages, and the collector can pull from each fairly.
-func IngestStream(tenant string) string { return "INGEST_" + tenant }
+// IngestStream is the stream of one tenant's subjects (named in the
+// publishers' contract, wire.IngestStream). Each tenant has its own stream,
+// so one tenant's backlog limit (its quota) never rejects another tenant's
+// messages, and the collector can pull from each fairly.
+func IngestStream(tenant string) string { return wire.IngestStream(tenant) }
 
 // IngestConfig is a chain tenant's ingest stream. Work-queue retention: a
 // message leaves the stream once the collector has stored and acked it, so

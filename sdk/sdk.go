@@ -60,10 +60,18 @@ type Config struct {
 	StallWait time.Duration
 	// Name names the connection (default "tenantscope-sdk").
 	Name string
+	// AckWait is how long a publish waits for JetStream's acknowledgement
+	// (default 10s). An acknowledgement that never comes (lost on the way
+	// back: the message may well be stored) fails the publish after
+	// AckWait, and it is published again as RetryFor says, so Flush and
+	// Close never wait on it forever.
+	AckWait time.Duration
 	// RetryFor is how long a publish that JetStream did not acknowledge
 	// (a stream leader election, a lost ack, no responders) is tried again
 	// with the same Nats-Msg-Id, so the stream stores it once; 0 means 30s,
-	// negative means never.
+	// negative means never. AckWait plus RetryFor must stay within the
+	// stream's duplicate window (2 minutes by default) for a message that
+	// was stored but whose acknowledgement was lost to be stored once.
 	RetryFor time.Duration
 	// Unbatched publishes each event as its own message on
 	// tenant.{tenant}.{service}.{action}. By default events are packed,
@@ -113,6 +121,11 @@ type batch struct {
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("tenantscope sdk: publisher closed")
+
+// ErrForeignAck marks an acknowledgement from a stream other than the
+// tenant's: it was another publisher's (see wire.IngestStream), so the
+// message is published again under its Nats-Msg-Id.
+var ErrForeignAck = errors.New("tenantscope sdk: acknowledgement meant for another publisher")
 
 // credsOption reads a credentials file: a user JWT with its seed, or a bare
 // nkey seed.
@@ -166,6 +179,9 @@ func New(cfg Config) (*Publisher, error) {
 	if cfg.RetryFor == 0 {
 		cfg.RetryFor = 30 * time.Second
 	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 10 * time.Second
+	}
 	if cfg.BatchEvents <= 0 {
 		cfg.BatchEvents = 512
 	}
@@ -178,8 +194,14 @@ func New(cfg Config) (*Publisher, error) {
 	p := &Publisher{cfg: cfg, nc: nc, stop: make(chan struct{}), batches: map[string]*batch{}}
 	p.js, err = jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(cfg.AckWait),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
 			p.retry(m, err)
+		}),
+		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
+			if want := wire.IngestStream(cfg.Tenant); ack.Stream != want {
+				p.retry(m, fmt.Errorf("%w: stream %q answered, not %q", ErrForeignAck, ack.Stream, want))
+			}
 		}))
 	if err != nil {
 		nc.Close()
@@ -422,7 +444,7 @@ func (p *Publisher) retry(m *nats.Msg, first error) {
 			case <-time.After(wait):
 			}
 			again := &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckWait)
 			_, err = p.js.PublishMsg(ctx, again)
 			cancel()
 			if err == nil {

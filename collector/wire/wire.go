@@ -68,3 +68,11 @@ func ServiceToken(name string) string {
 }
 
 var serviceReplacer = strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
+
+// IngestStream is the JetStream stream that stores a tenant's subjects
+// (tenant.{tenant}.>). A publisher checks that its acknowledgements name
+// it: an acknowledgement naming another stream was meant for another
+// publisher (nats-server can hand one publisher's acknowledgement to
+// another when two replies through the suite account's service import
+// draw the same token), and says nothing about its own message.
+func IngestStream(tenant string) string { return "INGEST_" + tenant }
