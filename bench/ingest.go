@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -39,6 +40,10 @@ type IngestConfig struct {
 	// BatchedEvents is how many events per tenant the SDK publishes in
 	// batches (default 250,000; negative skips the phase).
 	BatchedEvents int
+	// BatchSize and BatchAge are the collector's batching (defaults
+	// 10,000 messages and 100ms).
+	BatchSize int
+	BatchAge  time.Duration
 }
 
 // IngestResult is what the ingest benchmark measured.
@@ -65,10 +70,10 @@ type IngestResult struct {
 	HalfLoadPerSec         float64
 	LatencyP50, LatencyP99 time.Duration
 	RSSMiB                 float64
-	// AcksRepublished counts the load generator's publishes whose
+	// AcksLost and AcksForeign count the load generator's publishes whose
 	// acknowledgement never came or named another stream, published again
 	// (see republisher).
-	AcksRepublished int64
+	AcksLost, AcksForeign int64
 }
 
 // payload is the JSON of event i, sent at sent (291 bytes). It is built
@@ -112,6 +117,12 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	}
 	if cfg.BatchedEvents == 0 {
 		cfg.BatchedEvents = 250_000
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 10_000
+	}
+	if cfg.BatchAge == 0 {
+		cfg.BatchAge = 100 * time.Millisecond
 	}
 	res := IngestResult{Tenants: cfg.Tenants, Events: cfg.Events, PayloadBytes: len(payload(0, time.Now())), BatchedEvents: max(cfg.BatchedEvents, 0)}
 	if cfg.Dir == "" {
@@ -168,17 +179,14 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	//    durable consumer and acked one by one as the collector acks,
 	//    nothing else done.
 	step("bus only: %d tenants x %d messages of %d bytes, through the tenants' accounts", cfg.Tenants, cfg.Events, res.PayloadBytes)
-	var lost atomic.Int64
-	busStart := time.Now()
-	consumed := make(chan error, 1)
-	go func() { consumed <- consumeTenants(ctx, js, "b", cfg.Tenants, total, progress) }()
-	if err := publishAll(ctx, nc, cfg, "b", func(t int) string { return fmt.Sprintf("tenant.b%02d.orders.order_created", t) }, asTenant, &lost); err != nil {
+	var acks lostAcks
+	took, err := phase(ctx, func(ctx context.Context) error {
+		return publishAll(ctx, nc, cfg, "b", func(t int) string { return fmt.Sprintf("tenant.b%02d.orders.order_created", t) }, asTenant, &acks)
+	}, func(ctx context.Context) error { return consumeTenants(ctx, js, "b", cfg.Tenants, total, progress) })
+	if err != nil {
 		return res, err
 	}
-	if err := <-consumed; err != nil {
-		return res, err
-	}
-	res.BusOnlyPerSec = float64(total) / time.Since(busStart).Seconds()
+	res.BusOnlyPerSec = float64(total) / took.Seconds()
 
 	// 1b. For reference, the bus as measured before tenant accounts: a
 	//     scratch stream in the suite's account, acked in bulk.
@@ -186,22 +194,20 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: benchBusStream, Subjects: []string{"benchbus.>"}, Storage: jetstream.FileStorage, MaxBytes: 1 << 30}); err != nil {
 		return res, err
 	}
-	busStart = time.Now()
-	go func() { consumed <- consumeAll(ctx, js, benchBusStream, total, progress) }()
-	if err := publishAll(ctx, nc, cfg, "t", func(t int) string { return fmt.Sprintf("benchbus.t%02d.orders.order_created", t) }, nil, &lost); err != nil {
+	took, err = phase(ctx, func(ctx context.Context) error {
+		return publishAll(ctx, nc, cfg, "t", func(t int) string { return fmt.Sprintf("benchbus.t%02d.orders.order_created", t) }, nil, &acks)
+	}, func(ctx context.Context) error { return consumeAll(ctx, js, benchBusStream, total, progress) })
+	if err != nil {
 		return res, err
 	}
-	if err := <-consumed; err != nil {
-		return res, err
-	}
-	res.SuiteBusPerSec = float64(total) / time.Since(busStart).Seconds()
+	res.SuiteBusPerSec = float64(total) / took.Seconds()
 	if err := js.DeleteStream(ctx, benchBusStream); err != nil {
 		return res, err
 	}
 
 	// 2. End to end: publish as the tenants, the collector stores in ClickHouse.
 	reg := prometheus.NewRegistry()
-	col, err := collector.New(collector.Config{BatchSize: 10000, BatchAge: 100 * time.Millisecond},
+	col, err := collector.New(collector.Config{BatchSize: cfg.BatchSize, BatchAge: cfg.BatchAge},
 		js, sc, placement.New(), map[string]*chstore.Store{"bench": st}, zerolog.Nop(), reg, nil)
 	if err != nil {
 		return res, err
@@ -212,14 +218,13 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	defer func() { stopCol(); <-colDone }()
 
 	step("end to end: %d tenants x %d events -> ClickHouse", cfg.Tenants, cfg.Events)
-	e2eStart := time.Now()
-	if err := publishAll(ctx, nc, cfg, "t", func(t int) string { return fmt.Sprintf("tenant.t%02d.orders.order_created", t) }, asTenant, &lost); err != nil {
+	took, err = phase(ctx, func(ctx context.Context) error {
+		return publishAll(ctx, nc, cfg, "t", func(t int) string { return fmt.Sprintf("tenant.t%02d.orders.order_created", t) }, asTenant, &acks)
+	}, func(ctx context.Context) error { return waitRows(ctx, st, uint64(total), progress) })
+	if err != nil {
 		return res, err
 	}
-	if err := waitRows(ctx, st, uint64(total), progress); err != nil {
-		return res, err
-	}
-	res.EndToEndPerSec = float64(total) / time.Since(e2eStart).Seconds()
+	res.EndToEndPerSec = float64(total) / took.Seconds()
 	res.Ratio = res.EndToEndPerSec / res.BusOnlyPerSec
 	stored := uint64(total)
 
@@ -232,15 +237,16 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 			return res, err
 		}
 		start := time.Now()
-		if err := publishSDK(ctx, ns.ClientURL(), b, cfg.Tenants, cfg.BatchedEvents); err != nil {
-			return res, err
-		}
-		res.BatchedPublishSeconds = time.Since(start).Seconds()
 		stored += uint64(cfg.Tenants * cfg.BatchedEvents)
-		if err := waitRows(ctx, st, stored, progress); err != nil {
+		took, err := phase(ctx, func(ctx context.Context) error {
+			err := publishSDK(ctx, ns.ClientURL(), b, cfg.Tenants, cfg.BatchedEvents)
+			res.BatchedPublishSeconds = time.Since(start).Seconds()
+			return err
+		}, func(ctx context.Context) error { return waitRows(ctx, st, stored, progress) })
+		if err != nil {
 			return res, err
 		}
-		res.BatchedPerSec = float64(cfg.Tenants*cfg.BatchedEvents) / time.Since(start).Seconds()
+		res.BatchedPerSec = float64(cfg.Tenants*cfg.BatchedEvents) / took.Seconds()
 		after, err := streamMessages(ctx, js, sc.Tenants[:cfg.Tenants])
 		if err != nil {
 			return res, err
@@ -253,7 +259,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	//    publish time; ClickHouse stamps received_at when it stores the row.
 	res.HalfLoadPerSec = res.EndToEndPerSec / 2
 	step("latency at half load: %.0f events/s for %s", res.HalfLoadPerSec, cfg.LatencyFor)
-	paced, err := publishPaced(ctx, nc, sc.Tenants[:cfg.Tenants], res.HalfLoadPerSec, cfg.LatencyFor, &lost)
+	paced, err := publishPaced(ctx, nc, sc.Tenants[:cfg.Tenants], res.HalfLoadPerSec, cfg.LatencyFor, &acks)
 	if err != nil {
 		return res, err
 	}
@@ -271,15 +277,42 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 		res.LatencyP99 = time.Duration(q[1] * float64(time.Millisecond))
 	}
 	res.RSSMiB = rssMiB()
-	res.AcksRepublished = lost.Load()
+	res.AcksLost, res.AcksForeign = acks.Lost.Load(), acks.Foreign.Load()
 	return res, nil
+}
+
+// phase publishes and waits for what it published to arrive side by side,
+// and returns how long the arrival took: a publish acknowledgement that
+// never came (published again after ackWait) does not count against the
+// pipeline, which had what it needed long before. A publish error ends
+// the wait; phase returns when both are done.
+func phase(ctx context.Context, publish, arrived func(context.Context) error) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	published := make(chan error, 1)
+	go func() {
+		err := publish(ctx)
+		if err != nil {
+			cancel(err)
+		}
+		published <- err
+	}()
+	if err := arrived(ctx); err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, err) {
+			return 0, cause
+		}
+		return 0, err
+	}
+	took := time.Since(start)
+	return took, <-published
 }
 
 // publishAll publishes cfg.Events messages per tenant, one goroutine per
 // tenant, asynchronously with a bounded number in flight. With asTenant set
 // it connects as each tenant (through its own NATS account, as services
 // do); otherwise it uses nc.
-func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, prefix string, subject func(int) string, asTenant func(id string) (*nats.Conn, error), lost *atomic.Int64) error {
+func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, prefix string, subject func(int) string, asTenant func(id string) (*nats.Conn, error), acks *lostAcks) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, cfg.Tenants)
 	for t := range cfg.Tenants {
@@ -296,7 +329,7 @@ func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, prefix str
 				defer c.Close()
 				conn = c
 			}
-			rp, err := newRepublisher(conn, streamOf, lost, ackWait)
+			rp, err := newRepublisher(conn, streamOf, acks, ackWait)
 			if err != nil {
 				errs <- err
 				return
@@ -499,8 +532,8 @@ func waitRows(ctx context.Context, st *chstore.Store, want uint64, progress io.W
 
 // publishPaced publishes at rate events/s spread over the tenants for d
 // (fewer when ticks are missed) and says how many it published.
-func publishPaced(ctx context.Context, nc *nats.Conn, tenants []config.Tenant, rate float64, d time.Duration, lost *atomic.Int64) (uint64, error) {
-	rp, err := newRepublisher(nc, streamOf, lost, ackWait)
+func publishPaced(ctx context.Context, nc *nats.Conn, tenants []config.Tenant, rate float64, d time.Duration, acks *lostAcks) (uint64, error) {
+	rp, err := newRepublisher(nc, streamOf, acks, ackWait)
 	if err != nil {
 		return 0, err
 	}
@@ -557,5 +590,5 @@ func (r IngestResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "| publish -> queryable at half load (%.0f/s), p50 | %v |\n", r.HalfLoadPerSec, r.LatencyP50)
 	fmt.Fprintf(w, "| publish -> queryable at half load, p99 (goal < 2s) | %v |\n", r.LatencyP99)
 	fmt.Fprintf(w, "| process RSS (collector, NATS and engine in one process) | %.0f MiB |\n", r.RSSMiB)
-	fmt.Fprintf(w, "| publish acknowledgements lost or meant for another publisher (published again) | %d |\n", r.AcksRepublished)
+	fmt.Fprintf(w, "| publish acknowledgements that never came / that named another stream (both published again) | %d / %d |\n", r.AcksLost, r.AcksForeign)
 }

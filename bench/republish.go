@@ -33,18 +33,27 @@ type republisher struct {
 	mu     sync.Mutex
 	again  []*nats.Msg
 	err    error
-	// lost counts the acknowledgements that never came or came from
-	// another stream, over every republisher sharing it.
-	lost *atomic.Int64
+	// acks counts, over every republisher sharing it, the
+	// acknowledgements that never came and those from another stream.
+	acks *lostAcks
 }
 
-func newRepublisher(conn *nats.Conn, stream func(subject string) string, lost *atomic.Int64, wait time.Duration) (*republisher, error) {
-	r := &republisher{stream: stream, lost: lost, wait: wait}
+// lostAcks counts the acknowledgements the load generator did not get:
+// Lost never came, Foreign came from another stream. nats-server's
+// duplicate reply token makes one of each (one publisher's
+// acknowledgement goes to the other).
+type lostAcks struct {
+	Lost, Foreign atomic.Int64
+}
+
+func newRepublisher(conn *nats.Conn, stream func(subject string) string, acks *lostAcks, wait time.Duration) (*republisher, error) {
+	r := &republisher{stream: stream, acks: acks, wait: wait}
 	js, err := jetstream.New(conn,
 		jetstream.WithPublishAsyncMaxPending(4096),
 		jetstream.WithPublishAsyncTimeout(wait),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
 			if errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+				r.acks.Lost.Add(1)
 				r.keep(m)
 				return
 			}
@@ -54,6 +63,7 @@ func newRepublisher(conn *nats.Conn, stream func(subject string) string, lost *a
 		}),
 		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
 			if ack.Stream != r.stream(m.Subject) {
+				r.acks.Foreign.Add(1)
 				r.keep(m)
 			}
 		}))
@@ -65,7 +75,6 @@ func newRepublisher(conn *nats.Conn, stream func(subject string) string, lost *a
 }
 
 func (r *republisher) keep(m *nats.Msg) {
-	r.lost.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.again = append(r.again, m)

@@ -126,6 +126,8 @@ func runBenchIngest(ctx context.Context, args []string, getenv func(string) stri
 	events := fs.Int("events", 50_000, "events per tenant")
 	latencyFor := fs.Duration("latency-for", 5*time.Second, "how long the half-load latency phase publishes")
 	batched := fs.Int("batched-events", 250_000, "events per tenant published with the SDK's batches (negative: skip)")
+	batchSize := fs.Int("batch-size", 10_000, "the collector's batch size (messages)")
+	batchAge := fs.Duration("batch-age", 100*time.Millisecond, "the collector's longest wait for a batch to fill")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -135,7 +137,8 @@ func runBenchIngest(ctx context.Context, args []string, getenv func(string) stri
 		return err
 	}
 	defer stop()
-	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor, BatchedEvents: *batched}, stderr)
+	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor, BatchedEvents: *batched,
+		BatchSize: *batchSize, BatchAge: *batchAge}, stderr)
 	if err != nil {
 		return err
 	}
