@@ -318,8 +318,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 
 	var (
-		batch  []jetstream.Msg
-		size   int
+		batch []jetstream.Msg
+		size  int
+		// due: the batch's age is up, and it waits for a store worker.
+		due    bool
 		opened time.Time
 		timer  = time.NewTimer(time.Hour)
 		// The store outage in progress: since when, the next probe's wait.
@@ -338,9 +340,19 @@ func (s *Service) Run(ctx context.Context) error {
 	// StoreWorkers store batches side by side (the engine inserts a block
 	// on one thread). Batches with audit records all go to the first
 	// worker, in order, so each chain is appended in the order decoded.
+	//
+	// Under load the batches grow: a batch whose age is up waits, still
+	// filling (up to BatchSize and BatchBytes), while every store worker
+	// is busy, and goes to the first one freed. Fewer, larger inserts cost
+	// the engine less (each insert writes a part of the table and of each
+	// of its views); while the store keeps up, a batch goes at BatchAge.
 	work := make(chan *prepared)
 	audit := make(chan *prepared)
 	outages := make(chan error, 1)
+	// busy counts the batches the workers hold; a worker that finishes one
+	// says so on freed (a wake-up only: a full freed already has one).
+	var busy atomic.Int32
+	freed := make(chan struct{}, 1)
 	var storing sync.WaitGroup
 	for i := range s.cfg.StoreWorkers {
 		own := audit
@@ -350,7 +362,13 @@ func (s *Service) Run(ctx context.Context) error {
 		storing.Add(1)
 		go func() {
 			defer storing.Done()
-			s.storeStage(ctx, work, own, outages)
+			s.storeStage(ctx, work, own, outages, func() {
+				busy.Add(-1)
+				select {
+				case freed <- struct{}{}:
+				default:
+				}
+			})
 		}()
 	}
 	stopStore := func() {
@@ -366,13 +384,14 @@ func (s *Service) Run(ctx context.Context) error {
 		s.m.batchAge.Observe(time.Since(opened).Seconds())
 		// Finish the batch even when ctx is cancelled meanwhile.
 		p := s.prepare(context.WithoutCancel(ctx), batch)
+		busy.Add(1)
 		if p.hasAudit() {
 			audit <- p
 		} else {
 			work <- p
 		}
 		// A new slice: the store stage holds the last one.
-		batch, size = make([]jetstream.Msg, 0, len(batch)), 0
+		batch, size, due = make([]jetstream.Msg, 0, len(batch)), 0, false
 	}
 	for {
 		select {
@@ -411,7 +430,15 @@ func (s *Service) Run(ctx context.Context) error {
 				flush()
 			}
 		case <-timer.C:
+			if int(busy.Load()) >= s.cfg.StoreWorkers {
+				due = true // every worker is storing: keep filling
+				continue
+			}
 			flush()
+		case <-freed:
+			if due && int(busy.Load()) < s.cfg.StoreWorkers {
+				flush()
+			}
 		case <-ctx.Done():
 			probe.Stop()
 			flush()
@@ -425,8 +452,8 @@ func (s *Service) Run(ctx context.Context) error {
 // storeStage stores the batches prepare decoded, in order, and acks them;
 // a batch that could not be stored is handed back (nak'd): at once during
 // a store outage (which it pauses the pulls for and reports on outages),
-// else after a growing delay.
-func (s *Service) storeStage(ctx context.Context, work, audit <-chan *prepared, outages chan<- error) {
+// else after a growing delay. It calls done after each batch.
+func (s *Service) storeStage(ctx context.Context, work, audit <-chan *prepared, outages chan<- error, done func()) {
 	failures := 0
 	for work != nil || audit != nil {
 		var p *prepared
@@ -469,6 +496,7 @@ func (s *Service) storeStage(ctx context.Context, work, audit <-chan *prepared, 
 				_ = m.NakWithDelay(delay) //nolint:errcheck // unacked messages come back after AckWait anyway
 			}
 		}
+		done()
 	}
 }
 

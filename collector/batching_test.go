@@ -1,0 +1,102 @@
+package collector_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/collector"
+	"github.com/tenantscope/tenantscope/collector/collectortest"
+	"github.com/tenantscope/tenantscope/natsbus"
+)
+
+// TestBatchesGrowWhileTheStoreIsBusy: while both store workers are busy
+// (AfterStore holds the first two batches), a tenant publishes 300 events
+// in two bursts, BatchAge apart and more. The batch they go into waits for
+// a worker, still filling: once the store moves, the collector stores them
+// as one batch. Before, a batch went at BatchAge whatever the store was
+// doing, and waited for a worker full: the second burst made a batch of its
+// own (on a busy engine: twice the inserts, each writing a part of the
+// table and of its views).
+func TestBatchesGrowWhileTheStoreIsBusy(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	var stored atomic.Int32
+	entered := make(chan struct{}, 2)
+	p := collectortest.StartWith(t, nil, func(c *collector.Config) {
+		c.BatchAge = 50 * time.Millisecond
+		c.BatchSize = 1000
+		c.StoreWorkers = 2
+		c.AfterStore = func() {
+			if stored.Add(1) <= 2 {
+				entered <- struct{}{}
+				<-release
+			}
+		}
+	}, "acme")
+	t.Cleanup(unblock) // before the pipeline stops (cleanups run last first)
+	ctx := context.Background()
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	cons, err := p.JS.Consumer(ctx, natsbus.IngestStream("acme"), natsbus.CollectorDurable)
+	require.NoError(t, err)
+	// inHand waits until the collector holds n messages (delivered, not
+	// acked), then for more than BatchAge.
+	inHand := func(n int) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			info, err := cons.Info(ctx)
+			require.NoError(t, err)
+			return info.NumAckPending == n
+		}, 10*time.Second, 10*time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // four times BatchAge: a batch would have gone
+	}
+
+	// Two batches of one event: one per worker, both stuck.
+	for i := range 2 {
+		publishAcmeOrder(t, js, fmt.Appendf(nil, `{"n":%d}`, i))
+		select {
+		case <-entered:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("batch %d never reached the store", i+1)
+		}
+	}
+	for burst := range 2 {
+		for i := range 150 {
+			publishAcmeOrder(t, js, fmt.Appendf(nil, `{"burst":%d,"n":%d}`, burst, i))
+		}
+		inHand(2 + 150*(burst+1))
+	}
+	unblock()
+	require.Eventually(t, func() bool {
+		_, messages := batchHistogram(t, p.Registry)
+		return messages == 302
+	}, 30*time.Second, 20*time.Millisecond, "every message stored (the histogram counts them once acked)")
+	batches, _ := batchHistogram(t, p.Registry)
+	require.EqualValues(t, 3, batches, "the 300 events waiting for a worker went as one batch")
+	require.EqualValues(t, 302, p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'acme'"))
+}
+
+// batchHistogram is how many batches the collector stored and how many
+// messages they held.
+func batchHistogram(t *testing.T, reg *prometheus.Registry) (batches uint64, messages float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "tenantscope_collector_batch_messages" {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	t.Fatal("no tenantscope_collector_batch_messages metric")
+	return 0, 0
+}
