@@ -40,8 +40,8 @@ type IngestConfig struct {
 	// BatchedEvents is how many events per tenant the SDK publishes in
 	// batches (default 250,000; negative skips the phase).
 	BatchedEvents int
-	// BatchSize and BatchAge are the collector's batching (defaults
-	// 10,000 messages and 100ms).
+	// BatchSize and BatchAge are the collector's batching (0: the
+	// collector's defaults, as serve runs it).
 	BatchSize int
 	BatchAge  time.Duration
 }
@@ -117,12 +117,6 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 	}
 	if cfg.BatchedEvents == 0 {
 		cfg.BatchedEvents = 250_000
-	}
-	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 10_000
-	}
-	if cfg.BatchAge == 0 {
-		cfg.BatchAge = 100 * time.Millisecond
 	}
 	res := IngestResult{Tenants: cfg.Tenants, Events: cfg.Events, PayloadBytes: len(payload(0, time.Now())), BatchedEvents: max(cfg.BatchedEvents, 0)}
 	if cfg.Dir == "" {

@@ -40,7 +40,7 @@ import (
 
 // Config tunes batching.
 type Config struct {
-	BatchSize  int           // messages per batch (default 5000)
+	BatchSize  int           // messages per batch (default 10,000)
 	BatchAge   time.Duration // longest wait for a batch to fill (default 250ms)
 	BatchBytes int           // payload bytes per batch (default 4 MiB)
 	// Retention per signal in days, written on every row (the retention
@@ -76,7 +76,11 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.BatchSize == 0 {
-		c.BatchSize = 5000
+		// 10,000 one-event messages are about 4 MiB: the byte bound
+		// (BatchBytes) and the count bound meet. At 5,000, a busy
+		// collector made twice the inserts, and bench ingest's end to end
+		// was about a tenth slower.
+		c.BatchSize = 10_000
 	}
 	if c.BatchAge == 0 {
 		c.BatchAge = 250 * time.Millisecond

@@ -190,7 +190,7 @@ func TestBatchItemsCountAgainstTheQuota(t *testing.T) {
 // The prefetch holds about a second of a tenant's quota and at most a
 // batch's bytes: thousands of one-event messages, dozens of OTLP requests.
 func TestPrefetchFollowsWhatMessagesHold(t *testing.T) {
-	s := &Service{cfg: Config{BatchBytes: 8 << 20}}
+	s := &Service{cfg: Config{BatchBytes: 8 << 20, BatchSize: 5000}}
 	s.cfg.defaults()
 	q := config.Quota{EventsPerSecond: 20000, BytesPerSecond: 32 << 20}
 	require.Equal(t, 5000, s.prefetchFor(q, 1, 300), "one-event messages: as before")

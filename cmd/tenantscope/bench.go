@@ -126,8 +126,8 @@ func runBenchIngest(ctx context.Context, args []string, getenv func(string) stri
 	events := fs.Int("events", 50_000, "events per tenant")
 	latencyFor := fs.Duration("latency-for", 5*time.Second, "how long the half-load latency phase publishes")
 	batched := fs.Int("batched-events", 250_000, "events per tenant published with the SDK's batches (negative: skip)")
-	batchSize := fs.Int("batch-size", 10_000, "the collector's batch size (messages)")
-	batchAge := fs.Duration("batch-age", 100*time.Millisecond, "the collector's longest wait for a batch to fill")
+	batchSize := fs.Int("batch-size", 0, "the collector's batch size in messages (0: its default, as serve runs it)")
+	batchAge := fs.Duration("batch-age", 0, "the collector's longest wait for a batch to fill (0: its default)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
