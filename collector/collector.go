@@ -184,15 +184,15 @@ func (s *Service) retention(tenant string, sig Signal, table string, at time.Tim
 
 // eventField, logField and spanField give a row's values by identifier
 // column, for a subject hold's match.
-func eventField(e *Event) func(string) string {
+func eventField(actor, entity, payload string) func(string) string {
 	return func(name string) string {
 		switch name {
 		case "actor":
-			return e.Actor
+			return actor
 		case "entity":
-			return e.Entity
+			return entity
 		case "payload":
-			return e.Payload
+			return payload
 		}
 		return ""
 	}
@@ -1124,7 +1124,7 @@ func (s *Service) decode(msg jetstream.Msg, writing map[string]func()) (rows, st
 		return r, home, err
 	}
 	if sub.Action == wire.ActionEvents {
-		r, err := s.decodeEventBatch(meta, msg.Data())
+		r, err := s.decodeEventBatch(meta, msg.Data(), rowsHint(h, len(msg.Data())))
 		s.chargeItems(sub.Tenant, h, len(r.events)+len(r.bad))
 		return r, home, err
 	}

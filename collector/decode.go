@@ -182,9 +182,12 @@ func checkBody(body []byte) (map[string]any, error) {
 
 // traceIDs reads a W3C traceparent: 00-{trace}-{span}-{flags}.
 func traceIDs(tp string) (string, string) {
-	parts := strings.Split(tp, "-")
-	if len(parts) == 4 && len(parts[1]) == 32 && len(parts[2]) == 16 {
-		return parts[1], parts[2]
+	// version-traceid-spanid-flags; no more, no fewer parts.
+	_, rest, ok1 := strings.Cut(tp, "-")
+	traceID, rest, ok2 := strings.Cut(rest, "-")
+	spanID, flags, ok3 := strings.Cut(rest, "-")
+	if ok1 && ok2 && ok3 && !strings.Contains(flags, "-") && len(traceID) == 32 && len(spanID) == 16 {
+		return traceID, spanID
 	}
 	return "", ""
 }
@@ -220,22 +223,33 @@ func timeField(obj map[string]any, keys ...string) (time.Time, bool, error) {
 func timeOf(k string, v any) (time.Time, bool, error) {
 	switch x := v.(type) {
 	case string:
-		t, err := time.Parse(time.RFC3339Nano, x)
-		if err != nil {
-			return time.Time{}, false, bad(ReasonInvalidField, "field %q: %q is not an RFC 3339 time", k, x)
-		}
-		return t.UTC(), true, nil
+		return timeOfString(k, x)
 	case float64:
-		switch {
-		case x > 1e17:
-			return time.Unix(0, int64(x)).UTC(), true, nil
-		case x > 1e11:
-			return time.UnixMilli(int64(x)).UTC(), true, nil
-		default:
-			return time.Unix(0, int64(x*1e9)).UTC(), true, nil
-		}
+		return timeOfNumber(x)
 	default:
 		return time.Time{}, false, bad(ReasonInvalidField, "field %q is not a time", k)
+	}
+}
+
+// timeOfString is an RFC 3339 time.
+func timeOfString(k, x string) (time.Time, bool, error) {
+	t, err := time.Parse(time.RFC3339Nano, x)
+	if err != nil {
+		return time.Time{}, false, bad(ReasonInvalidField, "field %q: %q is not an RFC 3339 time", k, x)
+	}
+	return t.UTC(), true, nil
+}
+
+// timeOfNumber is a Unix time in nanoseconds, milliseconds or seconds,
+// as its size says.
+func timeOfNumber(x float64) (time.Time, bool, error) {
+	switch {
+	case x > 1e17:
+		return time.Unix(0, int64(x)).UTC(), true, nil
+	case x > 1e11:
+		return time.UnixMilli(int64(x)).UTC(), true, nil
+	default:
+		return time.Unix(0, int64(x*1e9)).UTC(), true, nil
 	}
 }
 
@@ -352,13 +366,13 @@ func eventTimeField(obj *fastjson.Object, keys ...string) (time.Time, bool, erro
 		}
 		switch v.Type() {
 		case fastjson.TypeString:
-			return timeOf(k, string(v.GetStringBytes()))
+			return timeOfString(k, string(v.GetStringBytes()))
 		case fastjson.TypeNumber:
 			f, err := v.Float64()
 			if err != nil {
 				return time.Time{}, false, bad(ReasonInvalidField, "field %q is not a time", k)
 			}
-			return timeOf(k, f)
+			return timeOfNumber(f)
 		default:
 			return time.Time{}, false, bad(ReasonInvalidField, "field %q is not a time", k)
 		}

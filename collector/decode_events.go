@@ -36,29 +36,36 @@ func checkAction(a string) error {
 	}
 }
 
-// decodeEventBatch decodes a batch of domain events. A body that is not a
-// batch is a DecodeError (the whole message is dead-lettered); an event
-// that fails its checks is a BadItem.
-func (s *Service) decodeEventBatch(m Meta, body []byte) (rows, error) {
-	var r rows
+// decodeEventBatch decodes a batch of domain events, making room for hint
+// of them at once (rowsHint: what the message says it holds, as far as its
+// bytes allow). A body that is not a batch is a DecodeError (the whole
+// message is dead-lettered); an event that fails its checks is a BadItem.
+func (s *Service) decodeEventBatch(m Meta, body []byte, hint int) (rows, error) {
+	r := rows{events: make([]Event, 0, hint)}
 	_, err := wire.DecodeEvents(body, func(i int, e wire.Event) error {
 		ev, err := s.decodeBatchEvent(m, e)
-		var de *DecodeError
-		switch {
-		case errors.As(err, &de):
-			failed := e // only a bad event's copy escapes to the heap
-			r.bad = append(r.bad, BadItem{Index: i, Err: de, Data: e.Payload, Event: &failed})
-		case err != nil:
-			return err
-		default:
+		if err == nil {
 			r.events = append(r.events, ev)
+			return nil
 		}
-		return nil
+		return r.badEvent(i, e, err)
 	})
 	if errors.Is(err, wire.ErrEventBatch) {
 		return rows{}, bad(ReasonInvalidBatch, "%v", err)
 	}
 	return r, err
+}
+
+// badEvent records a batch's event that failed its checks (a DecodeError)
+// as a BadItem, and returns any other error. It is apart from
+// decodeEventBatch so that only a bad event's copies go to the heap.
+func (r *rows) badEvent(i int, e wire.Event, err error) error {
+	var de *DecodeError
+	if !errors.As(err, &de) {
+		return err
+	}
+	r.bad = append(r.bad, BadItem{Index: i, Err: de, Data: e.Payload, Event: &e})
+	return nil
 }
 
 // decodeBatchEvent is one event of a batch, checked, redacted, encrypted
@@ -95,7 +102,7 @@ func (s *Service) eventRow(m Meta, payload []byte) (Event, error) {
 		}
 		ev.Payload = string(p)
 	}
-	ev.RetentionDays = s.retention(m.Tenant, SignalEvent, "events", ev.Time, eventField(&ev))
+	ev.RetentionDays = s.retention(m.Tenant, SignalEvent, "events", ev.Time, eventField(ev.Actor, ev.Entity, ev.Payload))
 	return ev, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/collector/wire"
 )
 
 func meta() Meta {
@@ -127,4 +129,44 @@ func BenchmarkDecodeEvent(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkDecodeEventBatch decodes a batch of 512 events of the payload
+// bench ingest publishes, as the SDK sends them (no redaction, no
+// encryption, fixed retention).
+func BenchmarkDecodeEventBatch(b *testing.B) {
+	payload := []byte(`{"time":"2026-11-29T10:00:00.123456789Z","actor":{"id":"user-7","type":"user"},"entity":"order-7","amount":7.07,"currency":"EUR","items":[{"sku":"A-7","qty":1}],"note":"` + strings.Repeat("x", 120) + `"}`)
+	var body []byte
+	for i := range 512 {
+		body = wire.AppendEvent(body, wire.Event{ID: [16]byte{byte(i), byte(i >> 8), 1}, Action: "order_created", Payload: payload})
+	}
+	s := &Service{redactors: map[string]*Redactor{}}
+	s.cfg.defaults()
+	m := Meta{Subject: Subject{Tenant: "acme", Service: "orders", Action: wire.ActionEvents}}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := s.decodeEventBatch(m, body, 512)
+		if err != nil || len(r.events) != 512 {
+			b.Fatal(len(r.events), err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/event")
+}
+
+// FuzzTraceIDsAsSplit holds traceIDs (strings.Cut, no allocation) to the
+// strings.Split reading it replaced.
+func FuzzTraceIDsAsSplit(f *testing.F) {
+	for _, s := range []string{"", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x", "---", "a-b-c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tp string) {
+		var want [2]string
+		if parts := strings.Split(tp, "-"); len(parts) == 4 && len(parts[1]) == 32 && len(parts[2]) == 16 {
+			want = [2]string{parts[1], parts[2]}
+		}
+		if tr, sp := traceIDs(tp); [2]string{tr, sp} != want {
+			t.Fatalf("%q: %q %q, Split gives %q", tp, tr, sp, want)
+		}
+	})
 }

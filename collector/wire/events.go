@@ -81,6 +81,9 @@ func DecodeEvents(body []byte, fn func(i int, e Event) error) (int, error) {
 	}
 	rest := body[len(eventsMagic):]
 	i := 0
+	// The events of a batch mostly share an action: the last one's string
+	// is reused rather than allocated again.
+	var action string
 	for ; len(rest) > 0; i++ {
 		if i >= MaxBatchItems {
 			return i, fmt.Errorf("%w: more than %d items", ErrEventBatch, MaxBatchItems)
@@ -100,7 +103,10 @@ func DecodeEvents(body []byte, fn func(i int, e Event) error) (int, error) {
 			fields[f] = rest[k : k+int(n)]
 			rest = rest[k+int(n):]
 		}
-		e.Action, e.CorrelationID, e.TraceParent, e.Payload = string(fields[0]), string(fields[1]), string(fields[2]), fields[3]
+		if string(fields[0]) != action {
+			action = string(fields[0])
+		}
+		e.Action, e.CorrelationID, e.TraceParent, e.Payload = action, string(fields[1]), string(fields[2]), fields[3]
 		if err := fn(i, e); err != nil {
 			return i, err
 		}
