@@ -28,3 +28,20 @@ func FuzzValidAgreesWithEncodingJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHasControlAgreesWithAScan holds the eight-bytes-at-a-time test to a
+// byte by byte scan.
+func FuzzHasControlAgreesWithAScan(f *testing.F) {
+	for _, s := range []string{"", "abcdefgh", "abcdefg\x1f", "\x00", "\x7f\x80\xff\x20\x1f\x20\x20\x20\x20", "ABCDEFGHIJKLMNOP\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := false
+		for _, c := range b {
+			want = want || c < 0x20
+		}
+		if got := hasControl(b); got != want {
+			t.Fatalf("%q: hasControl %v, a scan %v", b, got, want)
+		}
+	})
+}
