@@ -28,6 +28,7 @@ import (
 	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/config"
 	"github.com/tenantscope/tenantscope/engine/enginetest"
+	"github.com/tenantscope/tenantscope/internal/pubtest"
 	"github.com/tenantscope/tenantscope/natsbus"
 	"github.com/tenantscope/tenantscope/sdk"
 )
@@ -183,17 +184,7 @@ func TestAuditRecordsAreChainedOnceAndVerify(t *testing.T) {
 // with the same Nats-Msg-Id until it is stored: every event lands once and
 // none is counted as failed.
 func TestPublisherRetriesUntilStored(t *testing.T) {
-	cfg := config.Default()
-	cfg.Data = t.TempDir()
-	cfg.NATS.Listen = "127.0.0.1:0"
-	cfg.Tenants = []config.Tenant{{ID: "acme", Region: "default", NATS: config.Credentials{User: "acme-svc"}}}
-	_, err := config.EnsureSecrets(&cfg)
-	require.NoError(t, err)
-	b, err := config.LoadBootstrap(cfg.Data)
-	require.NoError(t, err)
-	srv, err := natsbus.Embedded(cfg, zerolog.Nop())
-	require.NoError(t, err)
-	defer srv.Shutdown()
+	srv, cfg, b := pubtest.Server(t, "acme")
 	pub, err := sdk.New(sdk.Config{URL: srv.ClientURL(), Tenant: "acme", User: "acme-svc", Password: b.NATS["acme-svc"], RetryFor: 20 * time.Second})
 	require.NoError(t, err)
 	const n = 50
@@ -202,15 +193,18 @@ func TestPublisherRetriesUntilStored(t *testing.T) {
 	}
 	// The stream appears a second later.
 	time.Sleep(time.Second)
-	suite, err := srv.Connect("suite")
-	require.NoError(t, err)
-	defer suite.Close()
-	js, err := jetstream.New(suite)
-	require.NoError(t, err)
+	js := pubtest.Suite(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, natsbus.EnsureStreams(ctx, js, cfg))
 	require.NoError(t, pub.Close(ctx))
+	requireStoredOnce(ctx, t, pub, js, n)
+}
+
+// requireStoredOnce checks that pub counts n events published and none
+// failed, and that acme's stream holds each of n events once.
+func requireStoredOnce(ctx context.Context, t *testing.T, pub *sdk.Publisher, js jetstream.JetStream, n int) {
+	t.Helper()
 	published, failed, lastErr := pub.Stats()
 	require.EqualValues(t, n, published)
 	require.Zero(t, failed, "%v", lastErr)

@@ -25,10 +25,10 @@ import (
 	"github.com/tenantscope/tenantscope/natsbus"
 )
 
-// Streams starts an embedded NATS server, until the test ends, with the
-// tenants' accounts (service user "{tenant}-svc") and ingest streams, and
-// returns it, the suite's JetStream and the bootstrap credentials.
-func Streams(t testing.TB, tenants ...string) (*natsbus.Server, jetstream.JetStream, *config.Bootstrap) {
+// Server starts an embedded NATS server, until the test ends, with the
+// tenants' accounts (service user "{tenant}-svc") and no streams yet, and
+// returns it, its configuration and the bootstrap credentials.
+func Server(t testing.TB, tenants ...string) (*natsbus.Server, config.Config, *config.Bootstrap) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Data = t.TempDir()
@@ -44,11 +44,27 @@ func Streams(t testing.TB, tenants ...string) (*natsbus.Server, jetstream.JetStr
 	srv, err := natsbus.Embedded(cfg, zerolog.Nop())
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
+	return srv, cfg, b
+}
+
+// Suite connects to srv as the suite, until the test ends, and returns its
+// JetStream.
+func Suite(t testing.TB, srv *natsbus.Server) jetstream.JetStream {
+	t.Helper()
 	suite, err := srv.Connect("suite")
 	require.NoError(t, err)
 	t.Cleanup(suite.Close)
 	js, err := jetstream.New(suite)
 	require.NoError(t, err)
+	return js
+}
+
+// Streams is Server with the tenants' ingest streams created; it returns
+// the suite's JetStream instead of the configuration.
+func Streams(t testing.TB, tenants ...string) (*natsbus.Server, jetstream.JetStream, *config.Bootstrap) {
+	t.Helper()
+	srv, cfg, b := Server(t, tenants...)
+	js := Suite(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, natsbus.EnsureStreams(ctx, js, cfg))
