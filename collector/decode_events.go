@@ -41,7 +41,7 @@ func checkAction(a string) error {
 // bytes allow). A body that is not a batch is a DecodeError (the whole
 // message is dead-lettered); an event that fails its checks is a BadItem.
 func (s *Service) decodeEventBatch(m Meta, body []byte, hint int) (rows, error) {
-	r := rows{events: make([]Event, 0, hint)}
+	r := rows{events: make([]Event, 0, min(hint, maxEventsAhead))}
 	_, err := wire.DecodeEvents(body, func(i int, e wire.Event) error {
 		ev, err := s.decodeBatchEvent(m, e)
 		if err == nil {
@@ -55,6 +55,13 @@ func (s *Service) decodeEventBatch(m Meta, body []byte, hint int) (rows, error) 
 	}
 	return r, err
 }
+
+// maxEventsAhead bounds the room decodeEventBatch makes for a message's
+// events at once: a row takes about 230 bytes in hand and may come from 16
+// bytes of a message whose Batch-Items says what its publisher likes, so
+// the hint alone would let a 1 MiB message reserve 15 MB. Batches larger
+// than this (the SDK sends 512 events) grow as they are decoded.
+const maxEventsAhead = 4096
 
 // badEvent records a batch's event that failed its checks (a DecodeError)
 // as a BadItem, and returns any other error. It is apart from
