@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantscope/tenantscope/collector"
 	"github.com/tenantscope/tenantscope/collector/collectortest"
+	"github.com/tenantscope/tenantscope/collector/wire"
 	"github.com/tenantscope/tenantscope/natsbus"
 )
 
@@ -99,4 +100,33 @@ func batchHistogram(t *testing.T, reg *prometheus.Registry) (batches uint64, mes
 	}
 	t.Fatal("no tenantscope_collector_batch_messages metric")
 	return 0, 0
+}
+
+// TestEventBatchesHaveARowsBound: a batch of domain events also closes at
+// EventBatchRows events, counted in the batch messages' bodies, not taken
+// from their Batch-Items headers (here each says 1): three messages of 500
+// tiny events with a bound of 800 make a batch of two messages and one of
+// one. Tiny events are a row for every 23 bytes: the bytes bound alone
+// would let a 4 MiB batch hold 180,000 rows.
+func TestEventBatchesHaveARowsBound(t *testing.T) {
+	p := collectortest.StartWith(t, nil, func(c *collector.Config) {
+		c.BatchAge = 2 * time.Second // only the bounds close a batch while the three arrive
+		c.EventBatchRows = 800
+	}, "acme")
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	for m := range 3 {
+		var body []byte
+		for i := range 500 {
+			body = wire.AppendEvent(body, wire.Event{ID: [16]byte{byte(m + 1), byte(i), byte(i >> 8), 7}, Action: "tick", Payload: []byte(`{}`)})
+		}
+		publishUnderstatedBatch(t, js, body)
+	}
+	require.Eventually(t, func() bool {
+		_, messages := batchHistogram(t, p.Registry)
+		return messages == 3
+	}, 30*time.Second, 20*time.Millisecond)
+	batches, _ := batchHistogram(t, p.Registry)
+	require.EqualValues(t, 2, batches, "1,000 events passed the bound of 800: a batch of two messages, then one")
+	require.EqualValues(t, 1500, p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'acme'"))
 }

@@ -68,6 +68,30 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
+// CountEvents is how many events a batch body holds, read from its
+// length prefixes without decoding them (as many as are whole, for a
+// malformed body; 0 for a body that is not a batch). The collector bounds
+// its batches' rows with it before it decodes them.
+func CountEvents(body []byte) int {
+	if len(body) < len(eventsMagic) || string(body[:len(eventsMagic)]) != string(eventsMagic) {
+		return 0
+	}
+	rest := body[len(eventsMagic):]
+	n := 0
+	for len(rest) >= 16 && n < MaxBatchItems {
+		rest = rest[16:]
+		for range 4 {
+			l, k := binary.Uvarint(rest)
+			if k <= 0 || l > uint64(len(rest)-k) {
+				return n
+			}
+			rest = rest[k+int(l):]
+		}
+		n++
+	}
+	return n
+}
+
 // ErrEventBatch is wrapped by every error of DecodeEvents.
 var ErrEventBatch = errors.New("not an event batch")
 

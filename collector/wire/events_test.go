@@ -99,3 +99,23 @@ func FuzzDecodeEvents(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCountEventsAgreesWithDecode: CountEvents is how many events
+// DecodeEvents hands over, for any body.
+func FuzzCountEventsAgreesWithDecode(f *testing.F) {
+	var body []byte
+	for i := range 3 {
+		body = wire.AppendEvent(body, wire.Event{ID: [16]byte{byte(i)}, Action: "a", Payload: []byte(`{}`)})
+	}
+	f.Add(body)
+	f.Add(body[:len(body)-1])
+	f.Add([]byte("TSEB\x01"))
+	f.Add([]byte("nope"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		decoded := 0
+		_, _ = wire.DecodeEvents(b, func(int, wire.Event) error { decoded++; return nil }) //nolint:errcheck // counted either way
+		if got := wire.CountEvents(b); got != decoded {
+			t.Fatalf("%q: CountEvents %d, DecodeEvents handed %d", b, got, decoded)
+		}
+	})
+}
