@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -73,23 +74,38 @@ func uvarintLen(v uint64) int {
 // malformed body; 0 for a body that is not a batch). The collector bounds
 // its batches' rows with it before it decodes them.
 func CountEvents(body []byte) int {
-	if len(body) < len(eventsMagic) || string(body[:len(eventsMagic)]) != string(eventsMagic) {
+	rest, ok := bytes.CutPrefix(body, eventsMagic)
+	if !ok {
 		return 0
 	}
-	rest := body[len(eventsMagic):]
 	n := 0
-	for len(rest) >= 16 && n < MaxBatchItems {
-		rest = rest[16:]
-		for range 4 {
-			l, k := binary.Uvarint(rest)
-			if k <= 0 || l > uint64(len(rest)-k) {
-				return n
-			}
-			rest = rest[k+int(l):]
+	for len(rest) > 0 && n < MaxBatchItems {
+		var err error
+		if _, _, rest, err = nextEvent(rest, n); err != nil {
+			break
 		}
 		n++
 	}
 	return n
+}
+
+// nextEvent reads the framing of the event that starts rest (the i-th):
+// its 16-byte id and its four length-prefixed fields (action, correlation
+// id, traceparent, payload), and returns what follows it.
+func nextEvent(rest []byte, i int) (id []byte, fields [4][]byte, after []byte, err error) {
+	if len(rest) < 16 {
+		return nil, fields, nil, fmt.Errorf("%w: item %d: truncated id", ErrEventBatch, i)
+	}
+	id, rest = rest[:16], rest[16:]
+	for f := range fields {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)-k) {
+			return nil, fields, nil, fmt.Errorf("%w: item %d: field %d overruns the body", ErrEventBatch, i, f)
+		}
+		fields[f] = rest[k : k+int(n)]
+		rest = rest[k+int(n):]
+	}
+	return id, fields, rest, nil
 }
 
 // ErrEventBatch is wrapped by every error of DecodeEvents.
@@ -100,10 +116,10 @@ var ErrEventBatch = errors.New("not an event batch")
 // error wrapping ErrEventBatch and names the item it stopped at; the items
 // before it were handed to fn.
 func DecodeEvents(body []byte, fn func(i int, e Event) error) (int, error) {
-	if len(body) < len(eventsMagic) || string(body[:len(eventsMagic)]) != string(eventsMagic) {
+	rest, ok := bytes.CutPrefix(body, eventsMagic)
+	if !ok {
 		return 0, fmt.Errorf("%w: the body does not start with the batch header", ErrEventBatch)
 	}
-	rest := body[len(eventsMagic):]
 	i := 0
 	// The events of a batch mostly share an action: the last one's string
 	// is reused rather than allocated again.
@@ -112,21 +128,13 @@ func DecodeEvents(body []byte, fn func(i int, e Event) error) (int, error) {
 		if i >= MaxBatchItems {
 			return i, fmt.Errorf("%w: more than %d items", ErrEventBatch, MaxBatchItems)
 		}
-		if len(rest) < 16 {
-			return i, fmt.Errorf("%w: item %d: truncated id", ErrEventBatch, i)
+		id, fields, after, err := nextEvent(rest, i)
+		if err != nil {
+			return i, err
 		}
+		rest = after
 		var e Event
-		copy(e.ID[:], rest[:16])
-		rest = rest[16:]
-		var fields [4][]byte
-		for f := range fields {
-			n, k := binary.Uvarint(rest)
-			if k <= 0 || n > uint64(len(rest)-k) {
-				return i, fmt.Errorf("%w: item %d: field %d overruns the body", ErrEventBatch, i, f)
-			}
-			fields[f] = rest[k : k+int(n)]
-			rest = rest[k+int(n):]
-		}
+		copy(e.ID[:], id)
 		if string(fields[0]) != action {
 			action = string(fields[0])
 		}
