@@ -3,8 +3,6 @@ package collector_test
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,26 +25,13 @@ import (
 // own (on a busy engine: twice the inserts, each writing a part of the
 // table and of its views).
 func TestBatchesGrowWhileTheStoreIsBusy(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	var stored atomic.Int32
-	entered := make(chan struct{}, 2)
-	p := collectortest.StartWith(t, nil, func(c *collector.Config) {
+	h := startHeldStore(t, func(batch int32) bool { return batch <= 2 }, func(c *collector.Config) {
 		c.BatchAge = 50 * time.Millisecond
 		c.BatchSize = 1000
 		c.StoreWorkers = 2
-		c.AfterStore = func() {
-			if stored.Add(1) <= 2 {
-				entered <- struct{}{}
-				<-release
-			}
-		}
-	}, "acme")
-	t.Cleanup(unblock) // before the pipeline stops (cleanups run last first)
+	})
+	p, js, entered, unblock := h.p, h.js, h.entered, h.release
 	ctx := context.Background()
-	js, err := jetstream.New(p.TenantConn(t, "acme"))
-	require.NoError(t, err)
 	cons, err := p.JS.Consumer(ctx, natsbus.IngestStream("acme"), natsbus.CollectorDurable)
 	require.NoError(t, err)
 	// inHand waits until the collector holds n messages (delivered, not

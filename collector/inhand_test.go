@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,17 +26,9 @@ import (
 // whatever their size (hundreds of MB of OTLP requests or SDK batches),
 // and those at the back waited past the ack wait and were sent again.
 func TestInHandStaysWithinAFewBatches(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	p := collectortest.StartWith(t, nil, func(c *collector.Config) {
-		c.BatchBytes = 1 << 20
-		c.AfterStore = func() { <-release }
-	}, "acme")
-	t.Cleanup(unblock) // before the pipeline stops (cleanups run last first)
+	h := startHeldStore(t, func(int32) bool { return true }, func(c *collector.Config) { c.BatchBytes = 1 << 20 })
+	p, js, unblock := h.p, h.js, h.release
 	ctx := context.Background()
-	js, err := jetstream.New(p.TenantConn(t, "acme"))
-	require.NoError(t, err)
 	note := strings.Repeat("x", 100<<10)
 	const total = 300
 	for i := range total {
@@ -93,6 +86,41 @@ func TestSwitchingMessageSizesKeepsPulling(t *testing.T) {
 			}, 30*time.Second, 20*time.Millisecond, "round %d: the collector stopped pulling", round)
 		}
 	}
+}
+
+// heldStore is acme's pipeline whose store holds a batch after inserting
+// it (before its ack) while hold says so for it (the first is 1), until
+// release is called or the test ends; each batch held sends on entered.
+type heldStore struct {
+	p       *collectortest.Pipeline
+	js      jetstream.JetStream // acme's
+	entered chan struct{}
+	release func()
+}
+
+func startHeldStore(t *testing.T, hold func(batch int32) bool, mutate func(*collector.Config)) *heldStore {
+	t.Helper()
+	released := make(chan struct{})
+	var once sync.Once
+	var batches atomic.Int32
+	h := &heldStore{entered: make(chan struct{}, 16), release: func() { once.Do(func() { close(released) }) }}
+	h.p = collectortest.StartWith(t, nil, func(c *collector.Config) {
+		mutate(c)
+		c.AfterStore = func() {
+			if hold(batches.Add(1)) {
+				select {
+				case h.entered <- struct{}{}:
+				default: // nobody counts them
+				}
+				<-released
+			}
+		}
+	}, "acme")
+	t.Cleanup(h.release) // before the pipeline stops (cleanups run last first)
+	js, err := jetstream.New(h.p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	h.js = js
+	return h
 }
 
 // publishAcmeOrder publishes data as acme's order_created event.
