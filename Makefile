@@ -51,6 +51,7 @@ bench: chdb build ## run the Go benchmarks and the benchmark commands that print
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
 	$(BIN) bench engine
 	$(BIN) bench ingest
+	$(BIN) bench sdk
 	$(BIN) bench otlp
 	$(BIN) bench otlp --peer otelcol
 	$(BIN) bench audit

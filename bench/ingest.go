@@ -233,7 +233,11 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (Inges
 		start := time.Now()
 		stored += uint64(cfg.Tenants * cfg.BatchedEvents)
 		took, err := phase(ctx, func(ctx context.Context) error {
-			err := publishSDK(ctx, ns.ClientURL(), b, cfg.Tenants, cfg.BatchedEvents)
+			ids := make([]string, cfg.Tenants)
+			for i, t := range sc.Tenants[:cfg.Tenants] {
+				ids[i] = t.ID
+			}
+			err := publishSDK(ctx, ns.ClientURL(), b, ids, func(id string) string { return id }, cfg.BatchedEvents)
 			res.BatchedPublishSeconds = time.Since(start).Seconds()
 			return err
 		}, func(ctx context.Context) error { return waitRows(ctx, st, stored, progress) })
@@ -351,16 +355,16 @@ func publishAll(ctx context.Context, nc *nats.Conn, cfg IngestConfig, prefix str
 }
 
 // publishSDK publishes events per tenant with the SDK (batched, its
-// defaults), as each tenant, one goroutine per tenant, and flushes.
-func publishSDK(ctx context.Context, url string, b *config.Bootstrap, tenants, events int) error {
+// defaults), as each tenant (its NATS user user(tenant), whose password
+// is in b), one goroutine per tenant, and flushes.
+func publishSDK(ctx context.Context, url string, b *config.Bootstrap, tenants []string, user func(tenant string) string, events int) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, tenants)
-	for t := range tenants {
+	errs := make(chan error, len(tenants))
+	for _, id := range tenants {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id := fmt.Sprintf("t%02d", t)
-			pub, err := sdk.New(sdk.Config{URL: url, Tenant: id, User: id, Password: b.NATS[id], StallWait: time.Minute})
+			pub, err := sdk.New(sdk.Config{URL: url, Tenant: id, User: user(id), Password: b.NATS[user(id)], StallWait: time.Minute})
 			if err != nil {
 				errs <- err
 				return

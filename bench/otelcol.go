@@ -263,7 +263,7 @@ func RunOTelCol(ctx context.Context, cfg OTelColConfig, progress io.Writer) (res
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return res, err
 	}
-	col, err := startChild(ctx, "the Collector", cfg.Binary, []string{"--config", "file:" + confPath}, filepath.Join(dir, "otelcol.log"))
+	col, err := startChild(ctx, "the Collector", cfg.Binary, []string{"--config", "file:" + confPath}, nil, filepath.Join(dir, "otelcol.log"))
 	if err != nil {
 		return res, err
 	}
@@ -388,13 +388,16 @@ type childProcess struct {
 
 // startChild starts binary with args; its output goes to logPath. name
 // says what it is in errors.
-func startChild(ctx context.Context, name, binary string, args []string, logPath string) (*childProcess, error) {
+func startChild(ctx context.Context, name, binary string, args, env []string, logPath string) (*childProcess, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close() //nolint:errcheck // already failing
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -105,7 +105,7 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 
 	// 1. The suite, as its users run it: serve in a child process.
 	step("starting serve (%s)", cfg.Binary)
-	srv, err := startServe(ctx, cfg, []string{"acme"}, otlpBenchKey)
+	srv, err := startServe(ctx, serveOptions{Dir: cfg.Dir, LibPath: cfg.LibPath, Binary: cfg.Binary, CPUProfile: cfg.ServeCPUProfile}, []string{"acme"}, otlpBenchKey)
 	if err != nil {
 		return res, err
 	}

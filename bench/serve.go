@@ -24,7 +24,18 @@ type serveProcess struct {
 	*childProcess
 	url     string         // the HTTP listener: the OTLP receiver
 	metrics string         // the metrics listener
+	nats    string         // its NATS listener, for the tenants' services
+	data    string         // its data directory (bootstrap.json: the tenants' NATS passwords)
 	st      *chstore.Store // its engine, as the read-only user
+}
+
+// serveOptions is how a benchmark runs serve: which binary, with which
+// engine library, under which directory; CPUProfile, when set, is where
+// serve writes a CPU profile of its run; Env is added to its environment
+// (e.g. GOMEMLIMIT).
+type serveOptions struct {
+	Dir, LibPath, Binary, CPUProfile string
+	Env                              []string
 }
 
 // serveYAML is the configuration of the benchmark's serve: one region,
@@ -46,7 +57,7 @@ func serveYAML(data, httpAddr, metricsAddr, natsAddr, engineAddr, readerPassword
 
 // startServe runs cfg.Binary's serve with a fresh data directory under
 // cfg.Dir and waits until it is ready.
-func startServe(ctx context.Context, cfg OTLPConfig, tenants []string, key string) (*serveProcess, error) {
+func startServe(ctx context.Context, cfg serveOptions, tenants []string, key string) (*serveProcess, error) {
 	dir := cfg.Dir
 	addrs := make([]string, 4)
 	for i := range addrs {
@@ -63,21 +74,22 @@ func startServe(ctx context.Context, cfg OTLPConfig, tenants []string, key strin
 	}
 	reader := hex.EncodeToString(pw)
 	conf := filepath.Join(dir, "serve.yaml")
-	if err := config.WriteSecretFile(conf, []byte(serveYAML(filepath.Join(dir, "serve"), httpAddr, metricsAddr, natsAddr, engineAddr, reader, tenants, config.HashAPIKey(key)))); err != nil {
+	data := filepath.Join(dir, "serve")
+	if err := config.WriteSecretFile(conf, []byte(serveYAML(data, httpAddr, metricsAddr, natsAddr, engineAddr, reader, tenants, config.HashAPIKey(key)))); err != nil {
 		return nil, err
 	}
 	args := []string{"serve", "--config", conf, "--log-level", "warn"}
 	if cfg.LibPath != "" {
 		args = append(args, "--chdb-lib", cfg.LibPath)
 	}
-	if cfg.ServeCPUProfile != "" {
-		args = append(args, "--cpuprofile", cfg.ServeCPUProfile)
+	if cfg.CPUProfile != "" {
+		args = append(args, "--cpuprofile", cfg.CPUProfile)
 	}
-	child, err := startChild(ctx, "serve", cfg.Binary, args, filepath.Join(dir, "serve.log"))
+	child, err := startChild(ctx, "serve", cfg.Binary, args, cfg.Env, filepath.Join(dir, "serve.log"))
 	if err != nil {
 		return nil, err
 	}
-	p := &serveProcess{childProcess: child, url: "http://" + httpAddr, metrics: "http://" + metricsAddr}
+	p := &serveProcess{childProcess: child, url: "http://" + httpAddr, metrics: "http://" + metricsAddr, nats: "nats://" + natsAddr, data: data}
 	if err := p.waitReady(ctx, 2*time.Minute); err != nil {
 		p.stop()
 		return nil, err
@@ -122,9 +134,19 @@ func (p *serveProcess) close() {
 // collectorStages reads the collector's batch metrics from serve's
 // metrics listener: batches, messages per batch, seconds storing.
 func (p *serveProcess) collectorStages() (stages string, messages uint64, err error) {
-	res, err := http.Get(p.metrics + "/metrics")
+	values, err := p.metricValues("tenantscope_collector_")
 	if err != nil {
 		return "", 0, err
+	}
+	return formatStages(values), uint64(values["batch_messages_sum"]), nil
+}
+
+// metricValues reads serve's metrics listener: the unlabelled series
+// whose names begin with prefix, by their names without it.
+func (p *serveProcess) metricValues(prefix string) (map[string]float64, error) {
+	res, err := http.Get(p.metrics + "/metrics")
+	if err != nil {
+		return nil, err
 	}
 	defer res.Body.Close()
 	values := map[string]float64{}
@@ -132,15 +154,12 @@ func (p *serveProcess) collectorStages() (stages string, messages uint64, err er
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !strings.HasPrefix(name, "tenantscope_collector_") {
+		if !ok || !strings.HasPrefix(name, prefix) {
 			continue
 		}
 		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			values[strings.TrimPrefix(name, "tenantscope_collector_")] = v
+			values[strings.TrimPrefix(name, prefix)] = v
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return "", 0, err
-	}
-	return formatStages(values), uint64(values["batch_messages_sum"]), nil
+	return values, sc.Err()
 }

@@ -18,6 +18,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(args) > 0 && args[0] == "ingest" {
 		return runBenchIngest(ctx, args[1:], getenv, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "sdk" {
+		return runBenchSDK(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "audit" {
 		return runBenchAudit(ctx, args[1:], getenv, stdout, stderr)
 	}
@@ -98,7 +101,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return runBenchOTelCol(ctx, load, *peerDir, *peerBin, *peerCompress, *rounds, getenv, stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "engine" {
-		return fmt.Errorf("%w: tenantscope bench engine|ingest|otlp|audit|cost|erase|move [flags]", errUsage)
+		return fmt.Errorf("%w: tenantscope bench engine|ingest|sdk|otlp|audit|cost|erase|move [flags]", errUsage)
 	}
 	fs := flag.NewFlagSet("bench engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -139,6 +142,29 @@ func runBenchIngest(ctx context.Context, args []string, getenv func(string) stri
 	defer stop()
 	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor, BatchedEvents: *batched,
 		BatchSize: *batchSize, BatchAge: *batchAge}, stderr)
+	if err != nil {
+		return err
+	}
+	res.Table(stdout)
+	return nil
+}
+
+func runBenchSDK(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench sdk", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
+	tenants := fs.Int("tenants", 4, "tenants publishing, each with its own SDK publisher")
+	events := fs.Int("events", 250_000, "events per tenant")
+	memLimit := fs.String("gomemlimit", "", "serve's GOMEMLIMIT, e.g. 512MiB (default: its memory.go_limit)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sc := bench.SDKConfig{LibPath: *lib, Tenants: *tenants, Events: *events, ServeCPUProfile: *cpuProfile}
+	if *memLimit != "" {
+		sc.ServeEnv = []string{"GOMEMLIMIT=" + *memLimit}
+	}
+	res, err := bench.RunSDK(ctx, sc, stderr)
 	if err != nil {
 		return err
 	}

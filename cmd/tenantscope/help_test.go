@@ -76,7 +76,7 @@ func helpRun(t *testing.T, tr *trap, data string, args ...string) (string, error
 func TestHelpNeverConnects(t *testing.T) {
 	tr := newTrap(t)
 	subs := map[string][]string{
-		"bench":      {"engine", "ingest", "otlp", "audit", "cost", "erase", "move"},
+		"bench":      {"engine", "ingest", "sdk", "otlp", "audit", "cost", "erase", "move"},
 		"config":     {"validate", "show", "hash"},
 		"deadletter": {"list", "show", "replay"},
 		"export":     {"audit"},

@@ -25,7 +25,7 @@ type command struct {
 // subcommand, what '<command> -h' prints; the other commands' flag sets
 // print theirs.
 var subcommandUsage = map[string]string{
-	"bench":      "bench engine|ingest|otlp|audit|cost|erase|move [flags]",
+	"bench":      "bench engine|ingest|sdk|otlp|audit|cost|erase|move [flags]",
 	"migrate":    "migrate up|status [flags]",
 	"config":     "config validate|show [flags] | config hash (the secret on stdin)",
 	"deadletter": deadletterUsage,
@@ -39,7 +39,7 @@ var subcommandUsage = map[string]string{
 
 func commands() map[string]command {
 	return map[string]command{
-		"bench":         {"run a benchmark and print its table (engine, ingest, otlp, audit, cost)", runBench},
+		"bench":         {"run a benchmark and print its table (engine, ingest, sdk, otlp, audit, cost, erase, move)", runBench},
 		"serve":         {"run the whole suite in one process (embedded NATS and ClickHouse by default)", runSuite(suite.All, "serve")},
 		"collector":     {"run only the collector (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{Collector: true}, "collector")},
 		"ui":            {"run only the UI and API (distributed shape: --nats-url, --clickhouse-dsn)", runSuite(suite.Components{UI: true}, "ui")},

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantscope/tenantscope/bench"
+)
+
+// TestBenchSDKThroughServe runs 'bench sdk' at a small size against a real
+// serve child (this test binary, run as the command) and checks that every
+// number in its table was measured: events stored once each (RunSDK
+// counts them with FINAL), carried in batch messages, serve's CPU, memory,
+// Go memory limit and collections read from it.
+func TestBenchSDKThroughServe(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	var progress bytes.Buffer
+	res, err := bench.RunSDK(context.Background(), bench.SDKConfig{Dir: t.TempDir(), Tenants: 2, Events: 3000, Binary: exe,
+		ServeEnv: []string{asBinary + "=1", "GOMEMLIMIT=300MiB"}}, &progress)
+	require.NoError(t, err, progress.String())
+	require.Positive(t, res.EventsPerSec)
+	require.Positive(t, res.Messages)
+	require.Less(t, res.Messages, uint64(2*3000), "the SDK batches events: fewer messages than events")
+	require.Positive(t, res.CPUPerEvent)
+	require.Positive(t, res.RSSStartMiB)
+	require.GreaterOrEqual(t, res.PeakRSSMiB, res.RSSStartMiB)
+	require.Positive(t, res.HeapPeakMiB)
+	require.InDelta(t, 300, res.GoLimitMiB, 0.5, "serve's Go memory limit is read from it: GOMEMLIMIT wins")
+	var table bytes.Buffer
+	res.Table(&table)
+	require.Equal(t, 11, strings.Count(table.String(), "\n"), table.String())
+	require.Contains(t, table.String(), "300 MiB")
+}
