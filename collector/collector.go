@@ -57,7 +57,9 @@ type Config struct {
 	// column (actor, entity, payload, attributes.<key>), as stored.
 	RetentionFor func(tenant, signal string, at time.Time, field func(name string) string) uint16
 	// ShredEvent, when set, encrypts a tenant's personal event fields before
-	// they are stored (crypto-shredding); an error retries the batch.
+	// they are stored (crypto-shredding); an error retries the batch. It
+	// returns a new slice for a changed payload and payload itself when
+	// nothing changed, and never writes into payload.
 	ShredEvent func(ctx context.Context, tenant, actor string, payload []byte) ([]byte, error)
 	// NakDelay is the first redelivery delay after a batch failed for
 	// another reason than an unavailable store (doubles up to maxNakDelay).
