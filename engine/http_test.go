@@ -326,6 +326,40 @@ func TestStreamingKeepsMemoryBounded(t *testing.T) {
 	require.Less(t, growth, int64(total/4), "heap grew with the result size: not streaming")
 }
 
+// TestSmallStatementsTakeNoMegabyte sends statements in request bodies, as
+// clickhouse-go does, and counts what the process allocates: each used to
+// take a 1 MiB read-ahead buffer, whatever its size (the collector sends a
+// DESCRIBE before every insert). An INSERT with inline data and a
+// compressed statement still work (their read-ahead stays 1 MiB).
+func TestSmallStatementsTakeNoMegabyte(t *testing.T) {
+	db := enginetest.New(t)
+	const n = 50
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		res := do(t, http.MethodPost, q(db), strings.NewReader(fmt.Sprintf("SELECT %d", i)), nil)
+		require.Equal(t, http.StatusOK, res.status, res.body)
+		require.Equal(t, fmt.Sprintf("%d\n", i), res.body)
+	}
+	runtime.ReadMemStats(&after)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d small statements allocated %d KiB", n, allocated>>10)
+	require.Less(t, allocated, uint64(n<<20)/2, "a small statement takes a read-ahead of its own size, not 1 MiB")
+
+	res := do(t, http.MethodPost, q(db), strings.NewReader("CREATE TABLE t (n UInt32) ENGINE = Memory"), nil)
+	require.Equal(t, http.StatusOK, res.status, res.body)
+	res = do(t, http.MethodPost, q(db), strings.NewReader("INSERT INTO t FORMAT TSV\n1\n2\n3\n"), nil)
+	require.Equal(t, http.StatusOK, res.status, res.body)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, err := zw.Write([]byte("SELECT sum(n) FROM t"))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	res = do(t, http.MethodPost, q(db), &gz, map[string]string{"Content-Encoding": "gzip"})
+	require.Equal(t, http.StatusOK, res.status, res.body)
+	require.Equal(t, "6\n", res.body)
+}
+
 func TestDataSurvivesCloseAndReopen(t *testing.T) {
 	dir := t.TempDir()
 	for _, step := range []struct{ mode, want string }{{"write", "written"}, {"read", "5000 12497500"}, {"read", "5000 12497500"}} {

@@ -533,8 +533,9 @@ func (s *Server) parse(r *http.Request) (*request, *Exception) {
 	}
 	// The statement is the body. An INSERT's inline data follows its FORMAT
 	// clause and is streamed; look at a bounded prefix to find it.
-	br := bufio.NewReaderSize(body, 1<<20)
-	head, err := br.Peek(1 << 20)
+	n := headSize(r, q.Get("decompress") == "1")
+	br := bufio.NewReaderSize(body, n)
+	head, err := br.Peek(n)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
 		return req, bodyException(err)
 	}
@@ -691,6 +692,22 @@ func (l *limitReader) Read(p []byte) (int, error) {
 
 func readLimited(r io.Reader, limit int64) ([]byte, error) {
 	return io.ReadAll(&limitReader{r: r, left: limit, limit: limit})
+}
+
+// maxHead is how much of a statement body parse looks at for an INSERT's
+// FORMAT clause.
+const maxHead = 1 << 20
+
+// headSize is the prefix of a statement body parse reads ahead: maxHead,
+// or the whole body when it is known to be shorter and comes as it will be
+// read (no Content-Encoding, no ClickHouse compression). A SELECT of a few
+// hundred bytes (most requests: the collector's DESCRIBE before each
+// insert, count() polls, every page of the UI) used to take a 1 MiB buffer.
+func headSize(r *http.Request, decompress bool) int {
+	if decompress || r.Header.Get("Content-Encoding") != "" || r.ContentLength < 0 || r.ContentLength >= maxHead {
+		return maxHead
+	}
+	return max(int(r.ContentLength)+1, 16) // +1: the peek sees the end; 16: bufio's least
 }
 
 // decodeBody undoes HTTP Content-Encoding and ClickHouse block compression,
