@@ -38,6 +38,8 @@ type OTLPConfig struct {
 	// program); ServeCPUProfile, when set, is where serve writes a CPU
 	// profile of the run.
 	Binary, ServeCPUProfile string
+	// ServeEnv is added to serve's environment, e.g. GOMEMLIMIT=512MiB.
+	ServeEnv []string
 }
 
 // defaults fills the load's defaults: 4 workers x 100 requests x 512 spans.
@@ -105,7 +107,7 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 
 	// 1. The suite, as its users run it: serve in a child process.
 	step("starting serve (%s)", cfg.Binary)
-	srv, err := startServe(ctx, serveOptions{Dir: cfg.Dir, LibPath: cfg.LibPath, Binary: cfg.Binary, CPUProfile: cfg.ServeCPUProfile}, []string{"acme"}, otlpBenchKey)
+	srv, err := startServe(ctx, serveOptions{Dir: cfg.Dir, LibPath: cfg.LibPath, Binary: cfg.Binary, CPUProfile: cfg.ServeCPUProfile, Env: cfg.ServeEnv}, []string{"acme"}, otlpBenchKey)
 	if err != nil {
 		return res, err
 	}

@@ -209,7 +209,11 @@ func (r SDKResult) Table(w io.Writer) {
 	fmt.Fprintf(w, "| serve CPU per event (NATS, collector, engine, all its threads) | %.2f µs |\n", float64(r.CPUPerEvent)/float64(time.Microsecond))
 	fmt.Fprintf(w, "| publishers' CPU per event (this process) | %.2f µs |\n", float64(r.ClientCPUPerEvent)/float64(time.Microsecond))
 	fmt.Fprintf(w, "| serve RSS: ready / peak (goal <= 600 MiB) | %.0f / %.0f MiB |\n", r.RSSStartMiB, r.PeakRSSMiB)
-	fmt.Fprintf(w, "| serve Go heap in use, peak / Go memory limit | %.0f / %.0f MiB |\n", r.HeapPeakMiB, r.GoLimitMiB)
+	limit := fmt.Sprintf("%.0f MiB", r.GoLimitMiB)
+	if r.GoLimitMiB >= 1<<40 { // GOMEMLIMIT=off: math.MaxInt64 bytes
+		limit = "none"
+	}
+	fmt.Fprintf(w, "| serve Go heap in use, peak / Go memory limit | %.0f MiB / %s |\n", r.HeapPeakMiB, limit)
 	fmt.Fprintf(w, "| serve garbage collections during the run | %d |\n", r.GCs)
 	fmt.Fprintf(w, "| collector batches | %s |\n", r.Stages)
 }

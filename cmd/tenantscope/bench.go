@@ -80,13 +80,14 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		peerCompress := fs.String("peer-compress", "none", "the ClickHouse exporter's compress setting: none (as the suite writes to its engine), lz4 (the exporter's default), zstd, gzip, ...")
 		cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file")
 		rounds := fs.Int("rounds", 1, "with --peer: rounds of both sides, alternating which goes first; prints each round and the median of each ratio")
+		memLimit := fs.String("gomemlimit", "", "serve's GOMEMLIMIT, e.g. 512MiB (default: its memory.go_limit)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *rounds < 1 {
 			return fmt.Errorf("%w: --rounds %d: at least 1", errUsage, *rounds)
 		}
-		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile}
+		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile, ServeEnv: goMemLimitEnv(*memLimit)}
 		if *peer == "" {
 			res, err := bench.RunOTLP(ctx, load, stderr)
 			if err != nil {
@@ -160,16 +161,21 @@ func runBenchSDK(ctx context.Context, args []string, getenv func(string) string,
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	sc := bench.SDKConfig{LibPath: *lib, Tenants: *tenants, Events: *events, ServeCPUProfile: *cpuProfile}
-	if *memLimit != "" {
-		sc.ServeEnv = []string{"GOMEMLIMIT=" + *memLimit}
-	}
-	res, err := bench.RunSDK(ctx, sc, stderr)
+	res, err := bench.RunSDK(ctx, bench.SDKConfig{LibPath: *lib, Tenants: *tenants, Events: *events, ServeCPUProfile: *cpuProfile, ServeEnv: goMemLimitEnv(*memLimit)}, stderr)
 	if err != nil {
 		return err
 	}
 	res.Table(stdout)
 	return nil
+}
+
+// goMemLimitEnv is serve's environment for a --gomemlimit flag: nothing
+// when it is empty (serve's memory.go_limit applies).
+func goMemLimitEnv(limit string) []string {
+	if limit == "" {
+		return nil
+	}
+	return []string{"GOMEMLIMIT=" + limit}
 }
 
 func runBenchAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
