@@ -224,6 +224,11 @@ type HTTP struct {
 	// requires; MetricsTokenFile reads it from a file.
 	MetricsToken     string `yaml:"metrics_token"`
 	MetricsTokenFile string `yaml:"metrics_token_file"`
+	// MetricsPprof serves Go's profiles (heap, allocs, goroutine, CPU
+	// profile, execution trace) under /debug/pprof/ on the metrics
+	// listener, behind its token; off by default. The command line is not
+	// served: a flag may carry a secret.
+	MetricsPprof bool `yaml:"metrics_pprof"`
 	// TLSCert and TLSKey serve both listeners over TLS (PEM files, read
 	// again when they change).
 	TLSCert string `yaml:"tls_cert"`

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -216,21 +217,29 @@ func hasTenantLabel(mf *dto.MetricFamily) bool {
 	return false
 }
 
-// metricsServer serves every series on the metrics listener, behind the
-// bearer token when one is configured.
+// metricsServer serves every series on the metrics listener, and Go's
+// profiles when http.metrics_pprof is on, behind the bearer token when one
+// is configured.
 func (s *Suite) metricsServer() *http.Server {
-	all := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})
 	token := s.cfg.HTTP.MetricsToken
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	if s.cfg.HTTP.MetricsPprof {
+		// Index serves the runtime's named profiles by path; the command
+		// line (pprof.Cmdline) is left out on purpose.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	guard := func(w http.ResponseWriter, r *http.Request) bool {
 		if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tenantscope metrics"`)
 			http.Error(w, "a bearer token is required", http.StatusUnauthorized)
-			return
+			return false
 		}
-		all.ServeHTTP(w, r)
-	}))
-	srv := edge.Server(edge.Wrap(mux, edge.Config{MaxBody: 1, Logger: s.log}))
+		return true
+	}
+	srv := edge.Server(edge.Wrap(mux, edge.Config{MaxBody: 1, Guard: guard, Logger: s.log}))
 	srv.BaseContext = func(net.Listener) context.Context { return context.Background() }
 	return srv
 }

@@ -45,6 +45,8 @@ func TestPublicRoutesCarryNothingOfATenant(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, code, "the metrics listener wants its token")
 	code, _ = get(t, "http://"+e.metricsAddr+"/metrics", "Authorization", "Bearer wrong")
 	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = get(t, "http://"+e.metricsAddr+"/debug/pprof/heap", "Authorization", "Bearer scrape-secret")
+	require.Equal(t, http.StatusNotFound, code, "profiles are served only when http.metrics_pprof is on")
 
 	tenantish := regexp.MustCompile(`(?i)acme|globex|tenant=|_cost_|_usage_|invoice|EUR`)
 	for _, path := range []string{"/", "/metrics", "/healthz", "/readyz", "/ui/login", "/api/v1/tenants/acme/audit-events"} {
@@ -60,4 +62,39 @@ func TestPublicRoutesCarryNothingOfATenant(t *testing.T) {
 	_, pub := get(t, "http://"+e.httpAddr+"/metrics")
 	require.Contains(t, pub, "go_goroutines", "process series stay public")
 	require.Contains(t, pub, "tenantscope_collector_dead_letters_total", "pipeline series without tenant labels stay public")
+}
+
+// TestProfilesOnTheMetricsListener turns http.metrics_pprof on and reads
+// Go's profiles as an SRE would, and as callers without the token, on the
+// wrong listener, or after the command line (a flag may carry a secret).
+func TestProfilesOnTheMetricsListener(t *testing.T) {
+	e := newEnv(t)
+	e.cfgYAML = strings.Replace(e.cfgYAML, `metrics_listen: "`, `metrics_pprof: true, metrics_token: "scrape-secret", metrics_listen: "`, 1)
+	e.start(t)
+	metrics := "http://" + e.metricsAddr
+	token := []string{"Authorization", "Bearer scrape-secret"}
+
+	code, heap := get(t, metrics+"/debug/pprof/heap", token...)
+	require.Equal(t, http.StatusOK, code, heap)
+	require.True(t, strings.HasPrefix(heap, "\x1f\x8b"), "a heap profile is gzipped protobuf")
+	code, goroutines := get(t, metrics+"/debug/pprof/goroutine?debug=1", token...)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, goroutines, "collector.(*Service).Run", "the suite's own goroutines are in the dump")
+	code, cpu := get(t, metrics+"/debug/pprof/profile?seconds=1", token...)
+	require.Equal(t, http.StatusOK, code, cpu)
+	require.True(t, strings.HasPrefix(cpu, "\x1f\x8b"), "a CPU profile is gzipped protobuf")
+
+	for _, path := range []string{"/debug/pprof/heap", "/debug/pprof/profile?seconds=1", "/debug/pprof/"} {
+		code, _ = get(t, metrics+path)
+		require.Equal(t, http.StatusUnauthorized, code, "%s without the token", path)
+		code, _ = get(t, metrics+path, "Authorization", "Bearer wrong")
+		require.Equal(t, http.StatusUnauthorized, code, "%s with a wrong token", path)
+	}
+	code, body := get(t, metrics+"/debug/pprof/cmdline", token...)
+	require.Equal(t, http.StatusNotFound, code, "the command line is not served: %s", body)
+	require.NotContains(t, body, "--config")
+	code, _ = get(t, "http://"+e.httpAddr+"/debug/pprof/heap")
+	require.NotEqual(t, http.StatusOK, code, "the main listener serves no profile")
+	code, _ = get(t, "http://"+e.httpAddr+"/debug/pprof/heap", token...)
+	require.NotEqual(t, http.StatusOK, code, "the main listener serves no profile, with the metrics token either")
 }
