@@ -26,6 +26,10 @@ type SDKConfig struct {
 	// ServeEnv is added to serve's environment, e.g. GOMEMLIMIT=512MiB
 	// (serve's own default otherwise: memory.go_limit).
 	ServeEnv []string
+	// HeapProfile, when set, is where the heap profile serve gave when its
+	// heap in use was at its highest is written (from /debug/pprof/heap on
+	// its metrics listener, taken each time the heap passes its peak).
+	HeapProfile string
 }
 
 // SDKResult is what the SDK benchmark measured.
@@ -115,7 +119,7 @@ func RunSDK(ctx context.Context, cfg SDKConfig, progress io.Writer) (SDKResult, 
 	res.GoLimitMiB = goBefore["gc_gomemlimit_bytes"] / (1 << 20)
 
 	step("end to end, SDK batches: %d tenants x %d events -> ClickHouse", cfg.Tenants, cfg.Events)
-	heap := watchHeap(srv)
+	heap := watchHeap(srv, cfg.HeapProfile != "")
 	serveCPU0, err := procCPU(srv.pid)
 	if err != nil {
 		return res, err
@@ -127,9 +131,18 @@ func RunSDK(ctx context.Context, cfg SDKConfig, progress io.Writer) (SDKResult, 
 		res.PublishSeconds = time.Since(start).Seconds()
 		return err
 	}, func(ctx context.Context) error { return waitTable(ctx, srv.st, "events", uint64(total), progress) })
-	res.HeapPeakMiB = heap() / (1 << 20)
+	peak, profile := heap()
+	res.HeapPeakMiB = peak / (1 << 20)
 	if err != nil {
 		return res, fmt.Errorf("%w%s", err, srv.logTail())
+	}
+	if cfg.HeapProfile != "" {
+		if len(profile) == 0 {
+			return res, fmt.Errorf("serve gave no heap profile during the run")
+		}
+		if err := os.WriteFile(cfg.HeapProfile, profile, 0o644); err != nil {
+			return res, err
+		}
 	}
 	res.Seconds = took.Seconds()
 	serveCPU, err := procCPU(srv.pid)
@@ -163,11 +176,13 @@ func RunSDK(ctx context.Context, cfg SDKConfig, progress io.Writer) (SDKResult, 
 }
 
 // watchHeap reads serve's heap in use every 100 ms until the returned
-// function is called, which answers the most it saw.
-func watchHeap(srv *serveProcess) func() float64 {
+// function is called, which answers the most it saw and, with profile,
+// the heap profile serve gave when it saw it.
+func watchHeap(srv *serveProcess, profile bool) func() (float64, []byte) {
 	var (
 		mu   sync.Mutex
 		peak float64
+		prof []byte
 		wg   sync.WaitGroup
 	)
 	done := make(chan struct{})
@@ -187,16 +202,24 @@ func watchHeap(srv *serveProcess) func() float64 {
 				continue // serve busy or ending: the next tick tries again
 			}
 			mu.Lock()
+			higher := v[""] > peak
 			peak = max(peak, v[""])
 			mu.Unlock()
+			if higher && profile {
+				if p, err := srv.heapProfile(); err == nil {
+					mu.Lock()
+					prof = p
+					mu.Unlock()
+				}
+			}
 		}
 	}()
-	return func() float64 {
+	return func() (float64, []byte) {
 		close(done)
 		wg.Wait()
 		mu.Lock()
 		defer mu.Unlock()
-		return peak
+		return peak, prof
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -43,7 +44,7 @@ type serveOptions struct {
 // loopback port.
 func serveYAML(data, httpAddr, metricsAddr, natsAddr, engineAddr, readerPassword string, tenants []string, keyHash string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "data: %q\nhttp: {listen: %q, metrics_listen: %q}\n", data, httpAddr, metricsAddr)
+	fmt.Fprintf(&b, "data: %q\nhttp: {listen: %q, metrics_listen: %q, metrics_pprof: true}\n", data, httpAddr, metricsAddr)
 	fmt.Fprintf(&b, "nats:\n  listen: %q\n  jetstream_budget: 8GB\n  stream: {max_bytes: %d}\n", natsAddr, 512<<20)
 	fmt.Fprintf(&b, "clickhouse: {engine_listen: %q, reader_password: %q}\n", engineAddr, readerPassword)
 	b.WriteString("quotas: {events_per_second: 10000000, bytes_per_second: 10000000000}\n")
@@ -139,6 +140,20 @@ func (p *serveProcess) collectorStages() (stages string, messages uint64, err er
 		return "", 0, err
 	}
 	return formatStages(values), uint64(values["batch_messages_sum"]), nil
+}
+
+// heapProfile is serve's heap profile (its metrics listener serves Go's
+// profiles: serveYAML turns http.metrics_pprof on).
+func (p *serveProcess) heapProfile() ([]byte, error) {
+	res, err := http.Get(p.metrics + "/debug/pprof/heap")
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("heap profile: %s", res.Status)
+	}
+	return io.ReadAll(res.Body)
 }
 
 // metricValues reads serve's metrics listener: the unlabelled series

@@ -81,13 +81,14 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file")
 		rounds := fs.Int("rounds", 1, "with --peer: rounds of both sides, alternating which goes first; prints each round and the median of each ratio")
 		memLimit := fs.String("gomemlimit", "", "serve's GOMEMLIMIT, e.g. 512MiB (default: its memory.go_limit)")
+		gogc := fs.String("gogc", "", "serve's GOGC, e.g. 50 (default: its own)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *rounds < 1 {
 			return fmt.Errorf("%w: --rounds %d: at least 1", errUsage, *rounds)
 		}
-		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile, ServeEnv: goMemLimitEnv(*memLimit)}
+		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile, ServeEnv: serveGoEnv(*memLimit, *gogc)}
 		if *peer == "" {
 			res, err := bench.RunOTLP(ctx, load, stderr)
 			if err != nil {
@@ -157,11 +158,14 @@ func runBenchSDK(ctx context.Context, args []string, getenv func(string) string,
 	tenants := fs.Int("tenants", 4, "tenants publishing, each with its own SDK publisher")
 	events := fs.Int("events", 250_000, "events per tenant")
 	memLimit := fs.String("gomemlimit", "", "serve's GOMEMLIMIT, e.g. 512MiB (default: its memory.go_limit)")
+	gogc := fs.String("gogc", "", "serve's GOGC, e.g. 50 (default: its own)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file")
+	heapProfile := fs.String("heapprofile", "", "write serve's heap profile at its highest heap in use during the run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	res, err := bench.RunSDK(ctx, bench.SDKConfig{LibPath: *lib, Tenants: *tenants, Events: *events, ServeCPUProfile: *cpuProfile, ServeEnv: goMemLimitEnv(*memLimit)}, stderr)
+	res, err := bench.RunSDK(ctx, bench.SDKConfig{LibPath: *lib, Tenants: *tenants, Events: *events, ServeCPUProfile: *cpuProfile, HeapProfile: *heapProfile,
+		ServeEnv: serveGoEnv(*memLimit, *gogc)}, stderr)
 	if err != nil {
 		return err
 	}
@@ -169,13 +173,17 @@ func runBenchSDK(ctx context.Context, args []string, getenv func(string) string,
 	return nil
 }
 
-// goMemLimitEnv is serve's environment for a --gomemlimit flag: nothing
-// when it is empty (serve's memory.go_limit applies).
-func goMemLimitEnv(limit string) []string {
-	if limit == "" {
-		return nil
+// serveGoEnv is serve's environment for the --gomemlimit and --gogc
+// flags: nothing for an empty one (serve's own settings apply).
+func serveGoEnv(memLimit, gogc string) []string {
+	var env []string
+	if memLimit != "" {
+		env = append(env, "GOMEMLIMIT="+memLimit)
 	}
-	return []string{"GOMEMLIMIT=" + limit}
+	if gogc != "" {
+		env = append(env, "GOGC="+gogc)
+	}
+	return env
 }
 
 func runBenchAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

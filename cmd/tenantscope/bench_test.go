@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,12 +17,15 @@ import (
 // serve child (this test binary, run as the command) and checks that every
 // number in its table was measured: events stored once each (RunSDK
 // counts them with FINAL), carried in batch messages, serve's CPU, memory,
-// Go memory limit and collections read from it.
+// Go memory limit and collections read from it, and its heap profile at
+// the peak taken from its metrics listener.
 func TestBenchSDKThroughServe(t *testing.T) {
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	var progress bytes.Buffer
-	res, err := bench.RunSDK(context.Background(), bench.SDKConfig{Dir: t.TempDir(), Tenants: 2, Events: 3000, Binary: exe,
+	dir := t.TempDir()
+	heap := filepath.Join(dir, "heap.pprof")
+	res, err := bench.RunSDK(context.Background(), bench.SDKConfig{Dir: dir, Tenants: 2, Events: 3000, Binary: exe, HeapProfile: heap,
 		ServeEnv: []string{asBinary + "=1", "GOMEMLIMIT=300MiB"}}, &progress)
 	require.NoError(t, err, progress.String())
 	require.Positive(t, res.EventsPerSec)
@@ -36,4 +40,7 @@ func TestBenchSDKThroughServe(t *testing.T) {
 	res.Table(&table)
 	require.Equal(t, 11, strings.Count(table.String(), "\n"), table.String())
 	require.Contains(t, table.String(), "300 MiB")
+	profile, err := os.ReadFile(heap)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(profile, []byte{0x1f, 0x8b}), "serve's heap profile at its peak, gzipped protobuf")
 }
