@@ -52,6 +52,8 @@ type SDKResult struct {
 	// during the run.
 	GoLimitMiB, HeapPeakMiB float64
 	GCs                     uint64
+	// GCPercent is serve's garbage collector percent (GOGC).
+	GCPercent float64
 	// Stages is where the collector's time went (its batch metrics).
 	Stages string
 }
@@ -117,6 +119,7 @@ func RunSDK(ctx context.Context, cfg SDKConfig, progress io.Writer) (SDKResult, 
 		return res, err
 	}
 	res.GoLimitMiB = goBefore["gc_gomemlimit_bytes"] / (1 << 20)
+	res.GCPercent = goBefore["gc_gogc_percent"]
 
 	step("end to end, SDK batches: %d tenants x %d events -> ClickHouse", cfg.Tenants, cfg.Events)
 	heap := watchHeap(srv, cfg.HeapProfile != "")
@@ -236,7 +239,7 @@ func (r SDKResult) Table(w io.Writer) {
 	if r.GoLimitMiB >= 1<<40 { // GOMEMLIMIT=off: math.MaxInt64 bytes
 		limit = "none"
 	}
-	fmt.Fprintf(w, "| serve Go heap in use, peak / Go memory limit | %.0f MiB / %s |\n", r.HeapPeakMiB, limit)
+	fmt.Fprintf(w, "| serve Go heap in use, peak / Go memory limit (GOGC) | %.0f MiB / %s (%.0f) |\n", r.HeapPeakMiB, limit, r.GCPercent)
 	fmt.Fprintf(w, "| serve garbage collections during the run | %d |\n", r.GCs)
 	fmt.Fprintf(w, "| collector batches | %s |\n", r.Stages)
 }

@@ -96,10 +96,13 @@ func TestMemoryDefaultsAndOverrides(t *testing.T) {
 	require.Equal(t, int64(DefaultGoMemoryBase), Config{}.GoMemoryLimit())
 	require.Equal(t, int64(DefaultGoMemoryBase+3*DefaultGoMemoryPerTenant), Config{Tenants: make([]Tenant, 3)}.GoMemoryLimit(), "the default grows with the tenants")
 	require.Equal(t, DefaultEngineAllocator, none.EngineAllocatorOptions())
+	require.Equal(t, DefaultGoGCPercent, none.GoGCPercentOrDefault())
+	require.Equal(t, 50, Memory{GoGCPercent: 50}.GoGCPercentOrDefault())
 	require.Equal(t, "", Memory{EngineAllocator: "-"}.EngineAllocatorOptions(), `"-" is the library's own allocator options`)
 
-	cfg, err := Parse([]byte("data: ./data\nmemory: {go_limit: 512MiB, engine_allocator: \"dirty_decay_ms:1000,muzzy_decay_ms:0\"}\n"))
+	cfg, err := Parse([]byte("data: ./data\nmemory: {go_limit: 512MiB, go_gc_percent: 120, engine_allocator: \"dirty_decay_ms:1000,muzzy_decay_ms:0\"}\n"))
 	require.NoError(t, err)
 	require.Equal(t, int64(512<<20), cfg.GoMemoryLimit())
+	require.Equal(t, 120, cfg.Memory.GoGCPercentOrDefault())
 	require.Equal(t, "dirty_decay_ms:1000,muzzy_decay_ms:0", cfg.Memory.EngineAllocatorOptions())
 }

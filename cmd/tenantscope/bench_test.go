@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantscope/tenantscope/bench"
+	"github.com/tenantscope/tenantscope/config"
 )
 
 // TestBenchSDKThroughServe runs 'bench sdk' at a small size against a real
@@ -36,6 +37,7 @@ func TestBenchSDKThroughServe(t *testing.T) {
 	require.GreaterOrEqual(t, res.PeakRSSMiB, res.RSSStartMiB)
 	require.Positive(t, res.HeapPeakMiB)
 	require.InDelta(t, 300, res.GoLimitMiB, 0.5, "serve's Go memory limit is read from it: GOMEMLIMIT wins")
+	require.Equal(t, float64(config.DefaultGoGCPercent), res.GCPercent, "serve applies memory.go_gc_percent's default")
 	var table bytes.Buffer
 	res.Table(&table)
 	require.Equal(t, 11, strings.Count(table.String(), "\n"), table.String())
@@ -43,4 +45,12 @@ func TestBenchSDKThroughServe(t *testing.T) {
 	profile, err := os.ReadFile(heap)
 	require.NoError(t, err)
 	require.True(t, bytes.HasPrefix(profile, []byte{0x1f, 0x8b}), "serve's heap profile at its peak, gzipped protobuf")
+
+	// The other way round: GOGC wins, memory.go_limit's default applies
+	// (its base and 4 MiB for each of the 2 tenants).
+	res, err = bench.RunSDK(context.Background(), bench.SDKConfig{Dir: t.TempDir(), Tenants: 2, Events: 500, Binary: exe,
+		ServeEnv: []string{asBinary + "=1", "GOGC=120"}}, &progress)
+	require.NoError(t, err, progress.String())
+	require.Equal(t, float64(120), res.GCPercent, "GOGC wins")
+	require.InDelta(t, float64(config.DefaultGoMemoryBase+2*config.DefaultGoMemoryPerTenant)/(1<<20), res.GoLimitMiB, 0.5, "serve applies memory.go_limit's default")
 }

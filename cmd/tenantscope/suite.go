@@ -190,7 +190,7 @@ func runSuite(components suite.Components, name string) func(context.Context, []
 			return err
 		}
 		defer stopProfile()
-		setGoMemoryLimit(cfg, getenv)
+		setGoMemory(cfg, getenv)
 		c := components
 		c.Demo = *demoFlag
 		c.AuditWriter = c.Collector && *auditWriter
@@ -389,11 +389,14 @@ func setupMetering(ctx context.Context, st *chstore.Store, cfg config.Config) er
 	return metering.Setup(ctx, st, cfg, card, zerolog.Nop())
 }
 
-// setGoMemoryLimit gives the Go runtime the configured soft memory limit,
-// unless GOMEMLIMIT (which the runtime has applied already) is set.
-func setGoMemoryLimit(cfg config.Config, getenv func(string) string) {
-	if getenv("GOMEMLIMIT") != "" {
-		return
+// setGoMemory gives the Go runtime the configured soft memory limit and
+// garbage collector percent, each unless GOMEMLIMIT or GOGC (which the
+// runtime has applied already) is set.
+func setGoMemory(cfg config.Config, getenv func(string) string) {
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.GoMemoryLimit())
 	}
-	debug.SetMemoryLimit(cfg.GoMemoryLimit())
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.Memory.GoGCPercentOrDefault())
+	}
 }
