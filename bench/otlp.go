@@ -40,6 +40,9 @@ type OTLPConfig struct {
 	Binary, ServeCPUProfile string
 	// ServeEnv is added to serve's environment, e.g. GOMEMLIMIT=512MiB.
 	ServeEnv []string
+	// HeapProfile, when set, is where serve's heap profile at its highest
+	// heap in use during the load is written (as bench sdk's).
+	HeapProfile string
 }
 
 // defaults fills the load's defaults: 4 workers x 100 requests x 512 spans.
@@ -131,6 +134,10 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 		return res, err
 	}
 	cpu0 := cpuTime()
+	var heap func() (float64, []byte)
+	if cfg.HeapProfile != "" {
+		heap = watchHeap(srv, true)
+	}
 	start := time.Now()
 	if err := sendOTLP(ctx, srv.url, cfg, progress); err != nil {
 		return res, fmt.Errorf("sending to serve: %w%s", err, srv.logTail())
@@ -146,6 +153,11 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 	serveCPU, err := procCPU(srv.pid)
 	if err != nil {
 		return res, err
+	}
+	if heap != nil {
+		if err := writeHeapProfile(cfg.HeapProfile, heap); err != nil {
+			return res, err
+		}
 	}
 	res.CPUPerSpan = (serveCPU - serveCPU0) / time.Duration(total)
 	res.ClientCPUPerSpan = (cpuTime() - cpu0) / time.Duration(total)

@@ -140,10 +140,7 @@ func RunSDK(ctx context.Context, cfg SDKConfig, progress io.Writer) (SDKResult, 
 		return res, fmt.Errorf("%w%s", err, srv.logTail())
 	}
 	if cfg.HeapProfile != "" {
-		if len(profile) == 0 {
-			return res, fmt.Errorf("serve gave no heap profile during the run")
-		}
-		if err := os.WriteFile(cfg.HeapProfile, profile, 0o644); err != nil {
+		if err := writeHeapProfile(cfg.HeapProfile, func() (float64, []byte) { return peak, profile }); err != nil {
 			return res, err
 		}
 	}
@@ -224,6 +221,16 @@ func watchHeap(srv *serveProcess, profile bool) func() (float64, []byte) {
 		defer mu.Unlock()
 		return peak, prof
 	}
+}
+
+// writeHeapProfile stops a heap watch and writes the profile it took at
+// the peak to path.
+func writeHeapProfile(path string, stop func() (float64, []byte)) error {
+	_, profile := stop()
+	if len(profile) == 0 {
+		return fmt.Errorf("serve gave no heap profile during the run")
+	}
+	return os.WriteFile(path, profile, 0o644)
 }
 
 // Table prints the result.

@@ -76,18 +76,23 @@ type Config struct {
 
 // The default Go memory limit (Memory.GoLimit) is a base for what serve's
 // Go side holds whatever the tenants (a collector batch being decoded and
-// two being stored, NATS, the HTTP edge: 90-150 MiB of live heap measured
-// under OTLP load with the default batches, 160-250 MiB during a burst of
-// SDK batches, when the embedded JetStream keeps the blocks it just wrote)
-// and an allowance per tenant for the messages the collector holds in hand
-// from its stream (at most a batch's bytes each). The heap's size is set
-// by the GC percent (Memory.GoGCPercent, 75 by default: the heap grows to
-// 1.75 times what is live); the limit is the backstop for bursts. A limit
+// two being stored, the store's encoding buffers, NATS, the HTTP edge:
+// about 70 MiB of live heap in a profile of serve at its peak under OTLP
+// load, bench otlp --heapprofile) and an allowance for each tenant: a busy
+// tenant's stream keeps the JetStream blocks it is writing and being read
+// from (8 MiB each) and more it just wrote, and the collector holds up to a
+// batch's bytes pulled from it. At the peak of a burst of SDK batches from
+// 4 tenants, serve held 128 MiB of block buffers and 26 MiB of pulled
+// messages (bench sdk --heapprofile). The heap's size is set by the GC
+// percent (Memory.GoGCPercent, 75: the heap grows to 1.75 times what is
+// live); the limit is the backstop, and the Go runtime hands memory back
+// to the system as the heap nears it, so it bounds serve's RSS too. A limit
 // below the live heap makes the garbage collector run back to back: 192
-// MiB did, costing a third of serve's SDK throughput (bench sdk).
+// MiB + 4 MiB a tenant did during that burst, costing a third of serve's
+// throughput.
 const (
-	DefaultGoMemoryBase      = 344 << 20
-	DefaultGoMemoryPerTenant = 4 << 20
+	DefaultGoMemoryBase      = 160 << 20
+	DefaultGoMemoryPerTenant = 40 << 20
 	DefaultGoGCPercent       = 75
 )
 

@@ -82,13 +82,15 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		rounds := fs.Int("rounds", 1, "with --peer: rounds of both sides, alternating which goes first; prints each round and the median of each ratio")
 		memLimit := fs.String("gomemlimit", "", "serve's GOMEMLIMIT, e.g. 512MiB (default: its memory.go_limit)")
 		gogc := fs.String("gogc", "", "serve's GOGC, e.g. 50 (default: its own)")
+		heapProfile := fs.String("heapprofile", "", "write serve's heap profile at its highest heap in use during the load to this file")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *rounds < 1 {
 			return fmt.Errorf("%w: --rounds %d: at least 1", errUsage, *rounds)
 		}
-		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile, ServeEnv: serveGoEnv(*memLimit, *gogc)}
+		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile, ServeEnv: serveGoEnv(*memLimit, *gogc),
+			HeapProfile: *heapProfile}
 		if *peer == "" {
 			res, err := bench.RunOTLP(ctx, load, stderr)
 			if err != nil {
