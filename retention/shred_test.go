@@ -113,6 +113,19 @@ func TestCryptoShredding(t *testing.T) {
 	other, err := fresh.Keys.Open(ctx, "globex", firstToken(exported))
 	require.NoError(t, err)
 	require.Equal(t, retention.Erased, other)
+
+	// The collector keeps its decoded copy of a payload the shredder
+	// returns as it went (collector.Config.ShredEvent): the shredder never
+	// writes into the payload, and returns a new one when it encrypts.
+	in := []byte(`{"actor":"agent-7","customer":{"id":"c-3","email":"c-3@example.com"}}`)
+	orig := bytes.Clone(in)
+	sealed, err := fresh.Event(ctx, "acme", "agent-7", in)
+	require.NoError(t, err)
+	require.Equal(t, orig, in, "the payload handed in is left as it was")
+	require.NotContains(t, string(sealed), "c-3@example.com")
+	same, err := fresh.Event(ctx, "globex", "agent-7", in)
+	require.NoError(t, err)
+	require.True(t, len(same) == len(in) && &same[0] == &in[0], "a tenant without personal fields gets its payload itself back")
 }
 
 func mustKeyring(t *testing.T, p *collectortest.Pipeline) *retention.Keyring {
