@@ -3,9 +3,11 @@ package collector_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -114,4 +116,55 @@ func TestEventBatchesHaveARowsBound(t *testing.T) {
 	batches, _ := batchHistogram(t, p.Registry)
 	require.EqualValues(t, 2, batches, "1,000 events passed the bound of 800: a batch of two messages, then one")
 	require.EqualValues(t, 1500, p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'acme'"))
+}
+
+// TestEventOnlyBatchesTakeEventBatchBytes: a batch of domain events only
+// closes at EventBatchBytes, one that also holds another message (here a
+// log record) at BatchBytes. Six event messages of about 40 KB with bounds
+// of 64 KB and 192 KB make a batch of five and one of one (by age), where
+// BatchBytes alone would have made three of two; a log record and four
+// event messages make a batch of the record and two events (64 KB), then
+// one of two events (events only again, closed by age).
+func TestEventOnlyBatchesTakeEventBatchBytes(t *testing.T) {
+	p := collectortest.StartWith(t, nil, func(c *collector.Config) {
+		c.BatchAge = 2 * time.Second // only the bounds close a batch while they arrive
+		c.BatchBytes = 64 << 10
+		c.EventBatchBytes = 192 << 10
+	}, "acme")
+	js, err := jetstream.New(p.TenantConn(t, "acme"))
+	require.NoError(t, err)
+	payload := `{"note":"` + strings.Repeat("x", 200) + `"}`
+	eventMessage := func(m int) []byte {
+		var body []byte
+		for i := range 180 { // about 40 KB
+			body = wire.AppendEvent(body, wire.Event{ID: [16]byte{byte(m + 1), byte(i), 9}, Action: "tick", Payload: []byte(payload)})
+		}
+		return body
+	}
+	stored := func(messages float64) (batches uint64) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			_, got := batchHistogram(t, p.Registry)
+			return got == messages
+		}, 30*time.Second, 20*time.Millisecond)
+		batches, _ = batchHistogram(t, p.Registry)
+		return batches
+	}
+
+	for m := range 6 {
+		publishUnderstatedBatch(t, js, eventMessage(m))
+	}
+	require.EqualValues(t, 2, stored(6), "events only: five messages (200 KB) passed 192 KB, then one")
+
+	log := nats.NewMsg("tenant.acme.crm._log")
+	log.Header.Set("Tenant-Id", "acme")
+	log.Data = []byte(`{"level":"info","message":"sent"}`)
+	_, err = js.PublishMsg(context.Background(), log)
+	require.NoError(t, err)
+	for m := 6; m < 10; m++ {
+		publishUnderstatedBatch(t, js, eventMessage(m))
+	}
+	require.EqualValues(t, 2+2, stored(11), "with a log record: BatchBytes closed it at two events, the other two went alone")
+	require.EqualValues(t, 10*180, p.Count(t, "SELECT count() FROM events WHERE tenant_id = 'acme'"))
+	require.EqualValues(t, 1, p.Count(t, "SELECT count() FROM logs WHERE tenant_id = 'acme'"))
 }

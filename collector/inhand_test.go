@@ -22,11 +22,12 @@ import (
 // blocks), a tenant publishes 300 messages of 100 KB (30 MB). The collector
 // may hold what it is storing, the batch after it, the one it is filling,
 // a short hand-off and one pull's bytes: about 60 messages with 1 MiB
-// batches, not all 300. Before, it took in up to BatchSize messages
+// batches (BatchBytes, and EventBatchBytes: these are domain events), not
+// all 300. Before, it took in up to BatchSize messages
 // whatever their size (hundreds of MB of OTLP requests or SDK batches),
 // and those at the back waited past the ack wait and were sent again.
 func TestInHandStaysWithinAFewBatches(t *testing.T) {
-	h := startHeldStore(t, func(int32) bool { return true }, func(c *collector.Config) { c.BatchBytes = 1 << 20 })
+	h := startHeldStore(t, func(int32) bool { return true }, func(c *collector.Config) { c.BatchBytes, c.EventBatchBytes = 1<<20, 1<<20 })
 	p, js, unblock := h.p, h.js, h.release
 	ctx := context.Background()
 	note := strings.Repeat("x", 100<<10)
