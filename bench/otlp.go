@@ -110,22 +110,12 @@ func RunOTLP(ctx context.Context, cfg OTLPConfig, progress io.Writer) (OTLPResul
 
 	// 1. The suite, as its users run it: serve in a child process.
 	step("starting serve (%s)", cfg.Binary)
-	srv, err := startServe(ctx, serveOptions{Dir: cfg.Dir, LibPath: cfg.LibPath, Binary: cfg.Binary, CPUProfile: cfg.ServeCPUProfile, Env: cfg.ServeEnv}, []string{"acme"}, otlpBenchKey)
+	srv, rssStart, messagesBefore, err := startServeIdle(ctx, serveOptions{Dir: cfg.Dir, LibPath: cfg.LibPath, Binary: cfg.Binary, CPUProfile: cfg.ServeCPUProfile, Env: cfg.ServeEnv}, []string{"acme"}, otlpBenchKey)
 	if err != nil {
 		return res, err
 	}
 	defer srv.close()
-	if res.RSSStartMiB, err = procRSSMiB(srv.pid); err != nil {
-		return res, err
-	}
-	_, messagesBefore, err := srv.collectorStages()
-	if err != nil {
-		return res, err
-	}
-
-	if err := waitIdle(ctx, srv.pid); err != nil {
-		return res, err
-	}
+	res.RSSStartMiB = rssStart
 
 	// 2. Send, and time until every span is stored.
 	step("end to end: %d workers x %d requests x %d spans -> ClickHouse", cfg.Workers, cfg.Requests, cfg.SpansPerRequest)

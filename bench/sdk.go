@@ -94,26 +94,17 @@ func RunSDK(ctx context.Context, cfg SDKConfig, progress io.Writer) (SDKResult, 
 	}
 	opts := serveOptions{Dir: cfg.Dir, LibPath: cfg.LibPath, Binary: cfg.Binary, CPUProfile: cfg.ServeCPUProfile, Env: cfg.ServeEnv}
 	step("starting serve (%s)", cfg.Binary)
-	srv, err := startServe(ctx, opts, tenants, otlpBenchKey)
+	srv, rssStart, messagesBefore, err := startServeIdle(ctx, opts, tenants, otlpBenchKey)
 	if err != nil {
 		return res, err
 	}
 	defer srv.close()
+	res.RSSStartMiB = rssStart
 	b, err := config.LoadBootstrap(srv.data)
 	if err != nil {
 		return res, err
 	}
 	svc := func(tenant string) string { return tenant + "-svc" } // serveYAML's users
-	if res.RSSStartMiB, err = procRSSMiB(srv.pid); err != nil {
-		return res, err
-	}
-	_, messagesBefore, err := srv.collectorStages()
-	if err != nil {
-		return res, err
-	}
-	if err := waitIdle(ctx, srv.pid); err != nil {
-		return res, err
-	}
 	goBefore, err := srv.metricValues("go_")
 	if err != nil {
 		return res, err

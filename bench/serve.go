@@ -102,6 +102,25 @@ func startServe(ctx context.Context, cfg serveOptions, tenants []string, key str
 	return p, nil
 }
 
+// startServeIdle starts serve as startServe does and waits until it is
+// idle; it answers serve's RSS then and how many messages its collector
+// had taken, for a benchmark to measure from.
+func startServeIdle(ctx context.Context, cfg serveOptions, tenants []string, key string) (srv *serveProcess, rssMiB float64, messages uint64, err error) {
+	if srv, err = startServe(ctx, cfg, tenants, key); err != nil {
+		return nil, 0, 0, err
+	}
+	if rssMiB, err = procRSSMiB(srv.pid); err == nil {
+		if _, messages, err = srv.collectorStages(); err == nil {
+			err = waitIdle(ctx, srv.pid)
+		}
+	}
+	if err != nil {
+		srv.close()
+		return nil, 0, 0, err
+	}
+	return srv, rssMiB, messages, nil
+}
+
 // waitReady waits until serve's /readyz answers 200.
 func (p *serveProcess) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)

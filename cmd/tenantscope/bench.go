@@ -78,19 +78,16 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		peerDir := fs.String("peer-dir", "", "the Collector's Go module (default: bench/otelcol of the repository around the working directory)")
 		peerBin := fs.String("peer-bin", "", "where the built Collector is kept; rebuilt when missing or older than its module (default: <cache>/otelcol-bench/otelcol-bench)")
 		peerCompress := fs.String("peer-compress", "none", "the ClickHouse exporter's compress setting: none (as the suite writes to its engine), lz4 (the exporter's default), zstd, gzip, ...")
-		cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file")
 		rounds := fs.Int("rounds", 1, "with --peer: rounds of both sides, alternating which goes first; prints each round and the median of each ratio")
-		memLimit := fs.String("gomemlimit", "", "serve's GOMEMLIMIT, e.g. 512MiB (default: its memory.go_limit)")
-		gogc := fs.String("gogc", "", "serve's GOGC, e.g. 50 (default: its own)")
-		heapProfile := fs.String("heapprofile", "", "write serve's heap profile at its highest heap in use during the load to this file")
+		sf := addServeFlags(fs)
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *rounds < 1 {
 			return fmt.Errorf("%w: --rounds %d: at least 1", errUsage, *rounds)
 		}
-		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz, ServeCPUProfile: *cpuProfile, ServeEnv: serveGoEnv(*memLimit, *gogc),
-			HeapProfile: *heapProfile}
+		load := bench.OTLPConfig{LibPath: *lib, Workers: *workers, Requests: *requests, SpansPerRequest: *spans, Gzip: *gz,
+			ServeCPUProfile: *sf.cpuProfile, HeapProfile: *sf.heapProfile, ServeEnv: sf.env()}
 		if *peer == "" {
 			res, err := bench.RunOTLP(ctx, load, stderr)
 			if err != nil {
@@ -159,15 +156,12 @@ func runBenchSDK(ctx context.Context, args []string, getenv func(string) string,
 	lib := fs.String("chdb-lib", chdb.DefaultLibraryPath(getenv), "path of libchdb")
 	tenants := fs.Int("tenants", 4, "tenants publishing, each with its own SDK publisher")
 	events := fs.Int("events", 250_000, "events per tenant")
-	memLimit := fs.String("gomemlimit", "", "serve's GOMEMLIMIT, e.g. 512MiB (default: its memory.go_limit)")
-	gogc := fs.String("gogc", "", "serve's GOGC, e.g. 50 (default: its own)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file")
-	heapProfile := fs.String("heapprofile", "", "write serve's heap profile at its highest heap in use during the run to this file")
+	sf := addServeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	res, err := bench.RunSDK(ctx, bench.SDKConfig{LibPath: *lib, Tenants: *tenants, Events: *events, ServeCPUProfile: *cpuProfile, HeapProfile: *heapProfile,
-		ServeEnv: serveGoEnv(*memLimit, *gogc)}, stderr)
+	res, err := bench.RunSDK(ctx, bench.SDKConfig{LibPath: *lib, Tenants: *tenants, Events: *events,
+		ServeCPUProfile: *sf.cpuProfile, HeapProfile: *sf.heapProfile, ServeEnv: sf.env()}, stderr)
 	if err != nil {
 		return err
 	}
@@ -175,15 +169,31 @@ func runBenchSDK(ctx context.Context, args []string, getenv func(string) string,
 	return nil
 }
 
-// serveGoEnv is serve's environment for the --gomemlimit and --gogc
-// flags: nothing for an empty one (serve's own settings apply).
-func serveGoEnv(memLimit, gogc string) []string {
-	var env []string
-	if memLimit != "" {
-		env = append(env, "GOMEMLIMIT="+memLimit)
+// serveFlags are the flags of the benchmarks that run serve in a child
+// process: its profiles and its Go memory settings.
+type serveFlags struct {
+	cpuProfile, heapProfile, memLimit, gogc *string
+}
+
+// addServeFlags registers them on fs.
+func addServeFlags(fs *flag.FlagSet) serveFlags {
+	return serveFlags{
+		cpuProfile:  fs.String("cpuprofile", "", "write a CPU profile of serve (the suite's child process) to this file"),
+		heapProfile: fs.String("heapprofile", "", "write serve's heap profile at its highest heap in use during the load to this file"),
+		memLimit:    fs.String("gomemlimit", "", "serve's GOMEMLIMIT, e.g. 512MiB (default: its memory.go_limit)"),
+		gogc:        fs.String("gogc", "", "serve's GOGC, e.g. 50 (default: its memory.go_gc_percent)"),
 	}
-	if gogc != "" {
-		env = append(env, "GOGC="+gogc)
+}
+
+// env is serve's environment for --gomemlimit and --gogc: nothing for an
+// empty one (serve's own settings apply).
+func (f serveFlags) env() []string {
+	var env []string
+	if *f.memLimit != "" {
+		env = append(env, "GOMEMLIMIT="+*f.memLimit)
+	}
+	if *f.gogc != "" {
+		env = append(env, "GOGC="+*f.gogc)
 	}
 	return env
 }
