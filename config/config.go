@@ -77,7 +77,7 @@ type Config struct {
 // The default Go memory limit (Memory.GoLimit) is a base for what serve's
 // Go side holds whatever the tenants (a collector batch being decoded and
 // two being stored, the store's encoding buffers, NATS, the HTTP edge:
-// about 70 MiB of live heap in a profile of serve at its peak under OTLP
+// about 85 MB of live heap in a profile of serve at its peak under OTLP
 // load, bench otlp --heapprofile) and an allowance for each tenant: a busy
 // tenant's stream keeps the JetStream blocks it is writing and being read
 // from (8 MiB each) and more it just wrote, and the collector holds up to a
