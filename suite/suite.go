@@ -242,6 +242,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	if o.Components.Collector {
 		b := s.boot
+		stopLease := func() {}
 		if o.Collector.PIISalts == nil {
 			o.Collector.PIISalts = b.PIISalts
 		}
@@ -272,7 +273,14 @@ func Run(ctx context.Context, o Options) (err error) {
 				}
 			}
 			w.Lease = lease
-			g.Go(func() error { return lease.Run(gctx) })
+			// The lease outlives the collector: on a stop, the collector
+			// stores the batches it holds (audit records among them) and
+			// only then is the lease let go. Released with the others, it
+			// left the last audit batch unstored ("does not hold the audit
+			// writer's lease"), for the next writer to take again.
+			leaseCtx, cancel := context.WithCancel(context.WithoutCancel(gctx))
+			stopLease = cancel
+			g.Go(func() error { return lease.Run(leaseCtx) })
 			o.Collector.Audit = w
 			g.Go(func() error { return s.auditLoop(gctx, w, b.AuditVerifierKey) })
 			g.Go(func() error {
@@ -287,10 +295,14 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		col, err := collector.New(o.Collector, s.js, cfg, s.place, s.stores, s.log, s.reg, s.tracer)
 		if err != nil {
+			stopLease()
 			return err
 		}
 		s.collector = col
-		g.Go(func() error { return col.Run(gctx) })
+		g.Go(func() error {
+			defer stopLease()
+			return col.Run(gctx)
+		})
 	}
 	// Every process serves /metrics and the health endpoints; UI adds the pages.
 	{

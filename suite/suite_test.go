@@ -67,6 +67,11 @@ func child() int {
 			}
 		}
 	}
+	if d, err := time.ParseDuration(os.Getenv("TENANTSCOPE_STORE_PAUSE")); err == nil {
+		// A slow store: each batch waits d after it is stored, so batches
+		// are in flight when the suite is stopped.
+		opts.Collector.AfterStore = func() { time.Sleep(d) }
+	}
 	if check := os.Getenv("TENANTSCOPE_SUITE_LEFT_AFTER"); check != "" {
 		return leftAfterRun(ctx, opts, check)
 	}
