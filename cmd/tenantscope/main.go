@@ -10,12 +10,17 @@ import (
 	"syscall"
 )
 
-func main() {
+func main() { os.Exit(mainExit()) }
+
+// mainExit runs the command line until it ends or SIGINT/SIGTERM, and
+// answers the exit code (tests run their binary as the command with it).
+func mainExit() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tenantscope:", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
