@@ -33,11 +33,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		res, err := bench.RunErase(ctx, bench.EraseConfig{LibPath: *lib, Rows: *rows}, stderr)
-		if err != nil {
-			return err
-		}
-		res.Table(stdout)
-		return nil
+		return printTable(stdout, res, err)
 	}
 	if len(args) > 0 && args[0] == "move" {
 		fs := flag.NewFlagSet("bench move", flag.ContinueOnError)
@@ -57,11 +53,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			mc.OtherServer = self
 		}
 		res, err := bench.RunMove(ctx, mc, stderr)
-		if err != nil {
-			return err
-		}
-		res.Table(stdout)
-		return nil
+		return printTable(stdout, res, err)
 	}
 	if len(args) > 0 && args[0] == "cost" {
 		return runBenchCost(ctx, args[1:], getenv, stdout, stderr)
@@ -90,11 +82,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			ServeCPUProfile: *sf.cpuProfile, HeapProfile: *sf.heapProfile, ServeEnv: sf.env()}
 		if *peer == "" {
 			res, err := bench.RunOTLP(ctx, load, stderr)
-			if err != nil {
-				return err
-			}
-			res.Table(stdout)
-			return nil
+			return printTable(stdout, res, err)
 		}
 		if *peer != "otelcol" {
 			return fmt.Errorf("%w: --peer %q: the only peer is otelcol", errUsage, *peer)
@@ -115,11 +103,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	res, err := bench.RunEngine(ctx, bench.EngineConfig{LibPath: *lib, Rows: *rows, Rounds: *rounds, Clients: *clients, QueryFor: *queryFor}, stderr)
-	if err != nil {
-		return err
-	}
-	res.Table(stdout)
-	return nil
+	return printTable(stdout, res, err)
 }
 
 func runBenchIngest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -143,11 +127,7 @@ func runBenchIngest(ctx context.Context, args []string, getenv func(string) stri
 	defer stop()
 	res, err := bench.RunIngest(ctx, bench.IngestConfig{LibPath: *lib, Tenants: *tenants, Events: *events, LatencyFor: *latencyFor, BatchedEvents: *batched,
 		BatchSize: *batchSize, BatchAge: *batchAge}, stderr)
-	if err != nil {
-		return err
-	}
-	res.Table(stdout)
-	return nil
+	return printTable(stdout, res, err)
 }
 
 func runBenchSDK(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -162,10 +142,15 @@ func runBenchSDK(ctx context.Context, args []string, getenv func(string) string,
 	}
 	res, err := bench.RunSDK(ctx, bench.SDKConfig{LibPath: *lib, Tenants: *tenants, Events: *events,
 		ServeCPUProfile: *sf.cpuProfile, HeapProfile: *sf.heapProfile, ServeEnv: sf.env()}, stderr)
+	return printTable(stdout, res, err)
+}
+
+// printTable prints a benchmark's table to w, unless it failed.
+func printTable(w io.Writer, res interface{ Table(io.Writer) }, err error) error {
 	if err != nil {
 		return err
 	}
-	res.Table(stdout)
+	res.Table(w)
 	return nil
 }
 
@@ -209,11 +194,7 @@ func runBenchAudit(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	}
 	res, err := bench.RunAudit(ctx, bench.AuditConfig{LibPath: *lib, Records: *records, Tenants: *tenants, Queries: *queries}, stderr)
-	if err != nil {
-		return err
-	}
-	res.Table(stdout)
-	return nil
+	return printTable(stdout, res, err)
 }
 
 func runBenchCost(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -227,11 +208,7 @@ func runBenchCost(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	res, err := bench.RunCost(ctx, bench.CostConfig{LibPath: *lib, Events: *events, Spans: *spans, Tenants: *tenants}, stderr)
-	if err != nil {
-		return err
-	}
-	res.Table(stdout)
-	return nil
+	return printTable(stdout, res, err)
 }
 
 // runBenchOTelCol runs the OpenTelemetry Collector on the load, then the
